@@ -1,0 +1,5 @@
+import sys
+
+from dkimd.cli import main
+
+sys.exit(main())

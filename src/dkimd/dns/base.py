@@ -1,0 +1,48 @@
+"""The one interface the DKIM verifier and the key tools use to fetch TXT records.
+
+Failures are values, not exceptions: the verifier maps them straight onto DKIM results
+(RFC 6376 section 6.1.2: a key that cannot be fetched for a temporary reason is a
+temperror, a name that does not exist or a record that cannot be used is a permerror).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class TxtStatus(enum.Enum):
+    OK = "ok"
+    NXDOMAIN = "nxdomain"  # the name does not exist, or has no TXT record (NODATA)
+    SERVFAIL = "servfail"  # the server failed to answer
+    TIMEOUT = "timeout"  # no answer within the configured time
+    ERROR = "error"  # anything else: malformed answer, CNAME loop, refused
+
+    @property
+    def is_temporary(self) -> bool:
+        return self in (TxtStatus.SERVFAIL, TxtStatus.TIMEOUT)
+
+
+@dataclass(frozen=True, slots=True)
+class TxtResult:
+    """The TXT records at one name.
+
+    `records` holds one bytes value per TXT record, its character-strings already
+    concatenated (RFC 6376 section 3.6.2.2). Empty unless status is OK.
+    """
+
+    name: str
+    status: TxtStatus
+    records: tuple[bytes, ...] = ()
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TxtStatus.OK
+
+
+class TxtLookup(Protocol):
+    async def lookup_txt(self, name: str) -> TxtResult:
+        """Fetch the TXT records at `name` (a fully qualified name, no trailing dot needed)."""
+        ...
