@@ -1,0 +1,116 @@
+"""Process-level chores of a Unix daemon: pid file, privilege drop, detaching.
+
+Kept apart from daemon.py (the life cycle) because each piece is small, synchronous and
+testable on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ProcessError(Exception):
+    """A daemon chore failed; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    uid: int
+    gid: int
+    user: str
+    home: str
+
+
+def resolve_user(spec: str) -> RunAs:
+    """`user`, `user:group`, or numeric forms, as opendkim's UserID and -u take them."""
+    user, _, group = spec.partition(":")
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ProcessError(f"UserID: no such user {user!r}") from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ProcessError(f"UserID: no such group {group!r}") from None
+    return RunAs(uid=pw.pw_uid, gid=gid, user=pw.pw_name, home=pw.pw_dir)
+
+
+def drop_privileges(target: RunAs) -> None:
+    """Switch to `target` for good; called after the listening socket is bound."""
+    if os.getuid() == target.uid and os.getgid() == target.gid:
+        return
+    if os.geteuid() != 0:
+        raise ProcessError(f"cannot switch to user {target.user!r}: not running as root")
+    # Order matters: supplementary groups and gid must change while we still may.
+    os.initgroups(target.user, target.gid)
+    os.setgid(target.gid)
+    os.setuid(target.uid)
+    if os.getuid() != target.uid:
+        raise ProcessError(f"privilege drop to {target.user!r} did not take effect")
+
+
+class PidFile:
+    """Writes our pid on start and removes the file on exit, only if it is still ours."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._written = False
+
+    def write(self) -> None:
+        existing = self._read()
+        if existing is not None and existing != os.getpid() and _alive(existing):
+            raise ProcessError(f"PidFile {self.path}: another instance is running (pid {existing})")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise ProcessError(f"PidFile {self.path}: {exc.strerror}") from None
+        self._written = True
+
+    def remove(self) -> None:
+        if self._written and self._read() == os.getpid():
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self._written = False
+
+    def _read(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def detach() -> None:
+    """Go to the background the classic way (fork, setsid, fork), as opendkim does by default."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - replaces the closed stream for good
