@@ -1,0 +1,227 @@
+"""TXT lookups over real DNS with dnspython's asyncio resolver, a TTL cache and coalescing.
+
+    resolver = DnsResolver()                          # nameservers from /etc/resolv.conf
+    resolver = DnsResolver(parse_nameservers("192.0.2.1, 192.0.2.2"))  # OpenDKIM `Nameservers`
+    result = await resolver.lookup_txt("sel._domainkey.example.com")
+
+Mapping of outcomes onto `TxtStatus` (failures are values, never exceptions):
+
+* an answer with TXT records              -> OK (one bytes value per record, strings joined)
+* NXDOMAIN, or NOERROR without TXT (NODATA) -> NXDOMAIN
+* SERVFAIL from every server, network errors -> SERVFAIL
+* no answer within `timeout` seconds      -> TIMEOUT
+* anything else (REFUSED, CNAME loop or chain too long, malformed reply, bad name) -> ERROR
+
+Caching: positive answers for the smallest TTL in the answer (CNAMEs included, capped by
+`max_ttl`); negative answers (NXDOMAIN / NODATA) for min(SOA TTL, SOA MINIMUM) from the authority
+section, or `negative_ttl` seconds when the server sent no SOA. Temporary failures and errors are
+not cached. The cache is an LRU bounded by `cache_size` entries. Concurrent lookups of one name
+share one query. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.resolver
+
+from dkimd.dns.base import TxtResult, TxtStatus
+
+__all__ = ["DnsResolver", "parse_nameservers"]
+
+DEFAULT_NEGATIVE_TTL = 60
+DEFAULT_MAX_TTL = 86400
+DEFAULT_MAX_NEGATIVE_TTL = 3600
+
+
+def parse_nameservers(value: str) -> list[str]:
+    """Split OpenDKIM's `Nameservers` option (comma- and/or space-separated addresses)."""
+    return [part for part in value.replace(",", " ").split() if part]
+
+
+def _normalize(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+def _negative_ttl(response: dns.message.Message | None, default: int, cap: int) -> int:
+    """RFC 2308: min(SOA TTL, SOA MINIMUM) from the authority section, else `default`."""
+    if response is None:
+        return default
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset) > 0:
+            minimum = int(rrset[0].minimum)
+            return max(0, min(int(rrset.ttl), minimum, cap))
+    return default
+
+
+def _describe_errors(errors: object) -> tuple[TxtStatus, str]:
+    """Classify a NoNameservers error list: SERVFAIL/network trouble is temporary, the rest not."""
+    temporary = False
+    texts: list[str] = []
+    if isinstance(errors, list):
+        for entry in errors:
+            if not isinstance(entry, tuple) or len(entry) < 4:
+                continue
+            server, err = entry[0], entry[3]
+            if isinstance(err, str):
+                if err == "SERVFAIL":
+                    temporary = True
+                texts.append(f"{server}: {err}")
+            else:
+                if isinstance(err, OSError | EOFError | dns.message.Truncated):
+                    temporary = True
+                texts.append(f"{server}: {type(err).__name__}: {err}")
+    detail = "; ".join(texts) or "all nameservers failed"
+    return (TxtStatus.SERVFAIL if temporary else TxtStatus.ERROR), detail
+
+
+class DnsResolver:
+    """`TxtLookup` over DNS. Safe to share between tasks of one event loop."""
+
+    def __init__(
+        self,
+        nameservers: Sequence[str] | None = None,
+        timeout: float = 5.0,
+        cache_size: int = 10000,
+        *,
+        port: int = 53,
+        negative_ttl: int = DEFAULT_NEGATIVE_TTL,
+        max_ttl: int = DEFAULT_MAX_TTL,
+        max_negative_ttl: int = DEFAULT_MAX_NEGATIVE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if nameservers:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = list(nameservers)
+        else:
+            try:
+                resolver = dns.asyncresolver.Resolver(configure=True)
+            except dns.resolver.NoResolverConfiguration:
+                resolver = dns.asyncresolver.Resolver(configure=False)
+                resolver.nameservers = ["127.0.0.1"]
+        resolver.port = port
+        resolver.cache = None  # we cache ourselves, with negative caching and an LRU bound
+        resolver.timeout = timeout
+        resolver.lifetime = timeout
+        self._resolver = resolver
+        self.timeout = timeout
+        self.cache_size = max(0, cache_size)
+        self.negative_ttl = negative_ttl
+        self.max_ttl = max_ttl
+        self.max_negative_ttl = max_negative_ttl
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[float, TxtResult]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[tuple[TxtResult, int]]] = {}
+        self.queries = 0  # number of queries actually sent (cache misses), for tests and stats
+
+    @property
+    def nameservers(self) -> list[str]:
+        return [str(ns) for ns in self._resolver.nameservers]
+
+    def cache_clear(self) -> None:
+        self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def lookup_txt(self, name: str) -> TxtResult:
+        key = _normalize(name)
+        cached = self._cache_get(key)
+        if cached is not None:
+            return cached if cached.name == name else _rename(cached, name)
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._query(key))
+            self._inflight[key] = future
+            future.add_done_callback(functools.partial(self._settle, key))
+        # shield: one cancelled waiter must not cancel the query the others wait for
+        result, _ttl = await asyncio.shield(future)
+        return result if result.name == name else _rename(result, name)
+
+    def _settle(self, key: str, future: asyncio.Future[tuple[TxtResult, int]]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+        if future.cancelled() or future.exception() is not None:
+            return
+        result, ttl = future.result()
+        if ttl > 0 and self.cache_size > 0:
+            self._cache[key] = (self._clock() + ttl, result)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _cache_get(self, key: str) -> TxtResult | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        expires, result = entry
+        if self._clock() >= expires:
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return result
+
+    async def _query(self, key: str) -> tuple[TxtResult, int]:
+        """Run one query; return the result and how long it may be cached (0: not at all)."""
+        try:
+            return await self._query_unchecked(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let a bogus answer crash a milter connection
+            return TxtResult(key, TxtStatus.ERROR, detail=f"{type(exc).__name__}: {exc}"), 0
+
+    async def _query_unchecked(self, key: str) -> tuple[TxtResult, int]:
+        if not key:
+            return TxtResult(key, TxtStatus.ERROR, detail="empty name"), 0
+        try:
+            qname = dns.name.from_text(key, origin=dns.name.root)
+        except dns.exception.DNSException as exc:
+            return TxtResult(key, TxtStatus.ERROR, detail=f"bad name: {exc}"), 0
+        self.queries += 1
+        try:
+            answer = await self._resolver.resolve(
+                qname,
+                dns.rdatatype.TXT,
+                search=False,
+                raise_on_no_answer=False,
+                lifetime=self.timeout,
+            )
+        except dns.resolver.NXDOMAIN as exc:
+            responses: dict[dns.name.Name, dns.message.Message] = exc.kwargs.get("responses") or {}
+            response = next(iter(responses.values()), None)
+            ttl = _negative_ttl(response, self.negative_ttl, self.max_negative_ttl)
+            return TxtResult(key, TxtStatus.NXDOMAIN, detail="NXDOMAIN"), ttl
+        except dns.resolver.LifetimeTimeout as exc:
+            return TxtResult(key, TxtStatus.TIMEOUT, detail=str(exc)), 0
+        except dns.exception.Timeout as exc:
+            return TxtResult(key, TxtStatus.TIMEOUT, detail=str(exc)), 0
+        except dns.resolver.NoNameservers as exc:
+            status, detail = _describe_errors(exc.kwargs.get("errors"))
+            return TxtResult(key, status, detail=detail), 0
+        except dns.resolver.YXDOMAIN:
+            return TxtResult(key, TxtStatus.ERROR, detail="YXDOMAIN"), 0
+        except dns.exception.DNSException as exc:
+            return TxtResult(key, TxtStatus.ERROR, detail=f"{type(exc).__name__}: {exc}"), 0
+
+        chain = answer.chaining_result
+        if answer.rrset is None:
+            ttl = _negative_ttl(answer.response, self.negative_ttl, self.max_negative_ttl)
+            for cname in chain.cnames:
+                ttl = min(ttl, int(cname.ttl))
+            return TxtResult(key, TxtStatus.NXDOMAIN, detail="no TXT record (NODATA)"), ttl
+        records = tuple(b"".join(rdata.strings) for rdata in answer.rrset)
+        ttl = max(0, min(int(chain.minimum_ttl), self.max_ttl))
+        return TxtResult(key, TxtStatus.OK, records), ttl
+
+
+def _rename(result: TxtResult, name: str) -> TxtResult:
+    return TxtResult(name, result.status, result.records, result.detail)
