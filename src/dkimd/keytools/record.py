@@ -22,9 +22,10 @@ from dkimd.keytools.generate import KeyType
 
 # opendkim-genkey cuts the base64 key after every 250 characters.
 GENKEY_CHUNK = 250
-# opendkim-genzone wraps at column 75: the first quoted piece holds 73 characters of
-# record text (it starts two columns in), continuation lines (a tab, a quote) hold 66.
-GENZONE_FIRST_PIECE = 73
+# opendkim-genzone wraps at "column" 75, counting from the start of the record text on
+# the first line (so the first piece holds 75 characters) and from column 9 on
+# continuation lines (a tab, then the quote), which therefore hold 66.
+GENZONE_FIRST_PIECE = 75
 GENZONE_PIECE = 66
 # nsupdate output: pieces of 255 characters, the most one character-string holds.
 NSUPDATE_PIECE = 255
