@@ -1,0 +1,245 @@
+"""KeyTable and SigningTable, with OpenDKIM's lookup rules (opendkim.c).
+
+KeyTable: each entry maps a key name to `domain:selector:key` (dkimf_add_signrequest):
+
+* `domain` consisting solely of `%` means the sender's domain, filled in per message;
+* `key` starting with `/`, `./` or `../` is the path of a private key file (a `%` in it is
+  replaced by the sender's domain, dkimf_reptoken); anything else is the key itself, PEM or
+  base64-encoded DER;
+* the value is split at the first two colons, so the key part may contain colons.
+KeyTable lookups are case-sensitive (OpenDKIM opens it without DKIMF_DB_FLAG_ICASE).
+
+SigningTable: each entry maps a sender pattern to `keyname[:signer]`
+(dkimf_apply_signtable). A key name of just `%` means "the sender's domain"; in the signer
+every `%` is replaced by the sender's domain. Lookups are case-blind and a non-ASCII address
+never matches (DKIMF_DB_FLAG_ICASE | DKIMF_DB_FLAG_ASCIIONLY).
+
+* `refile:` table: the address `user@domain` is matched against the patterns in file order
+  (e.g. `*@example.com`, `*@*.example.com`).
+* any other table: these keys are tried in order: `user@domain`, `domain`, then for each
+  parent of the domain `user@.parent` and `.parent` (`foo.example.com` gives
+  `user@.example.com`, `.example.com`, `user@.com`, `.com`), then `user@*`, finally `*`.
+* only the first match is used unless MultipleSignatures is on, then all of them, in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind
+from dkimd.config.problems import Problem, Severity
+
+__all__ = [
+    "KeyTable",
+    "KeyTableEntry",
+    "SigningMatch",
+    "SigningTable",
+    "parse_keytable_value",
+    "split_address",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTableEntry:
+    """One KeyTable record. `key_path` or `key_data` is set, never both.
+
+    `domain` may be "%" and `key_path` may contain "%" until `resolve()` fills in the
+    sender's domain.
+    """
+
+    name: str
+    domain: str
+    selector: str
+    key_path: str | None
+    key_data: bytes | None
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def needs_sender_domain(self) -> bool:
+        return self.domain == "%" or (self.key_path is not None and "%" in self.key_path)
+
+    def resolve(self, sender_domain: str) -> KeyTableEntry:
+        """This entry with `%` replaced by the sender's domain (in the domain and path)."""
+        domain = sender_domain if self.domain == "%" else self.domain
+        path = self.key_path.replace("%", sender_domain) if self.key_path else self.key_path
+        return replace(self, domain=domain, key_path=path)
+
+    @property
+    def location(self) -> str:
+        if self.file is None:
+            return "(KeyTable)"
+        return f"{self.file}:{self.line}"
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../"))
+
+
+def parse_keytable_value(name: str, value: str | None, file: str | None = None,
+                         line: int | None = None) -> KeyTableEntry | str:  # fmt: skip
+    """Parse `domain:selector:key`; returns the entry, or an error message."""
+    if not value:
+        return f'KeyTable entry "{name}" has no value (expected domain:selector:keyfile)'
+    parts = value.split(":", 2)
+    if len(parts) != 3:
+        return f'KeyTable entry "{name}": "{value}" is not domain:selector:keyfile'
+    domain, selector, key = (p.strip() for p in parts)
+    if not domain or not selector or not key:
+        return f'KeyTable entry "{name}": empty domain, selector or key in "{value}"'
+    if _looks_like_path(key):
+        return KeyTableEntry(name, domain, selector, key, None, file, line)
+    # Inline key: PEM text or base64 DER; kept as bytes for dkim.keys.load_private_key.
+    if key.startswith("-----BEGIN"):
+        return KeyTableEntry(name, domain, selector, None, key.encode(), file, line)
+    try:
+        der = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return (f'KeyTable entry "{name}": "{key[:40]}" is neither a key file path '
+                "(starting with /, ./ or ../) nor a base64 key")  # fmt: skip
+    return KeyTableEntry(name, domain, selector, None, der, file, line)
+
+
+class KeyTable:
+    """The KeyTable data set, parsed: key name -> `KeyTableEntry`."""
+
+    __slots__ = ("dataset", "entries")
+
+    def __init__(self, dataset: Dataset, entries: dict[int, KeyTableEntry]) -> None:
+        self.dataset = dataset
+        self.entries = entries  # keyed by id() of the dataset entry, see _entry_for
+
+    @classmethod
+    def build(cls, dataset: Dataset, option: str = "KeyTable") -> tuple[KeyTable, list[Problem]]:
+        problems: list[Problem] = []
+        entries: dict[int, KeyTableEntry] = {}
+        for raw in dataset.entries:
+            parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            if isinstance(parsed, str):
+                problems.append(Problem(raw.file, raw.line, Severity.ERROR, parsed,
+                                        option=option))  # fmt: skip
+                continue
+            entries[id(raw)] = parsed
+            if parsed.key_path is not None and "%" not in parsed.key_path:
+                if not os.path.isfile(parsed.key_path):
+                    problems.append(Problem(raw.file, raw.line, Severity.WARNING,
+                                            f'key file "{parsed.key_path}" for "{raw.key}" '
+                                            "does not exist", option=option))  # fmt: skip
+                elif not os.access(parsed.key_path, os.R_OK):
+                    problems.append(Problem(raw.file, raw.line, Severity.WARNING,
+                                            f'key file "{parsed.key_path}" for "{raw.key}" '
+                                            "is not readable", option=option))  # fmt: skip
+        return cls(dataset, entries), problems
+
+    def _entry_for(self, raw: DatasetEntry | None, name: str) -> KeyTableEntry | None:
+        if raw is None:
+            return None
+        entry = self.entries.get(id(raw))
+        if entry is None:
+            return None
+        # A refile KeyTable matches names by pattern: report the name asked for.
+        return entry if entry.name == name else replace(entry, name=name)
+
+    def get(self, name: str) -> KeyTableEntry | None:
+        """The key called `name` (case-sensitive, as in OpenDKIM), or None."""
+        return self._entry_for(self.dataset.match(name), name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[KeyTableEntry]:
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """`user@domain` -> (user, domain), splitting at the last `@`; no `@` -> ("", address)."""
+    user, at, domain = address.rpartition("@")
+    return (user, domain) if at else ("", address)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningMatch:
+    """A SigningTable hit: which key to use, the optional signer (i=), and why."""
+
+    key_name: str  # "%" already replaced by the sender's domain
+    signer: str | None  # "%" already replaced; None when the entry gives none
+    matched: str  # the lookup key (file:, csl:) or the pattern (refile:) that matched
+    file: str | None
+    line: int | None
+
+
+class SigningTable:
+    """The SigningTable data set with OpenDKIM's lookup order."""
+
+    __slots__ = ("dataset",)
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def candidate_keys(self, user: str, domain: str) -> list[str]:
+        """The keys a non-refile table is searched with, in order (dkimf_apply_signtable)."""
+        keys = [f"{user}@{domain}", domain]
+        dot = domain.find(".")
+        while dot != -1:
+            parent = domain[dot:]
+            keys += [f"{user}@{parent}", parent]
+            dot = domain.find(".", dot + 1)
+        keys += [f"{user}@*", "*"]
+        return keys
+
+    def _hit(self, entry: DatasetEntry, matched: str, domain: str) -> SigningMatch:
+        value = entry.value or ""
+        key_name, colon, signer = value.partition(":")
+        if key_name == "%":
+            key_name = domain
+        return SigningMatch(key_name, signer.replace("%", domain) if colon and signer else None,
+                            matched, entry.file, entry.line)  # fmt: skip
+
+    def lookup(self, user: str, domain: str, *, multiple: bool = False) -> list[SigningMatch]:
+        """The signatures to make for sender `user@domain`: the first match, or all of them
+        in order when `multiple` (MultipleSignatures) is set."""
+        hits: list[SigningMatch] = []
+        if self.dataset.kind is DatasetKind.REFILE:
+            address = f"{user}@{domain}"
+            entries = self.dataset.match_all(address)
+            hits = [self._hit(e, e.key, domain) for e in entries]
+        else:
+            for key in self.candidate_keys(user, domain):
+                entry = self.dataset.match(key)
+                if entry is not None:
+                    hits.append(self._hit(entry, key, domain))
+                    if not multiple:
+                        break
+        return hits if multiple else hits[:1]
+
+    def lookup_address(self, address: str, *, multiple: bool = False) -> list[SigningMatch]:
+        user, domain = split_address(address)
+        return self.lookup(user, domain, multiple=multiple)
+
+    def first(self, address: str) -> SigningMatch | None:
+        hits = self.lookup_address(address)
+        return hits[0] if hits else None
+
+    def check_against(self, keys: KeyTable, option: str = "SigningTable") -> list[Problem]:
+        """An error for each entry naming a key the KeyTable doesn't have (except `%`)."""
+        problems: list[Problem] = []
+        for entry in self.dataset.entries:
+            value = entry.value or ""
+            key_name = value.partition(":")[0]
+            if not key_name:
+                problems.append(Problem(entry.file, entry.line, Severity.ERROR,
+                                        f'SigningTable entry "{entry.key}" names no key',
+                                        option=option))  # fmt: skip
+            elif key_name != "%" and key_name not in keys:
+                problems.append(Problem(entry.file, entry.line, Severity.ERROR,
+                                        f'SigningTable entry "{entry.key}" names key '
+                                        f'"{key_name}", which is not in the KeyTable',
+                                        option=option))  # fmt: skip
+        return problems
