@@ -1,0 +1,345 @@
+"""The sans-IO milter connection: bytes in, events out; actions in, bytes out.
+
+Usage (the asyncio loop in ``dkimd.server`` does exactly this)::
+
+    conn = Connection(FilterOptions(...))
+    conn.receive_data(data)            # b"" means end of stream
+    while (event := conn.next_event()) is not NEED_DATA:
+        ...                            # decide
+        out = conn.send(Continue())    # bytes to write (maybe b"")
+
+Rules:
+
+* Option negotiation is done here: the first event is ``OptionNegotiation`` (the MTA's
+  offer); answer it with ``send(Continue())``, which encodes the negotiated reply
+  (``conn.negotiated``).
+* After an event the MTA waits for (``conn.reply_expected``), send exactly one final
+  action (``Continue``, ``Accept``, ``Reject``, ``TempFail``, ``Discard``,
+  ``ReplyCode``, ``Skip``) before asking for the next event; ``Progress`` may come
+  first, any number of times. At ``EndOfMessage``, modifications come before the final
+  action (``send_many([...mods, Continue()])``).
+* Replying is always allowed: after an event the MTA does not wait for (macros, abort,
+  quit, and the stages whose SMFIP_NR_* flag was negotiated), ``send(Continue())``
+  returns ``b""``. Any other action there is a ``LocalProtocolError``, because the MTA
+  would read it as the answer to a later command.
+* Macros (SMFIC_MACRO) are kept per stage and merged: ``conn.macros`` (``"i"``,
+  ``"j"``, ``"{auth_authen}"``, ``"{daemon_name}"``...) and ``conn.macro(name)``, which
+  also finds ``{i}`` when asked for ``i`` and vice versa. Message-stage macros (mail,
+  rcpt, data, header, eoh, body, eom) are dropped when the message ends (final reply to
+  ``EndOfMessage``), on ``Abort`` and on a HELO inside a transaction; all of them on
+  ``QuitNewConnection``.
+* Several messages per connection; ``Abort`` ends the message, not the connection.
+* Any ``RemoteProtocolError`` (framing, payload, order; see ``state.py``) leaves the
+  connection unusable: every later ``next_event`` raises again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Final, Literal
+
+from . import actions as act
+from . import events as ev
+from .codec import DECODERS, FrameReader, decode, decode_header, encode_action
+from .codec import encode_optneg_reply as _encode_optneg_reply
+from .constants import DEFAULT_MAX_PACKET, Command, ProtocolFlag
+from .errors import (
+    LocalProtocolError,
+    MalformedPacket,
+    RemoteProtocolError,
+    UnexpectedCommand,
+)
+from .options import FilterOptions, Negotiated, negotiate
+from .state import IN_MESSAGE, State, transitions
+
+__all__ = ["NEED_DATA", "Connection", "NeedData"]
+
+
+class NeedData(enum.Enum):
+    """Sentinel type: ``next_event`` needs more bytes."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+C = Command
+
+# Macro stages in the order they are merged (later ones win on a name clash).
+_STAGE_ORDER: Final[tuple[int, ...]] = (
+    *(C.CONNECT, C.HELO, C.UNKNOWN),
+    *(C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB),
+)
+_MESSAGE_STAGES: Final[frozenset[int]] = frozenset(
+    {C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB}
+)
+# Postfix ignores DISCARD for connect and helo (milter8.c "DISCARD action is not
+# allowed for connect or helo"); refuse it so the mistake shows.
+_NO_DISCARD: Final = frozenset({C.CONNECT, C.HELO})
+
+
+def _name(command: int) -> str:
+    try:
+        return f"SMFIC_{Command(command).name}"
+    except ValueError:
+        return f"command 0x{command:02x}"
+
+
+class Connection:
+    """One milter connection, from option negotiation to quit. Not thread-safe."""
+
+    __slots__ = (
+        "_broken",
+        "_eof",
+        "_leading_space",
+        "_macros",
+        "_merged",
+        "_negotiated",
+        "_options",
+        "_owed",
+        "_reader",
+        "_replyable",
+        "_state",
+        "_table",
+    )
+
+    def __init__(
+        self, options: FilterOptions | None = None, *, max_packet: int = DEFAULT_MAX_PACKET
+    ) -> None:
+        self._options = options if options is not None else FilterOptions()
+        self._reader = FrameReader(max_packet)
+        self._state = State.NEGOTIATE
+        self._table = transitions(ProtocolFlag.NONE)
+        self._negotiated: Negotiated | None = None
+        self._leading_space = True
+        self._macros: dict[int, dict[str, str]] = {}
+        self._merged: Mapping[str, str] | None = None
+        self._eof = False
+        self._broken: RemoteProtocolError | None = None
+        self._owed: int | None = None  # command whose reply the MTA waits for
+        self._replyable: int | None = None  # last event, until replied to
+
+    # -- inspection ---------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def options(self) -> FilterOptions:
+        return self._options
+
+    @property
+    def negotiated(self) -> Negotiated | None:
+        """The negotiation outcome, once ``OptionNegotiation`` has been received."""
+        return self._negotiated
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a message transaction is open (between MAIL and end/abort)."""
+        return self._state in IN_MESSAGE or (
+            self._replyable == C.BODYEOB and self._owed is not None
+        )
+
+    @property
+    def reply_expected(self) -> bool:
+        """Whether the MTA is waiting for a reply to the last event."""
+        return self._owed is not None
+
+    @property
+    def macros(self) -> Mapping[str, str]:
+        """All current macro values, merged across stages (read-only)."""
+        if self._merged is None:
+            merged: dict[str, str] = {}
+            for stage in _STAGE_ORDER:
+                values = self._macros.get(stage)
+                if values:
+                    merged.update(values)
+            for stage, values in self._macros.items():
+                if stage not in _STAGE_ORDER:
+                    merged.update(values)
+            self._merged = MappingProxyType(merged)
+        return self._merged
+
+    def macro(self, name: str) -> str | None:
+        """One macro, by name with or without braces (``"i"`` finds ``"{i}"``)."""
+        macros = self.macros
+        value = macros.get(name)
+        if value is None:
+            alt = name[1:-1] if name.startswith("{") and name.endswith("}") else f"{{{name}}}"
+            value = macros.get(alt)
+        return value
+
+    def stage_macros(self, stage: int) -> Mapping[str, str]:
+        """The macros the MTA sent for one stage (``Command.MAIL``...)."""
+        return MappingProxyType(self._macros.get(stage, {}))
+
+    # -- input --------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the MTA; ``b""`` marks the end of the stream."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("data received after end of stream")
+            return
+        if data:
+            self._reader.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> ev.Event | Literal[NeedData.NEED_DATA]:
+        """The next event, or ``NEED_DATA``; raises RemoteProtocolError on bad input."""
+        if self._broken is not None:
+            raise RemoteProtocolError(f"connection already failed: {self._broken}")
+        if self._owed is not None:
+            raise LocalProtocolError(f"reply to {_name(self._owed)} before the next event")
+        self._replyable = None
+        if self._state is State.CLOSED:
+            return ev.ConnectionClosed()
+        try:
+            return self._next_event()
+        except RemoteProtocolError as exc:
+            self._broken = exc
+            raise
+
+    def _next_event(self) -> ev.Event | Literal[NeedData.NEED_DATA]:
+        packet = self._reader.next_packet()
+        if packet is None:
+            if not self._eof:
+                return NEED_DATA
+            if self._reader.pending:
+                raise MalformedPacket(
+                    f"end of stream inside a packet ({self._reader.pending} bytes pending)"
+                )
+            self._state = State.CLOSED
+            return ev.ConnectionClosed()
+        command, payload = packet
+        next_state = self._table[self._state].get(command)
+        if next_state is None:
+            if command not in DECODERS:
+                raise MalformedPacket(f"unknown milter command {_name(command)}")
+            raise UnexpectedCommand(f"{_name(command)} in state {self._state.value}")
+        if command == C.HEADER:
+            event: ev.Event = decode_header(payload, self._leading_space)
+        else:
+            event = decode(command, payload)
+
+        if isinstance(event, ev.Macros):
+            self._macros[event.stage] = event.macros
+            self._merged = None
+        elif isinstance(event, ev.OptionNegotiation):
+            self._negotiate(event)
+        elif command == C.ABORT or (command == C.HELO and self._state in IN_MESSAGE):
+            self._drop_message_macros()
+        elif command == C.QUIT_NC:
+            self._macros.clear()
+            self._merged = None
+
+        self._state = next_state
+        if command == C.OPTNEG or (
+            self._negotiated is not None and self._negotiated.expects_reply(command)
+        ):
+            self._owed = command
+        self._replyable = command
+        return event
+
+    def _negotiate(self, offer: ev.OptionNegotiation) -> None:
+        result = negotiate(self._options, offer.version, offer.actions, offer.protocol)
+        self._negotiated = result
+        self._leading_space = result.leading_space
+        self._table = transitions(result.protocol)
+
+    def _drop_message_macros(self) -> None:
+        for stage in _MESSAGE_STAGES:
+            if self._macros.pop(stage, None) is not None:
+                self._merged = None
+
+    # -- output -------------------------------------------------------------
+
+    def send(self, action: act.Action) -> bytes:
+        """Encode one action for the last event; may be ``b""`` (see module docstring)."""
+        if isinstance(action, act.FinalAction):
+            return self._send_final(action)
+        if isinstance(action, act.Modification):
+            return self._send_modification(action)
+        if isinstance(action, act.Progress):
+            if self._owed is None or self._owed == C.OPTNEG:
+                raise LocalProtocolError("progress is only allowed while the MTA waits")
+            return encode_action(action)
+        raise LocalProtocolError(f"not a milter action: {action!r}")
+
+    def send_many(self, actions: Iterable[act.Action]) -> bytes:
+        """Encode modifications/progress followed by one final action (``Continue`` if
+        none is given). The sequence is checked as a whole first, so a bad list raises
+        before anything changes."""
+        items = list(actions)
+        if not items or not isinstance(items[-1], act.FinalAction):
+            items.append(act.Continue())
+        if any(isinstance(a, act.FinalAction) for a in items[:-1]):
+            raise LocalProtocolError("only the last action may be a final action")
+        for a in items[:-1]:
+            if isinstance(a, act.Modification):
+                self._check_modification(a)
+            elif isinstance(a, act.Progress):
+                if self._owed is None or self._owed == C.OPTNEG:
+                    raise LocalProtocolError("progress is only allowed while the MTA waits")
+            else:
+                raise LocalProtocolError(f"not a milter action: {a!r}")
+        self._check_final(items[-1])  # type: ignore[arg-type]
+        return b"".join(self.send(a) for a in items)
+
+    def _check_final(self, action: act.FinalAction) -> None:
+        command = self._replyable
+        if command is None:
+            raise LocalProtocolError("no event to reply to")
+        if self._owed is None:
+            if type(action) is not act.Continue:
+                raise LocalProtocolError(
+                    f"the MTA expects no reply to {_name(command)}; only Continue() is allowed"
+                )
+            return
+        if command == C.OPTNEG:
+            if type(action) is not act.Continue:
+                raise LocalProtocolError("answer option negotiation with Continue()")
+            return
+        if isinstance(action, act.Skip):
+            negotiated = self._negotiated
+            if negotiated is None or not negotiated.protocol & ProtocolFlag.SKIP:
+                raise LocalProtocolError("Skip needs SMFIP_SKIP, which was not negotiated")
+            if command == C.BODYEOB:
+                raise LocalProtocolError("Skip is not a valid reply to end of message")
+        elif isinstance(action, act.Discard) and command in _NO_DISCARD:
+            raise LocalProtocolError(f"Discard is not a valid reply to {_name(command)}")
+
+    def _send_final(self, action: act.FinalAction) -> bytes:
+        self._check_final(action)
+        command = self._replyable
+        self._replyable = None
+        if self._owed is None:
+            return b""
+        self._owed = None
+        if command == C.OPTNEG:
+            n = self._negotiated
+            assert n is not None  # set when the OPTNEG event was produced
+            return _encode_optneg_reply(n.version, n.actions, n.protocol, n.macros)
+        if command == C.BODYEOB:
+            self._drop_message_macros()
+        return encode_action(action)
+
+    def _check_modification(self, action: act.Modification) -> None:
+        if self._owed != C.BODYEOB:
+            raise LocalProtocolError(
+                f"{type(action).__name__} is only allowed at end of message, before its reply"
+            )
+        negotiated = self._negotiated
+        assert negotiated is not None
+        if not negotiated.actions & action.requires:
+            raise LocalProtocolError(
+                f"{type(action).__name__} needs {action.requires!r}, which was not negotiated"
+            )
+
+    def _send_modification(self, action: act.Modification) -> bytes:
+        self._check_modification(action)
+        return encode_action(action, self._leading_space)
