@@ -57,9 +57,8 @@ __all__ = [
 # OpenDKIM's dbtypes[] table beyond what we read. "repute", "socket", "mdb" and "erlang" are
 # FFR/optional back-ends; listing them gives a clearer message than "unknown type".
 UNSUPPORTED_TYPES = frozenset(
-    {"db", "dsn", "ldap", "ldapi", "ldaps", "lua", "memcache", "repute", "socket", "mdb",
-     "erlang"}
-)  # fmt: skip
+    {"db", "dsn", "ldap", "ldapi", "ldaps", "lua", "memcache", "repute", "socket", "mdb", "erlang"}
+)
 
 _ASCII_SPACE = " \t\n\v\f\r"  # C isspace() in the C locale
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -162,9 +161,16 @@ class Dataset:
 
     __slots__ = ("_index", "ascii_only", "case_insensitive", "entries", "kind", "path", "spec")
 
-    def __init__(self, spec: str, kind: DatasetKind, entries: Sequence[DatasetEntry], *,
-                 path: str | None = None, case_insensitive: bool = True,
-                 ascii_only: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: str,
+        kind: DatasetKind,
+        entries: Sequence[DatasetEntry],
+        *,
+        path: str | None = None,
+        case_insensitive: bool = True,
+        ascii_only: bool = False,
+    ) -> None:
         self.spec = spec
         self.kind = kind
         self.path = path
@@ -243,7 +249,7 @@ class Dataset:
         return f"Dataset({self.spec!r}, {len(self.entries)} entries)"
 
 
-def _split_key_value(line: str) -> tuple[str, str | None]:
+def _split_key_value(line: str) -> tuple[str, str | None]:  # -> (key, value or None)
     """file: layout: key = first non-blank run, value = the rest after the blanks, trimmed."""
     line = line.strip(_ASCII_SPACE)
     for i, ch in enumerate(line):
@@ -264,10 +270,14 @@ def _compile(pattern: str, case_insensitive: bool) -> re.Pattern[str] | None:
         return None
 
 
-def parse_dataset_lines(kind: DatasetKind, text: str, source: str | None,
-                        case_insensitive: bool = True, *,
-                        origin: tuple[str, int] | None = None,
-                        ) -> tuple[list[DatasetEntry], list[Problem]]:  # fmt: skip
+def parse_dataset_lines(
+    kind: DatasetKind,
+    text: str,
+    source: str | None,
+    case_insensitive: bool = True,
+    *,
+    origin: tuple[str, int] | None = None,
+) -> tuple[list[DatasetEntry], list[Problem]]:
     """Parse data set content: a file's text (file:, refile:) or a csl: list.
 
     `source` is the file name the lines come from (for entries' and problems' locations);
@@ -279,12 +289,15 @@ def parse_dataset_lines(kind: DatasetKind, text: str, source: str | None,
     if kind is DatasetKind.CSL:
         where_file, where_line = origin if origin is not None else (source, None)
         for item in text.split(","):
-            key, eq, value = item.partition("=")
-            key = key.strip(_ASCII_SPACE)
-            if not key:
+            name, eq, text_value = item.partition("=")
+            name = name.strip(_ASCII_SPACE)
+            if not name:
                 continue  # strtok_r() skips empty fields
-            entries.append(DatasetEntry(key, value.strip(_ASCII_SPACE) if eq else None,
-                                        where_file, where_line))  # fmt: skip
+            entries.append(
+                DatasetEntry(
+                    name, text_value.strip(_ASCII_SPACE) if eq else None, where_file, where_line
+                )
+            )
         return entries, problems
 
     first_seen: dict[str, int] = {}
@@ -294,34 +307,51 @@ def parse_dataset_lines(kind: DatasetKind, text: str, source: str | None,
             continue
         if kind is DatasetKind.REFILE:
             if line[0] in _ASCII_SPACE:
-                problems.append(Problem(
-                    source, number, Severity.WARNING,
-                    "line starts with white space; OpenDKIM ignores it, so does dkimd",
-                    "remove the leading blanks"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        source,
+                        number,
+                        Severity.WARNING,
+                        "line starts with white space; OpenDKIM ignores it, so does dkimd",
+                        "remove the leading blanks",
+                    )
+                )
                 continue
             key, value = _split_key_value(line)
             pattern = _compile(key, case_insensitive)
             if pattern is None:
-                problems.append(Problem(source, number, Severity.ERROR,
-                                        f'cannot compile pattern "{key}"'))  # fmt: skip
+                problems.append(
+                    Problem(source, number, Severity.ERROR, f'cannot compile pattern "{key}"')
+                )
                 continue
             entries.append(DatasetEntry(key, value, source, number, pattern))
             continue
         key, value = _split_key_value(line)
         folded = ascii_lower(key) if case_insensitive else key
         if folded in first_seen:
-            problems.append(Problem(
-                source, number, Severity.WARNING,
-                f'duplicate key "{key}"; only the first one (line {first_seen[folded]}) is used'))  # fmt: skip
+            problems.append(
+                Problem(
+                    source,
+                    number,
+                    Severity.WARNING,
+                    f'duplicate key "{key}"; only the first one '
+                    f"(line {first_seen[folded]}) is used",
+                )
+            )
             continue
         first_seen[folded] = number
         entries.append(DatasetEntry(key, value, source, number))
     return entries, problems
 
 
-def open_dataset(text: str, *, case_insensitive: bool = True, ascii_only: bool = False,
-                 origin: tuple[str, int] | None = None, option: str | None = None,
-                 ) -> tuple[Dataset | None, list[Problem]]:  # fmt: skip
+def open_dataset(
+    text: str,
+    *,
+    case_insensitive: bool = True,
+    ascii_only: bool = False,
+    origin: tuple[str, int] | None = None,
+    option: str | None = None,
+) -> tuple[Dataset | None, list[Problem]]:
     """Open the data set an option value names; never raises.
 
     Returns the data set (None if it cannot be opened at all) and the problems found.
@@ -332,27 +362,47 @@ def open_dataset(text: str, *, case_insensitive: bool = True, ascii_only: bool =
     try:
         spec = parse_dataset_spec(text)
     except DatasetSpecError as e:
-        return None, [Problem(where_file, where_line, Severity.ERROR,
-                              f"{option}: {e.message}" if option else e.message,
-                              e.hint, option)]  # fmt: skip
+        return None, [
+            Problem(
+                where_file,
+                where_line,
+                Severity.ERROR,
+                f"{option}: {e.message}" if option else e.message,
+                e.hint,
+                option,
+            )
+        ]
     if spec.kind is DatasetKind.CSL:
-        entries, problems = parse_dataset_lines(spec.kind, spec.argument, where_file,
-                                                case_insensitive, origin=origin)  # fmt: skip
-        return Dataset(text, spec.kind, entries, case_insensitive=case_insensitive,
-                       ascii_only=ascii_only), problems  # fmt: skip
+        entries, problems = parse_dataset_lines(
+            spec.kind, spec.argument, where_file, case_insensitive, origin=origin
+        )
+        return Dataset(
+            text, spec.kind, entries, case_insensitive=case_insensitive, ascii_only=ascii_only
+        ), problems
     path = spec.argument
     try:
         with open(path, "rb") as f:
             data = f.read().decode("utf-8", "surrogateescape")
     except OSError as e:
         message = f'cannot read data set file "{path}": {e.strerror or e}'
-        return None, [Problem(where_file, where_line, Severity.ERROR,
-                              f"{option}: {message}" if option else message,
-                              option=option)]  # fmt: skip
+        return None, [
+            Problem(
+                where_file,
+                where_line,
+                Severity.ERROR,
+                f"{option}: {message}" if option else message,
+                option=option,
+            )
+        ]
     entries, problems = parse_dataset_lines(spec.kind, data, path, case_insensitive)
     problems = [
-        Problem(p.file, p.line, p.severity, p.message, p.hint, p.option or option)
-        for p in problems
+        Problem(p.file, p.line, p.severity, p.message, p.hint, p.option or option) for p in problems
     ]
-    return Dataset(text, spec.kind, entries, path=path, case_insensitive=case_insensitive,
-                   ascii_only=ascii_only), problems  # fmt: skip
+    return Dataset(
+        text,
+        spec.kind,
+        entries,
+        path=path,
+        case_insensitive=case_insensitive,
+        ascii_only=ascii_only,
+    ), problems

@@ -18,6 +18,12 @@ first string found decides. We do the same, so `refile:` wildcards (`*.example.c
   address is tried (`dkimf_checkhost(...) || dkimf_checkip(...)` in mlfi_connect), so a `!`
   on a host name does not stop its address from matching.
 
+A consequence OpenDKIM users rarely expect (checked against opendkim 2.11 with miltertest):
+in a `refile:` list a pattern starting with `*`, like `*.example.com`, also matches the
+negated lookup `!mx.example.com`, which comes first, so it *excludes* those hosts. We keep
+that behaviour (a drop-in must decide the same way) and warn about such patterns; the
+working spelling is `.example.com`.
+
 Because matching compares text, an entry that is not written in that canonical form never
 matches in OpenDKIM (`2001:0DB8::/32`, or `192.0.2.1/24` with host bits set). When loading a
 `file:` or `csl:` list we check every entry: a malformed address or prefix is an error; a
@@ -197,35 +203,81 @@ def check_host_entries(dataset: Dataset, option: str) -> tuple[HostList, list[Pr
         body = entry.key[1:] if entry.key.startswith("!") else entry.key
         negation = "!" if entry.key.startswith("!") else ""
         if dataset.kind is DatasetKind.REFILE and "*" in body:
+            if entry.key.startswith("*"):
+                # "!" + name matches "^.*..." whenever name does, and the "!" lookup comes
+                # first: verified against opendkim 2.11 with miltertest.
+                problems.append(
+                    Problem(
+                        entry.file,
+                        entry.line,
+                        Severity.WARNING,
+                        f'{option}: pattern "{entry.key}" also matches the negated lookup '
+                        '"!name" that OpenDKIM makes first, so it excludes the hosts it '
+                        "matches instead of including them (dkimd does the same)",
+                        f'to include every host in a domain write ".{body.lstrip("*.")}"'
+                        if body.startswith("*.")
+                        else None,
+                        option,
+                    )
+                )
             continue  # a wildcard pattern: any text is fine
         looks_like_address = (
             "/" in body or ":" in body or body.startswith("[") or _IPV4_LIKE.fullmatch(body)
         )
         if not looks_like_address:
             if not _HOSTNAME.fullmatch(body):
-                problems.append(Problem(entry.file, entry.line, Severity.WARNING,
-                                        f'{option}: "{entry.key}" is not a host name, '
-                                        "domain or IP address", option=option))  # fmt: skip
+                problems.append(
+                    Problem(
+                        entry.file,
+                        entry.line,
+                        Severity.WARNING,
+                        f'{option}: "{entry.key}" is not a host name, domain or IP address',
+                        option=option,
+                    )
+                )
             continue
         error, canonical, host_bits = _check_address_entry(body)
         if error is not None:
-            problems.append(Problem(entry.file, entry.line, Severity.ERROR,
-                                    f'{option}: bad entry "{entry.key}": {error}',
-                                    option=option))  # fmt: skip
+            problems.append(
+                Problem(
+                    entry.file,
+                    entry.line,
+                    Severity.ERROR,
+                    f'{option}: bad entry "{entry.key}": {error}',
+                    option=option,
+                )
+            )
             continue
         assert canonical is not None
         if host_bits:
             network = ipaddress.ip_network(body.replace("[", "").replace("]", ""), strict=False)
-            problems.append(Problem(entry.file, entry.line, Severity.WARNING,
-                                    f'{option}: "{entry.key}" has host bits set and never '
-                                    "matches (in OpenDKIM either)",
-                                    f'did you mean "{negation}{network}"?', option))  # fmt: skip
+            problems.append(
+                Problem(
+                    entry.file,
+                    entry.line,
+                    Severity.WARNING,
+                    f'{option}: "{entry.key}" has host bits set and never '
+                    "matches (in OpenDKIM either)",
+                    f'did you mean "{negation}{network}"?',
+                    option,
+                )
+            )
             continue
-        if canonical != body and dataset.kind is not DatasetKind.REFILE:
+        same = (
+            (canonical.lower() == body.lower()) if dataset.case_insensitive else canonical == body
+        )
+        if not same and dataset.kind is not DatasetKind.REFILE:
             aliases[(negation + canonical).lower()] = entry
-            problems.append(Problem(entry.file, entry.line, Severity.WARNING,
-                                    f'{option}: "{entry.key}" is matched as '
-                                    f'"{negation}{canonical}"; OpenDKIM compares text and '
-                                    "would never match it", f'write "{negation}{canonical}"',
-                                    option))  # fmt: skip
+            problems.append(
+                Problem(
+                    entry.file,
+                    entry.line,
+                    Severity.WARNING,
+                    f'{option}: "{entry.key}" is matched as '
+                    f'"{negation}{canonical}"; OpenDKIM compares text and '
+                    "would never match it",
+                    f'write "{negation}{canonical}"',
+                    option,
+                )
+            )
     return HostList(dataset, aliases), problems

@@ -80,8 +80,9 @@ def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../"))
 
 
-def parse_keytable_value(name: str, value: str | None, file: str | None = None,
-                         line: int | None = None) -> KeyTableEntry | str:  # fmt: skip
+def parse_keytable_value(
+    name: str, value: str | None, file: str | None = None, line: int | None = None
+) -> KeyTableEntry | str:
     """Parse `domain:selector:key`; returns the entry, or an error message."""
     if not value:
         return f'KeyTable entry "{name}" has no value (expected domain:selector:keyfile)'
@@ -99,8 +100,10 @@ def parse_keytable_value(name: str, value: str | None, file: str | None = None,
     try:
         der = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
-        return (f'KeyTable entry "{name}": "{key[:40]}" is neither a key file path '
-                "(starting with /, ./ or ../) nor a base64 key")  # fmt: skip
+        return (
+            f'KeyTable entry "{name}": "{key[:40]}" is neither a key file path '
+            "(starting with /, ./ or ../) nor a base64 key"
+        )
     return KeyTableEntry(name, domain, selector, None, der, file, line)
 
 
@@ -120,19 +123,30 @@ class KeyTable:
         for raw in dataset.entries:
             parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
             if isinstance(parsed, str):
-                problems.append(Problem(raw.file, raw.line, Severity.ERROR, parsed,
-                                        option=option))  # fmt: skip
+                problems.append(Problem(raw.file, raw.line, Severity.ERROR, parsed, option=option))
                 continue
             entries[id(raw)] = parsed
             if parsed.key_path is not None and "%" not in parsed.key_path:
                 if not os.path.isfile(parsed.key_path):
-                    problems.append(Problem(raw.file, raw.line, Severity.WARNING,
-                                            f'key file "{parsed.key_path}" for "{raw.key}" '
-                                            "does not exist", option=option))  # fmt: skip
+                    problems.append(
+                        Problem(
+                            raw.file,
+                            raw.line,
+                            Severity.WARNING,
+                            f'key file "{parsed.key_path}" for "{raw.key}" does not exist',
+                            option=option,
+                        )
+                    )
                 elif not os.access(parsed.key_path, os.R_OK):
-                    problems.append(Problem(raw.file, raw.line, Severity.WARNING,
-                                            f'key file "{parsed.key_path}" for "{raw.key}" '
-                                            "is not readable", option=option))  # fmt: skip
+                    problems.append(
+                        Problem(
+                            raw.file,
+                            raw.line,
+                            Severity.WARNING,
+                            f'key file "{parsed.key_path}" for "{raw.key}" is not readable',
+                            option=option,
+                        )
+                    )
         return cls(dataset, entries), problems
 
     def _entry_for(self, raw: DatasetEntry | None, name: str) -> KeyTableEntry | None:
@@ -199,8 +213,13 @@ class SigningTable:
         key_name, colon, signer = value.partition(":")
         if key_name == "%":
             key_name = domain
-        return SigningMatch(key_name, signer.replace("%", domain) if colon and signer else None,
-                            matched, entry.file, entry.line)  # fmt: skip
+        return SigningMatch(
+            key_name,
+            signer.replace("%", domain) if colon and signer else None,
+            matched,
+            entry.file,
+            entry.line,
+        )
 
     def lookup(self, user: str, domain: str, *, multiple: bool = False) -> list[SigningMatch]:
         """The signatures to make for sender `user@domain`: the first match, or all of them
@@ -234,12 +253,24 @@ class SigningTable:
             value = entry.value or ""
             key_name = value.partition(":")[0]
             if not key_name:
-                problems.append(Problem(entry.file, entry.line, Severity.ERROR,
-                                        f'SigningTable entry "{entry.key}" names no key',
-                                        option=option))  # fmt: skip
+                problems.append(
+                    Problem(
+                        entry.file,
+                        entry.line,
+                        Severity.ERROR,
+                        f'SigningTable entry "{entry.key}" names no key',
+                        option=option,
+                    )
+                )
             elif key_name != "%" and key_name not in keys:
-                problems.append(Problem(entry.file, entry.line, Severity.ERROR,
-                                        f'SigningTable entry "{entry.key}" names key '
-                                        f'"{key_name}", which is not in the KeyTable',
-                                        option=option))  # fmt: skip
+                problems.append(
+                    Problem(
+                        entry.file,
+                        entry.line,
+                        Severity.ERROR,
+                        f'SigningTable entry "{entry.key}" names key '
+                        f'"{key_name}", which is not in the KeyTable',
+                        option=option,
+                    )
+                )
         return problems

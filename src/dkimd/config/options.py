@@ -66,8 +66,13 @@ class OptionSpec:
 _B, _I, _S, _D = OptionType.BOOL, OptionType.INT, OptionType.STRING, OptionType.DATASET
 
 
-def _spec(name: str, type_: OptionType, default: bool | int | str | None = None,
-          implemented: bool = False, **kw: object) -> OptionSpec:  # fmt: skip
+def _spec(
+    name: str,
+    type_: OptionType,
+    default: bool | int | str | None = None,
+    implemented: bool = False,
+    **kw: object,
+) -> OptionSpec:
     if default is None and type_ is _B:
         default = False  # opendkim.conf(5): "Boolean values default to false"
     return OptionSpec(name, type_, default, implemented, **kw)  # type: ignore[arg-type]

@@ -137,28 +137,45 @@ class _Reader:
         self.warned_unimplemented: set[str] = set()
         self.stack: list[str] = []  # real paths of the files being read, for loop detection
 
-    def problem(self, file: str, line: int | None, message: str, hint: str | None = None,
-                severity: Severity = Severity.ERROR, option: str | None = None) -> None:  # fmt: skip
+    def problem(
+        self,
+        file: str,
+        line: int | None,
+        message: str,
+        hint: str | None = None,
+        severity: Severity = Severity.ERROR,
+        option: str | None = None,
+    ) -> None:
         self.problems.append(Problem(file, line, severity, message, hint, option))
 
     def read_file(self, path: str, depth: int, where: tuple[str, int] | None) -> None:
         at_file, at_line = where if where is not None else (path, None)
         if depth > MAX_INCLUDE_DEPTH:
-            self.problem(at_file, at_line, f'Include nesting too deep at "{path}"',
-                         f"OpenDKIM allows {MAX_INCLUDE_DEPTH} levels", option="Include")  # fmt: skip
+            self.problem(
+                at_file,
+                at_line,
+                f'Include nesting too deep at "{path}"',
+                f"OpenDKIM allows {MAX_INCLUDE_DEPTH} levels",
+                option="Include",
+            )
             return
         real = os.path.realpath(path)
         if real in self.stack:
-            self.problem(at_file, at_line, f'Include loop: "{path}" is already being read',
-                         option="Include")  # fmt: skip
+            self.problem(
+                at_file, at_line, f'Include loop: "{path}" is already being read', option="Include"
+            )
             return
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
             what = "cannot read configuration file" if where is None else "cannot read Include"
-            self.problem(at_file, at_line, f'{what} "{path}": {e.strerror or e}',
-                         option=None if where is None else "Include")  # fmt: skip
+            self.problem(
+                at_file,
+                at_line,
+                f'{what} "{path}": {e.strerror or e}',
+                option=None if where is None else "Include",
+            )
             return
         self.stack.append(real)
         try:
@@ -194,8 +211,12 @@ class _Reader:
         spec = find_option(written)
         if spec is None:
             suggestion = suggest_option(written)
-            self.problem(source, number, f'unknown option "{written}"',
-                         f'did you mean "{suggestion}"?' if suggestion else None)  # fmt: skip
+            self.problem(
+                source,
+                number,
+                f'unknown option "{written}"',
+                f'did you mean "{suggestion}"?' if suggestion else None,
+            )
             return
         if not value:
             self.problem(source, number, f"{spec.name}: value missing", option=spec.name)
@@ -205,15 +226,21 @@ class _Reader:
         if spec.type is OptionType.BOOL:
             flag = parse_bool(value)
             if flag is None:
-                self.problem(source, number, f'{spec.name}: "{value}" is not a Boolean',
-                             "use yes or no", option=spec.name)  # fmt: skip
+                self.problem(
+                    source,
+                    number,
+                    f'{spec.name}: "{value}" is not a Boolean',
+                    "use yes or no",
+                    option=spec.name,
+                )
                 return
             parsed = flag
         elif spec.type is OptionType.INT:
             number_value = parse_int(value)
             if number_value is None or not _INT_MIN <= number_value <= _INT_MAX:
-                self.problem(source, number, f'{spec.name}: "{value}" is not an integer',
-                             option=spec.name)  # fmt: skip
+                self.problem(
+                    source, number, f'{spec.name}: "{value}" is not an integer', option=spec.name
+                )
                 return
             parsed = number_value
 
@@ -226,14 +253,25 @@ class _Reader:
 
         if not spec.implemented and spec.key not in self.warned_unimplemented:
             self.warned_unimplemented.add(spec.key)
-            self.problem(source, number,
-                         f'"{spec.name}" is an OpenDKIM option dkimd does not implement; '
-                         "it is ignored", severity=Severity.WARNING, option=spec.name)  # fmt: skip
+            self.problem(
+                source,
+                number,
+                f'"{spec.name}" is an OpenDKIM option dkimd does not implement; it is ignored',
+                severity=Severity.WARNING,
+                option=spec.name,
+            )
         if spec.alias_of is not None:
-            self.problem(source, number, f'"{spec.name}" is deprecated',
-                         f'use "{spec.alias_of}"', Severity.WARNING, spec.name)  # fmt: skip
-        self.settings.append(Setting(spec.alias_of or spec.name, written, value, parsed,
-                                     source, number, spec))  # fmt: skip
+            self.problem(
+                source,
+                number,
+                f'"{spec.name}" is deprecated',
+                f'use "{spec.alias_of}"',
+                Severity.WARNING,
+                spec.name,
+            )
+        self.settings.append(
+            Setting(spec.alias_of or spec.name, written, value, parsed, source, number, spec)
+        )
 
     def result(self) -> RawConfig:
         return RawConfig(tuple(self.settings), tuple(self.problems), tuple(self.files))
@@ -250,8 +288,9 @@ def read_config_file(path: str | os.PathLike[str], *, base_dir: str | None = Non
     return reader.result()
 
 
-def read_config_text(text: str, *, source: str = "<config>",
-                     base_dir: str | None = None) -> RawConfig:  # fmt: skip
+def read_config_text(
+    text: str, *, source: str = "<config>", base_dir: str | None = None
+) -> RawConfig:
     """Read opendkim.conf content given as a string (for tests and `dkimd check -`)."""
     reader = _Reader(base_dir)
     reader.read_text(text, source, 0)

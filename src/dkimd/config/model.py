@@ -1,0 +1,835 @@
+"""The typed, validated configuration: `Config`, and `load_config()` that builds it.
+
+Loading runs in three stages, each reporting `Problem`s instead of stopping at the first:
+
+1. `reader.read_config_file` -> `RawConfig` (names, raw values, file:line, includes);
+2. data sets are opened (`datasets.open_dataset`), host lists, KeyTable and SigningTable
+   built and cross-checked;
+3. every implemented option is converted and validated into one frozen `Config`.
+
+`analyze_config()` returns all of it (`ConfigReport`) for `dkimd check`; `load_config()`
+raises `ConfigError` when any error was found and otherwise returns the `Config`, whose
+`warnings` keep the rest. Defaults are OpenDKIM 2.11's (opendkim.conf(5) and
+dkimf_config_new()); `Config()` with no arguments is the configuration of an empty file.
+
+Semantics carried over from OpenDKIM (opendkim.c dkimf_config_load) worth knowing:
+
+* `Canonicalization relaxed` means relaxed header, *simple* body.
+* On-* actions: `On-Default` sets every condition first, then the specific On-* options
+  override it, whatever their order in the file. Values: accept, discard, quarantine,
+  reject, tempfail, or their first letters.
+* With a KeyTable, Domain/KeyFile/Selector are ignored; a SigningTable needs a KeyTable.
+  Without a KeyTable, Domain + Selector + KeyFile is "single-key mode" (`KeySource.SINGLE_KEY`).
+* `KeyFile` is read when the configuration loads (OpenDKIM fails to start if it can't be),
+  KeyTable key files only when a message is signed (so a missing one is a warning here).
+* `AuthservID HOSTNAME` means this host's name; we keep the literal and let the caller
+  resolve it (`Config.authserv_id`).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from dkimd.config.datasets import Dataset, DatasetKind, open_dataset
+from dkimd.config.hosts import HostList, check_host_entries
+from dkimd.config.keytable import KeyTable, SigningTable
+from dkimd.config.problems import ConfigError, Problem, Severity, errors_in, warnings_in
+from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
+
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "DEFAULT_OMIT_HEADERS",
+    "Action",
+    "Canonicalization",
+    "Condition",
+    "Config",
+    "ConfigReport",
+    "HeaderList",
+    "KeySource",
+    "MacroRequirement",
+    "Mode",
+    "RestartRate",
+    "SingleKey",
+    "SocketSpec",
+    "UserGroup",
+    "analyze_config",
+    "analyze_config_text",
+    "build_config",
+    "load_config",
+    "parse_config_text",
+    "parse_socket",
+]
+
+
+class Mode(enum.Flag):
+    """Operating modes (`Mode sv`)."""
+
+    NONE = 0
+    SIGN = enum.auto()
+    VERIFY = enum.auto()
+
+
+class Action(enum.Enum):
+    """What to tell the MTA (dkimf_values in opendkim.c)."""
+
+    ACCEPT = "accept"
+    DISCARD = "discard"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+
+
+class Condition(enum.Enum):
+    """The On-* conditions; the value is the option name after "On-"."""
+
+    BAD_SIGNATURE = "BadSignature"
+    DNS_ERROR = "DNSError"
+    INTERNAL_ERROR = "InternalError"
+    KEY_NOT_FOUND = "KeyNotFound"
+    NO_SIGNATURE = "NoSignature"
+    SECURITY = "Security"
+    SIGNATURE_ERROR = "SignatureError"
+
+    @property
+    def option(self) -> str:
+        return f"On-{self.value}"
+
+
+DEFAULT_ACTIONS: Mapping[Condition, Action] = MappingProxyType(
+    {
+        Condition.BAD_SIGNATURE: Action.ACCEPT,
+        Condition.DNS_ERROR: Action.TEMPFAIL,
+        Condition.INTERNAL_ERROR: Action.TEMPFAIL,
+        Condition.KEY_NOT_FOUND: Action.ACCEPT,
+        Condition.NO_SIGNATURE: Action.ACCEPT,
+        Condition.SECURITY: Action.TEMPFAIL,
+        Condition.SIGNATURE_ERROR: Action.REJECT,
+    }
+)
+"""OpenDKIM 2.11's On-* defaults, from opendkim.conf(5)."""
+
+# opendkim.conf(5), OmitHeaders: RFC 6376 section 5.4 "SHOULD NOT sign" fields.
+DEFAULT_OMIT_HEADERS: tuple[str, ...] = (
+    "return-path",
+    "received",
+    "comments",
+    "keywords",
+    "bcc",
+    "resent-bcc",
+    "dkim-signature",
+)
+
+_ACTION_WORDS = {
+    "a": Action.ACCEPT,
+    "accept": Action.ACCEPT,
+    "d": Action.DISCARD,
+    "discard": Action.DISCARD,
+    "q": Action.QUARANTINE,
+    "quarantine": Action.QUARANTINE,
+    "r": Action.REJECT,
+    "reject": Action.REJECT,
+    "t": Action.TEMPFAIL,
+    "tempfail": Action.TEMPFAIL,
+}
+
+SIGNATURE_ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
+CANONICALIZATIONS = ("simple", "relaxed")
+SYSLOG_FACILITIES = (
+    "auth",
+    "authpriv",
+    "cron",
+    "daemon",
+    "ftp",
+    "kern",
+    "lpr",
+    "mail",
+    "news",
+    "security",
+    "syslog",
+    "user",
+    "uucp",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Canonicalization:
+    header: Literal["simple", "relaxed"] = "simple"
+    body: Literal["simple", "relaxed"] = "simple"
+
+    def __str__(self) -> str:
+        return f"{self.header}/{self.body}"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSpec:
+    """A milter socket: `local:/path`, `inet:port[@host]`, `inet6:port[@host]`.
+
+    `host` is None for "all interfaces"; a bracketed literal is kept without brackets.
+    `port` is a number or a service name (libmilter resolves names with getservbyname).
+    """
+
+    family: Literal["local", "inet", "inet6"]
+    path: str | None = None
+    port: int | str | None = None
+    host: str | None = None
+
+    def __str__(self) -> str:
+        if self.family == "local":
+            return f"local:{self.path}"
+        if self.host is None:
+            return f"{self.family}:{self.port}"
+        return f"{self.family}:{self.port}@{self.host}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserGroup:
+    """`UserID user[:group]`."""
+
+    user: str
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRate:
+    """`AutoRestartRate n/t[u]`: at most `count` restarts within `seconds`."""
+
+    count: int
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderList:
+    """A header field list option (SignHeaders, OmitHeaders, ...), names lower-cased.
+
+    OpenDKIM: a list replaces the default, unless one entry is `*`, which makes the list a
+    change to the default: `*,+foo` adds foo, `*,-bcc` removes bcc. `apply(default)` gives
+    the effective list.
+    """
+
+    extends_default: bool = True
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def apply(self, default: Sequence[str]) -> tuple[str, ...]:
+        base = [h.lower() for h in default] if self.extends_default else []
+        out = [h for h in base if h not in self.remove]
+        out += [h for h in self.add if h not in out]
+        return tuple(out)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> HeaderList:
+        star = "*" in names
+        add: list[str] = []
+        remove: list[str] = []
+        for name in names:
+            if name == "*":
+                continue
+            if star and name.startswith("-"):
+                remove.append(name[1:].lower())
+            elif star and name.startswith("+"):
+                add.append(name[1:].lower())
+            else:
+                add.append(name.lower())
+        return cls(star, tuple(add), tuple(remove))
+
+
+@dataclass(frozen=True, slots=True)
+class MacroRequirement:
+    """A MacroList entry: the macro must be set, and to one of `values` if any are given."""
+
+    name: str
+    values: tuple[str, ...] = ()
+
+    def satisfied_by(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        return not self.values or value in self.values  # case-sensitive, as in OpenDKIM
+
+
+@dataclass(frozen=True, slots=True)
+class SingleKey:
+    """Single-key signing: sign mail from `domains` with one key (Domain/Selector/KeyFile)."""
+
+    domains: Dataset
+    selector: str
+    key_file: str
+    subdomains: bool = False
+
+
+class KeySource(enum.Enum):
+    NONE = "none"  # nothing to sign with: messages are only verified
+    SINGLE_KEY = "single-key"  # Domain + Selector + KeyFile
+    TABLES = "tables"  # KeyTable (+ SigningTable)
+
+
+def _empty_hosts() -> HostList:
+    return HostList.empty()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every implemented option, typed, with OpenDKIM's defaults. See the module docstring."""
+
+    # where it came from
+    source: str | None = None
+    # operation
+    mode: Mode = Mode.SIGN | Mode.VERIFY
+    canonicalization: Canonicalization = field(default_factory=Canonicalization)
+    signature_algorithm: str = "rsa-sha256"
+    signature_ttl: int | None = None  # seconds; None: no x= tag
+    minimum_key_bits: int = 1024
+    maximum_signatures_to_verify: int = 3
+    multiple_signatures: bool = False
+    remove_old_signatures: bool = False
+    require_safe_keys: bool = True
+    allow_sha1: bool = False  # dkimd extension
+    # which keys
+    key_source: KeySource = KeySource.NONE
+    single_key: SingleKey | None = None
+    key_table: KeyTable | None = None
+    signing_table: SigningTable | None = None
+    # header fields
+    sign_headers: HeaderList | None = None  # None: the DKIM engine's default list
+    omit_headers: HeaderList | None = None  # None: DEFAULT_OMIT_HEADERS
+    oversign_headers: tuple[str, ...] = ()
+    sender_headers: tuple[str, ...] = ("from",)
+    # hosts and macros
+    internal_hosts: HostList = field(default_factory=HostList.default_internal)
+    external_ignore_list: HostList = field(default_factory=_empty_hosts)
+    peer_list: HostList = field(default_factory=_empty_hosts)
+    macro_list: tuple[MacroRequirement, ...] = ()
+    # results
+    on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
+    authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
+    always_add_ar_header: bool = False
+    software_header: bool = False
+    # DNS
+    nameservers: tuple[str, ...] = ()
+    dns_timeout: int = 5  # seconds; 0: wait forever
+    test_dns_data: Dataset | None = None
+    # daemon
+    socket: SocketSpec | None = None
+    pid_file: str | None = None
+    umask: int | None = None
+    user_id: UserGroup | None = None
+    background: bool = True
+    auto_restart: bool = False
+    auto_restart_count: int = 0  # 0: no limit
+    auto_restart_rate: RestartRate | None = None
+    workers: int = 1  # dkimd extension
+    # logging
+    syslog: bool = False
+    syslog_facility: str = "mail"
+    syslog_success: bool = False
+    log_why: bool = False
+    # what loading found
+    warnings: tuple[Problem, ...] = ()
+    raw: RawConfig | None = field(default=None, repr=False, compare=False)
+
+    def action_for(self, condition: Condition) -> Action:
+        return self.on_actions[condition]
+
+    @property
+    def signs(self) -> bool:
+        return Mode.SIGN in self.mode
+
+    @property
+    def verifies(self) -> bool:
+        return Mode.VERIFY in self.mode
+
+    def effective_omit_headers(self) -> tuple[str, ...]:
+        if self.omit_headers is None:
+            return DEFAULT_OMIT_HEADERS
+        return self.omit_headers.apply(DEFAULT_OMIT_HEADERS)
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """Everything `analyze_config` learned: the Config (None if there were errors), every
+    problem in the order found, and the parsed-but-unvalidated settings."""
+
+    config: Config | None
+    problems: tuple[Problem, ...]
+    raw: RawConfig
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return errors_in(self.problems)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return warnings_in(self.problems)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+_PORT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
+def parse_socket(text: str) -> SocketSpec:
+    """Parse a milter socket spec (syntax only); raises ValueError with the reason."""
+    kind, colon, rest = text.partition(":")
+    if not colon:
+        if text.startswith("/"):
+            return SocketSpec("local", path=text)  # libmilter: a bare path is a local socket
+        raise ValueError("expected local:/path, inet:port@host or inet6:port@host")
+    kind = kind.lower()
+    if kind in ("local", "unix"):
+        if not rest:
+            raise ValueError("no socket path")
+        return SocketSpec("local", path=rest)
+    if kind not in ("inet", "inet6"):
+        raise ValueError(f'unknown socket type "{kind}"')
+    port_text, at, host = rest.partition("@")
+    port: int | str
+    if port_text.isascii() and port_text.isdigit():
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+    elif _PORT_NAME.fullmatch(port_text):
+        port = port_text
+    else:
+        raise ValueError(f'"{port_text}" is not a port')
+    if not at:
+        return SocketSpec(kind, port=port)  # type: ignore[arg-type]
+    if not host:
+        raise ValueError("empty host after @")
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+    candidate = literal if literal is not None else host
+    try:
+        ip = ipaddress.ip_address(candidate)
+    except ValueError:
+        if literal is not None or not _HOST_NAME.fullmatch(host):
+            raise ValueError(f'"{host}" is not a host name or IP address') from None
+        return SocketSpec(kind, port=port, host=host)  # type: ignore[arg-type]
+    if (kind == "inet") != (ip.version == 4):
+        raise ValueError(f"{candidate} is not an IPv{4 if kind == 'inet' else 6} address")
+    return SocketSpec(kind, port=port, host=candidate)  # type: ignore[arg-type]
+
+
+_RATE = re.compile(r"([0-9]+)/([0-9]+)([sSmMhHdD]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Builder:
+    """Stage 2 and 3: turn a RawConfig into a Config, collecting problems."""
+
+    def __init__(self, raw: RawConfig) -> None:
+        self.raw = raw
+        self.problems: list[Problem] = list(raw.problems)
+        # Config keyword arguments, each checked where it is set; Any because a dict can't
+        # say that "mode" holds a Mode and "socket" a SocketSpec.
+        self.values: dict[str, Any] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def error(self, setting: Setting | None, message: str, hint: str | None = None) -> None:
+        self.problems.append(
+            Problem(
+                setting.file if setting else self.raw.files[0] if self.raw.files else None,
+                setting.line if setting else None,
+                Severity.ERROR,
+                message,
+                hint,
+                setting.name if setting else None,
+            )
+        )
+
+    def warn(self, setting: Setting | None, message: str, hint: str | None = None) -> None:
+        self.problems.append(
+            Problem(
+                setting.file if setting else self.raw.files[0] if self.raw.files else None,
+                setting.line if setting else None,
+                Severity.WARNING,
+                message,
+                hint,
+                setting.name if setting else None,
+            )
+        )
+
+    def get(self, name: str) -> Setting | None:
+        return self.raw.get(name)
+
+    def flag(self, name: str, attr: str) -> None:
+        setting = self.get(name)
+        if setting is not None:
+            self.values[attr] = bool(setting.parsed)
+
+    def number(
+        self,
+        name: str,
+        attr: str,
+        minimum: int = 0,
+        maximum: int | None = None,
+        convert: Callable[[int], object] | None = None,
+    ) -> None:
+        setting = self.get(name)
+        if setting is None:
+            return
+        value = setting.parsed
+        assert isinstance(value, int)
+        if value < minimum or (maximum is not None and value > maximum):
+            limit = f"at least {minimum}" if maximum is None else f"{minimum}..{maximum}"
+            self.error(setting, f"{setting.name}: {setting.value} is out of range ({limit})")
+            return
+        self.values[attr] = convert(value) if convert else value
+
+    def dataset(
+        self, name: str, *, case_insensitive: bool = True, ascii_only: bool = False
+    ) -> tuple[Setting, Dataset] | None:
+        setting = self.get(name)
+        if setting is None:
+            return None
+        ds, problems = open_dataset(
+            setting.value,
+            case_insensitive=case_insensitive,
+            ascii_only=ascii_only,
+            origin=(setting.file, setting.line),
+            option=setting.name,
+        )
+        self.problems.extend(problems)
+        return None if ds is None else (setting, ds)
+
+    # -- stages ----------------------------------------------------------------------------
+    def build(self) -> Config | None:
+        self.operation()
+        self.keys()
+        self.headers()
+        self.hosts()
+        self.results()
+        self.dns()
+        self.daemon()
+        self.logging()
+        if errors_in(self.problems):
+            return None
+        return Config(
+            source=self.raw.files[0] if self.raw.files else None,
+            warnings=warnings_in(self.problems),
+            raw=self.raw,
+            **self.values,
+        )
+
+    def operation(self) -> None:
+        setting = self.get("Mode")
+        if setting is not None:
+            mode = Mode.NONE
+            for ch in setting.value:
+                if ch in "sS":
+                    mode |= Mode.SIGN
+                elif ch in "vV":
+                    mode |= Mode.VERIFY
+                else:
+                    self.error(
+                        setting,
+                        f'Mode: unknown mode "{ch}" in "{setting.value}"',
+                        "use s (sign), v (verify) or sv",
+                    )
+                    break
+            else:
+                self.values["mode"] = mode
+
+        setting = self.get("Canonicalization")
+        if setting is not None:
+            head, slash, body = setting.value.lower().partition("/")
+            body = body if slash else "simple"  # OpenDKIM: no slash -> header only
+            bad = [c for c in (head, body) if c not in CANONICALIZATIONS]
+            if bad:
+                self.error(
+                    setting,
+                    f'Canonicalization: unknown method "{bad[0]}"',
+                    "use simple or relaxed, or header/body like relaxed/relaxed",
+                )
+            else:
+                self.values["canonicalization"] = Canonicalization(head, body)  # type: ignore[arg-type]
+
+        self.flag("AllowSHA1", "allow_sha1")
+        setting = self.get("SignatureAlgorithm")
+        if setting is not None:
+            alg = setting.value.lower()
+            if alg not in SIGNATURE_ALGORITHMS:
+                self.error(
+                    setting,
+                    f'SignatureAlgorithm: unknown algorithm "{setting.value}"',
+                    "use " + ", ".join(SIGNATURE_ALGORITHMS[:2]),
+                )
+            elif alg == "rsa-sha1" and not self.values.get("allow_sha1", False):
+                self.error(
+                    setting,
+                    "SignatureAlgorithm: rsa-sha1 signatures are forbidden by "
+                    "RFC 8301 and rejected by most verifiers",
+                    "use rsa-sha256, or set AllowSHA1 yes to insist",
+                )
+            else:
+                self.values["signature_algorithm"] = alg
+
+        self.number("SignatureTTL", "signature_ttl", convert=lambda v: v or None)
+        self.number("MinimumKeyBits", "minimum_key_bits")
+        self.number("MaximumSignaturesToVerify", "maximum_signatures_to_verify")
+        self.flag("MultipleSignatures", "multiple_signatures")
+        self.flag("RemoveOldSignatures", "remove_old_signatures")
+        self.flag("RequireSafeKeys", "require_safe_keys")
+
+    def keys(self) -> None:
+        key_table = signing_table = None
+        found = self.dataset("KeyTable", case_insensitive=False)
+        if found is not None:
+            _, ds = found
+            key_table, problems = KeyTable.build(ds)
+            self.problems.extend(problems)
+            self.values["key_table"] = key_table
+        found_st = self.dataset("SigningTable", ascii_only=True)
+        if found_st is not None:
+            st_setting, ds = found_st
+            signing_table = SigningTable(ds)
+            self.values["signing_table"] = signing_table
+            if self.get("KeyTable") is None:
+                self.error(st_setting, "SigningTable needs a KeyTable")
+            elif key_table is not None:
+                self.problems.extend(signing_table.check_against(key_table))
+
+        single = {n: self.get(n) for n in ("Domain", "Selector", "KeyFile")}
+        if self.get("KeyTable") is not None:
+            for setting in single.values():
+                if setting is not None:
+                    self.warn(setting, f"{setting.name} is ignored because a KeyTable is set")
+            if self.get("SigningTable") is None:
+                self.warn(
+                    self.get("KeyTable"),
+                    "KeyTable without a SigningTable: no message will be signed",
+                    "add a SigningTable",
+                )
+            self.values["key_source"] = KeySource.TABLES
+            return
+
+        given = {n: s for n, s in single.items() if s is not None}
+        if not given:
+            return
+        if len(given) < 3:
+            missing = [n for n in single if n not in given]
+            first = next(iter(given.values()))
+            self.error(
+                first,
+                f"single-key signing needs Domain, Selector and KeyFile; "
+                f"{' and '.join(missing)} missing",
+                "or use KeyTable and SigningTable",
+            )
+            return
+        key_setting = given["KeyFile"]
+        if not os.path.isfile(key_setting.value) or not os.access(key_setting.value, os.R_OK):
+            self.error(key_setting, f'KeyFile: cannot read "{key_setting.value}"')
+        domains = self.dataset("Domain")
+        if domains is None:
+            return
+        subdomains = self.get("SubDomains")
+        self.values["single_key"] = SingleKey(
+            domains[1],
+            given["Selector"].value,
+            key_setting.value,
+            bool(subdomains.parsed) if subdomains else False,
+        )
+        self.values["key_source"] = KeySource.SINGLE_KEY
+
+    def header_names(self, name: str) -> tuple[Setting, list[str]] | None:
+        found = self.dataset(name)
+        if found is None:
+            return None
+        setting, ds = found
+        return setting, [entry.key for entry in ds if entry.key]
+
+    def headers(self) -> None:
+        for option, attr in (("SignHeaders", "sign_headers"), ("OmitHeaders", "omit_headers")):
+            found = self.header_names(option)
+            if found is not None:
+                self.values[attr] = HeaderList.from_names(found[1])
+        found = self.header_names("OversignHeaders")
+        if found is not None:
+            self.values["oversign_headers"] = tuple(h.lower() for h in found[1])
+        found = self.header_names("SenderHeaders")
+        if found is not None:
+            self.values["sender_headers"] = tuple(h.lower() for h in found[1])
+
+    def hosts(self) -> None:
+        for option, attr in (
+            ("InternalHosts", "internal_hosts"),
+            ("ExternalIgnoreList", "external_ignore_list"),
+            ("PeerList", "peer_list"),
+        ):
+            found = self.dataset(option)
+            if found is None:
+                continue
+            hosts, problems = check_host_entries(found[1], option)
+            self.problems.extend(problems)
+            self.values[attr] = hosts
+
+        found = self.dataset("MacroList", case_insensitive=False)
+        if found is not None:
+            setting, ds = found
+            if ds.kind is DatasetKind.REFILE:
+                self.error(setting, "MacroList must be a file: or csl: data set")
+            else:
+                self.values["macro_list"] = tuple(
+                    MacroRequirement(e.key, tuple(v for v in (e.value or "").split("|") if v))
+                    for e in ds.entries
+                )
+
+    def results(self) -> None:
+        actions = dict(DEFAULT_ACTIONS)
+        default = self.get("On-Default")
+        parsed_default = self.action(default) if default is not None else None
+        if parsed_default is not None:
+            actions = dict.fromkeys(actions, parsed_default)
+        for condition in Condition:
+            setting = self.get(condition.option)
+            if setting is not None:
+                action = self.action(setting)
+                if action is not None:
+                    actions[condition] = action
+        self.values["on_actions"] = MappingProxyType(actions)
+
+        setting = self.get("AuthservID")
+        if setting is not None:
+            self.values["authserv_id"] = setting.value
+        self.flag("AlwaysAddARHeader", "always_add_ar_header")
+        self.flag("SoftwareHeader", "software_header")
+
+    def action(self, setting: Setting) -> Action | None:
+        action = _ACTION_WORDS.get(setting.value.lower())
+        if action is None:
+            self.error(
+                setting,
+                f'{setting.name}: unknown action "{setting.value}"',
+                "use accept, discard, quarantine, reject or tempfail",
+            )
+        return action
+
+    def dns(self) -> None:
+        setting = self.get("Nameservers")
+        if setting is not None:
+            servers = [s.strip() for s in setting.value.split(",") if s.strip()]
+            bad = []
+            for server in servers:
+                try:
+                    ipaddress.ip_address(server)
+                except ValueError:
+                    bad.append(server)
+            if bad or not servers:
+                self.error(
+                    setting,
+                    f'Nameservers: "{bad[0] if bad else setting.value}" is not an IP address',
+                    "give a comma-separated list of IP addresses",
+                )
+            else:
+                self.values["nameservers"] = tuple(servers)
+        self.number("DNSTimeout", "dns_timeout")
+        found = self.dataset("TestDNSData")
+        if found is not None:
+            self.values["test_dns_data"] = found[1]
+
+    def daemon(self) -> None:
+        setting = self.get("Socket")
+        if setting is None:
+            self.warn(None, "no Socket is set", "set Socket, or give one with -p")
+        else:
+            try:
+                self.values["socket"] = parse_socket(setting.value)
+            except ValueError as e:
+                self.error(setting, f'Socket: bad socket "{setting.value}": {e}')
+
+        setting = self.get("PidFile")
+        if setting is not None:
+            self.values["pid_file"] = setting.value
+        self.number("UMask", "umask", 0, 0o777)
+
+        setting = self.get("UserID")
+        if setting is not None:
+            user, colon, group = setting.value.partition(":")
+            if not user or (colon and not group):
+                self.error(setting, f'UserID: "{setting.value}" is not user[:group]')
+            else:
+                self.values["user_id"] = UserGroup(user, group or None)
+
+        self.flag("Background", "background")
+        self.flag("AutoRestart", "auto_restart")
+        self.number("AutoRestartCount", "auto_restart_count")
+        setting = self.get("AutoRestartRate")
+        if setting is not None:
+            match = _RATE.fullmatch(setting.value)
+            if match is None or int(match[1]) == 0 or int(match[2]) == 0:
+                self.error(
+                    setting,
+                    f'AutoRestartRate: "{setting.value}" is not n/t[u]',
+                    "e.g. 10/1h: at most 10 restarts an hour",
+                )
+            else:
+                seconds = int(match[2]) * _UNIT_SECONDS[match[3].lower()]
+                self.values["auto_restart_rate"] = RestartRate(int(match[1]), seconds)
+        self.number("Workers", "workers", minimum=1, maximum=1024)
+
+    def logging(self) -> None:
+        self.flag("Syslog", "syslog")
+        self.flag("SyslogSuccess", "syslog_success")
+        self.flag("LogWhy", "log_why")
+        setting = self.get("SyslogFacility")
+        if setting is not None:
+            facility = setting.value.lower()
+            if facility not in SYSLOG_FACILITIES:
+                self.error(
+                    setting,
+                    f'SyslogFacility: unknown facility "{setting.value}"',
+                    "e.g. mail, daemon, local0 ... local7",
+                )
+            else:
+                self.values["syslog_facility"] = facility
+
+
+def build_config(raw: RawConfig) -> ConfigReport:
+    """Validate a RawConfig into a Config (None on errors), with every problem found."""
+    builder = _Builder(raw)
+    config = builder.build()
+    return ConfigReport(config, tuple(builder.problems), raw)
+
+
+def analyze_config(path: str | os.PathLike[str], *, base_dir: str | None = None) -> ConfigReport:
+    """Read and validate opendkim.conf at `path`; never raises for configuration problems."""
+    return build_config(read_config_file(path, base_dir=base_dir))
+
+
+def analyze_config_text(
+    text: str, *, source: str = "<config>", base_dir: str | None = None
+) -> ConfigReport:
+    return build_config(read_config_text(text, source=source, base_dir=base_dir))
+
+
+def _config_or_raise(report: ConfigReport) -> Config:
+    if report.config is None:
+        raise ConfigError(report.problems)
+    return report.config
+
+
+def load_config(path: str | os.PathLike[str], *, base_dir: str | None = None) -> Config:
+    """Load opendkim.conf at `path`; raises ConfigError listing every error found."""
+    return _config_or_raise(analyze_config(path, base_dir=base_dir))
+
+
+def parse_config_text(
+    text: str, *, source: str = "<config>", base_dir: str | None = None
+) -> Config:
+    """Like load_config, from text (data set paths in it must still exist)."""
+    return _config_or_raise(analyze_config_text(text, source=source, base_dir=base_dir))
