@@ -1,0 +1,67 @@
+"""Signature algorithms behind one interface, looked up by their a= name.
+
+* rsa-sha256 (RFC 6376 3.3.2): RSASSA-PKCS1-v1_5 with SHA-256 over the header hash input.
+* rsa-sha1 (RFC 6376 3.3.1): verify only; RFC 8301 section 3.1 says verifiers MUST NOT consider
+  it valid, so the verifier only uses it when the operator explicitly allows it.
+* ed25519-sha256 (RFC 8463 section 3): PureEdDSA over the SHA-256 digest of the header hash
+  input, i.e. Ed25519(SHA-256(data)), not Ed25519(data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from dkimd.dkim.keys import PrivateKey, PublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureAlgorithm:
+    name: str  # the a= value
+    key_type: str  # the k= value it needs
+    hash_name: str  # hashlib name, also the h= name of key records
+    can_sign: bool
+
+    def sign(self, key: PrivateKey, data: bytes) -> bytes:
+        if not self.can_sign:
+            raise ValueError(f"{self.name} is verify-only")
+        if key.key_type != self.key_type:
+            raise ValueError(f"{self.name} needs a {self.key_type} key")
+        if self.key_type == "ed25519":
+            return key.sign(hashlib.sha256(data).digest())
+        return key.sign(data, self.hash_name)
+
+    def verify(self, public_key: PublicKey, signature: bytes, data: bytes) -> bool:
+        try:
+            if isinstance(public_key, ed25519.Ed25519PublicKey):
+                if self.key_type != "ed25519":
+                    return False
+                public_key.verify(signature, hashlib.sha256(data).digest())
+                return True
+            if self.key_type != "rsa" or not isinstance(public_key, rsa.RSAPublicKey):
+                return False
+            hash_cls = hashes.SHA256 if self.hash_name == "sha256" else hashes.SHA1
+            public_key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+            return True
+        except (InvalidSignature, ValueError):
+            return False
+
+
+ALGORITHMS: Final[dict[str, SignatureAlgorithm]] = {
+    a.name: a
+    for a in (
+        SignatureAlgorithm("rsa-sha256", "rsa", "sha256", can_sign=True),
+        SignatureAlgorithm("rsa-sha1", "rsa", "sha1", can_sign=False),
+        SignatureAlgorithm("ed25519-sha256", "ed25519", "sha256", can_sign=True),
+    )
+}
+
+
+def get_algorithm(name: str) -> SignatureAlgorithm | None:
+    """The algorithm for an a= value (case-insensitive), or None if unknown."""
+    return ALGORITHMS.get(name.lower())

@@ -1,0 +1,150 @@
+"""Verification outcomes as values, and the Authentication-Results text OpenDKIM writes.
+
+Result words are RFC 8601 section 2.7.1's dkim results. Observed from opendkim 2.11 (see
+tests/unit/dkim/test_results.py for the exact strings):
+
+    mx.example.com;
+    \tdkim=pass (2048-bit key; unprotected) header.d=example.com header.i=@example.com
+    \t  header.a=rsa-sha256 header.s=mail header.b=AbCdEfGh
+    dkim=fail reason="signature verification failed" (2048-bit key) header.d=...
+    mx.example.com; dkim=none
+
+header.b is the shortest prefix of b= (at least 8 characters) that tells the message's
+signatures apart (libopendkim dkim_get_sigsubstring). OpenDKIM's "dkim-atps=neutral" item is
+not produced: ATPS (RFC 6541) is not implemented.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+AR_FIELD_NAME = b"Authentication-Results"
+_MIN_B_PREFIX = 8
+_LINE = 78
+
+
+class DkimResult(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    NEUTRAL = "neutral"
+    POLICY = "policy"
+    PERMERROR = "permerror"
+    TEMPERROR = "temperror"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureResult:
+    """The outcome for one signature (or NONE for a message without any)."""
+
+    result: DkimResult
+    reason: str = ""
+    domain: str | None = None
+    identity: str | None = None  # i=, or "@" + d= when absent
+    selector: str | None = None
+    algorithm: str | None = None
+    b: str | None = None  # the b= value without whitespace
+    key_bits: int | None = None
+    testing: bool = False  # the key record has t=y
+    body_length_extra: int | None = None  # canonical bytes beyond l= (None: no l=)
+
+    @property
+    def passed(self) -> bool:
+        return self.result is DkimResult.PASS
+
+
+# RFC 2045 tspecials plus SP and controls: anything else may stand as a bare token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+\Z")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=]+\Z")
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def _clean(text: str) -> str:
+    """No CR, LF or other control or non-ASCII character may reach the header."""
+    return _UNSAFE.sub("?", text)
+
+
+def _quoted(text: str) -> str:
+    text = _clean(text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _value(text: str) -> str:
+    """A pvalue (RFC 8601 2.2): a bare token, or an address-like value, or a quoted string."""
+    text = _clean(text)
+    if _TOKEN.match(text):
+        return text
+    local, at, domain = text.rpartition("@")
+    if at and (not local or _TOKEN.match(local)) and _TOKEN.match(domain):
+        return text
+    return _quoted(text)
+
+
+def _b_prefixes(results: Sequence[SignatureResult]) -> list[str | None]:
+    bs = [r.b for r in results]
+    values = [b for b in bs if b]
+    n = _MIN_B_PREFIX
+    for i, a in enumerate(values):
+        for other in values[i + 1 :]:
+            if a != other and a[:n] == other[:n]:
+                common = 0
+                for x, y in zip(a, other, strict=False):
+                    if x != y:
+                        break
+                    common += 1
+                n = max(n, common + 1)
+    return [b[:n] if b else None for b in bs]
+
+
+def format_result(
+    result: SignatureResult, b_prefix: str | None = None, dnssec: str | None = None
+) -> str:
+    """One "dkim=..." resinfo in OpenDKIM's layout."""
+    parts = [f"dkim={result.result.value}"]
+    if result.result is DkimResult.NONE:
+        return parts[0]
+    if result.result is not DkimResult.PASS and result.reason:
+        parts.append(f"reason={_quoted(result.reason)}")
+    if result.key_bits:
+        comment = f"{result.key_bits}-bit key"
+        if dnssec:
+            comment += f"; {_clean(dnssec)}"
+        parts.append(f"({comment})")
+    if result.domain is not None:
+        parts.append(f"header.d={_value(result.domain)}")
+    if result.identity is not None:
+        parts.append(f"header.i={_value(result.identity)}")
+    if result.algorithm is not None:
+        parts.append(f"header.a={_value(result.algorithm)}")
+    if result.selector is not None:
+        parts.append(f"header.s={_value(result.selector)}")
+    if b_prefix:
+        # OpenDKIM writes the base64 prefix bare even with "/" or "+" in it; parsers expect that.
+        bare = _BASE64.match(b_prefix)
+        parts.append(f"header.b={b_prefix if bare else _value(b_prefix)}")
+    return " ".join(parts)
+
+
+def authentication_results_value(
+    authserv_id: str, results: Sequence[SignatureResult], *, dnssec: str | None = "unprotected"
+) -> bytes:
+    """The value of an Authentication-Results field (no leading space, no trailing CRLF).
+
+    `dnssec` is the word OpenDKIM puts after the key size ("unprotected" when the key record
+    was not DNSSEC-signed, "secure" when it was, None to omit it as OpenDKIM does when it
+    cannot tell). No results means dkim=none. A value that fits on one line (78 columns with
+    the field name) stays on one line; otherwise each result gets its own line, joined with
+    ";" CRLF TAB, as OpenDKIM does.
+    """
+    if not results:
+        results = [SignatureResult(DkimResult.NONE)]
+    prefixes = _b_prefixes(results)
+    items = [_clean(authserv_id) or "localhost"]
+    items += [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]
+    one_line = "; ".join(items)
+    if len(AR_FIELD_NAME) + 2 + len(one_line) <= _LINE:
+        return one_line.encode("ascii")
+    return ";\r\n\t".join(items).encode("ascii")

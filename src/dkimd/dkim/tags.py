@@ -1,0 +1,66 @@
+"""The tag=value list grammar shared by DKIM-Signature fields and key records (RFC 6376 3.2).
+
+    tag-list  =  tag-spec *( ";" tag-spec ) [ ";" ]
+    tag-spec  =  [FWS] tag-name [FWS] "=" [FWS] tag-value [FWS]
+    tag-name  =  ALPHA *ALNUMPUNC
+    tag-value =  [ tval *( 1*(WSP / FWS) tval ) ]
+    tval      =  1*VALCHAR          ; VALCHAR = %x21-3A / %x3C-7E
+
+Values are returned as `str` decoded from Latin-1, so every input byte maps to exactly one
+character and nothing is lost. Bytes above 0x7E are accepted (some signers put UTF-8 in i= or z=;
+rejecting them would only turn their mail into permerrors), control characters are not.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dkimd.dkim.errors import TagListError
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# FWS is WSP with optional CRLF folding; a verifier sees the unfolded or folded form.
+_FWS = " \t\r\n"
+# Anything below SP except the FWS characters, and DEL: not allowed in a value.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A CR or LF inside a value is only allowed as part of folding: CRLF followed by WSP.
+_BAD_FOLD = re.compile(r"\r(?!\n)|(?<!\r)\n|\r\n(?![ \t])")
+
+TagList = dict[str, str]
+
+
+def parse_tag_list(data: bytes | str) -> TagList:
+    """Parse a tag-list into an insertion-ordered dict of tag name -> value (FWS trimmed).
+
+    Raises `TagListError` for a malformed list or a repeated tag (RFC 6376 3.2: "Tags with
+    duplicate names MUST NOT occur within a single tag-list").
+    """
+    text = data.decode("latin-1") if isinstance(data, bytes) else data
+    tags: TagList = {}
+    specs = text.split(";")
+    for index, spec in enumerate(specs):
+        if not spec.strip(_FWS):
+            # Only the last spec may be empty: that is the optional trailing ";".
+            if index == len(specs) - 1:
+                break
+            raise TagListError("empty tag-spec")
+        name, eq, value = spec.partition("=")
+        if not eq:
+            raise TagListError("tag-spec without '='")
+        name = name.strip(_FWS)
+        if not _NAME.match(name):
+            raise TagListError("malformed tag name")
+        value = value.strip(_FWS)
+        if _BAD_VALUE.search(value) or _BAD_FOLD.search(value):
+            raise TagListError(f"invalid character in value of tag {name!r}")
+        if name in tags:
+            raise TagListError(f"duplicate tag {name!r}")
+        tags[name] = value
+    return tags
+
+
+def strip_fws(value: str) -> str:
+    """A value with every FWS character removed (base64 values may be folded anywhere)."""
+    return value.translate(_DELETE_FWS)
+
+
+_DELETE_FWS = str.maketrans("", "", _FWS)

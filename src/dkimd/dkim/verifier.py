@@ -1,0 +1,232 @@
+"""Verification (RFC 6376 section 6), sans-IO.
+
+    v = Verifier(headers, VerifyOptions())
+    for name in v.key_queries(): v.provide_key(name, await lookup.lookup_txt(name))
+    for chunk in body: v.feed_body(chunk)
+    results = v.results()
+
+The caller does the DNS lookups (they may run while the body is still arriving). Every outcome
+is a `SignatureResult` value; nothing raises on hostile input.
+
+Choices where the RFCs leave room, all visible in the result's reason:
+
+* Signatures are verified top-down, at most `max_signatures` of them (OpenDKIM's
+  MaximumSignaturesToVerify defaults to 3); later ones are not reported.
+* Several TXT records at a key name: the first one that parses as a key record is used, the
+  others are ignored (RFC 6376 3.6.2.2 leaves this to the verifier; OpenDKIM uses the first).
+* RFC 8301: rsa-sha1 signatures are permerror unless `allow_sha1`; RSA keys under 1024 bits
+  are permerror; keys of at least 1024 but under `min_key_bits` are "policy".
+* A key record with t=y (testing): a failing signature is reported neutral, not fail (3.6.1:
+  verifiers must not treat testing-mode failures differently from unsigned mail).
+* l=: content after the signed length is reported in `body_length_extra`; with
+  `body_length="fail"` such a signature fails. A body shorter than l= fails (6.1.3).
+* More than one From field: every signature fails (RFC 6376 8.15, the classic From-prepending
+  attack; RFC 5322 allows exactly one From).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from dkimd.dkim.algorithms import get_algorithm
+from dkimd.dkim.canonicalization import BodyHashSet
+from dkimd.dkim.errors import KeyRecordError, SignatureError
+from dkimd.dkim.headers import HeaderField
+from dkimd.dkim.keys import KeyRecord, parse_key_record
+from dkimd.dkim.results import DkimResult, SignatureResult
+from dkimd.dkim.signature import DkimSignature, header_hash_input, parse_signature
+from dkimd.dns.base import TxtResult
+
+_SIG_KEY = b"dkim-signature"
+RSA_MIN_BITS = 1024  # RFC 8301 section 3.2: verifiers MUST NOT consider smaller keys valid
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    max_signatures: int = 3
+    allow_sha1: bool = False
+    min_key_bits: int = 1024
+    body_length: Literal["report", "fail"] = "report"
+    now: int | None = None  # Unix time for x= checks; default: the clock at results()
+    clock_skew: int = 300  # seconds of grace on x= (RFC 6376 3.5 allows verifiers some)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One signature being verified."""
+
+    header: HeaderField
+    sig: DkimSignature | None = None
+    error: str = ""  # parse error -> permerror
+    header_data: bytes = b""
+    key: TxtResult | None = None
+    body_key: tuple[str, str, int | None] | None = None
+
+
+class Verifier:
+    def __init__(
+        self, headers: Sequence[HeaderField], options: VerifyOptions | None = None
+    ) -> None:
+        self.options = options or VerifyOptions()
+        self._headers = list(headers)
+        self._bodies = BodyHashSet()
+        self._keys: dict[str, TxtResult] = {}
+        self._from_count = sum(1 for f in self._headers if f.key == b"from")
+        self._pending: list[_Pending] = []
+        for f in self._headers:
+            if f.key != _SIG_KEY:
+                continue
+            if len(self._pending) >= max(0, self.options.max_signatures):
+                break
+            self._pending.append(self._prepare(f))
+
+    def _prepare(self, f: HeaderField) -> _Pending:
+        p = _Pending(f)
+        try:
+            sig = parse_signature(f.value)
+        except SignatureError as exc:
+            p.error = exc.reason
+            return p
+        p.sig = sig
+        p.body_key = (sig.body_canon, sig.hash_name, sig.body_length)
+        self._bodies.add(p.body_key)
+        p.header_data = header_hash_input(self._headers, sig.signed_headers, f, sig.header_canon)
+        return p
+
+    @property
+    def signature_count(self) -> int:
+        return len(self._pending)
+
+    def key_queries(self) -> list[str]:
+        """The DNS names whose TXT records are needed, each once, in signature order."""
+        names: list[str] = []
+        for p in self._pending:
+            if p.sig is not None and p.sig.key_name not in names:
+                names.append(p.sig.key_name)
+        return names
+
+    def provide_key(self, name: str, result: TxtResult) -> None:
+        self._keys[name.rstrip(".").lower()] = result
+
+    def feed_body(self, chunk: bytes) -> None:
+        self._bodies.update(chunk)
+
+    def results(self) -> list[SignatureResult]:
+        """One result per verified signature, top-down; [none] if the message has none."""
+        if not self._pending:
+            return [SignatureResult(DkimResult.NONE, "no signatures")]
+        self._bodies.finish()
+        now = self.options.now if self.options.now is not None else int(time.time())
+        return [self._result(p, now) for p in self._pending]
+
+    # --- one signature ---
+
+    def _result(self, p: _Pending, now: int) -> SignatureResult:
+        sig = p.sig
+        if sig is None:
+            b = _raw_b(p.header)
+            return SignatureResult(DkimResult.PERMERROR, p.error, b=b)
+
+        def out(
+            result: DkimResult, reason: str, record: KeyRecord | None = None
+        ) -> SignatureResult:
+            extra = None
+            if sig.body_length is not None and p.body_key is not None:
+                extra = self._bodies[p.body_key].beyond_limit
+            return SignatureResult(
+                result,
+                reason,
+                domain=sig.domain,
+                identity=sig.auid,
+                selector=sig.selector,
+                algorithm=sig.algorithm,
+                b=sig.b_value,
+                key_bits=record.key_bits if record is not None and record.key_bits else None,
+                testing=record.testing if record is not None else False,
+                body_length_extra=extra,
+            )
+
+        algo = get_algorithm(sig.algorithm)
+        assert algo is not None  # parse_signature only accepts known algorithms
+        if algo.name == "rsa-sha1" and not self.options.allow_sha1:
+            return out(DkimResult.PERMERROR, "rsa-sha1 signatures are not accepted (RFC 8301)")
+        if sig.expiration is not None and sig.expiration + self.options.clock_skew < now:
+            return out(DkimResult.PERMERROR, "signature expired")
+
+        txt = self._keys.get(sig.key_name)
+        if txt is None:
+            return out(DkimResult.TEMPERROR, "key not retrieved")
+        if not txt.ok:
+            detail = f" ({txt.detail})" if txt.detail else ""
+            if txt.status.is_temporary:
+                return out(DkimResult.TEMPERROR, f"key query failed: {txt.status.value}{detail}")
+            if txt.status.value == "nxdomain":
+                return out(DkimResult.PERMERROR, "no key for signature")
+            return out(DkimResult.PERMERROR, f"key query failed: {txt.status.value}{detail}")
+        record, problem = _first_key_record(txt.records)
+        if record is None:
+            return out(DkimResult.PERMERROR, problem)
+        if record.revoked:
+            return out(DkimResult.PERMERROR, "key revoked", record)
+        if record.key_type != algo.key_type:
+            return out(DkimResult.PERMERROR, "key type does not match a=", record)
+        if not record.allows_hash(algo.hash_name):
+            return out(DkimResult.PERMERROR, "key h= does not allow the signature's hash", record)
+        if not record.allows_email():
+            return out(DkimResult.PERMERROR, "key s= does not include email", record)
+        if record.strict:
+            idomain = sig.auid.rpartition("@")[2].lower().rstrip(".")
+            if idomain != sig.domain.lower().rstrip("."):
+                return out(DkimResult.PERMERROR, "key t=s requires i= domain equal to d=", record)
+        if record.key_type == "rsa":
+            if record.key_bits < RSA_MIN_BITS:
+                return out(
+                    DkimResult.PERMERROR, "RSA key shorter than 1024 bits (RFC 8301)", record
+                )
+            if record.key_bits < self.options.min_key_bits:
+                return out(DkimResult.POLICY, "key shorter than the local minimum", record)
+
+        failed = DkimResult.NEUTRAL if record.testing else DkimResult.FAIL
+        if self._from_count > 1:
+            return out(failed, "message has more than one From field", record)
+        assert p.body_key is not None
+        body = self._bodies[p.body_key]
+        if sig.body_length is not None and body.length < sig.body_length:
+            return out(failed, "body shorter than l=", record)
+        if not hmac.compare_digest(body.digest(), sig.body_hash):
+            return out(failed, "body hash mismatch", record)
+        assert record.public_key is not None
+        if not algo.verify(record.public_key, sig.signature, p.header_data):
+            return out(failed, "signature verification failed", record)
+        if (
+            self.options.body_length == "fail"
+            and sig.body_length is not None
+            and body.beyond_limit > 0
+        ):
+            return out(failed, "content beyond l= is not signed", record)
+        return out(DkimResult.PASS, "", record)
+
+
+def _first_key_record(records: Sequence[bytes]) -> tuple[KeyRecord | None, str]:
+    first_error = "no key record"
+    for raw in records:
+        try:
+            return parse_key_record(raw), ""
+        except KeyRecordError as exc:
+            if first_error == "no key record":
+                first_error = exc.reason
+    return None, first_error
+
+
+def _raw_b(f: HeaderField) -> str | None:
+    """b= of a signature that did not parse, for header.b (best effort, never raises)."""
+    for part in f.value.split(b";"):
+        name, eq, value = part.partition(b"=")
+        if eq and name.strip(b" \t\r\n") == b"b":
+            text = bytes(c for c in value if c > 32).decode("latin-1")
+            return text or None
+    return None
