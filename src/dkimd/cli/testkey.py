@@ -1,0 +1,180 @@
+"""`dkimd testkey`: check keys against their DNS records, as opendkim-testkey does.
+
+    dkimd testkey [-x CONF] [-d DOMAIN -s SELECTOR [-k KEYFILE]] [-v...]
+
+Without -d/-s/-k and with a KeyTable in the configuration, every KeyTable key is tested.
+Output and exit codes follow opendkim-testkey: silent on success unless -v (-vvv prints
+"key OK"); 65 (EX_DATAERR) when a key does not match its record, 69 (EX_UNAVAILABLE)
+when the record cannot be fetched or used, 71 (EX_OSERR) when the key file cannot be
+read, 78 (EX_CONFIG) for a bad command line or configuration.
+
+One difference on purpose: when walking the KeyTable, opendkim-testkey exits 0 even when
+keys fail; dkimd exits with the status of the first failing key, and prints the
+"N keys checked" summary whenever a key fails, so cron mails and scripts notice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import NoReturn
+
+from dkimd.config import Config, analyze_config
+from dkimd.dns.base import TxtLookup
+from dkimd.keytools.context import (
+    default_config_path,
+    keytable_specs,
+    policy_for,
+    txt_lookup,
+)
+from dkimd.keytools.testkey import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_OK,
+    KeyPolicy,
+    KeyResult,
+    KeySpec,
+    check_key,
+)
+
+PROG = "dkimd testkey"
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog=PROG,
+        description="Check DKIM signing keys against the public keys published in DNS.",
+    )
+    p.add_argument("-d", dest="domain", metavar="DOMAIN", help="signing domain")
+    p.add_argument("-s", dest="selector", metavar="SELECTOR", help="selector")
+    p.add_argument("-k", dest="keyfile", metavar="KEYFILE", help="private key file to compare")
+    p.add_argument("-v", dest="verbose", action="count", default=0, help="more output")
+    p.add_argument(
+        "-x",
+        dest="config",
+        metavar="CONF",
+        help="opendkim.conf to read (default /etc/opendkim.conf if readable)",
+    )
+    p.add_argument(
+        "--dns-file",
+        metavar="FILE",
+        help="answer TXT queries from FILE (TestDNSData format) instead of DNS",
+    )
+    p.add_argument(
+        "--nameservers",
+        metavar="LIST",
+        help="comma-separated name server addresses to ask, e.g. your primary",
+    )
+    p.add_argument("--dns-port", type=int, default=53, metavar="N", help=argparse.SUPPRESS)
+    return p
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(f"{PROG}: {text}\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {text}\n")
+
+
+def _load(path: str | None) -> tuple[Config | None, int]:
+    if path is None:
+        return None, EX_OK
+    try:
+        report = analyze_config(path)
+    except OSError as exc:
+        _err(f"{path}: {exc.strerror or exc}")
+        return None, EX_CONFIG
+    if report.config is None:
+        for problem in report.errors:
+            _err(str(problem))
+        _err(f"{path}: configuration error (dkimd check -x {path} explains every problem)")
+        return None, EX_CONFIG
+    return report.config, EX_OK
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        _err(str(exc))
+        sys.stderr.write(parser.format_usage())
+        return EX_CONFIG
+    config, status = _load(args.config or default_config_path())
+    if status != EX_OK:
+        return status
+    nameservers = [s.strip() for s in (args.nameservers or "").split(",") if s.strip()]
+    lookup = txt_lookup(config, dns_file=args.dns_file, nameservers=nameservers, port=args.dns_port)
+    policy = policy_for(config)
+
+    explicit = args.domain is not None or args.selector is not None or args.keyfile is not None
+    if config is not None and config.key_table is not None and not explicit:
+        return asyncio.run(
+            _walk_keytable(list(keytable_specs(config)), lookup, policy, args.verbose)
+        )
+
+    domain, selector, keyfile = args.domain, args.selector, args.keyfile
+    if config is not None and config.single_key is not None:
+        single = config.single_key
+        domains = single.domains.keys()
+        domain = domain or (domains[0] if domains else None)
+        selector = selector or single.selector
+        keyfile = keyfile or single.key_file
+    if not domain or not selector:
+        _err("a domain and a selector are needed (-d and -s, or a KeyTable in the configuration)")
+        sys.stderr.write(parser.format_usage())
+        return EX_CONFIG
+    spec = KeySpec(f"{selector}._domainkey.{domain}", domain, selector, keyfile)
+    return asyncio.run(_single(spec, lookup, policy, args.verbose))
+
+
+async def _single(spec: KeySpec, lookup: TxtLookup, policy: KeyPolicy, verbose: int) -> int:
+    if verbose > 1:
+        _err(f"checking key '{spec.dns_name}'")
+    result = await check_key(spec, lookup, policy)
+    if verbose > 1 and result.private_key is not None:
+        _err(f"key loaded from {spec.key_path or 'the KeyTable'}")
+    for finding in result.warnings:
+        _err(f"WARNING: {finding.message}")
+    for finding in result.errors:
+        # opendkim-testkey prints "keys do not match" (EX_DATAERR) on stdout, other errors
+        # on stderr; scripts written for it look in those places.
+        (_out if finding.exit_code == EX_DATAERR else _err)(finding.message)
+    if result.passed and verbose > 2:
+        _out("key OK")
+    return result.exit_code
+
+
+async def _walk_keytable(
+    specs: list[KeySpec], lookup: TxtLookup, policy: KeyPolicy, verbose: int
+) -> int:
+    results: list[KeyResult] = []
+    for index, spec in enumerate(specs):
+        if verbose > 1:
+            _err(f"record {index} for '{spec.name}' retrieved")
+            _err(f"checking key '{spec.name}'")
+        result = await check_key(spec, lookup, policy)
+        results.append(result)
+        for finding in result.warnings:
+            _err(f"key {spec.name}: WARNING: {finding.message}")
+        for finding in result.errors:
+            _err(f"key {spec.name}: {finding.message}")
+        if result.passed and verbose > 2:
+            _out(f"key {spec.name}: OK")
+    passed = sum(r.passed for r in results)
+    failed = len(results) - passed
+    if verbose > 0 or failed:
+        plural = "" if len(results) == 1 else "s"
+        _out(f"{len(results)} key{plural} checked; {passed} pass, {failed} fail")
+    return next((r.exit_code for r in results if not r.passed), EX_OK)

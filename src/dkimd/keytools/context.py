@@ -1,0 +1,76 @@
+"""What the key tools take from a loaded configuration: DNS source, key owner, key list."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Iterator, Sequence
+
+from dkimd.config import Config, KeyTableEntry
+from dkimd.dns.base import TxtLookup
+from dkimd.dns.resolver import DnsResolver
+from dkimd.dns.testdata import TestDnsFile
+from dkimd.keytools.testkey import KeyPolicy, KeySpec
+
+DEFAULT_CONFIG = "/etc/opendkim.conf"
+
+
+def default_config_path() -> str | None:
+    """/etc/opendkim.conf when it is readable, as the OpenDKIM tools default to."""
+    return DEFAULT_CONFIG if os.access(DEFAULT_CONFIG, os.R_OK) else None
+
+
+def txt_lookup(
+    config: Config | None,
+    *,
+    dns_file: str | None = None,
+    nameservers: Sequence[str] = (),
+    port: int = 53,
+) -> TxtLookup:
+    """Where key records come from: --dns-file, else TestDNSData, else Nameservers, else
+    the system resolver (the order OpenDKIM uses: TestDNSData wins over real DNS)."""
+    if dns_file is not None:
+        return TestDnsFile(dns_file)
+    if config is not None and config.test_dns_data is not None and not nameservers:
+        records: dict[str, list[str]] = {}
+        for entry in config.test_dns_data:
+            records.setdefault(entry.key, []).append(entry.value or "")
+        return TestDnsFile.from_records(records)
+    timeout = float(config.dns_timeout or 5) if config is not None else 5.0
+    servers = list(nameservers) or (list(config.nameservers) if config is not None else [])
+    return DnsResolver(servers or None, timeout, port=port)
+
+
+def filter_uid(config: Config | None) -> int | None:
+    """The uid the filter runs as (UserID), to judge key file safety for it; None: us."""
+    if config is None or config.user_id is None:
+        return None
+    user = config.user_id.user
+    try:
+        return int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def policy_for(config: Config | None) -> KeyPolicy:
+    if config is None:
+        return KeyPolicy()
+    return KeyPolicy(
+        minimum_key_bits=config.minimum_key_bits,
+        require_safe_keys=config.require_safe_keys,
+        signature_algorithm=config.signature_algorithm,
+        key_owner_uid=filter_uid(config),
+    )
+
+
+def spec_for_entry(entry: KeyTableEntry) -> KeySpec:
+    path = entry.key_path
+    if path is not None and "%" in path and entry.domain != "%":
+        path = path.replace("%", entry.domain)
+    return KeySpec(entry.name, entry.domain, entry.selector, path, entry.key_data)
+
+
+def keytable_specs(config: Config) -> Iterator[KeySpec]:
+    if config.key_table is not None:
+        for entry in config.key_table:
+            yield spec_for_entry(entry)
