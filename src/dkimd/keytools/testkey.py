@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -111,6 +112,13 @@ def _load_private(spec: KeySpec, policy: KeyPolicy, result: KeyResult) -> None:
         if not os.path.isfile(path):
             result.error(f"{path}: stat(): not a regular file", EX_OSERR)
             return
+        if stat.S_IMODE(st.st_mode) & 0o066:
+            # opendkim-testkey's own warning: looks at the file's mode bits alone.
+            result.warn(
+                f"{path}: unsafe permissions (mode {stat.S_IMODE(st.st_mode):04o}: "
+                "group or other may read or write it; chmod 600)"
+            )
+        # The filter's view (RequireSafeKeys): the whole path, as dkimf_securefile() does.
         safety = check_key_file(path, policy.key_owner_uid)
         if not safety.safe:
             reason = "; ".join(safety.problems)
