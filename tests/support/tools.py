@@ -1,0 +1,121 @@
+"""Locating the real programs the interop/e2e tests drive, and skipping (or failing) without them.
+
+    from support.tools import require, find_tool, free_port, in_ci
+
+    opendkim = require("opendkim")      # absolute path, or pytest.skip / pytest.fail
+    port = free_port()                  # a TCP port on 127.0.0.1 that was free a moment ago
+
+`require(tool)` skips the test with a message naming the apt package to install, except when the
+environment variable CI is set (to anything but "" / "0" / "false"): then a missing peer is a
+test failure, never a silent skip. Programs are looked up on PATH plus /usr/sbin, /usr/bin,
+/usr/lib/postfix/sbin (Debian keeps postfix/opendkim in sbin, often absent from a user's PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+
+import pytest
+
+__all__ = [
+    "APT_PACKAGES",
+    "find_tool",
+    "free_port",
+    "in_ci",
+    "is_listening",
+    "require",
+    "wait_for_listen",
+    "wait_for_port",
+]
+
+#: program -> Debian/Ubuntu package providing it
+APT_PACKAGES: dict[str, str] = {
+    "postfix": "postfix",
+    "postconf": "postfix",
+    "postmap": "postfix",
+    "postqueue": "postfix",
+    "postsuper": "postfix",
+    "sendmail": "postfix",
+    "opendkim": "opendkim",
+    "opendkim-genkey": "opendkim-tools",
+    "opendkim-testkey": "opendkim-tools",
+    "miltertest": "miltertest",
+}
+
+_EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")
+
+
+def in_ci() -> bool:
+    value = os.environ.get("CI")
+    return value is not None and value.strip().lower() not in ("", "0", "false", "no")
+
+
+def find_tool(tool: str) -> str | None:
+    """Absolute path of `tool` (PATH first, then the sbin directories), or None."""
+    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(_EXTRA_DIRS)
+    return shutil.which(tool, path=path)
+
+
+def require(tool: str) -> str:
+    """Return the path of `tool`; without it skip the test, or fail it when running under CI."""
+    found = find_tool(tool)
+    if found is not None:
+        return found
+    package = APT_PACKAGES.get(tool, tool)
+    message = f"{tool} not found; install it with: apt-get install {package}"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set: a missing peer is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now (bind to 0 and release)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
+    """Poll until a TCP connect to host:port succeeds; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def is_listening(port: int) -> bool:
+    """Whether some socket on this host is in LISTEN state on TCP `port` (IPv4 or IPv6).
+
+    Reads /proc/net/tcp{,6} instead of connecting, so the listener never sees a probe."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if (
+                        len(fields) > 3
+                        and fields[3] == "0A"
+                        and int(fields[1].rsplit(":", 1)[1], 16) == port
+                    ):
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_for_listen(port: int, timeout: float = 10.0) -> bool:
+    """Poll is_listening(port) until true; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_listening(port):
+            return True
+        time.sleep(0.02)
+    return False
