@@ -34,6 +34,7 @@ from dkimd.dkim.keys import (
     parse_key_record,
 )
 from dkimd.dkim.results import (
+    AR_FIELD_NAME,
     DkimResult,
     SignatureResult,
     authentication_results_value,
@@ -53,6 +54,7 @@ from dkimd.dkim.tags import parse_tag_list
 from dkimd.dkim.verifier import Verifier, VerifyOptions
 
 __all__ = [
+    "AR_FIELD_NAME",
     "ALGORITHMS",
     "DEFAULT_SIGNED_HEADERS",
     "BodyCanonicalizer",

@@ -1,0 +1,156 @@
+"""`dkimd verify`: verify the DKIM signatures of a message read from stdin.
+
+Prints one line per verified signature and an Authentication-Results field. The body streams
+through the verifier in 64 KB chunks; the key lookups run concurrently with asyncio (the only
+async code here, at the edge, around the sans-IO `Verifier`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import BinaryIO
+
+from dkimd.dkim import (
+    AR_FIELD_NAME,
+    DkimError,
+    LineEndingNormalizer,
+    MessageSplitter,
+    SignatureResult,
+    Verifier,
+    VerifyOptions,
+    authentication_results_value,
+)
+from dkimd.dns.base import TxtLookup
+
+CHUNK = 64 * 1024
+
+EPILOG = """\
+Input may use LF or CRLF line ends; the output uses the same.
+Exit status: 0 at least one signature passed, 1 none passed (or no signature),
+2 usage or input error."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dkimd verify",
+        description="Verify the DKIM signatures of a message read from stdin.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dns-file", metavar="FILE", help="answer key queries from an OpenDKIM TestDNSData file"
+    )
+    source.add_argument(
+        "--nameserver", metavar="IP", action="append", help="DNS server to ask (repeatable)"
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="DNS timeout in seconds")
+    p.add_argument("--allow-sha1", action="store_true", help="accept rsa-sha1 (RFC 8301 says no)")
+    p.add_argument("--max-signatures", type=int, default=3, metavar="N")
+    p.add_argument("--min-key-bits", type=int, default=1024, metavar="BITS")
+    p.add_argument(
+        "--body-length",
+        choices=("report", "fail"),
+        default="report",
+        help="content beyond l=: report it (default) or fail the signature",
+    )
+    p.add_argument("--authserv-id", default="localhost", metavar="ID")
+    p.add_argument("--now", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def _lookup(args: argparse.Namespace) -> TxtLookup:
+    if args.dns_file:
+        from dkimd.dns.testdata import TestDnsFile
+
+        return TestDnsFile(args.dns_file)
+    from dkimd.dns.resolver import DnsResolver
+
+    return DnsResolver(nameservers=args.nameserver, timeout=args.timeout)
+
+
+async def _fetch_keys(verifier: Verifier, lookup: TxtLookup) -> None:
+    names = verifier.key_queries()
+    answers = await asyncio.gather(*(lookup.lookup_txt(n) for n in names))
+    for name, answer in zip(names, answers, strict=True):
+        verifier.provide_key(name, answer)
+
+
+def describe(result: SignatureResult) -> str:
+    """One summary line: "dkim=pass d=example.com s=mail a=rsa-sha256 ..." (reason last)."""
+    parts = [f"dkim={result.result.value}"]
+    for label, value in (
+        ("d", result.domain),
+        ("i", result.identity),
+        ("s", result.selector),
+        ("a", result.algorithm),
+    ):
+        if value is not None:
+            parts.append(f"{label}={value}")
+    if result.key_bits:
+        parts.append(f"bits={result.key_bits}")
+    if result.testing:
+        parts.append("testing")
+    if result.body_length_extra:
+        parts.append(f"unsigned-bytes-after-l={result.body_length_extra}")
+    if result.reason:
+        parts.append(f"reason={result.reason!r}")
+    return " ".join(parts).replace("\r", "?").replace("\n", "?")
+
+
+def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    options = VerifyOptions(
+        max_signatures=args.max_signatures,
+        allow_sha1=args.allow_sha1,
+        min_key_bits=args.min_key_bits,
+        body_length=args.body_length,
+        now=args.now,
+    )
+    normalizer = LineEndingNormalizer()
+    splitter = MessageSplitter()
+    verifier: Verifier | None = None
+    while chunk := stdin.read(CHUNK):
+        body = splitter.feed(normalizer.feed(chunk))
+        if verifier is None and splitter.headers is not None:
+            verifier = Verifier(splitter.headers, options)
+        if body:
+            assert verifier is not None
+            verifier.feed_body(body)
+    tail = splitter.feed(normalizer.flush())
+    splitter.finish()
+    assert splitter.headers is not None
+    if verifier is None:
+        verifier = Verifier(splitter.headers, options)
+    if tail:
+        verifier.feed_body(tail)
+    if verifier.key_queries():
+        asyncio.run(_fetch_keys(verifier, _lookup(args)))
+    results = verifier.results()
+    eol = b"\r\n" if normalizer.crlf_input else b"\n"
+    lines = [describe(r).encode("ascii", "replace") for r in results]
+    ar = AR_FIELD_NAME + b": " + authentication_results_value(args.authserv_id, results)
+    lines.append(ar.replace(b"\r\n", eol))
+    stdout.write(eol.join(lines) + eol)
+    stdout.flush()
+    return 0 if any(r.passed for r in results) else 1
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    if args.max_signatures < 1:
+        sys.stderr.write("dkimd verify: --max-signatures must be at least 1\n")
+        return 2
+    try:
+        return run(args, sys.stdin.buffer, sys.stdout.buffer)
+    except DkimError as exc:
+        sys.stderr.write(f"dkimd verify: {exc.reason}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"dkimd verify: {exc}\n")
+        return 2

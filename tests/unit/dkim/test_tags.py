@@ -1,0 +1,64 @@
+"""Tag-list grammar (RFC 6376 3.2), including hostile input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dkimd.dkim import TagListError, parse_tag_list
+
+
+def test_parses_ordered_with_fws_trimmed() -> None:
+    tags = parse_tag_list(b" v=1;\r\n\ta = rsa-sha256 ; h=from : to;")
+    assert list(tags.items()) == [("v", "1"), ("a", "rsa-sha256"), ("h", "from : to")]
+
+
+def test_trailing_semicolon_optional_and_empty_value_allowed() -> None:
+    assert parse_tag_list("a=1") == {"a": "1"}
+    assert parse_tag_list("a=1;") == {"a": "1"}
+    assert parse_tag_list("p=") == {"p": ""}
+    assert parse_tag_list("") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a=1; a=2", "duplicate tag 'a'"),
+        ("a=1;;b=2", "empty tag-spec"),
+        ("a", "tag-spec without '='"),
+        ("=1", "malformed tag name"),
+        ("1a=1", "malformed tag name"),
+        ("a b=1", "malformed tag name"),
+        ("a=1\x00", "invalid character in value of tag 'a'"),
+        ("a=x\ny", "invalid character in value of tag 'a'"),
+        ("a=x\r\ny", "invalid character in value of tag 'a'"),  # CRLF not followed by WSP
+    ],
+)
+def test_malformed_lists_raise_with_reason(text: str, reason: str) -> None:
+    with pytest.raises(TagListError) as info:
+        parse_tag_list(text)
+    assert info.value.reason == reason
+
+
+def test_tag_names_are_case_sensitive() -> None:
+    assert parse_tag_list("a=1; A=2") == {"a": "1", "A": "2"}
+
+
+def test_eight_bit_values_survive_latin1_round_trip() -> None:
+    tags = parse_tag_list(b"i=j\xc3\xa9@example.com")
+    assert tags["i"].encode("latin-1") == b"j\xc3\xa9@example.com"
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_parse_or_raise_tag_list_error(data: bytes) -> None:
+    try:
+        tags = parse_tag_list(data)
+    except TagListError as exc:
+        assert exc.reason
+    else:
+        assert all(isinstance(v, str) for v in tags.values())
+
+
+def test_huge_value_is_fine() -> None:
+    assert len(parse_tag_list("b=" + "A" * 1_000_000)["b"]) == 1_000_000
