@@ -245,6 +245,17 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _identity(self) -> tuple[object, ...]:
+        pairs = tuple((e.key, e.value) for e in self.entries)
+        return (self.spec, self.kind, self.path, self.case_insensitive, self.ascii_only, pairs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking; compare, don't hash
+
     def __repr__(self) -> str:
         return f"Dataset({self.spec!r}, {len(self.entries)} entries)"
 

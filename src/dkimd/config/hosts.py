@@ -168,6 +168,13 @@ class HostList:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HostList):
+            return NotImplemented
+        return self.dataset == other.dataset and self._aliases.keys() == other._aliases.keys()
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return f"HostList({self.dataset.spec!r})"
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from conftest import Writer
 
 from dkimd.config.datasets import (
     Dataset,
@@ -15,6 +16,8 @@ from dkimd.config.datasets import (
     parse_dataset_spec,
 )
 from dkimd.config.problems import Severity
+
+Writer = Callable[[str, str], str]  # the `write` fixture (conftest.py)
 
 
 @pytest.mark.parametrize(
@@ -61,8 +64,7 @@ def test_glob_to_regex_matches_mkregexp() -> None:
 def test_file_contents(write: Writer) -> None:
     path = write(
         "ds",
-        "# comment\n\nalpha\n  beta   two words  \ngamma one # trailing comment\n"
-        "ALPHA shadowed\n",
+        "# comment\n\nalpha\n  beta   two words  \ngamma one # trailing comment\nALPHA shadowed\n",
     )
     ds, problems = open_dataset(f"file:{path}")
     assert ds is not None and ds.kind is DatasetKind.FILE and ds.path == path

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import pytest
-from conftest import Writer
 
 from dkimd.config.datasets import open_dataset
 from dkimd.config.hosts import HostList, candidate_keys, check_host_entries, inet_ntop6
 from dkimd.config.problems import Severity
+
+Writer = Callable[[str, str], str]  # the `write` fixture (conftest.py)
 
 
 def hosts(spec: str) -> HostList:

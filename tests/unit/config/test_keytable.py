@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-
-from conftest import Writer
+from collections.abc import Callable
 
 from dkimd.config.datasets import Dataset, open_dataset
 from dkimd.config.keytable import (
@@ -14,6 +13,8 @@ from dkimd.config.keytable import (
     parse_keytable_value,
     split_address,
 )
+
+Writer = Callable[[str, str], str]  # the `write` fixture (conftest.py)
 
 
 def keytable(write: Writer, text: str) -> tuple[KeyTable, list[str]]:
@@ -104,9 +105,15 @@ def test_file_signing_table_lookup_order(write: Writer) -> None:
     ]
     all_hits = table.lookup("user", "sub.example.com", multiple=True)
     assert [h.key_name for h in all_hits] == [
-        "k-full", "k-domain", "k-user-dot-example", "k-dot-example",
-        "k-user-dot-com", "k-dot-com", "k-user-any", "k-star",
-    ]  # fmt: skip
+        "k-full",
+        "k-domain",
+        "k-user-dot-example",
+        "k-dot-example",
+        "k-user-dot-com",
+        "k-dot-com",
+        "k-user-any",
+        "k-star",
+    ]
     assert [h.key_name for h in table.lookup("user", "sub.example.com")] == ["k-full"]
     assert table.first("other@x.example.com").key_name == "k-dot-example"  # type: ignore[union-attr]
     assert table.first("other@example.org").key_name == "k-star"  # type: ignore[union-attr]

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from conftest import Writer
 
 from dkimd.config.options import OPTIONS, OptionType, find_option, suggest_option
 from dkimd.config.problems import Severity
 from dkimd.config.reader import parse_bool, parse_int, read_config_file, read_config_text
 
+Writer = Callable[[str, str], str]  # the `write` fixture (conftest.py)
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("yes", True), ("Yes", True), ("true", True), ("T", True), ("1", True),
+        ("yes", True),
+        ("Yes", True),
+        ("true", True),
+        ("T", True),
+        ("1", True),
         ("yoyo", True),  # only the first character counts
-        ("no", False), ("No", False), ("false", False), ("F", False), ("0", False),
+        ("no", False),
+        ("No", False),
+        ("false", False),
+        ("F", False),
+        ("0", False),
         ("nope", False),
-        ("maybe", None), ("on", None), ("off", None), ("2", None),
+        ("maybe", None),
+        ("on", None),
+        ("off", None),
+        ("2", None),
     ],
-)  # fmt: skip
+)
 def test_booleans_look_at_the_first_character(text: str, expected: bool | None) -> None:
     assert parse_bool(text) is expected
 
@@ -27,10 +41,20 @@ def test_booleans_look_at_the_first_character(text: str, expected: bool | None) 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("0", 0), ("1024", 1024), ("022", 18), ("0x10", 16), ("0X1f", 31), ("-1", -1),
-        ("+5", 5), ("08", None), ("0x", None), ("12a", None), ("", None), ("1.5", None),
+        ("0", 0),
+        ("1024", 1024),
+        ("022", 18),
+        ("0x10", 16),
+        ("0X1f", 31),
+        ("-1", -1),
+        ("+5", 5),
+        ("08", None),
+        ("0x", None),
+        ("12a", None),
+        ("", None),
+        ("1.5", None),
     ],
-)  # fmt: skip
+)
 def test_integers_follow_strtol_base_0(text: str, expected: int | None) -> None:
     assert parse_int(text) == expected
 
@@ -167,7 +191,7 @@ def test_option_table_covers_the_brief() -> None:
     RequireSafeKeys Nameservers DNSTimeout SignatureAlgorithm SignatureTTL
     MaximumSignaturesToVerify RemoveOldSignatures SoftwareHeader Background AutoRestart
     AutoRestartCount AutoRestartRate TestDNSData PeerList MacroList SyslogFacility Include
-    Workers AllowSHA1""".split()
+    Workers AllowSHA1""".split()  # noqa: SIM905
     for name in required:
         spec = find_option(name)
         assert spec is not None and spec.implemented, name
