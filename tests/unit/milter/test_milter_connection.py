@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -110,7 +111,7 @@ def test_v6_setsymlist() -> None:
     conn = milter.Connection(options)
     conn.receive_data(optneg())
     next_event(conn)
-    version, actions, protocol = struct.unpack_from(">III", conn.send(milter.Continue()), 5)
+    _version, actions, _protocol = struct.unpack_from(">III", conn.send(milter.Continue()), 5)
     assert actions & ActionFlag.SETSYMLIST
     assert conn.negotiated is not None
     assert conn.negotiated.macros == (
@@ -551,5 +552,5 @@ LARGE_EXPECTED = _reference(LARGE)
 @given(st.lists(st.integers(min_value=0, max_value=len(LARGE)), max_size=60))
 def test_random_chunkings_large_session(cuts: list[int]) -> None:
     points = [0, *sorted(cuts), len(LARGE)]
-    chunks = [LARGE[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [LARGE[a:b] for a, b in itertools.pairwise(points)]
     assert drive(milter.Connection(), chunks) == LARGE_EXPECTED
