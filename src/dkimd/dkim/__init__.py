@@ -54,8 +54,8 @@ from dkimd.dkim.tags import parse_tag_list
 from dkimd.dkim.verifier import Verifier, VerifyOptions
 
 __all__ = [
-    "AR_FIELD_NAME",
     "ALGORITHMS",
+    "AR_FIELD_NAME",
     "DEFAULT_SIGNED_HEADERS",
     "BodyCanonicalizer",
     "BodyHashSet",

@@ -144,11 +144,13 @@ class MessageSplitter:
 
 
 class LineEndingNormalizer:
-    """Turn a stream with LF line ends into CRLF, chunk by chunk (the CLI accepts both).
+    """Turn any mix of LF and CRLF line ends into CRLF, chunk by chunk (the CLI accepts both).
 
-    The input's convention is taken from its first line: if that ends in CRLF the stream passes
-    through unchanged; otherwise every LF becomes CRLF (a CR already before an LF is kept, so
-    mixed input does not gain a doubled CR). `crlf_input` tells the CLI how to write its output.
+    Every bare LF becomes CRLF, as Postfix does before a message reaches a milter (it stores
+    lines, not line ends), and as dkimpy does; so the CLI, the milter and dkimpy all hash the
+    same bytes. A bare CR stays as it is. The engine itself (`Signer`, `Verifier`) takes CRLF
+    input as given and does not do this. `crlf_input` records the first line's convention so
+    the CLI can write its output the same way.
     """
 
     def __init__(self) -> None:
@@ -164,8 +166,6 @@ class LineEndingNormalizer:
                 return b""
             self.crlf_input = nl > 0 and self._head[nl - 1 : nl] == b"\r"
             chunk, self._head = self._head, b""
-        if self.crlf_input:
-            return chunk
         return self._convert(chunk)
 
     def _convert(self, chunk: bytes) -> bytes:

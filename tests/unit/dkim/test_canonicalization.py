@@ -10,7 +10,14 @@ import dkim.canonicalization as dkimpy_canon
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dkimd.dkim import BodyCanonicalizer, canonicalize_body, canonicalize_header, split_message
+from dkimd.dkim import (
+    BodyCanonicalizer,
+    LineEndingNormalizer,
+    MessageSplitter,
+    canonicalize_body,
+    canonicalize_header,
+    split_message,
+)
 from dkimd.dkim.canonicalization import BodyHashSet
 
 # RFC 6376 section 3.4.6, byte for byte.
@@ -136,3 +143,29 @@ def test_body_hash_set_shares_one_pass() -> None:
     hashes.finish()
     assert hashes[("relaxed", "sha256", None)].digest() == hashlib.sha256(b"a b\r\n").digest()
     assert hashes[("simple", "sha256", 3)].digest() == hashlib.sha256(b"a  ").digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\r\n\r\n"]), max_size=30).map(
+        b"".join
+    ),
+    cut=st.integers(min_value=0, max_value=100),
+)
+def test_line_ending_normalizer_is_chunk_independent(body: bytes, cut: int) -> None:
+    whole = LineEndingNormalizer()
+    expected = whole.feed(body) + whole.flush()
+    split = LineEndingNormalizer()
+    got = split.feed(body[:cut]) + split.feed(body[cut:]) + split.flush()
+    assert got == expected
+    assert b"\n" not in expected.replace(b"\r\n", b"")
+
+
+def test_message_splitter_across_chunks() -> None:
+    message = b"A: 1\r\nB: 2\r\n\r\nbody\r\n"
+    for cut in range(len(message) + 1):
+        s = MessageSplitter()
+        body = s.feed(message[:cut]) + s.feed(message[cut:])
+        s.finish()
+        assert s.headers is not None and [f.name for f in s.headers] == [b"A", b"B"]
+        assert body == b"body\r\n"
