@@ -1,0 +1,583 @@
+"""Load driver: plays Postfix against a milter, many sessions at once, and reports throughput.
+
+    python bench/driver.py --target 127.0.0.1:8891 --message msg.eml --concurrency 8 \\
+        --messages 2000 [--per-connection 1] [--client-addr 127.0.0.1] [--auth-user USER] [--json]
+
+Each session opens a milter connection, negotiates protocol 6 as Postfix does, sends
+`--per-connection` messages (SMFIC_ABORT between them, as smtpd's mail_reset() does) and quits.
+The conversation, macros included, is Postfix 3.7's with default main.cf settings (see
+mta_codec.py). Outgoing packets are buffered and written in one go when a reply is due, the way
+Postfix's VSTREAM does, and TCP_NODELAY is on, so the driver itself adds no Nagle delay.
+
+A message's latency runs from its first byte (for the first message of a connection that is the
+TCP connect, which Postfix also waits for) to the filter's final reply to end-of-message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mta_codec as mc
+from mta_message import Message, load_message
+
+POSTFIX_VERSION = "Postfix 3.7.11"
+MTA_HOSTNAME = "mx.bench.test"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who is talking to the MTA, and about which message."""
+
+    client_addr: str = "127.0.0.1"
+    client_name: str = ""  # empty: "localhost" for loopback, else Postfix's "[addr]"
+    helo: str = "client.bench.test"
+    sender: str = "sender@example.com"
+    recipient: str = "rcpt@example.net"
+    auth_user: str | None = None
+
+    def hostname(self) -> str:
+        if self.client_name:
+            return self.client_name
+        if self.client_addr in ("127.0.0.1", "::1"):
+            return "localhost"
+        return f"[{self.client_addr}]"  # milter8.c's form for an unknown client name
+
+
+@dataclass
+class Report:
+    """What one load run measured."""
+
+    target: str
+    concurrency: int
+    per_connection: int
+    messages: int = 0  # completed with a final reply
+    failed: int = 0
+    connections: int = 0
+    elapsed_s: float = 0.0
+    msgs_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    final_replies: dict[str, int] = field(default_factory=dict)
+    header_edits: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    protocol_mask: str = ""
+    # Every edit of the first completed message, for checking (e.g. verify the signature).
+    sample_edits: list[dict[str, object]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"target {self.target}  concurrency {self.concurrency}  "
+            f"per-connection {self.per_connection}",
+            f"messages {self.messages} ok, {self.failed} failed, "
+            f"{self.connections} connections in {self.elapsed_s:.2f} s",
+            f"throughput {self.msgs_per_s:.1f} msgs/s",
+            f"latency ms  p50 {self.p50_ms:.2f}  p99 {self.p99_ms:.2f}  max {self.max_ms:.2f}",
+            f"final replies {self.final_replies}",
+            f"header edits {self.header_edits}",
+            f"errors {self.errors}",
+            f"filter protocol mask {self.protocol_mask}",
+        ]
+        return "\n".join(lines)
+
+
+class _Wire(asyncio.Protocol):
+    """Socket pump: buffers writes until a reply is due, splits incoming bytes into packets."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._inbuf = bytearray()
+        self._packets: deque[tuple[bytes, bytes]] = deque()
+        self._out: list[bytes | memoryview] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._inbuf += data
+        try:
+            packets = mc.split_packets(self._inbuf)
+        except mc.ProtocolError as e:
+            self._fail(e)
+            return
+        if packets:
+            self._packets.extend(packets)
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("milter closed the connection"))
+
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(exc)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def send(self, *chunks: bytes | memoryview) -> None:
+        self._out.extend(chunks)
+
+    async def flush(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._out and self.transport is not None:
+            self.transport.writelines(self._out)
+            self._out.clear()
+        if self._drained is not None:
+            await self._drained
+
+    async def read(self) -> tuple[bytes, bytes]:
+        await self.flush()
+        while not self._packets:
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        return self._packets.popleft()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _MessageEnded(Exception):
+    """A final reply before end-of-message (accept, reject, ...): the rest is not sent."""
+
+    def __init__(self, reply: str, connection_done: bool) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.connection_done = connection_done
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.final: Counter[str] = Counter()
+        self.edits: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.failed = 0
+        self.connections = 0
+        self.protocol_mask = 0
+        self.sample: list[mc.Modification] | None = None
+
+
+class Driver:
+    """Runs sessions against one milter endpoint."""
+
+    def __init__(
+        self,
+        target: str,
+        message: Message,
+        envelope: Envelope,
+        *,
+        timeout: float = 60.0,
+    ) -> None:
+        self.target = target
+        self.message = message
+        self.envelope = envelope
+        self.timeout = timeout
+        self._queue_ids = 0
+        self._ports = 0
+        self._header_packets: dict[bool, list[bytes]] = {}
+
+    async def run(self, messages: int, concurrency: int, per_connection: int = 1) -> Report:
+        """Send `messages` messages over `concurrency` parallel sessions; measure them."""
+        stats = _Stats()
+        remaining = [messages]
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(self._worker(remaining, per_connection, stats) for _ in range(concurrency))
+        )
+        elapsed = time.perf_counter() - start
+        return self._report(stats, elapsed, concurrency, per_connection)
+
+    def _report(
+        self, stats: _Stats, elapsed: float, concurrency: int, per_connection: int
+    ) -> Report:
+        lat = sorted(stats.latencies)
+        done = len(lat)
+
+        def pct(p: float) -> float:
+            # nearest-rank percentile, in milliseconds
+            return lat[min(done - 1, max(0, int(p * done + 0.5) - 1))] * 1000 if done else 0.0
+
+        return Report(
+            target=self.target,
+            concurrency=concurrency,
+            per_connection=per_connection,
+            messages=done,
+            failed=stats.failed,
+            connections=stats.connections,
+            elapsed_s=round(elapsed, 4),
+            msgs_per_s=round(done / elapsed, 2) if elapsed > 0 else 0.0,
+            p50_ms=round(pct(0.50), 3),
+            p99_ms=round(pct(0.99), 3),
+            max_ms=round(lat[-1] * 1000, 3) if done else 0.0,
+            final_replies=dict(stats.final),
+            header_edits=dict(stats.edits),
+            errors=dict(stats.errors),
+            protocol_mask=f"{stats.protocol_mask:#x}",
+            sample_edits=[asdict(m) for m in stats.sample or []],
+        )
+
+    async def _worker(self, remaining: list[int], per_connection: int, stats: _Stats) -> None:
+        while remaining[0] > 0:
+            batch = min(per_connection, remaining[0])
+            remaining[0] -= batch
+            try:
+                # A connection-level accept/reject hands back what it did not carry.
+                carried = await self._connection(batch, stats)
+                # Not `remaining[0] += ... await ...`: that reads the counter before the await.
+                remaining[0] += batch - carried
+            except (OSError, EOFError, mc.ProtocolError, TimeoutError) as e:
+                stats.errors[f"{type(e).__name__}: {e}"[:120]] += 1
+
+    async def _open(self) -> _Wire:
+        loop = asyncio.get_running_loop()
+        if self.target.startswith(("unix:", "local:")):
+            path = self.target.split(":", 1)[1]
+            _, wire = await loop.create_unix_connection(_Wire, path)
+        else:
+            host, _, port = self.target.rpartition(":")
+            _, wire = await loop.create_connection(_Wire, host.strip("[]"), int(port))
+        return wire
+
+    async def _connection(self, batch: int, stats: _Stats) -> int:
+        """One milter connection for up to `batch` messages; returns how many it carried.
+
+        On an exception the message in flight and the ones not yet sent count as failed.
+        """
+        started = time.perf_counter()
+        done = 0
+        try:
+            wire = await self._open()
+        except BaseException:
+            stats.failed += batch
+            raise
+        stats.connections += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                neg = await self._negotiate(wire)
+            stats.protocol_mask = neg.protocol
+            connected = False
+            while done < batch:
+                if done:
+                    wire.send(mc.packet(mc.CMD_ABORT))  # smtpd mail_reset() between messages
+                    started = time.perf_counter()
+                connection_over = False
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        if not connected:
+                            await self._connect_events(wire, neg)
+                            connected = True
+                        edits, reply = await self._message(wire, neg)
+                except _MessageEnded as end:
+                    edits, reply, connection_over = [], end.reply, end.connection_done
+                self._record(stats, started, reply, edits)
+                done += 1
+                if connection_over:
+                    return done  # Postfix drops the milter for the rest of the SMTP session
+            wire.send(mc.packet(mc.CMD_QUIT))
+            await wire.flush()
+            return done
+        except BaseException:
+            stats.failed += batch - done
+            raise
+        finally:
+            wire.close()
+
+    def _record(
+        self, stats: _Stats, started: float, reply: str, edits: list[mc.Modification]
+    ) -> None:
+        stats.latencies.append(time.perf_counter() - started)
+        stats.final[reply] += 1
+        for m in edits:
+            stats.edits[f"{m.action} {m.name}".strip()] += 1
+        if stats.sample is None:
+            stats.sample = edits
+
+    async def _negotiate(self, wire: _Wire) -> mc.Negotiated:
+        wire.send(mc.optneg())
+        code, data = await wire.read()
+        if code != mc.CMD_OPTNEG:
+            raise mc.ProtocolError(f"expected OPTNEG reply, got {code!r}")
+        return mc.parse_optneg(data)
+
+    # ---- macros (Postfix 3.7 defaults: postconf milter_*_macros) ----
+
+    def _macros(self, neg: mc.Negotiated, event: bytes, pairs: list[tuple[str, str]]) -> bytes:
+        wanted = neg.symlists.get(event)
+        if wanted is not None:  # SMFIF_SETSYMLIST: only what the filter asked for
+            pairs = [p for p in pairs if p[0] in wanted]
+        return mc.macro(event, pairs)
+
+    def _queue_id(self) -> str:
+        self._queue_ids += 1
+        return f"{0x4B000000 + self._queue_ids:X}"  # Postfix-like short hex queue id
+
+    async def _event(
+        self, wire: _Wire, neg: mc.Negotiated, event: bytes, macros: bytes | None, pkt: bytes
+    ) -> None:
+        """Macros, then the event unless skipped, then its reply unless the filter waived it."""
+        if macros is not None:
+            wire.send(macros)
+        if neg.skips(event):
+            return
+        wire.send(pkt)
+        if neg.no_reply(event):
+            return
+        await self._decision(wire, event)
+
+    async def _decision(self, wire: _Wire, event: bytes) -> str:
+        while True:
+            code, data = await wire.read()
+            if code == b"p":  # SMFIR_PROGRESS: still working
+                continue
+            if code == b"c":
+                return "continue"
+            if code == b"s" and event == mc.CMD_BODY:
+                return "skip"
+            if code in (b"a", b"r", b"t", b"d", b"y", b"f"):
+                name = mc.reply_name(code, data)
+                in_connect = event in (mc.CMD_CONNECT, mc.CMD_HELO)
+                raise _MessageEnded(name, connection_done=in_connect or code == b"f")
+            raise mc.ProtocolError(
+                f"unexpected reply {mc.REPLY_NAMES.get(code, code)!r} to event {event!r}"
+            )
+
+    async def _connect_events(self, wire: _Wire, neg: mc.Negotiated) -> None:
+        env = self.envelope
+        self._ports = (self._ports + 1) % 28000
+        host = env.hostname()
+        conn_macros = [
+            ("j", MTA_HOSTNAME),
+            ("{daemon_name}", MTA_HOSTNAME),  # milter_macro_daemon_name = $myhostname
+            ("{daemon_addr}", "127.0.0.1"),
+            ("v", POSTFIX_VERSION),
+            ("_", f"{host.strip('[]') if host.startswith('[') else host} [{env.client_addr}]"),
+        ]
+        if host.startswith("["):
+            conn_macros[-1] = ("_", f"unknown [{env.client_addr}]")
+        await self._event(
+            wire,
+            neg,
+            mc.CMD_CONNECT,
+            self._macros(neg, mc.CMD_CONNECT, conn_macros),
+            mc.connect(host, env.client_addr, 32768 + self._ports),
+        )
+        # milter_helo_macros are all TLS ones: without TLS the list is empty, but still sent.
+        await self._event(
+            wire,
+            neg,
+            mc.CMD_HELO,
+            self._macros(neg, mc.CMD_HELO, []),
+            mc.packet(mc.CMD_HELO, mc.cstrings([env.helo])),
+        )
+
+    async def _message(self, wire: _Wire, neg: mc.Negotiated) -> tuple[list[mc.Modification], str]:
+        env = self.envelope
+        msg = self.message
+        qid = self._queue_id()
+        i_only = self._macros(neg, mc.CMD_EOH, [("i", qid)])
+        mail_macros: list[tuple[str, str]] = []
+        if env.auth_user:
+            mail_macros += [("{auth_type}", "PLAIN"), ("{auth_authen}", env.auth_user)]
+        sender_domain = env.sender.rpartition("@")[2]
+        mail_macros += [
+            ("{mail_addr}", env.sender),
+            ("{mail_host}", sender_domain),
+            ("{mail_mailer}", "smtp"),
+        ]
+        # No {i} at MAIL: smtpd_delay_open_until_valid_rcpt = yes defers the queue file.
+        size = sum(len(n) + len(v) + 3 for n, v in msg.headers) + 2 + len(msg.body)
+        await self._event(
+            wire,
+            neg,
+            mc.CMD_MAIL,
+            self._macros(neg, mc.CMD_MAIL, mail_macros),
+            mc.packet(mc.CMD_MAIL, mc.cstrings([f"<{env.sender}>", f"SIZE={size}"])),
+        )
+        rcpt_domain = env.recipient.rpartition("@")[2]
+        await self._event(
+            wire,
+            neg,
+            mc.CMD_RCPT,
+            self._macros(
+                neg,
+                mc.CMD_RCPT,
+                [
+                    ("i", qid),
+                    ("{rcpt_addr}", env.recipient),
+                    ("{rcpt_host}", rcpt_domain),
+                    ("{rcpt_mailer}", "smtp"),
+                ],
+            ),
+            mc.packet(mc.CMD_RCPT, mc.cstrings([f"<{env.recipient}>"])),
+        )
+        await self._event(
+            wire,
+            neg,
+            mc.CMD_DATA,
+            self._macros(neg, mc.CMD_DATA, [("i", qid)]),
+            mc.packet(mc.CMD_DATA),
+        )
+        await self._headers(wire, neg, i_only)
+        await self._event(wire, neg, mc.CMD_EOH, i_only, mc.packet(mc.CMD_EOH))
+        eob_macros = self._macros(neg, mc.CMD_EOB, [("i", qid)])
+        await self._body(wire, neg, eob_macros)
+        wire.send(eob_macros, mc.packet(mc.CMD_EOB))
+        return await self._end_of_message(wire)
+
+    async def _headers(self, wire: _Wire, neg: mc.Negotiated, macros: bytes) -> None:
+        """One header event each, with the end-of-header macros before every one (milter8.c)."""
+        if neg.skips(mc.CMD_HEADER):
+            return  # milter8_message() does not even call the header hook
+        leadspc = bool(neg.protocol & mc.P_HDR_LEADSPC)
+        packets = self._header_packets.get(leadspc)
+        if packets is None:
+            packets = [
+                mc.packet(mc.CMD_HEADER, name + b"\0" + value + b"\0")
+                for name, value in self.message.header_values(leadspc)
+            ]
+            self._header_packets[leadspc] = packets
+        if neg.no_reply(mc.CMD_HEADER):
+            for pkt in packets:  # all buffered: one write at end-of-header, as VSTREAM does
+                wire.send(macros, pkt)
+            return
+        for pkt in packets:
+            await self._event(wire, neg, mc.CMD_HEADER, macros, pkt)
+
+    async def _body(self, wire: _Wire, neg: mc.Negotiated, macros: bytes) -> None:
+        body = memoryview(self.message.body)
+        if neg.skips(mc.CMD_BODY):
+            return
+        no_reply = neg.no_reply(mc.CMD_BODY)
+        for off in range(0, len(body), mc.MILTER_CHUNK_SIZE):
+            chunk = body[off : off + mc.MILTER_CHUNK_SIZE]
+            wire.send(macros, mc.packet_header(mc.CMD_BODY, len(chunk)), chunk)
+            if no_reply:
+                await wire.flush()  # waits only when the socket buffer is full
+            elif await self._decision(wire, mc.CMD_BODY) == "skip":
+                return
+
+    async def _end_of_message(self, wire: _Wire) -> tuple[list[mc.Modification], str]:
+        edits: list[mc.Modification] = []
+        while True:
+            code, data = await wire.read()
+            if code in mc.MODIFICATIONS:
+                edits.append(mc.parse_modification(code, data))
+            elif code == b"p":
+                continue
+            elif code in mc.FINAL_REPLIES and code != b"s":
+                name = mc.reply_name(code, data)
+                if code == b"f":
+                    raise _MessageEnded(name, connection_done=True)
+                return edits, name
+            else:
+                raise mc.ProtocolError(f"unexpected reply {code!r} at end of message")
+
+
+def run_load(
+    target: str,
+    message: Message,
+    envelope: Envelope,
+    *,
+    messages: int,
+    concurrency: int,
+    per_connection: int = 1,
+    warmup: int = 0,
+    timeout: float = 60.0,
+) -> Report:
+    """Blocking helper: optional warm-up (not measured), then the measured run."""
+
+    async def go() -> Report:
+        driver = Driver(target, message, envelope, timeout=timeout)
+        if warmup:
+            await driver.run(warmup, concurrency, per_connection)
+        return await driver.run(messages, concurrency, per_connection)
+
+    return asyncio.run(go())
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", required=True, help="HOST:PORT or unix:/path of the milter")
+    p.add_argument("--message", required=True, type=Path, help="RFC 5322 message file")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--messages", type=int, default=2000)
+    p.add_argument("--per-connection", type=int, default=1, help="messages per connection")
+    p.add_argument("--warmup", type=int, default=0, help="unmeasured messages sent first")
+    p.add_argument("--client-addr", default="127.0.0.1", help="SMTP client address to claim")
+    p.add_argument("--client-name", default="", help="SMTP client host name (default: derived)")
+    p.add_argument("--helo", default="client.bench.test")
+    p.add_argument("--sender", help="envelope sender (default: the From: address)")
+    p.add_argument("--recipient", default="rcpt@example.net")
+    p.add_argument("--auth-user", help="claim SMTP AUTH as this user ({auth_type}, {auth_authen})")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per message")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = p.parse_args(argv)
+    if args.concurrency < 1 or args.messages < 1 or args.per_connection < 1:
+        p.error("--concurrency, --messages and --per-connection must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    message = load_message(args.message)
+    envelope = Envelope(
+        client_addr=args.client_addr,
+        client_name=args.client_name,
+        helo=args.helo,
+        sender=args.sender or message.from_address() or "sender@example.com",
+        recipient=args.recipient,
+        auth_user=args.auth_user,
+    )
+    report = run_load(
+        args.target,
+        message,
+        envelope,
+        messages=args.messages,
+        concurrency=args.concurrency,
+        per_connection=args.per_connection,
+        warmup=args.warmup,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        print(report.summary())
+    return 0 if report.messages and not report.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
