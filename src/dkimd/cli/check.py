@@ -68,13 +68,15 @@ _OPTION_HINTS = {
 def _hint(problem: Problem) -> str | None:
     if problem.hint:
         return problem.hint
+    if problem.message.startswith("SigningTable entry") and "not in the KeyTable" in (
+        problem.message
+    ):
+        return "add that key to the KeyTable, or correct the key name"
+    if problem.message.startswith(("key file", "KeyTable entry")):
+        return _OPTION_HINTS["KeyTable"]
     option = problem.option or problem.message.split(":", 1)[0].split()[0]
     if option in _OPTION_HINTS:
         return _OPTION_HINTS[option]
-    if problem.message.startswith(("key file", "KeyTable entry")):
-        return _OPTION_HINTS["KeyTable"]
-    if problem.message.startswith("SigningTable entry"):
-        return "add that key to the KeyTable, or correct the key name"
     if problem.option:
         return f"see {problem.option} in opendkim.conf(5)"
     return None
