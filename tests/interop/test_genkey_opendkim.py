@@ -268,3 +268,30 @@ def test_dkimpy_signs_with_opendkim_genkey_key(tmp_path: Path) -> None:
         return record.encode()
 
     assert dkim.verify(signature + message, dnsfunc=dnsfunc)
+
+
+def test_dkimd_engine_signs_with_opendkim_genkey_key(tmp_path: Path) -> None:
+    from dkimd.dkim import Signer, SigningRequest, load_private_key_file, split_message
+
+    real_tool = require("opendkim-genkey")
+    subprocess.run(
+        [real_tool, "-D", str(tmp_path), "-s", "mail", "-d", "example.com"], check=True, timeout=300
+    )
+    record = _record(tmp_path / "mail.txt")
+    message = "".join(f"{n}: {v}\r\n" for n, v in HEADERS).encode() + b"\r\n" + BODY.encode()
+    headers, body_at = split_message(message)
+    key = load_private_key_file(tmp_path / "mail.private")
+    signer = Signer(SigningRequest("example.com", "mail", key))
+    signer.feed_body(message[body_at:])
+    field = signer.sign(headers)
+    signed = field.name + b":" + field.value + b"\r\n" + message
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"mail._domainkey.example.com."
+        return record.encode()
+
+    assert dkim.verify(signed, dnsfunc=dnsfunc)
+    results = _opendkim_verify(
+        tmp_path, field.value.decode(), "mail._domainkey.example.com", record
+    )
+    assert "dkim=pass" in results, results
