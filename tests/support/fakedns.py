@@ -56,7 +56,7 @@ Record = str | bytes | Sequence[bytes]
 class _Entry:
     txt: list[tuple[bytes, ...]] = field(default_factory=list)
     ttl: int = 300
-    rcode: int = dns.rcode.NOERROR
+    rcode: dns.rcode.Rcode = dns.rcode.NOERROR
     soa: tuple[int, int] | None = None  # (ttl, minimum) in the authority section
     cname: str | None = None
     cname_ttl: int = 300
@@ -117,7 +117,7 @@ class FakeDns:
         entry.soa = soa
 
     def rcode(self, name: str, rcode: int) -> None:
-        self._entry(name).rcode = rcode
+        self._entry(name).rcode = dns.rcode.Rcode(rcode)
 
     def delay(self, name: str, seconds: float) -> None:
         self._entry(name).delay = seconds
@@ -151,7 +151,7 @@ class FakeDns:
         rrset = dns.rrset.RRset(zone, dns.rdataclass.IN, dns.rdatatype.SOA)
         rrset.update_ttl(soa[0])
         rrset.add(
-            dns.rdtypes.ANY.SOA.SOA(
+            dns.rdtypes.ANY.SOA.SOA(  # type: ignore[no-untyped-call]
                 dns.rdataclass.IN,
                 dns.rdatatype.SOA,
                 dns.name.from_text("ns.test."),
@@ -191,13 +191,17 @@ class FakeDns:
         if entry.raw is not None:
             return entry.raw, entry.delay
         # follow CNAMEs inside our own data, as an authoritative server for all names would
-        current, seen = entry, {key}
+        current: _Entry | None = entry
+        seen = {key}
         name = qname
         while current is not None and current.cname is not None:
             target = dns.name.from_text(current.cname)
             rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.CNAME)
             rrset.update_ttl(current.cname_ttl)
-            rrset.add(dns.rdtypes.ANY.CNAME.CNAME(dns.rdataclass.IN, dns.rdatatype.CNAME, target))
+            cname = dns.rdtypes.ANY.CNAME.CNAME(  # type: ignore[no-untyped-call]
+                dns.rdataclass.IN, dns.rdatatype.CNAME, target
+            )
+            rrset.add(cname)
             response.answer.append(rrset)
             tkey = _key(target.to_text())
             if tkey in seen:
