@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from dkim_helpers import DATA
 from hypothesis import given
@@ -135,7 +133,3 @@ def test_folded_lines_stay_within_margin() -> None:
     assert strip_fws(value.decode()) == strip_fws(
         "DKIM-Signature:" + "; ".join(f"{k}={v}" for k, v in tags)
     )
-
-
-def test_unused_data_dir_exists() -> None:
-    assert Path(DATA / "rfc8463" / "signed.eml").is_file()
