@@ -1,0 +1,85 @@
+"""`dkimd serve` / `dkimd -x CONF`: the milter daemon, taking opendkim's flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dkimd import __version__
+from dkimd.config import ConfigError, load_config
+from dkimd.daemon import DaemonOptions, run
+
+DEFAULT_CONFIG = "/etc/opendkim.conf"
+
+EPILOG = """\
+Exit status: 0 after a clean stop (SIGTERM/SIGINT) or a good -n check; 1 when the
+daemon cannot start (socket, keys, user); 78 for configuration errors.
+Signals: SIGTERM/SIGINT finish in-flight messages and exit; SIGHUP/SIGUSR1 reload.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dkimd",
+        description="DKIM signing and verifying milter (opendkim-compatible flags)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-x",
+        dest="config",
+        default=DEFAULT_CONFIG,
+        metavar="CONF",
+        help=f"configuration file (default {DEFAULT_CONFIG})",
+    )
+    p.add_argument(
+        "-f",
+        dest="foreground",
+        action="store_true",
+        help="stay in the foreground (as Background No)",
+    )
+    p.add_argument(
+        "-p",
+        dest="socket",
+        metavar="SOCKET",
+        help="milter socket, overriding Socket (inet:PORT@HOST, local:/path)",
+    )
+    p.add_argument("-P", dest="pid_file", metavar="PIDFILE", help="pid file, overriding PidFile")
+    p.add_argument(
+        "-u", dest="user", metavar="USER[:GROUP]", help="run as this user, overriding UserID"
+    )
+    p.add_argument(
+        "-n", dest="check_only", action="store_true", help="check the configuration and exit"
+    )
+    p.add_argument("-v", dest="verbose", action="store_true", help="verbose logging")
+    p.add_argument("-V", dest="version", action="store_true", help="print the version and exit")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        sys.stdout.write(f"dkimd {__version__} (OpenDKIM-compatible milter)\n")
+        return 0
+    if args.check_only:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                sys.stderr.write(f"dkimd: {problem}\n")
+            return 78
+        except OSError as exc:
+            sys.stderr.write(f"dkimd: {args.config}: {exc.strerror}\n")
+            return 78
+        for warning in config.warnings:
+            sys.stderr.write(f"dkimd: {warning}\n")
+        return 0
+    options = DaemonOptions(
+        config_path=args.config,
+        socket=args.socket,
+        pid_file=args.pid_file,
+        user=args.user,
+        foreground=args.foreground,
+        verbose=args.verbose,
+    )
+    return run(options)

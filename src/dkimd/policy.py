@@ -1,0 +1,182 @@
+"""Per-message decisions, made as OpenDKIM makes them (opendkim.c mlfi_connect / mlfi_eoh).
+
+* PeerList clients are not processed at all.
+* Mail is *originating* when the client is in InternalHosts or authenticated
+  (`{auth_authen}` / `{auth_type}` macros). Originating mail whose sender (the first of
+  SenderHeaders present, default From) matches the SigningTable — or Domain/SubDomains in
+  single-key mode — is signed; with MultipleSignatures every match signs.
+* Everything not signed is verified when Mode includes v.
+* Verification outcomes map onto the On-* conditions; the configured Action decides.
+
+Pure: no asyncio, no sockets. Key files are read through `SigningKeys`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dkimd.config import Action, Condition, Config, KeySource
+from dkimd.dkim import DEFAULT_SIGNED_HEADERS, DkimResult, HeaderField, SignatureResult
+from dkimd.signing_keys import KeyProblem, SigningKey, SigningKeys
+
+# The verifier's reason for an NXDOMAIN key record (dkimd.dkim.verifier).
+_KEY_NOT_FOUND_REASON = "no key for signature"
+
+_ANGLE_ADDR = re.compile(rb"<([^<>]*)>")
+_COMMENT = re.compile(rb"\([^()]*\)")
+_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+class Decision(enum.Enum):
+    SIGN = "sign"
+    VERIFY = "verify"
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """The SMTP client as the MTA described it at connect time, plus auth state."""
+
+    address: str | None
+    hostname: str | None
+    authenticated: bool = False
+
+
+@dataclass(slots=True)
+class MessagePlan:
+    """What to do with one message, and why (the why is logged under LogWhy)."""
+
+    decision: Decision
+    why: str
+    sender: str | None = None
+    keys: list[SigningKey] = field(default_factory=list)
+    key_problems: list[KeyProblem] = field(default_factory=list)
+
+
+def sender_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
+    """The address in the first SenderHeaders field present (OpenDKIM: dkimf_findheader +
+    dkim_mail_parse), lower-cased domain; None when there is no usable address."""
+    wanted = [h.lower().encode("ascii", "replace") for h in sender_headers]
+    for name in wanted:
+        for h in headers:
+            if h.name.strip().lower() == name:
+                return parse_address(h.value)
+    return None
+
+
+def parse_address(value: bytes) -> str | None:
+    """The first mailbox of an address-list field value, enough for signing decisions."""
+    text = value.replace(b"\r\n", b" ").replace(b"\n", b" ")
+    text = _QUOTED.sub(b'""', text)
+    text = _COMMENT.sub(b" ", text)
+    angle = _ANGLE_ADDR.search(text)
+    candidate = angle.group(1) if angle else text.split(b",")[0]
+    candidate = candidate.strip().strip(b"<>").strip()
+    if b"@" not in candidate:
+        return None
+    local, _, domain = candidate.rpartition(b"@")
+    domain = domain.strip().rstrip(b".").lower()
+    if not domain or not local or any(c in domain for c in b' \t;,<>"\\'):
+        return None
+    try:
+        return f"{local.decode('utf-8')}@{domain.decode('utf-8')}"
+    except UnicodeDecodeError:
+        return None
+
+
+def count_fields(headers: Sequence[HeaderField], name: bytes) -> int:
+    lname = name.lower()
+    return sum(1 for h in headers if h.name.strip().lower() == lname)
+
+
+class SigningPolicy:
+    """Everything the per-message decision needs from one loaded Config."""
+
+    def __init__(self, config: Config, keys: SigningKeys) -> None:
+        self.config = config
+        self.keys = keys
+        signed: tuple[str, ...] = DEFAULT_SIGNED_HEADERS
+        if config.sign_headers is not None:
+            signed = config.sign_headers.apply(DEFAULT_SIGNED_HEADERS)
+        omit = set(config.effective_omit_headers())
+        # RFC 6376 5.4: From is mandatory whatever OmitHeaders says.
+        omit.discard("from")
+        self.signed_headers: tuple[str, ...] = tuple(h for h in signed if h not in omit)
+        self.oversign_headers: tuple[str, ...] = config.oversign_headers
+
+    # -- connection time --
+
+    def is_peer(self, client: Client) -> bool:
+        return len(self.config.peer_list) > 0 and self.config.peer_list.matches(
+            client.address, client.hostname
+        )
+
+    def is_internal(self, client: Client) -> bool:
+        return self.config.internal_hosts.matches(client.address, client.hostname)
+
+    # -- end of headers --
+
+    def plan(self, client: Client, headers: Sequence[HeaderField]) -> MessagePlan:
+        config = self.config
+        originating = client.authenticated or self.is_internal(client)
+        sender = sender_address(headers, config.sender_headers)
+        if originating and config.signs:
+            why_not = self._why_not_sign(headers, sender)
+            if why_not is None:
+                assert sender is not None
+                keys, problems = self.keys.for_sender(sender)
+                if keys or problems:
+                    return MessagePlan(Decision.SIGN, "originating", sender, keys, problems)
+                why_not = f"no signing table match for '{sender}'"
+            if not config.verifies:
+                return MessagePlan(Decision.NOTHING, why_not, sender)
+            return MessagePlan(Decision.VERIFY, why_not, sender)
+        if not config.verifies:
+            return MessagePlan(
+                Decision.NOTHING, "not internal or authenticated; Mode lacks v", sender
+            )
+        why = "external host" if not originating else "Mode lacks s"
+        return MessagePlan(Decision.VERIFY, why, sender)
+
+    def _why_not_sign(self, headers: Sequence[HeaderField], sender: str | None) -> str | None:
+        if self.config.key_source is KeySource.NONE:
+            return "no signing keys configured"
+        if sender is None:
+            names = ", ".join(self.config.sender_headers)
+            return f"no sender address found in {names}"
+        if count_fields(headers, b"from") > 1:
+            return "multiple From fields; not signing (RFC 6376 section 8.15)"
+        return None
+
+    # -- end of message: verification outcome -> On-* condition --
+
+    def condition_for(self, results: Sequence[SignatureResult]) -> Condition | None:
+        """The On-* condition the results call for, or None when the message is fine."""
+        if any(r.passed for r in results):
+            return None
+        if not results or results[0].result is DkimResult.NONE:
+            return Condition.NO_SIGNATURE
+        kinds = [r.result for r in results]
+        if DkimResult.TEMPERROR in kinds:
+            return Condition.DNS_ERROR
+        first = results[0]
+        if first.result is DkimResult.PERMERROR and first.reason == _KEY_NOT_FOUND_REASON:
+            return Condition.KEY_NOT_FOUND
+        if first.result in (DkimResult.FAIL, DkimResult.PERMERROR):
+            return Condition.BAD_SIGNATURE
+        return None  # neutral (testing key) and policy results are delivered as they are
+
+    def action_for(self, condition: Condition) -> Action:
+        return self.config.action_for(condition)
+
+
+def header_map(headers: Sequence[HeaderField]) -> Mapping[bytes, int]:
+    """Occurrences per lower-cased field name (for milter header indexes)."""
+    counts: dict[bytes, int] = {}
+    for h in headers:
+        key = h.name.strip().lower()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
