@@ -67,5 +67,7 @@ class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
         super().__init__(logger, {})
         self.queue_id = "NOQUEUE"
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         return f"{self.queue_id}: {msg}", kwargs

@@ -13,7 +13,10 @@ from dkimd import __version__
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("dkimd.cli.serve", "run the milter daemon (opendkim's flags: -x CONF -f -p -P -u -n -v -V)"),
+    "serve": (
+        "dkimd.cli.serve",
+        "run the milter daemon (opendkim's flags: -x CONF -f -p -P -u -n -v -V)",
+    ),
     "sign": ("dkimd.cli.sign", "sign a message read from stdin"),
     "verify": ("dkimd.cli.verify", "verify the DKIM signatures of a message read from stdin"),
     "genkey": ("dkimd.cli.genkey", "make a key pair and its DNS record (opendkim-genkey)"),
