@@ -32,6 +32,7 @@ Notes:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -293,10 +294,8 @@ class Dkimd:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
-            try:
+            with contextlib.suppress(DkimdError):
                 self.stop()
-            except DkimdError:
-                pass
             return
         code = self.stop()
         assert code == 0, f"dkimd exited {code} after SIGTERM:\n{self.log_text()}"
