@@ -8,7 +8,9 @@
         code, reply = pf.send_smtp(..., xclient_addr="198.51.100.7")   # pose as an outside client
         pf.send_sendmail("user@example.com", "rcpt@example.net", message_bytes)
         delivered = pf.wait_for_delivery(2, timeout=15)   # list[bytes], oldest first
-        print(pf.log_text())                              # this instance's mail log
+        fresh = pf.wait_for_new(1)      # only messages no earlier wait_for_new returned
+        pf.queue_count(); pf.flush()    # files left in the queue; `postqueue -f`
+        print(pf.log_text())            # this instance's mail log (postlogd -> postfix.log)
 
 What it builds, under `base_dir` (default: a fresh /tmp/dkimd-postfix-XXXX, removed on exit):
 
