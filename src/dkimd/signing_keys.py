@@ -128,6 +128,16 @@ class SigningKeys:
         path = entry.key_path or ""
         try:
             st = os.stat(path)
+        except PermissionError:
+            # Keys are read as root at start-up; the daemon's user may not be able to look
+            # into a root-only key directory afterwards. The key we read then stays valid.
+            if path in self._cache:
+                return self._cache[path].key
+            return KeyProblem(
+                entry.name,
+                Condition.SIGNATURE_ERROR,
+                f"can't load key from {path}: permission denied",
+            )
         except OSError as exc:
             self._cache.pop(path, None)
             return KeyProblem(
