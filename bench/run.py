@@ -1,0 +1,300 @@
+"""One command for the whole milter benchmark: dkimd and OpenDKIM, same config, same load.
+
+    python bench/run.py [--quick] [--out bench/RESULTS.md]
+
+Generates keys, DNS data, messages and opendkim.conf files under bench/out/work, then for each
+config starts OpenDKIM (`opendkim -f -x CONF`) and dkimd (`python -m dkimd -x CONF -f`) in
+turn, each pinned to CPU 0, and runs bench/driver.py pinned to CPU 1 for every case
+(bench/cases.py). Writes its section of RESULTS.md (between its markers; the rest of the file
+is left alone) and the raw numbers to bench/out/work/results.json.
+
+A milter that cannot start is reported as such, with its own words, never with numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import results
+import workload
+from cases import CASES, EXTERNAL_CLIENT, INTERNAL_CLIENT, Case
+from checks import check_report, sample_message
+from procs import (
+    Milter,
+    MilterStartError,
+    RssSampler,
+    free_port,
+    opendkim_path,
+    pin_self,
+    taskset,
+)
+
+BENCH = Path(__file__).resolve().parent
+DRIVER = BENCH / "driver.py"
+
+
+def run_driver(
+    target: str,
+    message: Path,
+    *,
+    concurrency: int,
+    messages: int,
+    client: str,
+    warmup: int = 0,
+    max_seconds: float | None = None,
+    cpus: str | None = "1",
+) -> dict[str, Any]:
+    """Run bench/driver.py in its own (pinned) process and return its JSON report."""
+    cmd = [
+        sys.executable,
+        str(DRIVER),
+        "--target",
+        target,
+        "--message",
+        str(message),
+        "--concurrency",
+        str(concurrency),
+        "--messages",
+        str(messages),
+        "--warmup",
+        str(warmup),
+        "--client-addr",
+        client,
+        "--json",
+    ]
+    if max_seconds:
+        cmd += ["--max-seconds", str(max_seconds)]
+    limit = (max_seconds or 300) + 300
+    out = subprocess.run(taskset(cpus, cmd), capture_output=True, text=True, timeout=limit)
+    if not out.stdout.strip():
+        raise RuntimeError(f"driver produced no report: {out.stderr.strip()[-500:]}")
+    report: dict[str, Any] = json.loads(out.stdout)
+    return report
+
+
+def make_signed_message(w: workload.Workload, port: int, log_dir: Path) -> tuple[Path, str]:
+    """The verify cases' input: msg-4k signed by OpenDKIM (dkimpy if OpenDKIM is missing)."""
+    out = w.root / "msg-4k-signed-by-opendkim.eml"
+    if opendkim_path():
+        milter = Milter.start("opendkim", w.conf_rsa, port, None, log_dir / "opendkim-sign.log")
+        try:
+            rep = run_driver(
+                f"127.0.0.1:{port}", w.msg_4k, concurrency=1, messages=1, client=INTERNAL_CLIENT
+            )
+        finally:
+            milter.stop()
+        signed = sample_message(rep, w.msg_4k, "DKIM-Signature")
+        if signed is None:
+            raise RuntimeError(f"OpenDKIM did not sign the 4 KB message: {rep}")
+        out.write_bytes(signed)
+        return out, "signed by OpenDKIM"
+    import dkim
+
+    key = (w.root / "keys" / "rsa.private").read_bytes()
+    raw = w.msg_4k.read_bytes()
+    sig = dkim.sign(
+        raw, b"rsa", workload.DOMAIN.encode(), key, canonicalize=(b"relaxed", b"relaxed")
+    )
+    out.write_bytes(sig + raw)
+    return out, "signed by dkimpy (OpenDKIM is not installed)"
+
+
+def dkimd_available() -> str | None:
+    """None if dkimd can be tried, else why not."""
+    if importlib.util.find_spec("dkimd") is None:
+        return f"dkimd is not importable from {sys.executable}"
+    return None
+
+
+def run_case(
+    case: Case,
+    milter: Milter,
+    w: workload.Workload,
+    messages: dict[str, Path],
+    quick: bool,
+    max_seconds: float,
+    driver_cpus: str | None,
+) -> dict[str, Any]:
+    """One case against one running milter."""
+    target = f"127.0.0.1:{w.port}"
+    msg = messages[case.message]
+    count = case.count(quick)
+    rss: dict[str, int] = {}
+    if case.measure_rss:
+        # Idle = after one small message, so lazy imports and first-use set-up are in.
+        run_driver(target, w.msg_4k, concurrency=1, messages=1, client=case.client)
+        time.sleep(0.5)
+        rss["idle_kb"] = milter.memory_kb()[0]
+        with RssSampler(milter.pid) as sampler:
+            report = run_driver(
+                target,
+                msg,
+                concurrency=case.concurrency,
+                messages=count,
+                client=case.client,
+                cpus=driver_cpus,
+            )
+        rss["peak_kb"] = max(sampler.peak_kb, milter.memory_kb()[0])
+        rss["hwm_kb"] = milter.memory_kb()[1]
+    else:
+        warmup = min(count, max(10, 2 * case.concurrency))
+        report = run_driver(
+            target,
+            msg,
+            concurrency=case.concurrency,
+            messages=count,
+            client=case.client,
+            warmup=warmup,
+            max_seconds=max_seconds,
+            cpus=driver_cpus,
+        )
+    notes, warnings = check_report(case.expect_header, report, msg, w.dns)
+    return {"report": report, "ok": not notes, "notes": notes, "warnings": warnings, "rss": rss}
+
+
+def machine_info() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    opendkim = "not installed"
+    if opendkim_path():
+        v = subprocess.run([opendkim_path() or "opendkim", "-V"], capture_output=True, text=True)
+        lines = [x.strip() for x in (v.stdout + v.stderr).splitlines()]
+        opendkim = "; ".join(lines[:4]).replace("opendkim: ", "")
+    try:
+        from importlib.metadata import version
+
+        dkimd_v = version("dkimd")
+        crypto_v = version("cryptography")
+    except Exception:
+        dkimd_v = crypto_v = "unknown"
+    git = subprocess.run(
+        ["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "cpu": model,
+        "nproc": str(os.cpu_count() or 0),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "dkimd": f"{dkimd_v} (git {git or '?'})",
+        "cryptography": crypto_v,
+        "opendkim": opendkim,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="dkimd vs OpenDKIM milter benchmark")
+    p.add_argument("--quick", action="store_true", help="tiny message counts: a smoke run")
+    p.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    p.add_argument("--workdir", type=Path, default=BENCH / "out" / "work")
+    p.add_argument("--max-seconds", type=float, help="cap per measured run (default 20, quick 5)")
+    p.add_argument("--big-mb", type=int, default=50, help="size of the big message body")
+    p.add_argument("--milters", default="dkimd,opendkim", help="comma list: dkimd,opendkim")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    max_seconds = args.max_seconds or (5.0 if args.quick else 20.0)
+    wanted = set(args.milters.split(","))
+    started = time.time()
+
+    # The orchestrator and the driver share CPU 1; the milters get CPU 0 to themselves.
+    pinned = (os.cpu_count() or 1) >= 2 and pin_self({1})
+    driver_cpus = "1" if pinned else None
+
+    port = free_port()
+    w = workload.prepare(args.workdir, port, args.big_mb)
+    logs = args.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    signed, signed_by = make_signed_message(w, port, logs)
+    messages = {"4k": w.msg_4k, "1m": w.msg_1m, "big": w.msg_big, "signed-4k": signed}
+    confs = {"rsa": w.conf_rsa, "ed25519": w.conf_ed25519, "rsa-workers2": w.conf_rsa_workers2}
+
+    unavailable: dict[str, str] = {}
+    if opendkim_path() is None:
+        unavailable["opendkim"] = "opendkim is not installed (apt-get install opendkim)"
+    why = dkimd_available()
+    if why:
+        unavailable["dkimd"] = why
+
+    runs: list[dict[str, Any]] = []
+    for conf in dict.fromkeys(c.conf for c in CASES):
+        group = [c for c in CASES if c.conf == conf]
+        for kind in ("opendkim", "dkimd"):
+            todo = [c for c in group if kind in c.milters and kind in wanted]
+            if not todo:
+                continue
+            entry = {"conf": conf, "milter": kind}
+            if kind in unavailable:
+                runs += [{**_case_dict(c), **entry, "error": unavailable[kind]} for c in todo]
+                continue
+            cpus = todo[0].milter_cpus if pinned else None
+            log = logs / f"{kind}-{conf}.log"
+            print(f"== {kind} with {confs[conf].name} (CPUs {cpus or 'any'})", flush=True)
+            try:
+                milter = Milter.start(kind, confs[conf], port, cpus, log)
+            except MilterStartError as e:
+                reason = f"not runnable: {e}"
+                print(f"   {reason}", flush=True)
+                if conf == "rsa":
+                    unavailable[kind] = reason
+                runs += [{**_case_dict(c), **entry, "error": reason} for c in todo]
+                continue
+            try:
+                for case in todo:
+                    try:
+                        res = run_case(
+                            case, milter, w, messages, args.quick, max_seconds, driver_cpus
+                        )
+                    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                        res = {"error": f"run failed: {e}"}
+                    runs.append({**_case_dict(case), **entry, **res})
+                    print("   " + results.one_line(runs[-1]), flush=True)
+            finally:
+                milter.stop()
+
+    meta = {
+        "command": "python bench/run.py" + (" " + shlex.join(argv or sys.argv[1:])).rstrip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "duration_s": round(time.time() - started),
+        "quick": args.quick,
+        "pinned": pinned,
+        "signed_by": signed_by,
+        "unsafe_keys": w.unsafe_keys,
+        "external_client": EXTERNAL_CLIENT,
+        "big_mb": args.big_mb,
+        "max_seconds": max_seconds,
+        **machine_info(),
+    }
+    data = {"meta": meta, "runs": runs}
+    (args.workdir / "results.json").write_text(json.dumps(data, indent=2))
+    results.write_section(args.out, results.render(data))
+    print(f"wrote {args.out} and {args.workdir / 'results.json'} in {meta['duration_s']} s")
+    return 0 if all(r.get("ok") for r in runs if "error" not in r) else 1
+
+
+def _case_dict(case: Case) -> dict[str, Any]:
+    return {
+        "group": case.group,
+        "title": case.title,
+        "concurrency": case.concurrency,
+        "messages_asked": case.messages,
+        "client": case.client,
+        "milter_cpus": case.milter_cpus,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Smoke test of the benchmark harness (bench/): the load driver against real milters.
+
+Runs bench/driver.py's load function for a handful of messages against real OpenDKIM (and
+against dkimd, in the tests marked so below) with the configs bench/workload.py writes, and
+checks what came back: final replies, the inserted header, a DKIM-Signature that dkimpy
+verifies against the test DNS records, dkim=pass when verifying. No timing assertions.
+
+Without opendkim the OpenDKIM tests skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.tools import require
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import checks  # noqa: E402  (bench/ is a directory of scripts, not a package)
+import driver  # noqa: E402
+import mta_codec  # noqa: E402
+import results  # noqa: E402
+import workload  # noqa: E402
+from mta_message import load_message, parse_message  # noqa: E402
+from procs import Milter, free_port  # noqa: E402
+
+pytestmark = pytest.mark.interop
+
+MESSAGES = 6
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> workload.Workload:
+    return workload.prepare(tmp_path_factory.mktemp("bench"), free_port(), big_mb=1)
+
+
+@contextmanager
+def _started(kind: str, work: workload.Workload) -> Iterator[Milter]:
+    log = work.root / f"{kind}.log"
+    milter = Milter.start(kind, work.conf_rsa, work.port, None, log)
+    try:
+        yield milter
+    finally:
+        milter.stop()
+
+
+@pytest.fixture
+def opendkim(work: workload.Workload) -> Iterator[Milter]:
+    require("opendkim")
+    with _started("opendkim", work) as milter:
+        yield milter
+
+
+@pytest.fixture
+def dkimd(work: workload.Workload) -> Iterator[Milter]:
+    # dkimd is this repository's package, importable wherever the tests run: no skip.
+    with _started("dkimd", work) as milter:
+        yield milter
+
+
+def _load(work: workload.Workload, message: Path, client: str) -> dict[str, Any]:
+    msg = load_message(message)
+    env = driver.Envelope(client_addr=client, sender=msg.from_address() or "")
+    report = driver.run_load(
+        f"127.0.0.1:{work.port}", msg, env, messages=MESSAGES, concurrency=2, per_connection=2
+    )
+    return asdict(report)
+
+
+def _assert_all_handled(report: dict[str, Any], header: str) -> None:
+    assert report["errors"] == {}
+    assert report["failed"] == 0
+    assert report["messages"] == MESSAGES
+    assert set(report["final_replies"]) <= checks.ACCEPTED, report["final_replies"]
+    added = {k: n for k, n in report["header_edits"].items() if k.endswith(" " + header)}
+    assert sum(added.values()) == MESSAGES, report["header_edits"]
+
+
+def _sign_and_check(work: workload.Workload) -> bytes:
+    report = _load(work, work.msg_4k, "127.0.0.1")
+    _assert_all_handled(report, "DKIM-Signature")
+    signed = checks.sample_message(report, work.msg_4k, "DKIM-Signature")
+    assert signed is not None
+    import dkim
+
+    assert dkim.verify(signed, dnsfunc=checks.dns_lookup(work.dns))
+    assert checks.check_report("DKIM-Signature", report, work.msg_4k, work.dns)[0] == []
+    return signed
+
+
+def _verify_and_check(work: workload.Workload, signed: bytes) -> None:
+    path = work.root / "signed.eml"
+    path.write_bytes(signed)
+    report = _load(work, path, "192.0.2.77")
+    _assert_all_handled(report, "Authentication-Results")
+    ar = checks.sample_message(report, path, "Authentication-Results")
+    assert ar is not None
+    assert b"dkim=pass" in ar.split(b"\r\n\r\n", 1)[0]
+
+
+# ---- real OpenDKIM ----
+
+
+def test_opendkim_signs_what_dkimpy_verifies(work: workload.Workload, opendkim: Milter) -> None:
+    _sign_and_check(work)
+
+
+def test_opendkim_verifies_its_own_signature(work: workload.Workload, opendkim: Milter) -> None:
+    _verify_and_check(work, _sign_and_check(work))
+
+
+# ---- dkimd, the milter under test ----
+
+
+def test_dkimd_signs_what_dkimpy_verifies(work: workload.Workload, dkimd: Milter) -> None:
+    _sign_and_check(work)
+
+
+def test_dkimd_verifies_an_opendkim_signature(work: workload.Workload) -> None:
+    require("opendkim")
+    with _started("opendkim", work):
+        signed = _sign_and_check(work)
+    with _started("dkimd", work):
+        _verify_and_check(work, signed)
+
+
+# ---- no sockets: what the driver puts on the wire ----
+
+
+def test_optneg_is_postfix_37s() -> None:
+    pkt = mta_codec.optneg()
+    assert pkt == b"\0\0\0\x0dO" + bytes.fromhex("00000006000001ff001fffff")
+
+
+def test_message_split_like_postfix() -> None:
+    msg = parse_message(b"Subject: a\r\n\tb\r\nX-Y :  c\r\n\r\nline1\nline2")
+    assert msg.headers == ((b"Subject", b" a\n\tb"), (b"X-Y", b"  c"))
+    assert msg.header_values(leading_space=False) == [(b"Subject", b"a\n\tb"), (b"X-Y", b" c")]
+    assert msg.body == b"line1\r\nline2\r\n"
+
+
+def test_results_section_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n## Body canonicalization\n\nkeep me\n")
+    results.write_section(path, "## Mine\n\nv1")
+    results.write_section(path, "## Mine\n\nv2")
+    text = path.read_text()
+    assert "keep me" in text
+    assert "v2" in text
+    assert "v1" not in text
+    assert text.count(results.BEGIN) == 1
