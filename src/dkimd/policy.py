@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dkimd.config import Action, Condition, Config, KeySource
 from dkimd.dkim import DEFAULT_SIGNED_HEADERS, DkimResult, HeaderField, SignatureResult
 from dkimd.signing_keys import KeyProblem, SigningKey, SigningKeys
+
+DEFAULT_OVERSIGN_HEADERS = ("from",)
 
 # The verifier's reason for an NXDOMAIN key record (dkimd.dkim.verifier).
 _KEY_NOT_FOUND_REASON = "no key for signature"
@@ -54,6 +56,8 @@ class MessagePlan:
     sender: str | None = None
     keys: list[SigningKey] = field(default_factory=list)
     key_problems: list[KeyProblem] = field(default_factory=list)
+    # An outside client sent as one of our signing domains: logged whatever LogWhy says.
+    notable: bool = False
 
 
 def sender_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
@@ -105,7 +109,12 @@ class SigningPolicy:
         # RFC 6376 5.4: From is mandatory whatever OmitHeaders says.
         omit.discard("from")
         self.signed_headers: tuple[str, ...] = tuple(h for h in signed if h not in omit)
-        self.oversign_headers: tuple[str, ...] = config.oversign_headers
+        # OpenDKIM oversigns nothing unless told; we oversign From unless OversignHeaders is
+        # set, so a From field added in transit cannot ride on our signature (RFC 6376 8.15).
+        explicit = config.raw is not None and config.raw.get("OversignHeaders") is not None
+        self.oversign_headers: tuple[str, ...] = (
+            config.oversign_headers if explicit else DEFAULT_OVERSIGN_HEADERS
+        )
 
     # -- connection time --
 
@@ -119,9 +128,20 @@ class SigningPolicy:
 
     # -- end of headers --
 
-    def plan(self, client: Client, headers: Sequence[HeaderField]) -> MessagePlan:
+    def local_by_macros(self, macro: Callable[[str], str | None]) -> bool:
+        """MacroList: the MTA marked the sender as local (any listed macro satisfied)."""
+        return any(req.satisfied_by(macro(req.name)) for req in self.config.macro_list)
+
+    def plan(
+        self,
+        client: Client,
+        headers: Sequence[HeaderField],
+        macro: Callable[[str], str | None] = lambda name: None,
+    ) -> MessagePlan:
         config = self.config
-        originating = client.authenticated or self.is_internal(client)
+        originating = (
+            client.authenticated or self.is_internal(client) or self.local_by_macros(macro)
+        )
         sender = sender_address(headers, config.sender_headers)
         if originating and config.signs:
             why_not = self._why_not_sign(headers, sender)
@@ -134,12 +154,29 @@ class SigningPolicy:
             if not config.verifies:
                 return MessagePlan(Decision.NOTHING, why_not, sender)
             return MessagePlan(Decision.VERIFY, why_not, sender)
-        if not config.verifies:
-            return MessagePlan(
-                Decision.NOTHING, "not internal or authenticated; Mode lacks v", sender
-            )
         why = "external host" if not originating else "Mode lacks s"
-        return MessagePlan(Decision.VERIFY, why, sender)
+        notable = (
+            not originating and sender is not None and self._claims_signing_domain(client, sender)
+        )
+        if notable:
+            assert sender is not None
+            host = client.hostname or client.address or "unknown"
+            why = f"external host {host} tried to send mail as {sender.rpartition('@')[2]}"
+        if not config.verifies:
+            return MessagePlan(Decision.NOTHING, f"{why}; Mode lacks v", sender, notable=notable)
+        return MessagePlan(Decision.VERIFY, why, sender, notable=notable)
+
+    def _claims_signing_domain(self, client: Client, sender: str) -> bool:
+        """An outside client sending as one of our signing domains (OpenDKIM logs this,
+        unless the client is in ExternalIgnoreList)."""
+        config = self.config
+        if config.external_ignore_list.matches(client.address, client.hostname):
+            return False
+        if config.signing_table is not None:
+            return bool(config.signing_table.lookup_address(sender))
+        if config.single_key is not None:
+            return sender.rpartition("@")[2] in config.single_key.domains
+        return False
 
     def _why_not_sign(self, headers: Sequence[HeaderField], sender: str | None) -> str | None:
         if self.config.key_source is KeySource.NONE:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import milter
+from dkimd import __version__, milter
 from dkimd.config import Action, Condition, Config
 from dkimd.dkim import (
     AR_FIELD_NAME,
@@ -225,8 +225,10 @@ class MilterSession:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
-        plan = runtime.policy.plan(self._client, msg.headers)
+        plan = runtime.policy.plan(self._client, msg.headers, self._conn.macro)
         msg.plan = plan
+        if plan.notable:
+            self._log.info("%s", plan.why)
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
@@ -235,7 +237,7 @@ class MilterSession:
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
         else:
-            if runtime.config.log_why and plan.why:
+            if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
             self._start_verifying(msg)
         return None
@@ -333,6 +335,7 @@ class MilterSession:
                     "DKIM-Signature field added (s=%s, d=%s)", request.selector, request.domain
                 )
         self._stats.signed += 1
+        actions += self._software_header(runtime)
         actions.append(milter.Continue())
         return actions
 
@@ -369,6 +372,7 @@ class MilterSession:
         if not unsigned or config.always_add_ar_header:
             value = authentication_results_value(authserv_id, results)
             actions.append(milter.InsertHeader(0, AR_FIELD_NAME, b" " + value))
+        actions += self._software_header(runtime)
         self._log_results(config, results)
         condition = runtime.policy.condition_for(results)
         if any(r.passed for r in results):
@@ -442,6 +446,13 @@ class MilterSession:
                 )
 
     # -- actions --
+
+    def _software_header(self, runtime: Runtime) -> list[milter.Action]:
+        """SoftwareHeader: a DKIM-Filter field naming us, as OpenDKIM adds one naming itself."""
+        if not runtime.config.software_header:
+            return []
+        text = f" dkimd v{__version__} {runtime.hostname} {self._log.queue_id}"
+        return [milter.InsertHeader(0, b"DKIM-Filter", _one_line(text).encode("utf-8"))]
 
     def _apply(self, runtime: Runtime, condition: Condition, detail: str) -> HandlerResult:
         action = runtime.policy.action_for(condition)

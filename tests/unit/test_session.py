@@ -1,0 +1,388 @@
+"""MilterSession end to end in-process: real milter.Connection, real Config, real DKIM engine.
+
+Each test plays the MTA with milter packets, lets the session answer, and checks the
+replies as Postfix would see them; signatures are checked with dkimpy as the oracle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from dkimd import milter
+from dkimd.config import parse_config_text
+from dkimd.dkim import HeaderField, Signer, SigningRequest, load_private_key
+from dkimd.dns.base import TxtLookup, TxtResult, TxtStatus
+from dkimd.dns.testdata import TestDnsFile
+from dkimd.server import ConnectionInfo
+from dkimd.session import MilterSession, Runtime, RuntimeHolder, SessionStats
+
+INTERNAL = "127.0.0.1"
+OUTSIDE = "198.51.100.7"
+
+MESSAGE_HEADERS = [
+    (b"From", b" Alice <alice@example.com>"),
+    (b"To", b" bob@example.net"),
+    (b"Subject", b" hello\n\tthere"),  # Postfix folds with bare LF
+    (b"Date", b" Thu, 26 Nov 2026 12:00:00 +0000"),
+    (b"Message-ID", b" <1@example.com>"),
+]
+BODY = b"Hello,\r\n\r\nthis is a test.\r\n"
+
+
+def pkt(cmd: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload) + 1) + cmd + payload
+
+
+def optneg(version: int = 6) -> bytes:
+    return pkt(b"O", struct.pack(">III", version, 0x1FF, 0x1FFFFF if version == 6 else 0x7F))
+
+
+def macros(stage: bytes, values: dict[str, str]) -> bytes:
+    data = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in values.items())
+    return pkt(b"D", stage + data)
+
+
+def connect(address: str, hostname: str = "client.example") -> bytes:
+    return pkt(
+        b"C", hostname.encode() + b"\0" + b"4" + struct.pack(">H", 2525) + address.encode() + b"\0"
+    )
+
+
+class FakeKeyTable:
+    """Keys and records for one test run."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        self.ed = ed25519.Ed25519PrivateKey.generate()
+        self.rsa_path = tmp / "mail.private"
+        self.ed_path = tmp / "ed.private"
+        self.rsa_path.write_bytes(
+            self.rsa.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        self.ed_path.write_bytes(
+            self.ed.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        for p in (self.rsa_path, self.ed_path):
+            p.chmod(0o600)
+        import base64
+
+        rsa_pub = self.rsa.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        ed_pub = self.ed.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.records = {
+            "mail._domainkey.example.com": "v=DKIM1; k=rsa; p="
+            + base64.b64encode(rsa_pub).decode(),
+            "ed._domainkey.example.com": "v=DKIM1; k=ed25519; p="
+            + base64.b64encode(ed_pub).decode(),
+        }
+
+    def dnsfunc(self, name: bytes, timeout: int = 5) -> bytes | None:
+        value = self.records.get(name.decode().rstrip("."))
+        return value.encode() if value else None
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> FakeKeyTable:
+    return FakeKeyTable(tmp_path)
+
+
+def make_config(tmp: Path, keys: FakeKeyTable, extra: str = "") -> str:
+    (tmp / "KeyTable").write_text(
+        f"mail._domainkey.example.com example.com:mail:{keys.rsa_path}\n"
+        f"ed._domainkey.example.com example.com:ed:{keys.ed_path}\n"
+    )
+    (tmp / "SigningTable").write_text("*@example.com mail._domainkey.example.com\n")
+    return (
+        "Mode sv\nCanonicalization relaxed/relaxed\nRequireSafeKeys no\nAuthservID mx.test\n"
+        f"KeyTable file:{tmp / 'KeyTable'}\nSigningTable refile:{tmp / 'SigningTable'}\n"
+        "InternalHosts 127.0.0.1\nSocket inet:8891@127.0.0.1\n" + extra
+    )
+
+
+class Driver:
+    """Plays the MTA: bytes into a Connection, events into the session, replies collected."""
+
+    def __init__(self, config_text: str, resolver: TxtLookup) -> None:
+        config = parse_config_text(config_text)
+        self.holder = RuntimeHolder(Runtime.build(config, resolver))
+        self.stats = SessionStats()
+        self.conn = milter.Connection(
+            milter.FilterOptions(
+                protocol=milter.ProtocolFlag.HDR_LEADSPC
+                | milter.ProtocolFlag.NR_HDR
+                | milter.ProtocolFlag.NR_BODY
+            )
+        )
+        self.session = MilterSession(ConnectionInfo(self.conn, "test"), self.holder, self.stats)
+
+    async def feed(self, data: bytes) -> list[milter.Action]:
+        self.conn.receive_data(data)
+        out: list[milter.Action] = []
+        while True:
+            event = self.conn.next_event()
+            if event is milter.NEED_DATA:
+                return out
+            if isinstance(event, milter.OptionNegotiation | milter.Macros):
+                self.conn.send(milter.Continue())
+                continue
+            result = await self.session.handle(event)
+            # Encode every reply as the server would: that also checks each action is valid
+            # for what was negotiated.
+            if result is None:
+                self.conn.send(milter.Continue())
+                continue
+            if isinstance(result, milter.FinalAction):
+                self.conn.send(result)
+            else:
+                result = [result] if isinstance(result, milter.Action) else list(result)
+                self.conn.send_many(result)
+            out += [result] if isinstance(result, milter.Action) else list(result)
+
+    async def message(
+        self,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        client: str = INTERNAL,
+        mail_macros: dict[str, str] | None = None,
+        new_connection: bool = True,
+    ) -> list[milter.Action]:
+        stream = b""
+        if new_connection:
+            stream += optneg() + macros(b"C", {"j": "mx.test.example"}) + connect(client)
+        stream += macros(b"M", {"i": "QID1", **(mail_macros or {})})
+        stream += pkt(b"M", b"<alice@example.com>\0") + pkt(b"R", b"<bob@example.net>\0")
+        early = await self.feed(stream)
+        assert all(isinstance(a, milter.Continue) for a in early), early
+        replies: list[milter.Action] = []
+        for name, value in headers:
+            replies += await self.feed(pkt(b"L", name + b"\0" + value + b"\0"))
+        replies += await self.feed(pkt(b"N"))
+        if replies:  # e.g. Accept at end of headers
+            return replies
+        for i in range(0, len(body), 7):  # awkward chunking on purpose
+            replies += await self.feed(pkt(b"B", body[i : i + 7]))
+        return replies + await self.feed(pkt(b"E"))
+
+
+def inserted(actions: Sequence[milter.Action], name: bytes) -> list[bytes]:
+    return [a.value for a in actions if isinstance(a, milter.InsertHeader) and a.name == name]
+
+
+def wire(
+    headers: Sequence[tuple[bytes, bytes]], body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> bytes:
+    lines = [
+        n + b":" + v.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for n, v in [*extra, *headers]
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def run(coro: object) -> list[milter.Action]:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_internal_client_is_signed_and_dkimpy_verifies(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    actions = run(d.message(MESSAGE_HEADERS, BODY))
+    [sig] = inserted(actions, b"DKIM-Signature")
+    assert isinstance(actions[-1], milter.Continue)
+    assert b"d=example.com" in sig and b"s=mail" in sig and b"c=relaxed/relaxed" in sig
+    signed = wire(MESSAGE_HEADERS, BODY, [(b"DKIM-Signature", sig)])
+    assert dkim.verify(signed, dnsfunc=keys.dnsfunc)
+    # From is oversigned by default.
+    h = re.search(rb"\bh=([^;]*)", sig.replace(b"\r\n\t", b"")).group(1)  # type: ignore[union-attr]
+    assert h.lower().split(b":").count(b"from") == 2
+    assert d.stats.signed == 1
+
+
+def test_multiple_signatures_rsa_and_ed25519(tmp_path: Path, keys: FakeKeyTable) -> None:
+    (tmp_path / "SigningTable2").write_text(
+        "*@example.com mail._domainkey.example.com\n*@example.com ed._domainkey.example.com\n"
+    )
+    text = make_config(tmp_path, keys, "MultipleSignatures yes\n").replace(
+        f"SigningTable refile:{tmp_path / 'SigningTable'}",
+        f"SigningTable refile:{tmp_path / 'SigningTable2'}",
+    )
+    d = Driver(text, TestDnsFile.from_records(keys.records))
+    actions = run(d.message(MESSAGE_HEADERS, BODY))
+    sigs = inserted(actions, b"DKIM-Signature")
+    assert len(sigs) == 2
+    assert any(b"a=ed25519-sha256" in s for s in sigs) and any(b"a=rsa-sha256" in s for s in sigs)
+    signed = wire(MESSAGE_HEADERS, BODY, [(b"DKIM-Signature", s) for s in sigs])
+    d_verifier = dkim.DKIM(signed)
+    assert d_verifier.verify(idx=0, dnsfunc=keys.dnsfunc)
+    assert d_verifier.verify(idx=1, dnsfunc=keys.dnsfunc)
+
+
+def _signed_headers(keys: FakeKeyTable, body: bytes) -> list[tuple[bytes, bytes]]:
+    key = load_private_key(keys.rsa_path.read_bytes())
+    signer = Signer(SigningRequest("example.com", "mail", key))
+    signer.feed_body(body)
+    fields = [HeaderField(n, v.replace(b"\n", b"\r\n")) for n, v in MESSAGE_HEADERS]
+    sig = signer.sign(fields)
+    return [(sig.name, sig.value), *MESSAGE_HEADERS]
+
+
+def test_external_signed_mail_gets_pass(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    ar = b" ".join(ar.split())
+    assert ar.startswith(b"mx.test; dkim=pass (1024-bit key")
+    assert b"header.d=example.com" in ar and b"header.s=mail" in ar
+    assert inserted(actions, b"DKIM-Signature") == []
+    assert isinstance(actions[-1], milter.Continue)
+
+
+def test_tampered_mail_fails_and_reject_gives_550(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(
+        make_config(tmp_path, keys, "On-BadSignature reject\n"),
+        TestDnsFile.from_records(keys.records),
+    )
+    actions = run(d.message(_signed_headers(keys, BODY), BODY + b"PS\r\n", client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=fail" in ar
+    final = actions[-1]
+    assert isinstance(final, milter.ReplyCode)
+    assert (final.code, final.enhanced) == (550, "5.7.20")
+    assert "verification failed" in final.text and "\n" not in final.text
+
+
+def test_forged_authentication_results_are_deleted_by_index(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    headers = [
+        (b"Authentication-Results", b" MX.test; dkim=pass header.d=example.com"),
+        (b"Authentication-Results", b" other.example; spf=pass"),
+        (b"Authentication-Results", b" (comment) mx.test ; dkim=pass"),
+        *_signed_headers(keys, BODY),
+    ]
+    actions = run(d.message(headers, BODY, client=OUTSIDE))
+    deletes = [(a.index, a.value) for a in actions if isinstance(a, milter.ChangeHeader)]
+    assert deletes == [(3, b""), (1, b"")]
+
+
+def test_authenticated_outside_client_is_signed(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    actions = run(
+        d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE, mail_macros={"{auth_authen}": "alice"})
+    )
+    assert len(inserted(actions, b"DKIM-Signature")) == 1
+
+
+def test_macro_list_marks_local_senders(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(
+        make_config(tmp_path, keys, "MacroList daemon_name=ORIGINATING\n"),
+        TestDnsFile.from_records(keys.records),
+    )
+    actions = run(
+        d.message(
+            MESSAGE_HEADERS, BODY, client=OUTSIDE, mail_macros={"{daemon_name}": "ORIGINATING"}
+        )
+    )
+    assert len(inserted(actions, b"DKIM-Signature")) == 1
+    d = Driver(
+        make_config(tmp_path, keys, "MacroList daemon_name=ORIGINATING\n"),
+        TestDnsFile.from_records(keys.records),
+    )
+    actions = run(
+        d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE, mail_macros={"{daemon_name}": "other"})
+    )
+    assert inserted(actions, b"DKIM-Signature") == []
+
+
+def test_peer_list_client_is_accepted_at_connect(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(
+        make_config(tmp_path, keys, "PeerList 198.51.100.0/24\n"), TestDnsFile.from_records({})
+    )
+    actions = run(d.feed(optneg() + connect(OUTSIDE)))
+    assert [type(a) for a in actions] == [milter.Accept]
+
+
+class Unreachable:
+    async def lookup_txt(self, name: str) -> TxtResult:
+        return TxtResult(name, TxtStatus.TIMEOUT, detail="test")
+
+
+def test_dns_timeout_is_temperror_and_tempfail(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), Unreachable())
+    actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=temperror" in ar
+    final = actions[-1]
+    assert isinstance(final, milter.ReplyCode) and final.code == 451
+
+
+def test_missing_key_file_applies_on_signature_error(
+    tmp_path: Path, keys: FakeKeyTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    keys.rsa_path.unlink()
+    actions = run(d.message(MESSAGE_HEADERS, BODY))
+    final = actions[-1]
+    assert isinstance(final, milter.ReplyCode) and final.code == 550
+    assert str(keys.rsa_path) in final.text
+
+
+def test_unsigned_external_mail_gets_no_header_unless_asked(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    actions = run(d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE))
+    assert inserted(actions, b"Authentication-Results") == []
+    d = Driver(
+        make_config(tmp_path, keys, "AlwaysAddARHeader yes\nSoftwareHeader yes\n"),
+        TestDnsFile.from_records(keys.records),
+    )
+    actions = run(d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE))
+    assert inserted(actions, b"Authentication-Results") == [b" mx.test; dkim=none"]
+    [software] = inserted(actions, b"DKIM-Filter")
+    assert software.startswith(b" dkimd v") and software.endswith(b" QID1")
+
+
+def test_several_messages_and_abort_on_one_connection(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+
+    async def scenario() -> list[list[milter.Action]]:
+        first = await d.message(MESSAGE_HEADERS, BODY)
+        await d.feed(
+            macros(b"M", {"i": "QID2"})
+            + pkt(b"M", b"<a@example.com>\0")
+            + pkt(b"R", b"<b@example.net>\0")
+        )
+        await d.feed(pkt(b"L", b"From\0 x@example.com\0") + pkt(b"A"))
+        second = await d.message(MESSAGE_HEADERS, BODY, new_connection=False)
+        return [first, second]
+
+    first, second = asyncio.run(scenario())
+    assert inserted(first, b"DKIM-Signature") and inserted(second, b"DKIM-Signature")
+    assert d.stats.signed == 2
+
+
+def test_multiple_from_is_not_signed(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    headers = [(b"From", b" mallory@example.com"), *MESSAGE_HEADERS]
+    actions = run(d.message(headers, BODY))
+    assert inserted(actions, b"DKIM-Signature") == []
