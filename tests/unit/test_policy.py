@@ -1,0 +1,93 @@
+"""Policy decisions: sender extraction, sign/verify choice, and results -> On-* conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+from dkimd.config import Condition, parse_config_text
+from dkimd.dkim import DkimResult, HeaderField, SignatureResult
+from dkimd.policy import Client, Decision, SigningPolicy, parse_address, sender_address
+from dkimd.signing_keys import SigningKeys
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b" alice@example.com", "alice@example.com"),
+        (b' "Alice, Smith" <alice@Example.COM>', "alice@example.com"),
+        (b" Alice (the boss) <alice@example.com.>", "alice@example.com"),
+        (b" =?utf-8?q?J=C3=B6rg?= <j@sub.example.net>", "j@sub.example.net"),
+        (b" a@example.com, b@example.org", "a@example.com"),
+        (b" <a@example.com>\r\n\t(comment)", "a@example.com"),
+        (b" undisclosed-recipients:;", None),
+        (b" no address here", None),
+        (b" <@example.com>", None),
+        (b" \xff\xfe@example.com", None),
+    ],
+)
+def test_parse_address(value: bytes, expected: str | None) -> None:
+    assert parse_address(value) == expected
+
+
+def test_sender_headers_order_decides() -> None:
+    headers = [HeaderField(b"Sender", b" s@example.org"), HeaderField(b"From", b" f@example.com")]
+    assert sender_address(headers, ("from",)) == "f@example.com"
+    assert sender_address(headers, ("sender", "from")) == "s@example.org"
+    assert sender_address(headers, ("reply-to",)) is None
+
+
+def _policy(text: str) -> SigningPolicy:
+    config = parse_config_text(text)
+    return SigningPolicy(config, SigningKeys(config))
+
+
+def test_verify_only_when_no_keys() -> None:
+    policy = _policy("Mode sv\n")
+    plan = policy.plan(Client("127.0.0.1", "localhost"), [HeaderField(b"From", b" a@example.com")])
+    assert plan.decision is Decision.VERIFY
+    assert "no signing keys" in plan.why
+
+
+def test_mode_s_leaves_external_mail_alone() -> None:
+    policy = _policy("Mode s\n")
+    plan = policy.plan(Client("192.0.2.1", "x"), [HeaderField(b"From", b" a@example.com")])
+    assert plan.decision is Decision.NOTHING
+
+
+def test_peer_list() -> None:
+    policy = _policy("PeerList 192.0.2.0/24\n")
+    assert policy.is_peer(Client("192.0.2.9", None))
+    assert not policy.is_peer(Client("198.51.100.1", None))
+    assert not _policy("").is_peer(Client("192.0.2.9", None))
+
+
+def _result(kind: DkimResult, reason: str = "", testing: bool = False) -> SignatureResult:
+    return SignatureResult(kind, reason, domain="example.com", selector="s", testing=testing)
+
+
+@pytest.mark.parametrize(
+    ("results", "condition"),
+    [
+        ([_result(DkimResult.PASS)], None),
+        ([_result(DkimResult.FAIL), _result(DkimResult.PASS)], None),
+        ([_result(DkimResult.NONE)], Condition.NO_SIGNATURE),
+        ([_result(DkimResult.FAIL, "body hash mismatch")], Condition.BAD_SIGNATURE),
+        ([_result(DkimResult.PERMERROR, "bad base64")], Condition.BAD_SIGNATURE),
+        ([_result(DkimResult.PERMERROR, "no key for signature")], Condition.KEY_NOT_FOUND),
+        ([_result(DkimResult.FAIL), _result(DkimResult.TEMPERROR)], Condition.DNS_ERROR),
+        ([_result(DkimResult.NEUTRAL, testing=True)], None),
+        ([_result(DkimResult.POLICY)], None),
+    ],
+)
+def test_results_to_conditions(results: list[SignatureResult], condition: Condition | None) -> None:
+    assert _policy("").condition_for(results) is condition
+
+
+def test_oversign_default_and_override() -> None:
+    assert _policy("").oversign_headers == ("from",)
+    assert _policy("OversignHeaders From,Subject\n").oversign_headers == ("from", "subject")
+
+
+def test_omit_headers_never_drop_from() -> None:
+    policy = _policy("OmitHeaders From,Subject\n")
+    assert "from" in policy.signed_headers and "subject" not in policy.signed_headers
