@@ -1,13 +1,26 @@
 """The daemon's life cycle: load, bind, detach, pid file, drop privileges, serve, reload, stop.
 
-Order matters and follows opendkim: the listening socket is bound while still root (a
-port under 1024, a socket directory only root can write), keys are read while still
-root, then the pid file is written and privileges dropped before the first message.
+Order matters and follows opendkim: UMask is applied, keys are read and the listening
+socket is bound while still root (a port under 1024, a socket directory only root can
+write, a key directory only root can read); then the process detaches (unless `-f` or
+`Background no`), writes the PidFile and drops to UserID (`-u`). The process that was
+started waits until the daemon reports it is serving and exits 0 only then (exit 1 with
+the reason otherwise), so `Type=forking` units and shell scripts see the truth.
+
+Exit codes: 0 after a clean stop; 78 (EX_CONFIG, as opendkim) for a configuration error,
+an unsafe key under RequireSafeKeys included; 1 when the daemon cannot start otherwise
+(socket in use, no such user, pid file of a live instance).
 
 Signals: SIGTERM/SIGINT stop accepting, let in-flight messages finish, exit 0.
-SIGHUP/SIGUSR1 re-read the configuration and data sets; a broken new configuration is
-logged and the old one kept. With `Workers N` (N > 1) a supervisor process forks N
-workers that share the listening socket, restarts any that die, and relays signals.
+SIGHUP/SIGUSR1 re-read the configuration and data sets; a broken new configuration (or
+an unsafe key) is logged with the reason and the old one kept.
+
+Workers: with `Workers N` (N > 1) or `AutoRestart yes` a supervisor process forks the
+workers, restarts any that die abnormally (at most AutoRestartCount times in all, and at
+most n times in t seconds with AutoRestartRate n/t; default 10 per worker per minute),
+and relays SIGTERM/SIGINT/SIGHUP/SIGUSR1 to them. For TCP sockets each worker gets its
+own listening socket on the same address (SO_REUSEPORT, all bound before privileges are
+dropped), so the kernel spreads connections evenly; UNIX sockets are shared.
 """
 
 from __future__ import annotations
@@ -27,11 +40,19 @@ from dkimd.config import Condition, Config, ConfigError, load_config
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.log import get_logger, setup_logging
+from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.milter import ActionFlag as MilterActions
 from dkimd.milter import FilterOptions, ProtocolFlag
-from dkimd.process import PidFile, ProcessError, RunAs, detach, drop_privileges, resolve_user
-from dkimd.server import MilterServer, bind_socket, parse_socket_spec
+from dkimd.process import (
+    PidFile,
+    ProcessError,
+    RunAs,
+    StartupChannel,
+    detach,
+    drop_privileges,
+    resolve_user,
+)
+from dkimd.server import MilterServer, SocketSpec, bind_socket, parse_socket_spec
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 
 log = get_logger("daemon")
@@ -46,8 +67,18 @@ FILTER_OPTIONS = FilterOptions(
 STOP_GRACE = 30.0
 
 
+EX_CONFIG = 78  # sysexits.h, what opendkim exits with for configuration errors
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+ALL_SIGNALS = STOP_SIGNALS + RELOAD_SIGNALS
+
+
 class StartupError(Exception):
     """The daemon cannot start; the message is for the admin."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -83,13 +114,16 @@ def make_resolver(config: Config) -> TxtLookup:
 
 
 def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
+    """Runtime for `config`, every key loaded and judged for the user we run as."""
     runtime = Runtime.build(
         config, make_resolver(config), check_uid=run_as.uid if run_as is not None else None
     )
     problems = runtime.policy.keys.preload()
     unsafe = [p for p in problems if p.condition is Condition.SECURITY]
     if unsafe:
-        raise StartupError("; ".join(p.message for p in unsafe))
+        raise StartupError(
+            "; ".join(f"key {p.key_name}: {p.message}" for p in unsafe), exit_code=EX_CONFIG
+        )
     for problem in problems:
         log.warning("key %s: %s", problem.key_name, problem.message)
     return runtime
@@ -98,8 +132,69 @@ def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
 def socket_spec(config: Config, options: DaemonOptions) -> str:
     spec = options.socket or (str(config.socket) if config.socket is not None else None)
     if not spec:
-        raise StartupError("no milter socket: set Socket in the configuration or use -p")
+        raise StartupError(
+            "no milter socket: set Socket in the configuration or use -p", exit_code=EX_CONFIG
+        )
     return spec
+
+
+def user_spec(config: Config, options: DaemonOptions) -> str | None:
+    """`-u` over UserID, as `user` or `user:group`."""
+    if options.user:
+        return options.user
+    if config.user_id is None:
+        return None
+    if config.user_id.group:
+        return f"{config.user_id.user}:{config.user_id.group}"
+    return config.user_id.user
+
+
+def supervised(config: Config) -> bool:
+    return config.workers > 1 or config.auto_restart
+
+
+def bind_sockets(spec: SocketSpec, config: Config) -> list[socket.socket]:
+    """One listening socket, or one per worker (SO_REUSEPORT) for TCP with Workers > 1."""
+    if spec.kind == "unix" or config.workers == 1:
+        return [bind_socket(spec, umask=config.umask)]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(config.workers):
+            sockets.append(bind_socket(spec, umask=config.umask, reuse_port=True))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _config_problems(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        log.error("%s", problem)
+
+
+def check(options: DaemonOptions) -> int:
+    """`-n`: read the configuration and the command line, report problems, exit (0 or 78)."""
+    try:
+        config = read_config(options)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"dkimd: {problem}\n")
+        return EX_CONFIG
+    except OSError as exc:
+        sys.stderr.write(f"dkimd: {options.config_path}: {exc.strerror or exc}\n")
+        return EX_CONFIG
+    for warning in config.warnings:
+        sys.stderr.write(f"dkimd: {warning}\n")
+    try:
+        parse_socket_spec(socket_spec(config, options))
+        wanted = user_spec(config, options)
+        if wanted:
+            resolve_user(wanted)
+    except (StartupError, ValueError, ProcessError) as exc:
+        sys.stderr.write(f"dkimd: {exc}\n")
+        return EX_CONFIG
+    return 0
 
 
 def run(options: DaemonOptions) -> int:
@@ -110,57 +205,121 @@ def run(options: DaemonOptions) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"dkimd: {problem}\n")
-        return 78  # EX_CONFIG, as opendkim
+        return EX_CONFIG
+    except OSError as exc:
+        sys.stderr.write(f"dkimd: {options.config_path}: {exc.strerror or exc}\n")
+        return EX_CONFIG
+    # Until we detach, stderr is the admin's terminal (or the journal): say everything there.
     setup_logging(
         syslog=config.syslog,
         facility=config.syslog_facility,
-        stderr=not config.background,
+        stderr=True,
         verbose=options.verbose,
     )
     for warning in config.warnings:
         log.warning("%s", warning)
+    spec: SocketSpec | None = None
     try:
-        user_spec = options.user or (
-            f"{config.user_id.user}:{config.user_id.group}"
-            if config.user_id is not None and config.user_id.group
-            else (config.user_id.user if config.user_id is not None else None)
-        )
-        run_as = resolve_user(user_spec) if user_spec else None
-        runtime = build_runtime(config, run_as)
         spec = parse_socket_spec(socket_spec(config, options))
-        sock = bind_socket(spec, umask=config.umask, reuse_port=False)
-    except (StartupError, ProcessError, ValueError, OSError) as exc:
+        wanted = user_spec(config, options)
+        run_as = resolve_user(wanted) if wanted else None
+        if config.umask is not None:
+            os.umask(config.umask)  # as opendkim: for the socket file and the pid file
+        runtime = build_runtime(config, run_as)
+        sockets = bind_sockets(spec, config)
+    except StartupError as exc:
         log.error("cannot start: %s", exc)
+        return exc.exit_code
+    except ValueError as exc:
+        log.error("cannot start: %s", exc)
+        return EX_CONFIG
+    except (ProcessError, OSError) as exc:
+        log.error("cannot start: %s", _os_error_text(exc, spec))
         return 1
+    channel = StartupChannel(None)
     if config.background:
-        detach()
+        channel = detach()
+        setup_logging(
+            syslog=config.syslog,
+            facility=config.syslog_facility,
+            stderr=False,
+            verbose=options.verbose,
+        )
     pid_file = PidFile(config.pid_file) if config.pid_file else None
     try:
         if pid_file is not None:
             pid_file.write()
         if run_as is not None:
             drop_privileges(run_as)
-    except ProcessError as exc:
+    except (ProcessError, OSError) as exc:
         log.error("cannot start: %s", exc)
+        channel.failed(f"cannot start: {exc}")
+        if pid_file is not None:
+            pid_file.remove()
         return 1
     log.info(
-        "dkimd %s starting (%s, listening on %s, %d worker%s)",
+        "dkimd %s starting (%s, listening on %s, %d worker%s%s)",
         __version__,
         config.source or options.config_path,
         spec,
         config.workers,
         "" if config.workers == 1 else "s",
+        f", as {run_as.user}" if run_as is not None else "",
     )
     try:
-        if config.workers > 1:
-            return _supervise(config, options, runtime, sock)
-        return asyncio.run(_serve(options, runtime, sock))
+        if supervised(config):
+            return _supervise(config, options, runtime, sockets, run_as, channel)
+        return asyncio.run(_serve(options, runtime, sockets[0], run_as, channel))
     finally:
+        channel.failed("the daemon stopped during start-up")  # no-op once ready
         if pid_file is not None:
             pid_file.remove()
 
 
-async def _serve(options: DaemonOptions, runtime: Runtime, sock: socket.socket) -> int:
+def _os_error_text(exc: Exception, spec: SocketSpec | None) -> str:
+    if isinstance(exc, OSError) and spec is not None and exc.errno is not None:
+        return f"{spec}: {exc.strerror}"
+    return str(exc)
+
+
+class _Reloader:
+    """SIGHUP/SIGUSR1: build a new Runtime from the files; keep the old one on any error."""
+
+    def __init__(self, options: DaemonOptions, holder: RuntimeHolder, run_as: RunAs | None):
+        self.options = options
+        self.holder = holder
+        self.run_as = run_as
+
+    def __call__(self) -> None:
+        log.info("reloading configuration from %s", self.options.config_path)
+        try:
+            config = read_config(self.options)
+            new = build_runtime(config, self.run_as)
+        except ConfigError as exc:
+            _config_problems(exc)
+            log.error("reload failed; keeping the previous configuration")
+            return
+        except Exception as exc:  # anything at all: the running config stays
+            log.error("reload failed (%s); keeping the previous configuration", exc)
+            return
+        old = self.holder.current.config
+        if str(config.socket) != str(old.socket) and self.options.socket is None:
+            log.warning("reload: a new Socket needs a restart; still listening on the old one")
+        if config.workers != old.workers or config.user_id != old.user_id:
+            log.warning("reload: Workers and UserID changes need a restart")
+        self.holder.current = new
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        log.info("configuration reloaded from %s", self.options.config_path)
+
+
+async def _serve(
+    options: DaemonOptions,
+    runtime: Runtime,
+    sock: socket.socket,
+    run_as: RunAs | None,
+    channel: StartupChannel,
+) -> int:
     holder = RuntimeHolder(runtime)
     stats = SessionStats()
     server = MilterServer(
@@ -170,32 +329,23 @@ async def _serve(options: DaemonOptions, runtime: Runtime, sock: socket.socket) 
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    reload = _Reloader(options, holder, run_as)
 
-    def reload() -> None:
-        try:
-            config = read_config(options)
-            new = build_runtime(config, None)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload: %s", problem)
-            log.error("reload failed; keeping the previous configuration")
-            return
-        except (StartupError, OSError) as exc:
-            log.error("reload failed (%s); keeping the previous configuration", exc)
-            return
-        if str(new.config.socket) != str(holder.current.config.socket):
-            log.warning("reload: a new Socket needs a restart; keeping the old one")
-        holder.current = new
-        for warning in config.warnings:
-            log.warning("%s", warning)
-        log.info("configuration reloaded from %s", options.config_path)
+    def stop(signum: int) -> None:
+        if not stopping.is_set():
+            log.info("%s: stopping", signal.Signals(signum).name)
+        stopping.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    for sig in (signal.SIGHUP, signal.SIGUSR1):
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
+    for sig in RELOAD_SIGNALS:
         loop.add_signal_handler(sig, reload)
+    # Workers start with these blocked (see _spawn); pending ones are delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, ALL_SIGNALS)
 
     serving = asyncio.ensure_future(server.serve(sock))
+    await asyncio.sleep(0)  # let serve() register the listener before we say "ready"
+    channel.ready()
     await stopping.wait()
     log.info("stopping: finishing in-flight messages")
     await server.stop(STOP_GRACE)
@@ -213,59 +363,101 @@ async def _serve(options: DaemonOptions, runtime: Runtime, sock: socket.socket) 
     return 0
 
 
-def _worker(options: DaemonOptions, runtime: Runtime, sock: socket.socket) -> NoReturn:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_DFL)
+def _worker(
+    options: DaemonOptions, runtime: Runtime, sock: socket.socket, run_as: RunAs | None
+) -> NoReturn:
     code = 1
     try:
-        code = asyncio.run(_serve(options, runtime, sock))
+        for sig in ALL_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)  # still blocked; asyncio takes them over
+        code = asyncio.run(_serve(options, runtime, sock, run_as, StartupChannel(None)))
+    except BaseException:
+        log.exception("worker failed")
     finally:
+        flush_logging()
         os._exit(code)
 
 
-def _supervise(
-    config: Config, options: DaemonOptions, runtime: Runtime, sock: socket.socket
-) -> int:
-    """Pre-fork `config.workers` processes on the shared socket; the kernel spreads accepts."""
-    children: dict[int, float] = {}
-    stopping = False
+def _restart_limit(config: Config) -> tuple[int, float]:
+    rate = config.auto_restart_rate
+    if rate is not None:
+        return rate.count, float(rate.seconds)
+    return 10 * config.workers, 60.0
 
-    def spawn() -> None:
-        pid = os.fork()
-        if pid == 0:
-            _worker(options, runtime, sock)
-        children[pid] = time.monotonic()
+
+def _supervise(
+    config: Config,
+    options: DaemonOptions,
+    runtime: Runtime,
+    sockets: list[socket.socket],
+    run_as: RunAs | None,
+    channel: StartupChannel,
+) -> int:
+    """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code."""
+    children: dict[int, int] = {}  # pid -> worker slot (index into sockets)
+    stopping = False
+    give_up = False
+
+    def spawn(slot: int) -> None:
+        # Signals stay blocked across fork so a new worker cannot die of a SIGHUP (default
+        # action: terminate) before its event loop has taken the signal over.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                mine = sockets[slot % len(sockets)]
+                for other in sockets:
+                    if other is not mine:
+                        other.close()
+                _worker(options, runtime, mine, run_as)
+            children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        log.info("worker %d started (slot %d)", pid, slot)
 
     def relay(signum: int, _frame: object) -> None:
         nonlocal stopping
-        if signum in (signal.SIGTERM, signal.SIGINT):
+        if signum in STOP_SIGNALS:
             stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+                os.kill(pid, signal.SIGTERM if signum in STOP_SIGNALS else signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+    for sig in ALL_SIGNALS:
         signal.signal(sig, relay)
-    for _ in range(config.workers):
-        spawn()
+    for slot in range(config.workers):
+        spawn(slot)
+    channel.ready()
+    limit, window = _restart_limit(config)
     restarts: list[float] = []
+    total = 0
     while children:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        except InterruptedError:
+        slot = children.pop(pid, -1)
+        if slot < 0 or stopping:
             continue
-        started = children.pop(pid, None)
-        if started is None or stopping:
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            log.info("worker %d exited", pid)
             continue
-        log.error("worker %d exited (status %d); restarting", pid, status)
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         now = time.monotonic()
-        restarts = [t for t in restarts if now - t < 60] + [now]
-        if len(restarts) > 10 * config.workers:
-            log.error("workers keep dying; giving up")
-            relay(signal.SIGTERM, None)
+        restarts = [t for t in restarts if now - t < window] + [now]
+        total += 1
+        if len(restarts) > limit or (
+            config.auto_restart_count and total > config.auto_restart_count
+        ):
+            log.error("worker %d %s; too many restarts, giving up", pid, how)
+            give_up = True
             stopping = True
+            relay(signal.SIGTERM, None)
             continue
-        spawn()
-    return 0
+        log.error("worker %d %s; restarting", pid, how)
+        spawn(slot)
+    for sock in sockets:
+        sock.close()
+    log.info("supervisor stopped")
+    return 1 if give_up else 0

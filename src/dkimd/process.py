@@ -100,10 +100,71 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def detach() -> None:
-    """Go to the background the classic way (fork, setsid, fork), as opendkim does by default."""
+class StartupChannel:
+    """The detached daemon's line back to the process that started it.
+
+    The parent of `detach` waits on a pipe until the daemon says `ready()` (socket bound,
+    pid file written, privileges dropped) and only then exits 0, or prints the reason
+    given to `failed()` and exits 1. If the daemon dies before either, the pipe closes
+    empty and the parent exits 1. So `dkimd -x CONF` in a shell or under systemd
+    (Type=forking) returns success only for a daemon that is really serving, and the
+    PidFile exists by then.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def ready(self) -> None:
+        self._finish(b"ok\n")
+
+    def failed(self, message: str) -> None:
+        self._finish(b"error " + message.encode("utf-8", "replace") + b"\n")
+
+    def _finish(self, data: bytes) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, data)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _wait_for_daemon(fd: int) -> int:
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not data:
+            break
+        chunks.append(data)
+        if b"\n" in data:  # one line is the whole report (workers may hold the pipe open)
+            break
+    report = b"".join(chunks).decode("utf-8", "replace").strip()
+    if report == "ok":
+        return 0
+    if report.startswith("error "):
+        sys.stderr.write(f"dkimd: {report[6:]}\n")
+    else:
+        sys.stderr.write("dkimd: the daemon exited during start-up (see the log)\n")
+    return 1
+
+
+def detach() -> StartupChannel:
+    """Go to the background the classic way (fork, setsid, fork), as opendkim does by default.
+
+    Returns, in the daemon, the channel on which it reports start-up success or failure;
+    the calling process waits for that report and exits with 0 or 1 (`StartupChannel`).
+    """
+    read_fd, write_fd = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(write_fd)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_wait_for_daemon(read_fd))
+    os.close(read_fd)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -114,3 +175,4 @@ def detach() -> None:
     if devnull > 2:
         os.close(devnull)
     sys.stdin = open(os.devnull)  # noqa: SIM115 - replaces the closed stream for good
+    return StartupChannel(write_fd)

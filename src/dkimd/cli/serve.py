@@ -6,14 +6,16 @@ import argparse
 import sys
 
 from dkimd import __version__
-from dkimd.config import ConfigError, load_config
-from dkimd.daemon import DaemonOptions, run
+from dkimd.daemon import DaemonOptions, check, run
 
 DEFAULT_CONFIG = "/etc/opendkim.conf"
 
 EPILOG = """\
-Exit status: 0 after a clean stop (SIGTERM/SIGINT) or a good -n check; 1 when the
-daemon cannot start (socket, keys, user); 78 for configuration errors.
+Runs in the background unless -f or `Background no`; the command returns only once the
+daemon serves (socket bound, PidFile written, UserID taken), with 0, or with 1 and why.
+Exit status: 0 after a clean stop (SIGTERM/SIGINT) or a good -n check; 78 for
+configuration errors (unsafe keys under RequireSafeKeys included); 1 when the daemon
+cannot start otherwise (socket in use, pid file of a running instance).
 Signals: SIGTERM/SIGINT finish in-flight messages and exit; SIGHUP/SIGUSR1 reload.
 """
 
@@ -61,19 +63,6 @@ def main(argv: list[str]) -> int:
     if args.version:
         sys.stdout.write(f"dkimd {__version__} (OpenDKIM-compatible milter)\n")
         return 0
-    if args.check_only:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                sys.stderr.write(f"dkimd: {problem}\n")
-            return 78
-        except OSError as exc:
-            sys.stderr.write(f"dkimd: {args.config}: {exc.strerror}\n")
-            return 78
-        for warning in config.warnings:
-            sys.stderr.write(f"dkimd: {warning}\n")
-        return 0
     options = DaemonOptions(
         config_path=args.config,
         socket=args.socket,
@@ -82,4 +71,6 @@ def main(argv: list[str]) -> int:
         foreground=args.foreground,
         verbose=args.verbose,
     )
+    if args.check_only:
+        return check(options)
     return run(options)
