@@ -24,6 +24,8 @@ class Case:
     milters: tuple[str, ...] = MILTERS
     milter_cpus: str = "0"
     measure_rss: bool = False
+    # Diagnostic only: the driver ACKs at once (TCP_QUICKACK), which Postfix does not.
+    quickack: bool = False
 
     def count(self, quick: bool) -> int:
         return self.quick_messages if quick else self.messages
@@ -94,6 +96,19 @@ CASES: tuple[Case, ...] = (
         4000,
         64,
         SIGN,
+    ),
+    Case(
+        "nagle",
+        "Diagnostic: OpenDKIM at concurrency 1 with TCP_QUICKACK on the driver's socket",
+        "rsa",
+        "4k",
+        INTERNAL_CLIENT,
+        1,
+        200,
+        5,
+        SIGN,
+        milters=("opendkim",),
+        quickack=True,
     ),
     Case(
         "workers",

@@ -93,8 +93,12 @@ class Report:
 class _Wire(asyncio.Protocol):
     """Socket pump: buffers writes until a reply is due, splits incoming bytes into packets."""
 
+    # Diagnostic switch (--quickack): ACK every segment at once instead of delaying the ACK.
+    quickack = False
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._sock: socket.socket | None = None
         self._inbuf = bytearray()
         self._packets: deque[tuple[bytes, bytes]] = deque()
         self._out: list[bytes | memoryview] = []
@@ -108,8 +112,16 @@ class _Wire(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
+            self._quickack()
+
+    def _quickack(self) -> None:
+        # Linux clears TCP_QUICKACK again on its own, so it is re-armed after every read.
+        if self.quickack and self._sock is not None:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def data_received(self, data: bytes) -> None:
+        self._quickack()
         self._inbuf += data
         try:
             packets = mc.split_packets(self._inbuf)
@@ -305,7 +317,6 @@ class Driver:
             connected = False
             while done < batch:
                 if done:
-                    wire.send(mc.packet(mc.CMD_ABORT))  # smtpd mail_reset() between messages
                     started = time.perf_counter()
                 connection_over = False
                 try:
@@ -320,7 +331,10 @@ class Driver:
                 done += 1
                 if connection_over:
                     return done  # Postfix drops the milter for the rest of the SMTP session
-            wire.send(mc.packet(mc.CMD_QUIT))
+                # smtpd's mail_reset() after every transaction: SMFIC_ABORT, buffered until
+                # the next write as VSTREAM would.
+                wire.send(mc.packet(mc.CMD_ABORT))
+            wire.send(mc.packet(mc.CMD_QUIT))  # client QUIT: milter8_disc_event()
             await wire.flush()
             return done
         except BaseException:
@@ -559,6 +573,11 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--auth-user", help="claim SMTP AUTH as this user ({auth_type}, {auth_authen})")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per message")
     p.add_argument("--max-seconds", type=float, help="stop starting new messages after this")
+    p.add_argument(
+        "--quickack",
+        action="store_true",
+        help="diagnostic: ACK at once (TCP_QUICKACK), unlike Postfix; shows Nagle stalls",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
     if args.concurrency < 1 or args.messages < 1 or args.per_connection < 1:
@@ -568,6 +587,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    _Wire.quickack = args.quickack
     message = load_message(args.message)
     envelope = Envelope(
         client_addr=args.client_addr,

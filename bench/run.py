@@ -53,6 +53,7 @@ def run_driver(
     warmup: int = 0,
     max_seconds: float | None = None,
     cpus: str | None = "1",
+    quickack: bool = False,
 ) -> dict[str, Any]:
     """Run bench/driver.py in its own (pinned) process and return its JSON report."""
     cmd = [
@@ -74,6 +75,8 @@ def run_driver(
     ]
     if max_seconds:
         cmd += ["--max-seconds", str(max_seconds)]
+    if quickack:
+        cmd.append("--quickack")
     limit = (max_seconds or 300) + 300
     out = subprocess.run(taskset(cpus, cmd), capture_output=True, text=True, timeout=limit)
     if not out.stdout.strip():
@@ -124,8 +127,9 @@ def run_case(
     quick: bool,
     max_seconds: float,
     driver_cpus: str | None,
+    repeat: int = 1,
 ) -> dict[str, Any]:
-    """One case against one running milter."""
+    """One case against one running milter; of `repeat` measured runs the fastest is kept."""
     target = f"127.0.0.1:{w.port}"
     msg = messages[case.message]
     count = case.count(quick)
@@ -147,17 +151,36 @@ def run_case(
         rss["peak_kb"] = max(sampler.peak_kb, milter.memory_kb()[0])
         rss["hwm_kb"] = milter.memory_kb()[1]
     else:
-        warmup = min(count, max(10, 2 * case.concurrency))
-        report = run_driver(
-            target,
-            msg,
-            concurrency=case.concurrency,
-            messages=count,
-            client=case.client,
-            warmup=warmup,
-            max_seconds=max_seconds,
-            cpus=driver_cpus,
-        )
+        reports = []
+        for i in range(repeat):
+            reports.append(
+                run_driver(
+                    target,
+                    msg,
+                    concurrency=case.concurrency,
+                    messages=count,
+                    client=case.client,
+                    warmup=0 if i else min(count, max(10, 2 * case.concurrency)),
+                    max_seconds=max_seconds,
+                    cpus=driver_cpus,
+                    quickack=case.quickack,
+                )
+            )
+        # Other work on the machine only ever slows a run down, so the best one is the
+        # least disturbed; every run is still checked.
+        report = max(reports, key=lambda r: r["msgs_per_s"])
+        rates = [r["msgs_per_s"] for r in reports]
+        failing = [check_report(case.expect_header, r, msg, w.dns) for r in reports]
+        notes = sorted({n for f in failing for n in f[0]})
+        warnings = sorted({x for f in failing for x in f[1]})
+        return {
+            "report": report,
+            "rates": rates,
+            "ok": not notes,
+            "notes": notes,
+            "warnings": warnings,
+            "rss": rss,
+        }
     notes, warnings = check_report(case.expect_header, report, msg, w.dns)
     return {"report": report, "ok": not notes, "notes": notes, "warnings": warnings, "rss": rss}
 
@@ -202,13 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny message counts: a smoke run")
     p.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     p.add_argument("--workdir", type=Path, default=BENCH / "out" / "work")
-    p.add_argument("--max-seconds", type=float, help="cap per measured run (default 20, quick 5)")
+    p.add_argument("--max-seconds", type=float, help="cap per measured run (default 15, quick 5)")
+    p.add_argument("--repeat", type=int, help="measured runs per case, best kept (3; quick 1)")
     p.add_argument("--big-mb", type=int, default=50, help="size of the big message body")
     p.add_argument("--milters", default="dkimd,opendkim", help="comma list: dkimd,opendkim")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    max_seconds = args.max_seconds or (5.0 if args.quick else 20.0)
+    max_seconds = args.max_seconds or (5.0 if args.quick else 15.0)
+    repeat = args.repeat or (1 if args.quick else 3)
     wanted = set(args.milters.split(","))
     started = time.time()
+    load_start = os.getloadavg()[0]
 
     # The orchestrator and the driver share CPU 1; the milters get CPU 0 to themselves.
     pinned = (os.cpu_count() or 1) >= 2 and pin_self({1})
@@ -256,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for case in todo:
                     try:
                         res = run_case(
-                            case, milter, w, messages, args.quick, max_seconds, driver_cpus
+                            case, milter, w, messages, args.quick, max_seconds, driver_cpus, repeat
                         )
                     except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
                         res = {"error": f"run failed: {e}"}
@@ -276,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "external_client": EXTERNAL_CLIENT,
         "big_mb": args.big_mb,
         "max_seconds": max_seconds,
+        "repeat": repeat,
+        "loadavg": f"{load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         **machine_info(),
     }
     data = {"meta": meta, "runs": runs}
