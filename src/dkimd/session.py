@@ -147,6 +147,15 @@ class _Message:
         self.lookups.clear()
 
 
+def _insert_at_top(name: bytes, value: bytes) -> milter.InsertHeader:
+    """A field for the MTA to insert above all others.
+
+    The milter protocol folds header values with bare LF (smfi_insheader(3)); Postfix splits
+    stored lines at LF only, so a CR left in would reach the wire as CR CR LF.
+    """
+    return milter.InsertHeader(0, name, b" " + value.lstrip(b" ").replace(b"\r\n", b"\n"))
+
+
 def _crlf(value: bytes) -> bytes:
     """Postfix passes folded header values with bare LF; the DKIM engine works in CRLF."""
     if b"\n" not in value:
@@ -329,7 +338,7 @@ class MilterSession:
             actions += [milter.ChangeHeader(i, _DKIM_SIGNATURE, b"") for i in range(count, 0, -1)]
         # Insert in reverse so the first request's signature ends up on top.
         for request, sig in reversed(list(zip(msg.signing, fields, strict=True))):
-            actions.append(milter.InsertHeader(0, sig.name, b" " + sig.value.lstrip(b" ")))
+            actions.append(_insert_at_top(sig.name, sig.value))
             if config.syslog_success:
                 self._log.info(
                     "DKIM-Signature field added (s=%s, d=%s)", request.selector, request.domain
@@ -371,7 +380,7 @@ class MilterSession:
         unsigned = results[0].result is DkimResult.NONE
         if not unsigned or config.always_add_ar_header:
             value = authentication_results_value(authserv_id, results)
-            actions.append(milter.InsertHeader(0, AR_FIELD_NAME, b" " + value))
+            actions.append(_insert_at_top(AR_FIELD_NAME, value))
         actions += self._software_header(runtime)
         self._log_results(config, results)
         condition = runtime.policy.condition_for(results)
@@ -452,7 +461,7 @@ class MilterSession:
         if not runtime.config.software_header:
             return []
         text = f" dkimd v{__version__} {runtime.hostname} {self._log.queue_id}"
-        return [milter.InsertHeader(0, b"DKIM-Filter", _one_line(text).encode("utf-8"))]
+        return [_insert_at_top(b"DKIM-Filter", _one_line(text).encode("utf-8"))]
 
     def _apply(self, runtime: Runtime, condition: Condition, detail: str) -> HandlerResult:
         action = runtime.policy.action_for(condition)

@@ -107,6 +107,8 @@ def test_local_mail_is_signed_on_smtp_and_sendmail_paths(
     assert set(got) == {"via smtp", "via sendmail"}
 
     for subject, raw in got.items():
+        # Folded fields reach the mailbox with plain line ends, never CR CR LF.
+        assert b"\r\r" not in raw, raw
         sigs = header_values(raw, "DKIM-Signature")
         assert len(sigs) == 1, (subject, raw)
         assert "d=example.com" in sigs[0] and "s=mail" in sigs[0]

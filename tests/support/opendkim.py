@@ -381,7 +381,7 @@ def milter_transaction(
     rcpt_to: Sequence[str] = ("rcpt@example.net",),
     macros: Mapping[str, str] | None = None,
     collect: Sequence[str] = ("DKIM-Signature", "Authentication-Results"),
-    body_chunk: int = 65536,
+    body_chunk: int = 65535,
 ) -> MilterResult:
     """One full message through a running milter; return its EOM reply and added headers."""
     headers, body = split_message(message)
