@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from dkimd import __version__
-from dkimd.config import Condition, Config, ConfigError, load_config
+from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
@@ -155,7 +155,7 @@ def supervised(config: Config) -> bool:
 
 def bind_sockets(spec: SocketSpec, config: Config) -> list[socket.socket]:
     """One listening socket, or one per worker (SO_REUSEPORT) for TCP with Workers > 1."""
-    if spec.kind == "unix" or config.workers == 1:
+    if spec.kind == "unix" or config.workers == 1 or spec.port == 0:
         return [bind_socket(spec, umask=config.umask)]
     sockets: list[socket.socket] = []
     try:
@@ -170,7 +170,10 @@ def bind_sockets(spec: SocketSpec, config: Config) -> list[socket.socket]:
 
 def _config_problems(exc: ConfigError) -> None:
     for problem in exc.problems:
-        log.error("%s", problem)
+        if problem.severity is Severity.WARNING:
+            log.warning("%s", problem)
+        else:
+            log.error("%s", problem)
 
 
 def check(options: DaemonOptions) -> int:
@@ -273,7 +276,9 @@ def run(options: DaemonOptions) -> int:
     finally:
         channel.failed("the daemon stopped during start-up")  # no-op once ready
         if pid_file is not None:
-            pid_file.remove()
+            leftover = pid_file.remove()
+            if leftover is not None:
+                log.warning("%s", leftover)
 
 
 def _os_error_text(exc: Exception, spec: SocketSpec | None) -> str:

@@ -77,11 +77,22 @@ class PidFile:
             raise ProcessError(f"PidFile {self.path}: {exc.strerror}") from None
         self._written = True
 
-    def remove(self) -> None:
+    def remove(self) -> str | None:
+        """Remove the file if it is still ours; returns why it could not be, or None.
+
+        After dropping privileges the directory may not let us (a root-owned directory):
+        the caller logs that, as the file then outlives the daemon.
+        """
+        problem = None
         if self._written and self._read() == os.getpid():
-            with contextlib.suppress(OSError):
+            try:
                 self.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problem = f"PidFile {self.path}: cannot remove: {exc.strerror}"
         self._written = False
+        return problem
 
     def _read(self) -> int | None:
         try:

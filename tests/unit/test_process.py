@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dkimd.process import PidFile, ProcessError, resolve_user
+from dkimd.process import PidFile, ProcessError, StartupChannel, resolve_user
 
 
 def test_pid_file_written_and_removed(tmp_path: Path) -> None:
@@ -60,3 +60,41 @@ def test_resolve_user_forms() -> None:
         resolve_user("no-such-user-dkimd")
     with pytest.raises(ProcessError, match="no such group"):
         resolve_user("root:no-such-group-dkimd")
+
+
+_DETACH = """
+import sys
+from dkimd.process import detach
+channel = detach()
+how = sys.argv[1]
+if how == "ready":
+    channel.ready()
+    import time; time.sleep(0.2)
+elif how == "failed":
+    channel.failed("cannot start: PidFile /x: Permission denied")
+# "die": exit without a word
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "stderr"),
+    [
+        ("ready", 0, ""),
+        ("failed", 1, "dkimd: cannot start: PidFile /x: Permission denied\n"),
+        ("die", 1, "dkimd: the daemon exited during start-up (see the log)\n"),
+    ],
+)
+def test_detach_parent_exits_with_the_daemons_report(how: str, code: int, stderr: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _DETACH, how], capture_output=True, text=True, timeout=10
+    )
+    assert (proc.returncode, proc.stderr) == (code, stderr)
+
+
+def test_startup_channel_reports_once() -> None:
+    read_fd, write_fd = os.pipe()
+    channel = StartupChannel(write_fd)
+    channel.ready()
+    channel.failed("too late")  # no-op: already reported, fd closed
+    with os.fdopen(read_fd, "rb") as r:
+        assert r.read() == b"ok\n"

@@ -1,0 +1,128 @@
+"""dkimd.daemon pieces that need no running daemon: flags over config, sockets per worker,
+restart limits, and reload keeping the run-as user for key safety."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from dkimd import daemon
+from dkimd.config import parse_config_text
+from dkimd.daemon import (
+    DaemonOptions,
+    _Reloader,
+    _restart_limit,
+    bind_sockets,
+    supervised,
+    user_spec,
+)
+from dkimd.process import RunAs
+from dkimd.server import parse_socket_spec
+from dkimd.session import RuntimeHolder
+
+BASE = "Mode v\nSocket inet:8891@127.0.0.1\n"
+
+
+def test_user_flag_overrides_user_id() -> None:
+    config = parse_config_text(BASE + "UserID opendkim:opendkim\n")
+    assert user_spec(config, DaemonOptions("c")) == "opendkim:opendkim"
+    assert user_spec(config, DaemonOptions("c", user="root")) == "root"
+    assert user_spec(parse_config_text(BASE + "UserID opendkim\n"), DaemonOptions("c")) == (
+        "opendkim"
+    )
+    assert user_spec(parse_config_text(BASE), DaemonOptions("c")) is None
+
+
+def test_supervised_with_workers_or_auto_restart() -> None:
+    assert not supervised(parse_config_text(BASE))
+    assert supervised(parse_config_text(BASE + "Workers 2\n"))
+    assert supervised(parse_config_text(BASE + "AutoRestart yes\n"))
+
+
+def test_restart_limit_from_auto_restart_rate() -> None:
+    assert _restart_limit(parse_config_text(BASE + "AutoRestartRate 3/10s\n")) == (3, 10.0)
+    assert _restart_limit(parse_config_text(BASE + "AutoRestartRate 5/2m\n")) == (5, 120.0)
+    assert _restart_limit(parse_config_text(BASE + "Workers 4\n")) == (40, 60.0)
+
+
+def test_tcp_workers_get_one_reuseport_socket_each() -> None:
+    config = parse_config_text(BASE + "Workers 3\n")
+    sockets = bind_sockets(parse_socket_spec("inet:0@127.0.0.1"), config)
+    try:
+        assert len(sockets) == 1  # port 0: each bind would pick a port of its own
+    finally:
+        for s in sockets:
+            s.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sockets = bind_sockets(parse_socket_spec(f"inet:{port}@127.0.0.1"), config)
+    try:
+        assert len(sockets) == 3
+        assert {s.getsockname()[1] for s in sockets} == {port}
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_unix_socket_is_shared_by_workers(tmp_path: Path) -> None:
+    config = parse_config_text(BASE + "Workers 3\n")
+    sockets = bind_sockets(parse_socket_spec(f"local:{tmp_path / 's'}"), config)
+    try:
+        assert len(sockets) == 1
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_reload_judges_keys_for_the_run_as_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(BASE)
+    seen: list[RunAs | None] = []
+    built = object()
+
+    def fake_build(config: object, run_as: RunAs | None) -> object:
+        seen.append(run_as)
+        return built
+
+    monkeypatch.setattr(daemon, "build_runtime", fake_build)
+    run_as = RunAs(uid=4242, gid=4242, user="dkim", home="/")
+
+    class Current:
+        config = parse_config_text(BASE)
+
+    holder = RuntimeHolder(Current())  # type: ignore[arg-type]
+    _Reloader(DaemonOptions(str(conf)), holder, run_as)()
+    assert seen == [run_as]
+    assert holder.current is built
+
+
+def test_reload_keeps_the_old_runtime_on_any_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(BASE)
+
+    def broken(config: object, run_as: object) -> object:
+        raise RuntimeError("resolver exploded")
+
+    monkeypatch.setattr(daemon, "build_runtime", broken)
+    old = object()
+    holder = RuntimeHolder(old)  # type: ignore[arg-type]
+    logger = daemon.log
+    monkeypatch.setattr(logger, "propagate", True)
+    monkeypatch.setattr(logger.parent, "propagate", True)
+    with caplog.at_level("INFO", logger="dkimd"):
+        _Reloader(DaemonOptions(str(conf)), holder, None)()
+        conf.unlink()
+        _Reloader(DaemonOptions(str(conf)), holder, None)()
+    assert holder.current is old
+    messages = [r.getMessage() for r in caplog.records]
+    assert "reload failed (resolver exploded); keeping the previous configuration" in messages
+    assert any(f'cannot read configuration file "{conf}"' in m for m in messages)
+    assert messages[-1] == "reload failed; keeping the previous configuration"
