@@ -41,8 +41,6 @@ from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.log import flush_logging, get_logger, setup_logging
-from dkimd.milter import ActionFlag as MilterActions
-from dkimd.milter import FilterOptions, ProtocolFlag
 from dkimd.process import (
     PidFile,
     ProcessError,
@@ -53,17 +51,16 @@ from dkimd.process import (
     resolve_user,
 )
 from dkimd.server import MilterServer, SocketSpec, bind_socket, parse_socket_spec
-from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
+from dkimd.session import (
+    Runtime,
+    RuntimeHolder,
+    SessionStats,
+    filter_options_for,
+    handler_factory,
+)
 
 log = get_logger("daemon")
 
-# What we ask the MTA for: header changes (A-R removal), inserts, quarantine; the header
-# leading space as sent (v6) and no per-header/body-chunk replies, which halves the
-# round trips for a typical message.
-FILTER_OPTIONS = FilterOptions(
-    actions=MilterActions.ADDHDRS | MilterActions.CHGHDRS | MilterActions.QUARANTINE,
-    protocol=ProtocolFlag.HDR_LEADSPC | ProtocolFlag.NR_HDR | ProtocolFlag.NR_BODY,
-)
 STOP_GRACE = 30.0
 
 
@@ -329,7 +326,8 @@ async def _serve(
     stats = SessionStats()
     server = MilterServer(
         handler_factory(holder, stats),
-        FILTER_OPTIONS,
+        # Fixed at start: a reload that adds a PeerList or drops Mode v needs a restart.
+        filter_options_for(runtime.config),
         progress_interval=30.0,
     )
     loop = asyncio.get_running_loop()

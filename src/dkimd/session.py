@@ -523,6 +523,36 @@ def _one_line(text: str) -> str:
     return cleaned[:400]
 
 
+def filter_options_for(config: Config) -> milter.FilterOptions:
+    """What to ask the MTA for, given what this configuration can ever do.
+
+    Every milter reply is a loopback round trip that wakes both processes, and a message
+    that is only signed or verified needs none before end-of-message. So: no replies to
+    HELO, MAIL, RCPT, DATA, unknown commands, headers or body chunks; no reply at
+    connect unless a PeerList may turn a client away there; none at end-of-headers when
+    Mode has v (with v every message is verified or signed, so we never accept early).
+    Header values keep their leading space (v6), so simple canonicalization sees the field
+    exactly as sent.
+    """
+    flags = milter.ProtocolFlag
+    protocol = (
+        flags.HDR_LEADSPC
+        | flags.NR_HELO
+        | flags.NR_MAIL
+        | flags.NR_RCPT
+        | flags.NR_DATA
+        | flags.NR_UNKN
+        | flags.NR_HDR
+        | flags.NR_BODY
+    )
+    if len(config.peer_list) == 0:
+        protocol |= flags.NR_CONN
+    if config.verifies:
+        protocol |= flags.NR_EOH
+    actions = milter.ActionFlag.ADDHDRS | milter.ActionFlag.CHGHDRS | milter.ActionFlag.QUARANTINE
+    return milter.FilterOptions(actions=actions, protocol=protocol)
+
+
 def handler_factory(
     holder: RuntimeHolder, stats: SessionStats
 ) -> Callable[[ConnectionInfo], MilterSession]:
@@ -534,6 +564,7 @@ def handler_factory(
 
 __all__ = [
     "MilterSession",
+    "filter_options_for",
     "Runtime",
     "RuntimeHolder",
     "SessionStats",
