@@ -564,9 +564,9 @@ def handler_factory(
 
 __all__ = [
     "MilterSession",
-    "filter_options_for",
     "Runtime",
     "RuntimeHolder",
     "SessionStats",
+    "filter_options_for",
     "handler_factory",
 ]
