@@ -328,9 +328,9 @@ class MilterSession:
             condition = (
                 msg.key_problems[0].condition if msg.key_problems else Condition.INTERNAL_ERROR
             )
-            return self._apply(
-                runtime, condition, msg.key_problems[0].message if msg.key_problems else ""
-            )
+            # The reply names the key, not its file: paths and reasons stay in our log.
+            detail = f"key {msg.key_problems[0].key_name}" if msg.key_problems else ""
+            return self._apply(runtime, condition, detail)
         fields = msg.signer.sign_all(msg.headers)
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
