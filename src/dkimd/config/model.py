@@ -42,6 +42,7 @@ from dkimd.config.hosts import HostList, check_host_entries
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import ConfigError, Problem, Severity, errors_in, warnings_in
 from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
+from dkimd.dns.resolver import split_nameserver
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -726,14 +727,15 @@ class _Builder:
             bad = []
             for server in servers:
                 try:
-                    ipaddress.ip_address(server)
+                    split_nameserver(server)
                 except ValueError:
                     bad.append(server)
             if bad or not servers:
                 self.error(
                     setting,
                     f'Nameservers: "{bad[0] if bad else setting.value}" is not an IP address',
-                    "give a comma-separated list of IP addresses",
+                    "give a comma-separated list of IP addresses (ADDR:PORT or [ADDR]:PORT "
+                    "for a resolver not on port 53)",
                 )
             else:
                 self.values["nameservers"] = tuple(servers)

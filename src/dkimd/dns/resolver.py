@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
@@ -46,6 +48,38 @@ DEFAULT_MAX_NEGATIVE_TTL = 3600
 def parse_nameservers(value: str) -> list[str]:
     """Split OpenDKIM's `Nameservers` option (comma- and/or space-separated addresses)."""
     return [part for part in value.replace(",", " ").split() if part]
+
+
+def split_nameserver(text: str) -> tuple[str, int | None]:
+    """`ADDR`, `ADDR:PORT` (IPv4) or `[ADDR]:PORT` -> (address, port or None).
+
+    The port form is a dkimd extension to OpenDKIM's Nameservers (a resolver on loopback
+    listening elsewhere than 53); raises ValueError for anything that is not an address.
+    """
+    text = text.strip()
+    port: int | None = None
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"bad nameserver {text!r}")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        address, _, port_text = text.partition(":")
+        if not port_text.isdigit():
+            raise ValueError(f"bad nameserver {text!r}")
+        port = int(port_text)
+    else:
+        address = text
+    ipaddress.ip_address(address)
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"bad port in nameserver {text!r}")
+    return address, port
+
+
+def _nameserver(text: str, default_port: int) -> dns.nameserver.Nameserver:
+    address, port = split_nameserver(text)
+    return dns.nameserver.Do53Nameserver(address, port or default_port)
 
 
 def _normalize(name: str) -> str:
@@ -101,7 +135,7 @@ class DnsResolver:
     ) -> None:
         if nameservers:
             resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = list(nameservers)
+            resolver.nameservers = [_nameserver(ns, port) for ns in nameservers]
         else:
             try:
                 resolver = dns.asyncresolver.Resolver(configure=True)
@@ -125,7 +159,17 @@ class DnsResolver:
 
     @property
     def nameservers(self) -> list[str]:
-        return [str(ns) for ns in self._resolver.nameservers]
+        """The servers asked, as `ADDR` (port 53) or `ADDR:PORT` / `[ADDR]:PORT`."""
+        out: list[str] = []
+        for ns in self._resolver.nameservers:
+            if not isinstance(ns, dns.nameserver.Do53Nameserver):
+                out.append(str(ns))
+            elif ns.port == 53:
+                out.append(ns.address)
+            else:
+                host = f"[{ns.address}]" if ":" in ns.address else ns.address
+                out.append(f"{host}:{ns.port}")
+        return out
 
     def cache_clear(self) -> None:
         self._cache.clear()
