@@ -61,7 +61,11 @@ from dkimd.session import (
 
 log = get_logger("daemon")
 
-STOP_GRACE = 30.0
+STOP_GRACE = 30.0  # in-flight messages get this long after SIGTERM
+# Idle milter connections get this long after SIGTERM to start a message: Postfix opens
+# its milter connection at SMTP connect, so a client between EHLO and MAIL would
+# otherwise meet milter_default_action (451 by default) for a message sent a moment later.
+STOP_IDLE_GRACE = 5.0
 
 
 EX_CONFIG = 78  # sysexits.h, what opendkim exits with for configuration errors
@@ -335,6 +339,10 @@ async def _serve(
     reload = _Reloader(options, holder, run_as)
 
     def stop(signum: int) -> None:
+        # From here on further signals stay blocked: a second SIGTERM while in-flight
+        # messages finish, or after the loop has given the signals back to SIG_DFL,
+        # must not kill the process half-way (exit -15, pid file left behind).
+        signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         if not stopping.is_set():
             log.info("%s: stopping", signal.Signals(signum).name)
         stopping.set()
@@ -351,7 +359,7 @@ async def _serve(
     channel.ready()
     await stopping.wait()
     log.info("stopping: finishing in-flight messages")
-    await server.stop(STOP_GRACE)
+    await server.stop(STOP_GRACE, idle_grace=STOP_IDLE_GRACE)
     with contextlib.suppress(asyncio.CancelledError):
         await serving
     log.info(

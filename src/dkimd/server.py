@@ -325,6 +325,7 @@ class MilterServer:
         self._unix_paths: list[str] = []
         self._clients: set[_Client] = set()
         self._stopping = False
+        self._idle_deadline = 0.0  # loop time; meaningful once stopping
         self._stopped = asyncio.Event()
         self.stats = _Stats()
 
@@ -348,14 +349,19 @@ class MilterServer:
         self._servers.append(server)
         await self._stopped.wait()
 
-    async def stop(self, grace: float = 30.0) -> None:
+    async def stop(self, grace: float = 30.0, *, idle_grace: float = 0.0) -> None:
         """Stop accepting; let connections finish their current message; then close.
 
-        Idle connections (between messages) are closed at once; connections inside a
-        message are closed as soon as it ends. After ``grace`` seconds the rest are
+        Connections between messages get ``idle_grace`` seconds to start one (an SMTP
+        session that has connected but not yet sent MAIL, or commands already on their
+        way when the stop began) and are closed when it runs out while they are idle;
+        with 0 they are closed at once. Connections inside a message are closed as soon
+        as it ends (and idle_grace has run out). After ``grace`` seconds the rest are
         cancelled.
         """
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        self._idle_deadline = loop.time() + max(0.0, idle_grace)
         for server in self._servers:
             server.close()
         for path in self._unix_paths:
@@ -363,8 +369,10 @@ class MilterServer:
                 if stat.S_ISSOCK(os.lstat(path).st_mode):
                     os.unlink(path)
         for client in list(self._clients):
-            if not client.busy and not client.connection.in_message:
-                client.writer.close()
+            if idle_grace > 0:
+                loop.call_later(idle_grace, self._close_if_idle, client)
+            else:
+                self._close_if_idle(client)
         tasks = {c.task for c in self._clients if c.task is not None}
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -379,6 +387,11 @@ class MilterServer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._stopped.set()
+
+    @staticmethod
+    def _close_if_idle(client: _Client) -> None:
+        if not client.busy and not client.connection.in_message:
+            client.writer.close()
 
     # -- per connection -----------------------------------------------------
 
@@ -436,14 +449,23 @@ class MilterServer:
         while True:
             event = conn.next_event()
             if event is milter.NEED_DATA:
+                limit = idle
                 if self._stopping and not conn.in_message:
-                    return
+                    left = self._idle_deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        return
+                    limit = left if limit is None else min(limit, left)
                 client.busy = False
-                if idle is None:
-                    data = await reader.read(_READ_SIZE)
-                else:
-                    async with asyncio.timeout(idle):
+                try:
+                    if limit is None:
                         data = await reader.read(_READ_SIZE)
+                    else:
+                        async with asyncio.timeout(limit):
+                            data = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    if self._stopping and not conn.in_message:
+                        return  # stop's idle grace ran out, not the idle timeout
+                    raise
                 client.busy = True
                 conn.receive_data(data)
                 continue

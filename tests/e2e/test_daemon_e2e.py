@@ -657,3 +657,36 @@ def test_auto_restart_replaces_a_dead_worker_and_gives_up_past_the_rate(
         assert "too many restarts, giving up" in d.log_text()
     finally:
         d.stop()
+
+
+def test_background_no_stays_in_the_foreground_and_sigint_stops_it(
+    tmp_path: Path, key: DkimKey
+) -> None:
+    require("miltertest")
+    port = free_port()
+    conf = write_conf(tmp_path / "d", key, f"inet:{port}@127.0.0.1", Background="no")
+    log_path = tmp_path / "out.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dkimd", "-x", str(conf)],  # no -f: the config says so
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not is_listening(port) and time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.02)
+        assert int((tmp_path / "d" / "dkimd.pid").read_text()) == proc.pid  # did not fork
+        assert signed(f"inet:{port}@127.0.0.1")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    assert SIGNED_LINE in text  # stderr logging in the foreground
+    assert "SIGINT: stopping" in text
+    assert not (tmp_path / "d" / "dkimd.pid").exists()
