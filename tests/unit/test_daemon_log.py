@@ -25,8 +25,19 @@ def syslogd(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
 
 @pytest.fixture(autouse=True)
 def reset_logging() -> Iterator[None]:
+    """setup_logging reconfigures the process-wide `dkimd` logger: put it back as it was
+    (other tests read dkimd records through pytest's caplog, which needs propagation)."""
+    root = logging.getLogger("dkimd")
+    saved = (list(root.handlers), root.level, root.propagate)
     yield
-    setup_logging(syslog=False, stderr=False)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if handler not in saved[0]:
+            handler.close()
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+    root.propagate = saved[2]
 
 
 def record(level: int, msg: str) -> logging.LogRecord:
