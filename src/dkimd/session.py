@@ -537,6 +537,10 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     flags = milter.ProtocolFlag
     protocol = (
         flags.HDR_LEADSPC
+        | flags.NOHELO
+        | flags.NORCPT
+        | flags.NODATA
+        | flags.NOUNKNOWN
         | flags.NR_HELO
         | flags.NR_MAIL
         | flags.NR_RCPT

@@ -676,11 +676,6 @@ def test_ten_thousand_dropped_sessions_leak_nothing(
 # ---- 4. signals during the graceful stop ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.run: after asyncio.run(_serve) returns, SIGTERM is back to SIG_DFL, so a "
-    "SIGTERM during the last steps of a graceful stop kills dkimd (exit -15, pid file left)",
-)
 def test_repeated_sigterm_during_graceful_stop_still_exits_zero(
     dkim_key: DkimKey, start_dkimd: Callable[..., Dkimd]
 ) -> None:

@@ -291,12 +291,6 @@ def test_sigterm_mid_stream_finishes_in_flight_and_loses_nothing(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MilterServer.stop closes idle milter connections at once, so an SMTP session that "
-    "has connected (milter Connect/HELO done) but not yet sent MAIL gets 451 from Postfix "
-    "(at the end of DATA)",
-)
 def test_sigterm_lets_a_connected_smtp_session_send_its_message(
     signer: Dkimd, dkim_key: DkimKey, private_postfix: Callable[..., PrivatePostfix]
 ) -> None:

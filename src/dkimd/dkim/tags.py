@@ -36,6 +36,9 @@ def parse_tag_list(data: bytes | str) -> TagList:
     """
     text = data.decode("latin-1") if isinstance(data, bytes) else data
     tags: TagList = {}
+    # One scan of the whole list usually proves every value clean (a character that is bad
+    # anywhere is bad in a value too); only a list that fails it is checked value by value.
+    clean = not _BAD_VALUE.search(text) and not _BAD_FOLD.search(text)
     specs = text.split(";")
     for index, spec in enumerate(specs):
         if not spec.strip(_FWS):
@@ -50,7 +53,7 @@ def parse_tag_list(data: bytes | str) -> TagList:
         if not _NAME.match(name):
             raise TagListError("malformed tag name")
         value = value.strip(_FWS)
-        if _BAD_VALUE.search(value) or _BAD_FOLD.search(value):
+        if not clean and (_BAD_VALUE.search(value) or _BAD_FOLD.search(value)):
             raise TagListError(f"invalid character in value of tag {name!r}")
         if name in tags:
             raise TagListError(f"duplicate tag {name!r}")

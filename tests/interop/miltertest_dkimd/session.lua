@@ -85,16 +85,32 @@ if r ~= "c" then
 	say("done")
 	return
 end
-ok(mt.helo(conn, CLIENT.host), "mt.helo()")
-check(reply(conn) == "c", "helo: no continue")
+-- A filter may ask not to be sent HELO/RCPT at all (SMFIP_NOHELO/NORCPT), as dkimd does;
+-- Postfix then skips them, and miltertest refuses to send them. Do as Postfix does.
+local function skippable(what, fn, ...)
+	local called, err = pcall(fn, ...)
+	if not called then
+		if string.find(tostring(err), "negotiated SMFIP_NO", 1, true) then
+			return false
+		end
+		fail(what .. ": " .. tostring(err))
+	end
+	ok(err, what)
+	return true
+end
+
+if skippable("mt.helo()", mt.helo, conn, CLIENT.host) then
+	check(reply(conn) == "c", "helo: no continue")
+end
 
 for n, m in ipairs(MESSAGES) do
 	ok(mt.macro(conn, SMFIC_MAIL, unpack_(m.mail_macros)), "mt.macro(mail)")
 	ok(mt.mailfrom(conn, m.from), "mt.mailfrom()")
 	check(reply(conn) == "c", "mail: no continue")
 	for _, rcpt in ipairs(m.rcpt) do
-		ok(mt.rcptto(conn, rcpt), "mt.rcptto()")
-		check(reply(conn) == "c", "rcpt: no continue")
+		if skippable("mt.rcptto()", mt.rcptto, conn, rcpt) then
+			check(reply(conn) == "c", "rcpt: no continue")
+		end
 	end
 	for _, h in ipairs(m.headers) do
 		-- With SMFIP_HDR_LEADSPC negotiated, miltertest itself puts a blank before the value
