@@ -279,13 +279,41 @@ def bind_socket(
 class _Client:
     """Book-keeping for one live connection (for graceful stop)."""
 
-    __slots__ = ("busy", "connection", "task", "writer")
+    __slots__ = ("busy", "connection", "idle_timer", "last_active", "task", "timed_out", "writer")
 
     def __init__(self, connection: Connection, writer: asyncio.StreamWriter) -> None:
         self.connection = connection
         self.writer = writer
         self.busy = True
         self.task: asyncio.Task[None] | None = asyncio.current_task()
+        self.last_active = 0.0
+        self.timed_out = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def watch_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+        """Close the connection once it has waited `idle` seconds for the MTA.
+
+        One timer per connection, re-armed lazily when it fires early, instead of an
+        asyncio.timeout() around every read: that cost a timer set-up and cancel per read,
+        several times per message.
+        """
+        self.last_active = loop.time()
+        self.idle_timer = loop.call_at(self.last_active + idle, self._check_idle, loop, idle)
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+        due = self.last_active + idle
+        if self.busy or loop.time() < due:
+            # Working on a message (DNS) or active since the timer was set: look again later.
+            start = loop.time() if self.busy else self.last_active
+            self.idle_timer = loop.call_at(start + idle, self._check_idle, loop, idle)
+            return
+        self.timed_out = True
+        self.writer.transport.abort()
+
+    def stop_watching(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
 
 
 @dataclass(slots=True)
@@ -425,6 +453,7 @@ class MilterServer:
         except Exception:
             log.exception("milter connection from %s: internal error; closing", peer)
         finally:
+            client.stop_watching()
             self._clients.discard(client)
             if handler is not None:
                 try:
@@ -445,28 +474,31 @@ class MilterServer:
     ) -> None:
         conn = client.connection
         transport = writer.transport
-        idle = self._idle_timeout
+        loop = asyncio.get_running_loop()
+        if self._idle_timeout is not None:
+            client.watch_idle(loop, self._idle_timeout)
         while True:
             event = conn.next_event()
             if event is milter.NEED_DATA:
-                limit = idle
-                if self._stopping and not conn.in_message:
-                    left = self._idle_deadline - asyncio.get_running_loop().time()
-                    if left <= 0:
-                        return
-                    limit = left if limit is None else min(limit, left)
+                # Past stop()'s idle deadline, an idle connection ends here; before it,
+                # stop() closes the connection at the deadline if it is still idle.
+                if (
+                    self._stopping
+                    and not conn.in_message
+                    and self._idle_deadline - loop.time() <= 0
+                ):
+                    return
                 client.busy = False
                 try:
-                    if limit is None:
-                        data = await reader.read(_READ_SIZE)
-                    else:
-                        async with asyncio.timeout(limit):
-                            data = await reader.read(_READ_SIZE)
-                except TimeoutError:
-                    if self._stopping and not conn.in_message:
-                        return  # stop's idle grace ran out, not the idle timeout
+                    data = await reader.read(_READ_SIZE)
+                except (ConnectionError, OSError):
+                    if client.timed_out:
+                        raise TimeoutError from None
                     raise
+                if client.timed_out:
+                    raise TimeoutError
                 client.busy = True
+                client.last_active = loop.time()
                 conn.receive_data(data)
                 continue
             if isinstance(event, milter.ConnectionClosed):
@@ -528,18 +560,25 @@ class MilterServer:
     ) -> HandlerResult:
         interval = self._progress_interval
         assert interval is not None
-        task = asyncio.ensure_future(handler.handle(event))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=interval)
-                if done:
-                    return task.result()
-                # SMFIR_PROGRESS: Postfix keeps waiting and restarts its read timer
-                # (milter8.c milter8_event: "Still working on it").
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle
+
+        def progress() -> None:
+            # SMFIR_PROGRESS: Postfix keeps waiting and restarts its read timer
+            # (milter8.c milter8_event: "Still working on it").
+            nonlocal timer
+            if not writer.is_closing():
                 writer.write(conn.send(milter.Progress()))
+            timer = loop.call_later(interval, progress)
+
+        # A timer rather than a task per message: most messages finish long before the
+        # first progress packet would be due, and a task + wait() cost more than the rest
+        # of the end-of-message work for a verified message.
+        timer = loop.call_later(interval, progress)
+        try:
+            return await handler.handle(event)
         finally:
-            if not task.done():
-                task.cancel()
+            timer.cancel()
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
