@@ -29,7 +29,7 @@ if [ "$ENGINE" = atheris ]; then
         if [ -d "tests/fuzz/regressions/$t" ]; then cp -n tests/fuzz/regressions/"$t"/* "build/fuzz/corpus/$t/" 2>/dev/null || true; fi
         echo "== $t"
         if ! "$PY" tests/fuzz/atheris_main.py "$t" -runs="$RUNS" -max_len=65536 -timeout=20 \
-                -rss_limit_mb=4096 -artifact_prefix="build/fuzz/artifacts/$t/" "build/fuzz/corpus/$t"; then
+                -rss_limit_mb=4096 -dict=tests/fuzz/dkim.dict -artifact_prefix="build/fuzz/artifacts/$t/" "build/fuzz/corpus/$t"; then
             echo "fuzz-long: $t found a crash; see build/fuzz/artifacts/$t/ and copy it to tests/fuzz/regressions/$t/" >&2
             exit 1
         fi
