@@ -35,7 +35,7 @@ from dkimd.dkim import (
     VerifyOptions,
     authentication_results_value,
 )
-from dkimd.dns.base import TxtLookup, TxtResult, TxtStatus
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.server import ConnectionInfo, HandlerResult
@@ -354,9 +354,15 @@ class MilterSession:
         runtime = msg.runtime
         verifier = Verifier(msg.headers, runtime.verify_options)
         msg.verifier = verifier
+        resolver = runtime.resolver
+        cached = resolver.cached if isinstance(resolver, CachingTxtLookup) else None
         for name in verifier.key_queries():
-            if name not in msg.lookups:
-                msg.lookups[name] = asyncio.ensure_future(runtime.resolver.lookup_txt(name))
+            known = cached(name) if cached is not None else None
+            if known is not None:
+                verifier.provide_key(name, known)
+            elif name not in msg.lookups:
+                # Started now, so the lookup overlaps the body transfer.
+                msg.lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
 
     async def _finish_verifying(self, msg: _Message) -> HandlerResult:
         runtime = msg.runtime

@@ -1,5 +1,5 @@
 """DNS TXT lookups for DKIM key records: the interface, a dnspython resolver, a test file source."""
 
-from dkimd.dns.base import TxtLookup, TxtResult, TxtStatus
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 
-__all__ = ["TxtLookup", "TxtResult", "TxtStatus"]
+__all__ = ["CachingTxtLookup", "TxtLookup", "TxtResult", "TxtStatus"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class TxtStatus(enum.Enum):
@@ -45,4 +45,17 @@ class TxtResult:
 class TxtLookup(Protocol):
     async def lookup_txt(self, name: str) -> TxtResult:
         """Fetch the TXT records at `name` (a fully qualified name, no trailing dot needed)."""
+        ...
+
+
+@runtime_checkable
+class CachingTxtLookup(TxtLookup, Protocol):
+    """A lookup that can also answer from memory without awaiting anything.
+
+    The milter asks `cached` first at end-of-headers: a hit needs no task and no trip
+    through the event loop, which is most messages on a busy server.
+    """
+
+    def cached(self, name: str) -> TxtResult | None:
+        """The answer if it is already known (and still valid), else None."""
         ...

@@ -177,6 +177,13 @@ class DnsResolver:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def cached(self, name: str) -> TxtResult | None:
+        """The cached answer for `name`, if there is a live one; never queries."""
+        cached = self._cache_get(_normalize(name))
+        if cached is None:
+            return None
+        return cached if cached.name == name else _rename(cached, name)
+
     async def lookup_txt(self, name: str) -> TxtResult:
         key = _normalize(name)
         cached = self._cache_get(key)

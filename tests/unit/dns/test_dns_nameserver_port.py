@@ -44,3 +44,27 @@ def test_resolver_asks_the_given_port(fake_dns: FakeDns) -> None:
     assert result.status is TxtStatus.OK
     assert result.records == (b"v=DKIM1; p=abc",)
     assert fake_dns.count("mail._domainkey.example.com") == 1
+
+
+def test_cached_answers_without_a_query(fake_dns: FakeDns) -> None:
+    from dkimd.dns.base import CachingTxtLookup
+
+    fake_dns.txt("mail._domainkey.example.com", "v=DKIM1; p=abc", ttl=300)
+    resolver = DnsResolver([f"127.0.0.1:{fake_dns.port}"], timeout=2.0)
+    assert isinstance(resolver, CachingTxtLookup)
+    assert resolver.cached("mail._domainkey.example.com") is None
+    asyncio.run(resolver.lookup_txt("mail._domainkey.example.com"))
+    hit = resolver.cached("MAIL._domainkey.example.com.")
+    assert hit is not None and hit.records == (b"v=DKIM1; p=abc",)
+    assert hit.name == "MAIL._domainkey.example.com."
+    assert fake_dns.count("mail._domainkey.example.com") == 1
+
+
+def test_test_dns_file_answers_from_memory() -> None:
+    from dkimd.dns.testdata import TestDnsFile
+
+    source = TestDnsFile.from_records({"a._domainkey.example.com": "v=DKIM1; p="})
+    hit = source.cached("a._domainkey.example.com")
+    assert hit is not None and hit.ok
+    missing = source.cached("b._domainkey.example.com")
+    assert missing is not None and missing.status is TxtStatus.NXDOMAIN
