@@ -134,6 +134,17 @@ def _wait_port_free(port: int, wait: float) -> None:
         time.sleep(0.1)
 
 
+def read_cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process and all its threads, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # Fields after the command: state is [0], so utime and stime (14th, 15th) are [11], [12].
+    return int(fields[11]) + int(fields[12])
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def read_memory_kb(pid: int) -> tuple[int, int]:
     rss = hwm = 0
     try:
