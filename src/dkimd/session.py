@@ -495,8 +495,13 @@ class MilterSession:
 
 
 def _authserv_id_of(value: bytes) -> str:
-    """The authserv-id of an Authentication-Results value (skipping CFWS), lower-cased."""
-    text = value.decode("utf-8", "replace").replace("\r\n", " ").strip()
+    """The authserv-id of an Authentication-Results value, lower-cased (RFC 8601 2.2).
+
+    The id is a token or a quoted-string, after optional CFWS. Any CR or LF counts as
+    folding whitespace: Postfix passes bare ones through, and a forger must not be able to
+    hide our id behind one.
+    """
+    text = value.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ").lstrip()
     while text.startswith("("):
         depth = 0
         for i, ch in enumerate(text):
@@ -507,6 +512,20 @@ def _authserv_id_of(value: bytes) -> str:
                 break
         else:
             return ""
+    if text.startswith('"'):
+        out: list[str] = []
+        escaped = False
+        for ch in text[1:]:
+            if escaped:
+                out.append(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                return "".join(out).strip().lower()
+            else:
+                out.append(ch)
+        return ""
     end = len(text)
     for stop in (";", " ", "\t", "("):
         pos = text.find(stop)
