@@ -53,9 +53,9 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from dkimd import milter
 from dkimd.milter import Action, Connection, FilterOptions
@@ -79,7 +79,7 @@ log = logging.getLogger("dkimd.milter")
 #: command, so this must be well above that.
 DEFAULT_IDLE_TIMEOUT = 900.0
 
-_READ_SIZE = 256 * 1024
+_T = TypeVar("_T")
 
 HandlerResult = Action | Sequence[Action] | None
 
@@ -276,46 +276,6 @@ def bind_socket(
 # The server.
 
 
-class _Client:
-    """Book-keeping for one live connection (for graceful stop)."""
-
-    __slots__ = ("busy", "connection", "idle_timer", "last_active", "task", "timed_out", "writer")
-
-    def __init__(self, connection: Connection, writer: asyncio.StreamWriter) -> None:
-        self.connection = connection
-        self.writer = writer
-        self.busy = True
-        self.task: asyncio.Task[None] | None = asyncio.current_task()
-        self.last_active = 0.0
-        self.timed_out = False
-        self.idle_timer: asyncio.TimerHandle | None = None
-
-    def watch_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
-        """Close the connection once it has waited `idle` seconds for the MTA.
-
-        One timer per connection, re-armed lazily when it fires early, instead of an
-        asyncio.timeout() around every read: that cost a timer set-up and cancel per read,
-        several times per message.
-        """
-        self.last_active = loop.time()
-        self.idle_timer = loop.call_at(self.last_active + idle, self._check_idle, loop, idle)
-
-    def _check_idle(self, loop: asyncio.AbstractEventLoop, idle: float) -> None:
-        due = self.last_active + idle
-        if self.busy or loop.time() < due:
-            # Working on a message (DNS) or active since the timer was set: look again later.
-            start = loop.time() if self.busy else self.last_active
-            self.idle_timer = loop.call_at(start + idle, self._check_idle, loop, idle)
-            return
-        self.timed_out = True
-        self.writer.transport.abort()
-
-    def stop_watching(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-
-
 @dataclass(slots=True)
 class _Stats:
     connections: int = 0
@@ -326,8 +286,13 @@ class _Stats:
 
 _CONTINUE = milter.Continue()
 _TEMPFAIL = milter.TempFail()
-# Events the handler never sees (module docstring).
-_NOT_DISPATCHED = (milter.OptionNegotiation, milter.Macros)
+# Events the handler never sees (module docstring). Event classes are final, so an
+# exact type test is enough (and cheaper than isinstance per packet).
+_NOT_DISPATCHED: frozenset[type] = frozenset({milter.OptionNegotiation, milter.Macros})
+_NEED_DATA = milter.NEED_DATA
+_Quit = milter.Quit
+_ConnectionClosed = milter.ConnectionClosed
+_EndOfMessage = milter.EndOfMessage
 
 
 class MilterServer:
@@ -351,9 +316,10 @@ class MilterServer:
         self._progress_interval = progress_interval
         self._servers: list[asyncio.Server] = []
         self._unix_paths: list[str] = []
-        self._clients: set[_Client] = set()
+        self._clients: set[_MilterProtocol] = set()
         self._stopping = False
         self._idle_deadline = 0.0  # loop time; meaningful once stopping
+        self._all_closed: asyncio.Future[None] | None = None  # set while stop() waits
         self._stopped = asyncio.Event()
         self.stats = _Stats()
 
@@ -373,7 +339,8 @@ class MilterServer:
             name = sock.getsockname()
             if isinstance(name, str) and name:
                 self._unix_paths.append(name)
-        server = await asyncio.start_server(self._client_connected, sock=sock)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _MilterProtocol(self, loop), sock=sock)
         self._servers.append(server)
         await self._stopped.wait()
 
@@ -398,135 +365,262 @@ class MilterServer:
                     os.unlink(path)
         for client in list(self._clients):
             if idle_grace > 0:
-                loop.call_later(idle_grace, self._close_if_idle, client)
+                loop.call_later(idle_grace, client.close_if_idle)
             else:
-                self._close_if_idle(client)
-        tasks = {c.task for c in self._clients if c.task is not None}
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
+                client.close_if_idle()
+        if self._clients:
+            all_closed = self._all_closed = loop.create_future()
+            done, _ = await asyncio.wait({all_closed}, timeout=grace)
+            if not done:
+                pending = list(self._clients)
+                for client in pending:
+                    client.cancel()
                 log.warning(
                     "stop: cancelled %d milter connection(s) after %.1fs", len(pending), grace
                 )
-                await asyncio.wait(pending)
+                await asyncio.wait({all_closed})
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._stopped.set()
 
-    @staticmethod
-    def _close_if_idle(client: _Client) -> None:
-        if not client.busy and not client.connection.in_message:
-            client.writer.close()
+    def _forget(self, client: _MilterProtocol) -> None:
+        self._clients.discard(client)
+        waiter = self._all_closed
+        if not self._clients and waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    # -- per connection -----------------------------------------------------
 
-    async def _client_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        connection = Connection(self._options, max_packet=self._max_packet)
-        client = _Client(connection, writer)
-        if self._stopping:
-            writer.close()
+class _Resume:
+    """Awaitable that carries on a handler coroutine which suspended outside any task.
+
+    ``_MilterProtocol`` starts each ``handler.handle()`` coroutine with ``send(None)``
+    right in ``data_received``; nearly always it finishes there (StopIteration), with
+    no task, no scheduling and no context switch. When it does suspend, what it yielded
+    (the future it waits for) is handed to a new task through this object, which then
+    relays every later send/throw to the coroutine, exactly as ``await`` would have.
+    """
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        yielded = self._yielded
+        self._yielded = None
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation, or whatever the task throws in
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _carry_on(coro: Coroutine[Any, Any, _T], yielded: Any) -> _T:
+    result: _T = await _Resume(coro, yielded)
+    return result
+
+
+class _MilterProtocol(asyncio.Protocol):
+    """One milter connection: bytes in through ``data_received``, replies out.
+
+    Events are processed synchronously as the bytes arrive; replies for one batch of
+    bytes go out in one write. A handler coroutine that suspends (a DNS lookup at end
+    of message) continues in a task while reading is paused, so replies stay in order;
+    when it is done, the reply is written and processing resumes with whatever the MTA
+    had already sent.
+    """
+
+    __slots__ = (
+        "_closing",
+        "_conn",
+        "_done",
+        "_event",
+        "_handler",
+        "_idle_timer",
+        "_last_active",
+        "_loop",
+        "_lost",
+        "_peer",
+        "_progress_timer",
+        "_server",
+        "_task",
+        "_transport",
+        "_write_paused",
+    )
+
+    def __init__(self, server: MilterServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._loop = loop
+        self._conn = Connection(server._options, max_packet=server._max_packet)
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self._handler: MilterHandler | None = None
+        self._peer = "?"
+        self._task: asyncio.Task[HandlerResult] | None = None  # a suspended handle()
+        self._event: milter.Event | None = None  # the event _task answers
+        self._closing = False  # transport.close()/abort() called
+        self._lost = False  # connection_lost() seen
+        self._done = False  # handler closed (or never made), server told
+        self._write_paused = False
+        self._last_active = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._progress_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        server = self._server
+        if server._stopping:
+            self._done = True
+            self._closing = True
+            transport.close()
             return
-        self._clients.add(client)
-        self.stats.connections += 1
-        peer = _peer_name(writer)
-        nodelay = _set_nodelay(writer)
-        handler: MilterHandler | None = None
+        server._clients.add(self)
+        server.stats.connections += 1
+        self._peer = peer = _peer_name(transport)
+        nodelay = _set_nodelay(transport)
         try:
-            handler = self._factory(ConnectionInfo(connection, peer, nodelay))
-            await self._pump(client, reader, writer, handler, peer)
-        except milter.RemoteProtocolError as exc:
-            self.stats.protocol_errors += 1
-            log.warning("milter connection from %s: protocol error: %s; closing", peer, exc)
-        except TimeoutError:
-            self.stats.timeouts += 1
-            log.info("milter connection from %s: idle for %ss; closing", peer, self._idle_timeout)
-        except (ConnectionError, OSError) as exc:
-            log.info("milter connection from %s: %s", peer, exc)
-        except asyncio.CancelledError:
-            log.info("milter connection from %s: cancelled", peer)
-            raise
+            self._handler = server._factory(ConnectionInfo(self._conn, peer, nodelay))
         except Exception:
             log.exception("milter connection from %s: internal error; closing", peer)
-        finally:
-            client.stop_watching()
-            self._clients.discard(client)
-            if handler is not None:
-                try:
-                    await handler.close()
-                except Exception:
-                    log.exception("milter connection from %s: handler close failed", peer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._close()
+            return
+        if server._idle_timeout is not None:
+            self._last_active = now = self._loop.time()
+            self._idle_timer = self._loop.call_at(now + server._idle_timeout, self._check_idle)
 
-    async def _pump(
-        self,
-        client: _Client,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        handler: MilterHandler,
-        peer: str,
-    ) -> None:
-        conn = client.connection
-        transport = writer.transport
-        loop = asyncio.get_running_loop()
-        if self._idle_timeout is not None:
-            client.watch_idle(loop, self._idle_timeout)
-        while True:
-            event = conn.next_event()
-            if event is milter.NEED_DATA:
-                # Past stop()'s idle deadline, an idle connection ends here; before it,
-                # stop() closes the connection at the deadline if it is still idle.
-                if (
-                    self._stopping
-                    and not conn.in_message
-                    and self._idle_deadline - loop.time() <= 0
-                ):
-                    return
-                client.busy = False
-                try:
-                    data = await reader.read(_READ_SIZE)
-                except (ConnectionError, OSError):
-                    if client.timed_out:
-                        raise TimeoutError from None
-                    raise
-                if client.timed_out:
-                    raise TimeoutError
-                client.busy = True
-                client.last_active = loop.time()
-                conn.receive_data(data)
-                continue
-            if isinstance(event, milter.ConnectionClosed):
-                return
-            if isinstance(event, _NOT_DISPATCHED):
-                out = conn.send(_CONTINUE)
-            else:
-                out = await self._dispatch(conn, handler, event, writer, peer)
-            if out:
-                writer.write(out)
-                if transport.get_write_buffer_size():
-                    await writer.drain()
-            if isinstance(event, milter.Quit):
-                return
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_active = self._loop.time()
+        self._conn.receive_data(data)
+        if self._task is None and not self._write_paused:
+            self._process()
 
-    async def _dispatch(
-        self,
-        conn: Connection,
-        handler: MilterHandler,
-        event: milter.Event,
-        writer: asyncio.StreamWriter,
-        peer: str,
-    ) -> bytes:
+    def eof_received(self) -> bool:
+        if not self._closing:
+            self._conn.receive_data(b"")
+            if self._task is None and not self._write_paused:
+                self._process()
+        return True  # we close the transport ourselves, once replies are out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._closing = True
+        if exc is not None:
+            log.info("milter connection from %s: %s", self._peer, exc)
+        if self._task is None:
+            self._finish()
+        # else: the handler finishes first (its reply goes nowhere), as it always did.
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._task is None and not self._closing:
+            self._transport.resume_reading()
+            self._process()
+
+    # -- for MilterServer.stop() ------------------------------------------------
+
+    def close_if_idle(self) -> None:
+        if self._task is None and not self._closing and not self._conn.in_message:
+            self._close()
+
+    def cancel(self) -> None:
+        log.info("milter connection from %s: cancelled", self._peer)
+        self._closing = True
+        self._transport.abort()
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- the work -----------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Handle every complete event buffered, write the replies in one go."""
+        conn = self._conn
+        out: list[bytes] = []
+        close = False
         try:
-            if self._progress_interval is not None and isinstance(event, milter.EndOfMessage):
-                result = await self._with_progress(conn, handler, event, writer)
-            else:
-                result = await handler.handle(event)
+            while True:
+                event = conn.next_event()
+                if event is _NEED_DATA:
+                    server = self._server
+                    # Past stop()'s idle deadline, an idle connection ends here; before
+                    # it, stop() closes the connection at the deadline if still idle.
+                    if (
+                        server._stopping
+                        and not conn.in_message
+                        and server._idle_deadline - self._loop.time() <= 0
+                    ):
+                        close = True
+                    break
+                kind = type(event)
+                if kind in _NOT_DISPATCHED:
+                    out.append(conn.send(_CONTINUE))
+                    continue
+                if kind is _ConnectionClosed:
+                    close = True
+                    break
+                reply = self._dispatch(event)
+                if reply is None:  # suspended: the task writes the reply
+                    break
+                if reply:
+                    out.append(reply)
+                if kind is _Quit:
+                    close = True
+                    break
+        except milter.RemoteProtocolError as exc:
+            self._server.stats.protocol_errors += 1
+            log.warning("milter connection from %s: protocol error: %s; closing", self._peer, exc)
+            close = True
+        except asyncio.CancelledError:
+            log.info("milter connection from %s: cancelled", self._peer)
+            close = True
+        except Exception:
+            log.exception("milter connection from %s: internal error; closing", self._peer)
+            close = True
+        if out:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if close:
+            self._close()
+
+    def _dispatch(self, event: milter.Event) -> bytes | None:
+        """The reply to one event, or None if the handler suspended (see _suspend)."""
+        handler = self._handler
+        assert handler is not None
+        coro = handler.handle(event)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return self._encode(event, stop.value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._handler_failed(event, exc)
+        self._suspend(event, coro, yielded)
+        return None
+
+    def _encode(self, event: milter.Event, result: HandlerResult) -> bytes:
+        conn = self._conn
+        try:
             if result is None:
                 return conn.send(_CONTINUE)
             if isinstance(result, Action):
@@ -534,65 +628,143 @@ class MilterServer:
                     return conn.send(result)
                 return conn.send_many([result])
             return conn.send_many(result)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.stats.handler_errors += 1
-            log.exception(
-                "milter connection from %s: handler failed on %s", peer, type(event).__name__
-            )
-            return self._fallback(conn)
+        except Exception as exc:  # an invalid reply
+            return self._handler_failed(event, exc)
 
-    def _fallback(self, conn: Connection) -> bytes:
+    def _handler_failed(self, event: milter.Event, exc: BaseException) -> bytes:
+        server = self._server
+        server.stats.handler_errors += 1
+        log.error(
+            "milter connection from %s: handler failed on %s",
+            self._peer,
+            type(event).__name__,
+            exc_info=exc,
+        )
+        conn = self._conn
         if not conn.reply_expected:
             return conn.send(_CONTINUE)
         try:
-            return conn.send(self._error_action)
+            return conn.send(server._error_action)
         except milter.LocalProtocolError:
             return conn.send(_TEMPFAIL)
 
-    async def _with_progress(
-        self,
-        conn: Connection,
-        handler: MilterHandler,
-        event: milter.Event,
-        writer: asyncio.StreamWriter,
-    ) -> HandlerResult:
-        interval = self._progress_interval
-        assert interval is not None
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle
+    def _suspend(self, event: milter.Event, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._transport.pause_reading()
+        self._event = event
+        task = self._task = self._loop.create_task(_carry_on(coro, yielded))
+        task.add_done_callback(self._resumed)
+        interval = self._server._progress_interval
+        if interval is not None and type(event) is _EndOfMessage:
+            # SMFIR_PROGRESS while the handler works, so a slow key lookup does not hit
+            # Postfix's milter_content_timeout.
+            self._progress_timer = self._loop.call_later(interval, self._progress, interval)
 
-        def progress() -> None:
-            # SMFIR_PROGRESS: Postfix keeps waiting and restarts its read timer
-            # (milter8.c milter8_event: "Still working on it").
-            nonlocal timer
-            if not writer.is_closing():
-                writer.write(conn.send(milter.Progress()))
-            timer = loop.call_later(interval, progress)
+    def _progress(self, interval: float) -> None:
+        # Postfix keeps waiting and restarts its read timer (milter8.c milter8_event:
+        # "Still working on it").
+        if self._task is None or self._closing:
+            return
+        self._transport.write(self._conn.send(milter.Progress()))
+        self._progress_timer = self._loop.call_later(interval, self._progress, interval)
 
-        # A timer rather than a task per message: most messages finish long before the
-        # first progress packet would be due, and a task + wait() cost more than the rest
-        # of the end-of-message work for a verified message.
-        timer = loop.call_later(interval, progress)
+    def _resumed(self, task: asyncio.Task[HandlerResult]) -> None:
+        self._task = None
+        event = self._event
+        self._event = None
+        assert event is not None
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
+        if task.cancelled():
+            if not self._closing:
+                log.info("milter connection from %s: cancelled", self._peer)
+                self._close()
+        else:
+            exc = task.exception()
+            reply = (
+                self._handler_failed(event, exc)
+                if exc is not None
+                else self._encode(event, task.result())
+            )
+            if reply and not self._closing:
+                self._transport.write(reply)
+        if self._lost:
+            self._finish()
+        elif not self._closing and not self._write_paused:
+            self._transport.resume_reading()
+            self._process()
+
+    def _check_idle(self) -> None:
+        """Close the connection once it has waited ``idle_timeout`` seconds for the MTA.
+
+        One timer per connection, re-armed when it fires early, instead of a timeout
+        around every read: that cost a timer set-up and cancel per read, several times
+        per message.
+        """
+        self._idle_timer = None
+        if self._closing:
+            return
+        idle = self._server._idle_timeout
+        assert idle is not None
+        now = self._loop.time()
+        if self._task is not None or now < self._last_active + idle:
+            # Working on a message (DNS) or active since the timer was set: look again.
+            start = now if self._task is not None else self._last_active
+            self._idle_timer = self._loop.call_at(start + idle, self._check_idle)
+            return
+        self._server.stats.timeouts += 1
+        log.info("milter connection from %s: idle for %ss; closing", self._peer, idle)
+        self._closing = True
+        self._transport.abort()
+
+    def _close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._transport.close()  # flushes what is buffered; connection_lost follows
+
+    def _finish(self) -> None:
+        """The connection is gone and no handler call runs: close the handler, once."""
+        if self._done:
+            return
+        self._done = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        handler = self._handler
+        if handler is None:
+            self._server._forget(self)
+            return
+        coro = handler.close()
         try:
-            return await handler.handle(event)
-        finally:
-            timer.cancel()
+            yielded = coro.send(None)
+        except StopIteration:
+            self._server._forget(self)
+            return
+        except Exception:
+            log.exception("milter connection from %s: handler close failed", self._peer)
+            self._server._forget(self)
+            return
+        task = self._loop.create_task(_carry_on(coro, yielded))
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("milter connection from %s: handler close failed", self._peer, exc_info=exc)
+        self._server._forget(self)
 
 
-def _peer_name(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
         return f"{host}:{peer[1]}"
     return "unix" if not peer else str(peer)
 
 
-def _set_nodelay(writer: asyncio.StreamWriter) -> bool | None:
+def _set_nodelay(transport: asyncio.BaseTransport) -> bool | None:
     # Milter is strictly request/response with small packets: Nagle would delay every
     # reply by up to an ACK round trip. (asyncio sets it too; we make sure and report.)
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
