@@ -177,16 +177,22 @@ def _config_problems(exc: ConfigError) -> None:
             log.error("%s", problem)
 
 
-def check(options: DaemonOptions) -> int:
-    """`-n`: read the configuration and the command line, report problems, exit (0 or 78)."""
+def _read_config_or_report(options: DaemonOptions) -> Config | None:
+    """The configuration, or None after telling the admin on stderr what is wrong."""
     try:
-        config = read_config(options)
+        return read_config(options)
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"dkimd: {problem}\n")
-        return EX_CONFIG
     except OSError as exc:
         sys.stderr.write(f"dkimd: {options.config_path}: {exc.strerror or exc}\n")
+    return None
+
+
+def check(options: DaemonOptions) -> int:
+    """`-n`: read the configuration and the command line, report problems, exit (0 or 78)."""
+    config = _read_config_or_report(options)
+    if config is None:
         return EX_CONFIG
     for warning in config.warnings:
         sys.stderr.write(f"dkimd: {warning}\n")
@@ -204,14 +210,8 @@ def check(options: DaemonOptions) -> int:
 def run(options: DaemonOptions) -> int:
     """Start the daemon; returns the exit code (0 after a clean stop)."""
     setup_logging(syslog=False, stderr=True, verbose=options.verbose)
-    try:
-        config = read_config(options)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(f"dkimd: {problem}\n")
-        return EX_CONFIG
-    except OSError as exc:
-        sys.stderr.write(f"dkimd: {options.config_path}: {exc.strerror or exc}\n")
+    config = _read_config_or_report(options)
+    if config is None:
         return EX_CONFIG
     # Until we detach, stderr is the admin's terminal (or the journal): say everything there.
     setup_logging(

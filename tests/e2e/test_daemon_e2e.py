@@ -432,7 +432,7 @@ local function ok(r, what) if r ~= nil then error(what .. ': ' .. r) end end
 ok(mt.macro(conn, SMFIC_CONNECT, "j", "mx.test.example", "i", "TESTQUEUEID"), "macro")
 ok(mt.conninfo(conn, "localhost", "127.0.0.1"), "conninfo")
 ok(mt.mailfrom(conn, "<alice@example.com>"), "mailfrom")
-ok(mt.rcptto(conn, "<bob@example.net>"), "rcptto")
+-- no RCPT: dkimd declines it (SMFIP_NORCPT), so Postfix would not send one either
 ok(mt.header(conn, "From", "Alice <alice@example.com>"), "header")
 ok(mt.header(conn, "To", "Bob <bob@example.net>"), "header")
 ok(mt.header(conn, "Subject", "interrupted"), "header")
@@ -590,7 +590,6 @@ def _many_connections(spec: str, count: int) -> str:
         '  mt.macro(conn, SMFIC_CONNECT, "j", "mx.test.example", "i", "TESTQUEUEID")',
         '  mt.conninfo(conn, "localhost", "127.0.0.1")',
         '  mt.mailfrom(conn, "<alice@example.com>")',
-        '  mt.rcptto(conn, "<bob@example.net>")',
         '  mt.header(conn, "From", "Alice <alice@example.com>")',
         '  mt.header(conn, "Subject", "worker " .. n)',
         "  mt.eoh(conn)",
