@@ -377,6 +377,8 @@ class MilterSession:
             except Exception as exc:  # a resolver bug must not lose the message
                 self._log.error("key lookup for %s failed: %s", name, exc)
                 result = TxtResult(name, TxtStatus.ERROR, detail="lookup failed")
+            if not result.ok and result.detail:
+                self._log.info("key lookup %s: %s (%s)", name, result.status.value, result.detail)
             verifier.provide_key(name, result)
         msg.lookups.clear()
         results = verifier.results()

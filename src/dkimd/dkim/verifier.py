@@ -162,12 +162,13 @@ class Verifier:
         if txt is None:
             return out(DkimResult.TEMPERROR, "key not retrieved")
         if not txt.ok:
-            detail = f" ({txt.detail})" if txt.detail else ""
+            # The resolver's own detail (server addresses, library messages) is for the
+            # filter's log, not for a reason that ends up in A-R fields and SMTP replies.
             if txt.status.is_temporary:
-                return out(DkimResult.TEMPERROR, f"key query failed: {txt.status.value}{detail}")
+                return out(DkimResult.TEMPERROR, f"key query failed: {txt.status.value}")
             if txt.status.value == "nxdomain":
                 return out(DkimResult.PERMERROR, "no key for signature")
-            return out(DkimResult.PERMERROR, f"key query failed: {txt.status.value}{detail}")
+            return out(DkimResult.PERMERROR, f"key query failed: {txt.status.value}")
         record, problem = _first_key_record(txt.records)
         if record is None:
             return out(DkimResult.PERMERROR, problem)
