@@ -10,8 +10,11 @@ A length of 0 is invalid (milter8.c: "bad packet length"), and we refuse anythin
 All payload parsing goes through ``PayloadReader``: every read checks the remaining
 length, and anything malformed raises ``MalformedPacket`` (a ``RemoteProtocolError``).
 
-Performance notes: ``FrameReader`` keeps one ``bytearray`` (front deletion is O(1) in
-CPython) and copies each payload out exactly once, through a ``memoryview`` slice.
+Performance notes: ``FrameReader`` keeps the bytes it was fed as they are while they
+hold whole packets (the usual case: the MTA sends, then waits for the reply), and
+switches to one ``bytearray`` (front deletion is O(1) in CPython) while a packet arrives
+in pieces; each payload is copied out exactly once. The packets Postfix sends most
+(header, body, macros, the argument-less ones) skip ``PayloadReader``.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class FrameReader:
     def __init__(self, max_packet: int = DEFAULT_MAX_PACKET) -> None:
         if max_packet < 1:
             raise ValueError("max_packet must be positive")
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._max = max_packet
 
@@ -75,34 +78,59 @@ class FrameReader:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            # Drop what was consumed before growing; cheap on a bytearray.
-            del self._buf[: self._pos]
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            # Everything before was consumed (the usual case: the MTA sends whole packets
+            # and waits): keep the new bytes as they are, no copy.
+            self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
-        self._buf += data
+        elif type(buf) is bytearray:
+            if pos:
+                # Drop what was consumed before growing; cheap on a bytearray.
+                del buf[:pos]
+                self._pos = 0
+            buf += data
+        else:
+            # A packet continues in the new bytes: collect from here on in a bytearray,
+            # which grows in amortised O(1) however many pieces the packet comes in.
+            with memoryview(buf) as view:
+                grown = bytearray(view[pos:])
+            grown += data
+            self._buf = grown
+            self._pos = 0
 
     def next_packet(self) -> tuple[int, bytes] | None:
         """The next complete packet, or None if more bytes are needed."""
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
-        if avail < 4:
+        if avail < 5:
+            if avail == 4:
+                # Check the length now, before the MTA sends a huge payload.
+                self._check_length(_U32.unpack_from(buf, pos)[0])
             return None
-        (length,) = _U32.unpack_from(buf, pos)
+        length, command = _HEAD.unpack_from(buf, pos)
+        if length == 0 or length > self._max:
+            self._check_length(length)
+        end = pos + 4 + length
+        if end > len(buf):
+            return None
+        if length == 1:
+            payload = b""
+        elif type(buf) is bytes:
+            payload = buf[pos + 5 : end]
+        else:
+            with memoryview(buf) as view:
+                payload = bytes(view[pos + 5 : end])
+        self._pos = end
+        return command, payload
+
+    def _check_length(self, length: int) -> None:
         if length == 0:
             raise MalformedPacket("zero-length milter packet")
         if length > self._max:
             raise PacketTooLarge(f"milter packet of {length} bytes exceeds limit {self._max}")
-        if avail < 4 + length:
-            return None
-        command = buf[pos + 4]
-        if length == 1:
-            payload = b""
-        else:
-            with memoryview(buf) as view:
-                payload = bytes(view[pos + 5 : pos + 4 + length])
-        self._pos = pos + 4 + length
-        return command, payload
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         while (packet := self.next_packet()) is not None:
@@ -253,6 +281,13 @@ def decode_header(payload: bytes, leading_space: bool) -> ev.Header:
     Without SMFIP_HDR_LEADSPC the MTA stripped the whitespace after the colon; put one
     space back so ``value`` is always "everything after the colon" (see events.py).
     """
+    end = payload.find(b"\0")
+    if end > 0 and payload.find(b"\0", end + 1) == len(payload) - 1:
+        # Well-formed: "name\0value\0", no other NUL. Anything else takes the checked way.
+        value = payload[end + 1 : -1]
+        if not leading_space and value:
+            value = b" " + value
+        return ev.Header(payload[:end], value)
     r = PayloadReader(Command.HEADER, payload)
     name = r.cstring()
     value = r.cstring()
@@ -309,8 +344,49 @@ DECODERS: Final[Mapping[int, Callable[[PayloadReader], ev.Event]]] = {
 }
 
 
+def _header_fast(payload: bytes) -> ev.Event:
+    return decode_header(payload, leading_space=True)
+
+
+def _constant_fast(event: ev.Event) -> Callable[[bytes], ev.Event]:
+    return lambda payload: event
+
+
+def _macro_fast(payload: bytes) -> ev.Event:
+    if len(payload) > 1 and payload[-1] == 0:
+        # One decode for all names and values: NUL splits UTF-8 (and surrogateescape)
+        # exactly where splitting the bytes first would.
+        parts = payload[1:-1].decode("utf-8", "surrogateescape").split("\0")
+        if not len(parts) % 2:
+            it = iter(parts)
+            return ev.Macros(payload[0], dict(zip(it, it, strict=True)))
+    return _macro(PayloadReader(Command.MACRO, payload))  # the checked way, with errors
+
+
+def _bodyeob_fast(payload: bytes) -> ev.Event:
+    return ev.EndOfMessage(payload) if payload else _EOM_EMPTY
+
+
+# Commands whose payload needs no PayloadReader (the same results as DECODERS; none of
+# these constructors can refuse a value).
+_DIRECT: Final[dict[int, Callable[[bytes], ev.Event]]] = {
+    Command.MACRO: _macro_fast,
+    Command.HEADER: _header_fast,
+    Command.BODY: ev.BodyChunk,
+    Command.BODYEOB: _bodyeob_fast,
+    Command.DATA: _constant_fast(ev.Data()),
+    Command.EOH: _constant_fast(ev.EndOfHeaders()),
+    Command.ABORT: _constant_fast(ev.Abort()),
+    Command.QUIT: _constant_fast(ev.Quit()),
+    Command.QUIT_NC: _constant_fast(ev.QuitNewConnection()),
+}
+
+
 def decode(command: int, payload: bytes) -> ev.Event:
     """Decode one packet into an event; MalformedPacket on any problem."""
+    direct = _DIRECT.get(command)
+    if direct is not None:
+        return direct(payload)
     decoder = DECODERS.get(command)
     if decoder is None:
         # libmilter (engine.c mi_engine) fails the session on a command it does not

@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from . import actions as act
 from . import events as ev
@@ -80,6 +80,42 @@ _MESSAGE_STAGES: Final[frozenset[int]] = frozenset(
 _NO_DISCARD: Final = frozenset({C.CONNECT, C.HELO})
 
 
+_HEADER: Final = int(C.HEADER)
+_MACRO: Final = int(C.MACRO)
+_OPTNEG: Final = int(C.OPTNEG)
+_ABORT: Final = int(C.ABORT)
+_HELO: Final = int(C.HELO)
+_QUIT_NC: Final = int(C.QUIT_NC)
+_BODYEOB: Final = int(C.BODYEOB)
+_OPTNEG_ONLY: Final = frozenset({_OPTNEG})
+_CONTINUE_PACKET: Final = encode_action(act.Continue())
+
+
+class _Agreed:
+    """One negotiation outcome with what follows from it, computed once.
+
+    Every connection from the same MTA negotiates the same way, and working it out
+    (flag arithmetic, the reply packet, the state table) cost more than the rest of the
+    connection's packets together; ``_AGREED`` keeps the answers per offer.
+    """
+
+    __slots__ = ("expects", "leading_space", "negotiated", "options", "reply", "table")
+
+    def __init__(self, options: FilterOptions, negotiated: Negotiated) -> None:
+        self.options = options  # held, so its id() in the cache key stays unique
+        self.negotiated = negotiated
+        n = negotiated
+        self.reply = _encode_optneg_reply(n.version, n.actions, n.protocol, n.macros)
+        # Commands the MTA waits for a reply to.
+        self.expects = frozenset(int(c) for c in DECODERS if n.expects_reply(c))
+        self.leading_space = n.leading_space
+        self.table = transitions(n.protocol)
+
+
+# (id(options), version, actions, protocol) -> outcome; see _Agreed.
+_AGREED: dict[tuple[int, int, int, int], _Agreed] = {}
+
+
 def _name(command: int) -> str:
     try:
         return f"SMFIC_{Command(command).name}"
@@ -93,11 +129,13 @@ class Connection:
     __slots__ = (
         "_broken",
         "_eof",
+        "_expects",
         "_leading_space",
         "_macros",
         "_merged",
         "_negotiated",
         "_options",
+        "_optneg_reply",
         "_owed",
         "_reader",
         "_replyable",
@@ -113,6 +151,7 @@ class Connection:
         self._state = State.NEGOTIATE
         self._table = transitions(ProtocolFlag.NONE)
         self._negotiated: Negotiated | None = None
+        self._optneg_reply = b""
         self._leading_space = True
         self._macros: dict[int, dict[str, str]] = {}
         self._merged: Mapping[str, str] | None = None
@@ -120,6 +159,8 @@ class Connection:
         self._broken: RemoteProtocolError | None = None
         self._owed: int | None = None  # command whose reply the MTA waits for
         self._replyable: int | None = None  # last event, until replied to
+        # Commands the MTA waits for a reply to (before negotiation: only OPTNEG).
+        self._expects: frozenset[int] = _OPTNEG_ONLY
 
     # -- inspection ---------------------------------------------------------
 
@@ -216,40 +257,51 @@ class Connection:
             self._state = State.CLOSED
             return ev.ConnectionClosed()
         command, payload = packet
-        next_state = self._table[self._state].get(command)
+        state = self._state
+        next_state = self._table[state].get(command)
         if next_state is None:
             if command not in DECODERS:
                 raise MalformedPacket(f"unknown milter command {_name(command)}")
-            raise UnexpectedCommand(f"{_name(command)} in state {self._state.value}")
-        if command == C.HEADER:
+            raise UnexpectedCommand(f"{_name(command)} in state {state.value}")
+        # Plain int comparisons on the command byte: this runs for every packet.
+        if command == _HEADER:
             event: ev.Event = decode_header(payload, self._leading_space)
         else:
             event = decode(command, payload)
-
-        if isinstance(event, ev.Macros):
-            self._macros[event.stage] = event.macros
-            self._merged = None
-        elif isinstance(event, ev.OptionNegotiation):
-            self._negotiate(event)
-        elif command == C.ABORT or (command == C.HELO and self._state in IN_MESSAGE):
-            self._drop_message_macros()
-        elif command == C.QUIT_NC:
-            self._macros.clear()
-            self._merged = None
+            if command == _MACRO:
+                macros = cast(ev.Macros, event)
+                self._macros[macros.stage] = macros.macros
+                self._merged = None
+            elif command == _OPTNEG:
+                self._negotiate(cast(ev.OptionNegotiation, event))
+            elif command == _ABORT or (command == _HELO and state in IN_MESSAGE):
+                self._drop_message_macros()
+            elif command == _QUIT_NC:
+                self._macros.clear()
+                self._merged = None
 
         self._state = next_state
-        if command == C.OPTNEG or (
-            self._negotiated is not None and self._negotiated.expects_reply(command)
-        ):
+        if command in self._expects:
             self._owed = command
         self._replyable = command
         return event
 
     def _negotiate(self, offer: ev.OptionNegotiation) -> None:
-        result = negotiate(self._options, offer.version, offer.actions, offer.protocol)
-        self._negotiated = result
-        self._leading_space = result.leading_space
-        self._table = transitions(result.protocol)
+        options = self._options
+        key = (id(options), offer.version, int(offer.actions), int(offer.protocol))
+        agreed = _AGREED.get(key)
+        if agreed is None or agreed.options is not options:
+            agreed = _Agreed(
+                options, negotiate(options, offer.version, offer.actions, offer.protocol)
+            )
+            if len(_AGREED) >= 64:
+                _AGREED.clear()
+            _AGREED[key] = agreed
+        self._negotiated = agreed.negotiated
+        self._optneg_reply = agreed.reply
+        self._expects = agreed.expects
+        self._leading_space = agreed.leading_space
+        self._table = agreed.table
 
     def _drop_message_macros(self) -> None:
         for stage in _MESSAGE_STAGES:
@@ -260,6 +312,15 @@ class Connection:
 
     def send(self, action: act.Action) -> bytes:
         """Encode one action for the last event; may be ``b""`` (see module docstring)."""
+        if type(action) is act.Continue:
+            command = self._replyable
+            if command is not None and command != _OPTNEG and command != _BODYEOB:
+                # The common reply, short-cut: _check_final has nothing to refuse here.
+                self._replyable = None
+                if self._owed is None:
+                    return b""
+                self._owed = None
+                return _CONTINUE_PACKET
         if isinstance(action, act.FinalAction):
             return self._send_final(action)
         if isinstance(action, act.Modification):
@@ -321,9 +382,7 @@ class Connection:
             return b""
         self._owed = None
         if command == C.OPTNEG:
-            n = self._negotiated
-            assert n is not None  # set when the OPTNEG event was produced
-            return _encode_optneg_reply(n.version, n.actions, n.protocol, n.macros)
+            return self._optneg_reply  # set when the OPTNEG event was produced
         if command == C.BODYEOB:
             self._drop_message_macros()
         return encode_action(action)
