@@ -81,6 +81,8 @@ DEFAULT_IDLE_TIMEOUT = 900.0
 
 _T = TypeVar("_T")
 
+_READ_SIZE = 256 * 1024  # what asyncio reads at most per call by default
+
 HandlerResult = Action | Sequence[Action] | None
 
 
@@ -321,6 +323,8 @@ class MilterServer:
         self._idle_deadline = 0.0  # loop time; meaningful once stopping
         self._all_closed: asyncio.Future[None] | None = None  # set while stop() waits
         self._stopped = asyncio.Event()
+        # Every connection reads into this, then copies out (see _MilterProtocol).
+        self._recv_buffer = memoryview(bytearray(_READ_SIZE))
         self.stats = _Stats()
 
     @property
@@ -395,7 +399,7 @@ class _Resume:
     """Awaitable that carries on a handler coroutine which suspended outside any task.
 
     ``_MilterProtocol`` starts each ``handler.handle()`` coroutine with ``send(None)``
-    right in ``data_received``; nearly always it finishes there (StopIteration), with
+    right in ``buffer_updated``; nearly always it finishes there (StopIteration), with
     no task, no scheduling and no context switch. When it does suspend, what it yielded
     (the future it waits for) is handed to a new task through this object, which then
     relays every later send/throw to the coroutine, exactly as ``await`` would have.
@@ -434,8 +438,14 @@ async def _carry_on(coro: Coroutine[Any, Any, _T], yielded: Any) -> _T:
     return result
 
 
-class _MilterProtocol(asyncio.Protocol):
-    """One milter connection: bytes in through ``data_received``, replies out.
+class _MilterProtocol(asyncio.BufferedProtocol):
+    """One milter connection: bytes in through ``buffer_updated``, replies out.
+
+    A BufferedProtocol so that the transport receives into one buffer shared by all
+    connections of the server (``MilterServer._recv_buffer``): with ``data_received``
+    asyncio allocates a fresh 256 KiB bytes object per read and shrinks it, which is an
+    mmap + mremap + munmap (and page faults) for every read, several per message. The
+    bytes are copied out at once, so sharing the buffer is safe.
 
     Events are processed synchronously as the bytes arrive; replies for one batch of
     bytes go out in one write. A handler coroutine that suspends (a DNS lookup at end
@@ -504,11 +514,14 @@ class _MilterProtocol(asyncio.Protocol):
             self._last_active = now = self._loop.time()
             self._idle_timer = self._loop.call_at(now + server._idle_timeout, self._check_idle)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server._recv_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._closing:
             return
         self._last_active = self._loop.time()
-        self._conn.receive_data(data)
+        self._conn.receive_data(self._server._recv_buffer[:nbytes].tobytes())
         if self._task is None and not self._write_paused:
             self._process()
 
@@ -768,6 +781,8 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> bool | None:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            return True  # the usual case: the transport has set it already
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     except OSError:
