@@ -480,3 +480,40 @@ def test_many_concurrent_connections() -> None:
         await task
 
     run(main())
+
+
+def test_suspended_handler_keeps_order_of_pipelined_commands() -> None:
+    # The handler suspends at end of message while the MTA has already sent what comes
+    # next (abort, a second message): the reply to the first end of message must come
+    # before anything for the later commands, and every event is still handled once.
+    calls = 0
+
+    async def slow_once(handler: Recorder) -> HandlerResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.05)
+            return milter.Accept()
+        return milter.Reject()
+
+    async def main() -> None:
+        Recorder.hooks = {milter.EndOfMessage: slow_once}
+        server = MilterServer(Recorder)
+        port, task = await start(server)
+        mta = await MTA.tcp(port)
+        await mta.negotiate()
+        await mta.ask(CONNECT)
+        await mta.send(*MESSAGE, pkt("A"), *MESSAGE)
+        replies = [await mta.reply() for _ in range(2 * (len(MESSAGE) - 1))]
+        finals = [r for r, _ in replies if r in "ar"]
+        assert finals == ["a", "r"]
+        await mta.send(pkt("Q"))
+        assert await mta.is_closed()
+        await server.stop(1)
+        await task
+        (handler,) = Recorder.instances
+        assert handler.closed
+        names = [type(e).__name__ for e in handler.events]
+        assert names.count("EndOfMessage") == 2 and names[-1] == "Quit"
+
+    run(main())
