@@ -7,6 +7,7 @@ replies as Postfix would see them; signatures are checked with dkimpy as the ora
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import struct
 from collections.abc import Sequence
@@ -336,8 +337,14 @@ def test_dns_timeout_is_temperror_and_tempfail(tmp_path: Path, keys: FakeKeyTabl
 
 
 def test_missing_key_file_applies_on_signature_error(
-    tmp_path: Path, keys: FakeKeyTable, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    keys: FakeKeyTable,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Another test may have run the daemon's logging set-up, which stops propagation.
+    monkeypatch.setattr(logging.getLogger("dkimd"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="dkimd")
     d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
     keys.rsa_path.unlink()
     actions = run(d.message(MESSAGE_HEADERS, BODY))

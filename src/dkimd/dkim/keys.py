@@ -198,13 +198,15 @@ def _from_object(key: object) -> PrivateKey:
 
 def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     """Load a private key from PEM, DER or a base64 Ed25519 seed. Raises KeyLoadError."""
-    stripped = data.strip()
+    # DER is binary: its last bytes may well be 0x20 or 0x0a, so it must not be stripped.
+    der = data[:1] == b"\x30"
+    stripped = data if der else data.strip()
     if not stripped:
         raise KeyLoadError("private key file is empty")
     try:
         if stripped.startswith(b"-----BEGIN"):
             return _from_object(serialization.load_pem_private_key(stripped, password))
-        if stripped[:1] == b"\x30":
+        if der:
             return _from_object(serialization.load_der_private_key(stripped, password))
     except (ValueError, TypeError, UnsupportedAlgorithm):
         # The library's message may quote parts of the input; say only what failed.

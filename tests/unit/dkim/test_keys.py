@@ -157,3 +157,18 @@ def test_key_repr_hides_material(rsa_key: rsa.RSAPrivateKey, tmp_path: Path) -> 
     assert repr(key) == "<PrivateKey rsa 2048 bits>"
     with pytest.raises(KeyLoadError, match="cannot read key file"):
         load_private_key_file(tmp_path / "missing.pem")
+
+
+def test_der_ending_in_whitespace_bytes_loads() -> None:
+    """DER is binary: a key whose encoding ends in 0x20 or 0x0a must not be 'stripped'."""
+    # Ed25519 PKCS#8 DER ends with the 32 seed bytes; choose seeds ending in whitespace.
+    for last in (b" ", b"\n", b"\t\r"):
+        seed = bytes(range(32 - len(last))) + last
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        assert der.endswith(last)
+        assert load_private_key(der).key_type == "ed25519"
