@@ -227,6 +227,8 @@ def test_authentication_results_structured(
 @example(b"((((((")
 @example(b"")
 @example(b"\xff\xfe; x")
+@example(b'"("')
+@example(b' "mx;a b"; dkim=pass')
 def test_authserv_id_of(data: bytes) -> None:
     authserv_id(data)
 
