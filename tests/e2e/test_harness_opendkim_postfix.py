@@ -6,7 +6,6 @@ that when the same tests run dkimd in OpenDKIM's place, a failure means dkimd, n
 
 from __future__ import annotations
 
-import email
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from dkimd.dns.base import TxtStatus
 from dkimd.dns.testdata import TestDnsFile
+from support.mail import by_subject, crlf, dnsfunc_for, header_values, message
 from support.opendkim import (
     DkimKey,
     OpenDKIM,
@@ -30,40 +30,6 @@ from support.tools import find_tool, require
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
 OUTSIDE = "198.51.100.77"  # TEST-NET-2: not in OpenDKIM's InternalHosts (default 127.0.0.1)
-
-
-def message(subject: str, body: bytes = b"Hello,\r\n\r\nthis is a test.\r\n") -> bytes:
-    return (
-        b"From: Alice <alice@example.com>\r\n"
-        b"To: Bob <bob@example.net>\r\n"
-        b"Subject: " + subject.encode() + b"\r\n"
-        b"Date: Thu, 26 Nov 2026 12:00:00 +0000\r\n"
-        b"Message-ID: <" + subject.replace(" ", ".").encode() + b"@example.com>\r\n"
-        b"\r\n" + body
-    )
-
-
-def dnsfunc_for(key: DkimKey) -> Callable[..., bytes | None]:
-    def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
-        n = (name.decode() if isinstance(name, bytes) else name).rstrip(".")
-        return key.txt.encode() if n == key.dns_name else None
-
-    return dnsfunc
-
-
-def by_subject(messages: list[bytes]) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for raw in messages:
-        out[str(email.message_from_bytes(raw)["Subject"])] = raw
-    return out
-
-
-def crlf(raw: bytes) -> bytes:
-    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    return [" ".join(str(v).split()) for v in email.message_from_bytes(raw).get_all(name, [])]
 
 
 @pytest.mark.parametrize("protocol", [2, 6])

@@ -9,7 +9,6 @@ our authserv-id do not survive.
 
 from __future__ import annotations
 
-import email
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import dkim
 import pytest
 
 from support.dkimd import Dkimd
+from support.mail import by_subject, crlf, dnsfunc_for, header_values, message
 from support.opendkim import DkimKey, opendkim_sign, opendkim_verify
 from support.postfix import PrivatePostfix
 from support.tools import free_port, require
@@ -27,37 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
 OUTSIDE = "198.51.100.77"  # TEST-NET-2: not in InternalHosts
 AUTHSERV = "mx.test.example"  # the private Postfix's myhostname, sent as macro j
-
-
-def message(subject: str, body: bytes = b"Hello,\r\n\r\nthis is a test.\r\n") -> bytes:
-    return (
-        b"From: Alice <alice@example.com>\r\n"
-        b"To: Bob <bob@example.net>\r\n"
-        b"Subject: " + subject.encode() + b"\r\n"
-        b"Date: Thu, 26 Nov 2026 12:00:00 +0000\r\n"
-        b"Message-ID: <" + subject.replace(" ", ".").encode() + b"@example.com>\r\n"
-        b"\r\n" + body
-    )
-
-
-def crlf(raw: bytes) -> bytes:
-    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def by_subject(messages: list[bytes]) -> dict[str, bytes]:
-    return {str(email.message_from_bytes(raw)["Subject"]): raw for raw in messages}
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    return [" ".join(str(v).split()) for v in email.message_from_bytes(raw).get_all(name, [])]
-
-
-def dnsfunc_for(key: DkimKey) -> Callable[..., bytes | None]:
-    def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
-        n = (name.decode() if isinstance(name, bytes) else name).rstrip(".")
-        return key.txt.encode() if n == key.dns_name else None
-
-    return dnsfunc
 
 
 @pytest.fixture
