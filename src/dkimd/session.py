@@ -76,6 +76,13 @@ class Runtime:
     resolver: TxtLookup
     verify_options: VerifyOptions
     hostname: str = field(default_factory=socket_module.gethostname)
+    # The resolver's memory, if it has one; a runtime Protocol check per message cost more
+    # than the lookup it saves.
+    cached_lookup: Callable[[str], TxtResult | None] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resolver, CachingTxtLookup):
+            object.__setattr__(self, "cached_lookup", self.resolver.cached)
 
     @classmethod
     def build(cls, config: Config, resolver: TxtLookup, *, check_uid: int | None = None) -> Runtime:
@@ -355,7 +362,7 @@ class MilterSession:
         verifier = Verifier(msg.headers, runtime.verify_options)
         msg.verifier = verifier
         resolver = runtime.resolver
-        cached = resolver.cached if isinstance(resolver, CachingTxtLookup) else None
+        cached = runtime.cached_lookup
         for name in verifier.key_queries():
             known = cached(name) if cached is not None else None
             if known is not None:
