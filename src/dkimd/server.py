@@ -55,7 +55,7 @@ import socket
 import stat
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from dkimd import milter
 from dkimd.milter import Action, Connection, FilterOptions
@@ -492,8 +492,9 @@ class _MilterProtocol(asyncio.BufferedProtocol):
     # -- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport; uvloop's is not an asyncio.Transport subclass, hence a cast.
+        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport
         server = self._server
         if server._stopping:
             self._done = True
