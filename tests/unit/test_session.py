@@ -396,3 +396,19 @@ def test_multiple_from_is_not_signed(tmp_path: Path, keys: FakeKeyTable) -> None
     headers = [(b"From", b" mallory@example.com"), *MESSAGE_HEADERS]
     actions = run(d.message(headers, BODY))
     assert inserted(actions, b"DKIM-Signature") == []
+
+
+def test_filter_options_follow_the_config() -> None:
+    """No replies before end-of-message, except where the config may need one."""
+    from dkimd.session import filter_options_for
+
+    flags = milter.ProtocolFlag
+    plain = filter_options_for(parse_config_text("Mode sv\n")).protocol
+    for wanted in (flags.NR_CONN, flags.NR_EOH, flags.NR_HDR, flags.NR_BODY, flags.NORCPT):
+        assert wanted in plain
+    assert flags.HDR_LEADSPC in plain
+    # A PeerList answers at connect; Mode s alone may accept at end-of-headers.
+    assert (
+        flags.NR_CONN not in filter_options_for(parse_config_text("PeerList 10.0.0.1\n")).protocol
+    )
+    assert flags.NR_EOH not in filter_options_for(parse_config_text("Mode s\n")).protocol
