@@ -449,12 +449,18 @@ local sig = mt.getheader(conn, "DKIM-Signature", 0)
 io.write("signature ", tostring(sig ~= nil), "\\n")
 mt.disconnect(conn)
 """
-    out = run_miltertest(script).stdout
-    assert "second-connection false" in out, out  # no longer accepting
-    assert "reply c" in out or "reply a" in out, out
-    assert "signature true" in out, out
-    assert d.proc is not None
-    assert d.proc.wait(timeout=15) == 0, d.log_text()
+    try:
+        out = run_miltertest(script).stdout
+        assert "second-connection false" in out, out  # no longer accepting
+        assert "reply c" in out or "reply a" in out, out
+        assert "signature true" in out, out
+        assert d.proc is not None
+        assert d.proc.wait(timeout=15) == 0, d.log_text()
+    finally:
+        # A failed run must not leave the daemon behind for the rest of the suite.
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
     assert not pid_file.exists()
     log = d.log_text()
     assert "SIGTERM: stopping" in log
