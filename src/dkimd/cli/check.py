@@ -11,10 +11,9 @@ or would not sign what the tables say).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import NoReturn
 
+from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import Problem, Severity, analyze_config
 from dkimd.keytools.context import DEFAULT_CONFIG
 from dkimd.keytools.lint import lint, run_postconf
@@ -25,17 +24,8 @@ EXIT_WARNINGS = 1
 EXIT_ERRORS = 2
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _parser() -> _Parser:
-    p = _Parser(prog=PROG, description="Check an OpenDKIM/dkimd configuration for problems.")
+def _parser() -> RaisingParser:
+    p = RaisingParser(prog=PROG, description="Check an OpenDKIM/dkimd configuration for problems.")
     p.add_argument(
         "-x",
         dest="config",
@@ -95,7 +85,7 @@ def main(argv: list[str]) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         sys.stderr.write(f"{PROG}: {exc}\n{parser.format_usage()}")
         return EXIT_ERRORS
     try:

@@ -13,9 +13,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from dkimd import __version__
+from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.keytools.generate import (
     RSA_MIN_BITS,
     RSA_RECOMMENDED_MIN_BITS,
@@ -37,18 +37,8 @@ DEFAULT_SELECTOR = "default"
 DEFAULT_HASHES = "sha256"
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # opendkim-genkey exits 1 on a bad command line, not argparse's 2.
-        raise _UsageError(message)
-
-
-def _parser() -> _Parser:
-    p = _Parser(
+def _parser() -> RaisingParser:
+    p = RaisingParser(
         prog=PROG,
         add_help=False,  # -h means --hash-algorithms, as in opendkim-genkey
         description="Generate a DKIM private key and the DNS TXT record publishing its "
@@ -176,10 +166,10 @@ def main(argv: list[str]) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         _say(str(exc))
         sys.stderr.write(parser.format_usage())
-        return 1
+        return 1  # opendkim-genkey exits 1 on a bad command line, not argparse's 2
     if args.help:
         sys.stdout.write(parser.format_help())
         return 0

@@ -20,8 +20,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
 
+from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import KeyTable, analyze_config, open_dataset
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.dkim.errors import KeyLoadError
@@ -33,15 +33,6 @@ from dkimd.keytools.record import SoaOptions, ZoneKey, ZoneOptions, genzone_text
 PROG = "dkimd genzone"
 EX_USAGE = 64
 EX_CONFIG = 78
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
 
 
 def _seconds(name: str) -> Callable[[str], int]:
@@ -57,8 +48,8 @@ def _seconds(name: str) -> Callable[[str], int]:
     return parse
 
 
-def _parser() -> _Parser:
-    p = _Parser(prog=PROG, description="Print DNS TXT records for the keys in a KeyTable.")
+def _parser() -> RaisingParser:
+    p = RaisingParser(prog=PROG, description="Print DNS TXT records for the keys in a KeyTable.")
     p.add_argument("-C", dest="contact", metavar="USER@HOST", help="SOA contact address")
     p.add_argument("-d", dest="domain", metavar="DOMAIN", help="only keys for DOMAIN")
     p.add_argument("-D", dest="suffix", action="store_true", help="append ._domainkey to names")
@@ -140,7 +131,7 @@ def main(argv: list[str]) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         _err(str(exc))
         sys.stderr.write(parser.format_usage())
         return EX_USAGE

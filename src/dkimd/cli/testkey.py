@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import NoReturn
 
+from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import Config, analyze_config
 from dkimd.dns.base import TxtLookup
 from dkimd.keytools.context import (
@@ -41,17 +41,8 @@ from dkimd.keytools.testkey import (
 PROG = "dkimd testkey"
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _parser() -> _Parser:
-    p = _Parser(
+def _parser() -> RaisingParser:
+    p = RaisingParser(
         prog=PROG,
         description="Check DKIM signing keys against the public keys published in DNS.",
     )
@@ -107,7 +98,7 @@ def main(argv: list[str]) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         _err(str(exc))
         sys.stderr.write(parser.format_usage())
         return EX_CONFIG
