@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from support.opendkim import write_test_dns_data
+from support.opendkim import key_and_table_options
 from support.tools import free_port, wait_for_listen
 
 __all__ = ["Dkimd", "DkimdError"]
@@ -49,13 +49,6 @@ __all__ = ["Dkimd", "DkimdError"]
 
 class DkimdError(RuntimeError):
     """The daemon did not start, or did not stop cleanly."""
-
-
-def _table(path: Path, entries: Mapping[str, str] | str | os.PathLike[str]) -> str:
-    if isinstance(entries, Mapping):
-        path.write_text("".join(f"{k} {v}\n" for k, v in entries.items()))
-        return str(path)
-    return os.fspath(entries)
 
 
 class Dkimd:
@@ -121,28 +114,20 @@ class Dkimd:
             "LogWhy": "yes",
             "UMask": "007",
         }
-        if domain:
-            conf["Domain"] = domain
-        if selector:
-            conf["Selector"] = selector
-        if keyfile is not None:
-            conf["KeyFile"] = os.fspath(keyfile)
-        if key_table is not None:
-            conf["KeyTable"] = "file:" + _table(self.dir / "KeyTable", key_table)
-        if signing_table is not None:
-            conf["SigningTable"] = "refile:" + _table(self.dir / "SigningTable", signing_table)
-        if test_dns_data is not None:
-            spec = os.fspath(test_dns_data)
-            conf["TestDNSData"] = spec if spec.startswith("file:") else f"file:{spec}"
-        else:
-            path = write_test_dns_data(self.dir / "dns.data", dns_records or {})
-            conf["TestDNSData"] = f"file:{path}"
-        if internal_hosts is not None:
-            (self.dir / "InternalHosts").write_text("".join(f"{h}\n" for h in internal_hosts))
-            conf["InternalHosts"] = f"refile:{self.dir / 'InternalHosts'}"
-        if peer_list is not None:
-            (self.dir / "PeerList").write_text("".join(f"{h}\n" for h in peer_list))
-            conf["PeerList"] = f"refile:{self.dir / 'PeerList'}"
+        conf.update(
+            key_and_table_options(
+                self.dir,
+                domain=domain,
+                selector=selector,
+                keyfile=keyfile,
+                key_table=key_table,
+                signing_table=signing_table,
+                test_dns_data=test_dns_data,
+                dns_records=dns_records,
+                internal_hosts=internal_hosts,
+                peer_list=peer_list,
+            )
+        )
         if authserv_id:
             conf["AuthservID"] = authserv_id
         conf.update(options or {})

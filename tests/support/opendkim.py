@@ -152,6 +152,46 @@ def _table(path: Path, entries: Mapping[str, str] | str | os.PathLike[str]) -> s
     return os.fspath(entries)
 
 
+def key_and_table_options(
+    directory: Path,
+    *,
+    domain: str | None = None,
+    selector: str | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    key_table: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    signing_table: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    test_dns_data: str | os.PathLike[str] | None = None,
+    dns_records: Mapping[str, str | Iterable[str]] | None = None,
+    internal_hosts: Sequence[str] | None = None,
+    peer_list: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The keys, tables, host lists and TestDNSData part of an opendkim.conf, writing the
+    files they name into `directory`; shared by the OpenDKIM and dkimd fixtures so one test
+    can run either daemon on the same set-up."""
+    conf: dict[str, str] = {}
+    if domain:
+        conf["Domain"] = domain
+    if selector:
+        conf["Selector"] = selector
+    if keyfile is not None:
+        conf["KeyFile"] = os.fspath(keyfile)
+    if key_table is not None:
+        conf["KeyTable"] = "file:" + _table(directory / "KeyTable", key_table)
+    if signing_table is not None:
+        conf["SigningTable"] = "refile:" + _table(directory / "SigningTable", signing_table)
+    if test_dns_data is not None:
+        spec = os.fspath(test_dns_data)
+        conf["TestDNSData"] = spec if spec.startswith("file:") else f"file:{spec}"
+    else:
+        path = write_test_dns_data(directory / "dns.data", dns_records or {})
+        conf["TestDNSData"] = f"file:{path}"
+    for option, hosts in (("InternalHosts", internal_hosts), ("PeerList", peer_list)):
+        if hosts is not None:
+            (directory / option).write_text("".join(f"{h}\n" for h in hosts))
+            conf[option] = f"refile:{directory / option}"
+    return conf
+
+
 class OpenDKIM:
     """A private /usr/sbin/opendkim listening on 127.0.0.1:port (or a unix socket)."""
 
@@ -204,25 +244,19 @@ class OpenDKIM:
             "LogWhy": "yes",
             "UMask": "007",
         }
-        if domain:
-            conf["Domain"] = domain
-        if selector:
-            conf["Selector"] = selector
-        if keyfile is not None:
-            conf["KeyFile"] = os.fspath(keyfile)
-        if key_table is not None:
-            conf["KeyTable"] = "file:" + _table(self.dir / "KeyTable", key_table)
-        if signing_table is not None:
-            conf["SigningTable"] = "refile:" + _table(self.dir / "SigningTable", signing_table)
-        if test_dns_data is not None:
-            spec = os.fspath(test_dns_data)
-            conf["TestDNSData"] = spec if spec.startswith("file:") else f"file:{spec}"
-        else:
-            path = write_test_dns_data(self.dir / "dns.data", dns_records or {})
-            conf["TestDNSData"] = f"file:{path}"
-        if internal_hosts is not None:
-            (self.dir / "InternalHosts").write_text("".join(f"{h}\n" for h in internal_hosts))
-            conf["InternalHosts"] = f"refile:{self.dir / 'InternalHosts'}"
+        conf.update(
+            key_and_table_options(
+                self.dir,
+                domain=domain,
+                selector=selector,
+                keyfile=keyfile,
+                key_table=key_table,
+                signing_table=signing_table,
+                test_dns_data=test_dns_data,
+                dns_records=dns_records,
+                internal_hosts=internal_hosts,
+            )
+        )
         if authserv_id:
             conf["AuthservID"] = authserv_id
         conf.update(options or {})
