@@ -475,7 +475,8 @@ class _MilterProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: MilterServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._loop = loop
-        self._conn = Connection(server._options, max_packet=server._max_packet)
+        # Macros are never dispatched (handlers read conn.macros): no events for them.
+        self._conn = Connection(server._options, max_packet=server._max_packet, macro_events=False)
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._handler: MilterHandler | None = None
         self._peer = "?"

@@ -363,6 +363,27 @@ def _macro_fast(payload: bytes) -> ev.Event:
     return _macro(PayloadReader(Command.MACRO, payload))  # the checked way, with errors
 
 
+def macro_stage(payload: bytes) -> int:
+    """Check an SMFIC_MACRO payload's structure without decoding it; its stage byte.
+
+    Refuses exactly what ``decode`` refuses, with the same MalformedPacket, so a
+    connection that decodes macros only when they are read still fails a bad packet
+    when it arrives. A payload that passes decodes without error (``macro_values``).
+    """
+    # Even NUL count after the stage byte, the last byte a NUL: whole name\0value\0 pairs.
+    if len(payload) > 1 and payload[-1] == 0 and not payload.count(b"\0", 1) % 2:
+        return payload[0]
+    return _macro(PayloadReader(Command.MACRO, payload)).stage  # raises unless valid
+
+
+def macro_values(payload: bytes) -> dict[str, str]:
+    """The name/value pairs of an SMFIC_MACRO payload that ``macro_stage`` accepted."""
+    if len(payload) < 2:
+        return {}
+    it = iter(payload[1:-1].decode("utf-8", "surrogateescape").split("\0"))
+    return dict(zip(it, it, strict=True))
+
+
 def _bodyeob_fast(payload: bytes) -> ev.Event:
     return ev.EndOfMessage(payload) if payload else _EOM_EMPTY
 

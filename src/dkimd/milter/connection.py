@@ -28,6 +28,13 @@ Rules:
   rcpt, data, header, eoh, body, eom) are dropped when the message ends (final reply to
   ``EndOfMessage``), on ``Abort`` and on a HELO inside a transaction; all of them on
   ``QuitNewConnection``.
+  With ``Connection(..., macro_events=False)`` (what ``dkimd.server`` uses: it never
+  hands ``Macros`` to a handler) no ``Macros`` event is produced: a macro packet is
+  only checked for structure when it arrives (a malformed one still fails the
+  connection there) and decoded when ``macros``/``macro``/``stage_macros`` first need
+  it. Postfix sends a dozen macro packets per message, mostly repeats, and reads of a
+  few names at most; decoding each one into an event cost more than the rest of the
+  packet handling.
 * Several messages per connection; ``Abort`` ends the message, not the connection.
 * Any ``RemoteProtocolError`` (framing, payload, order; see ``state.py``) leaves the
   connection unusable: every later ``next_event`` raises again.
@@ -42,7 +49,15 @@ from typing import Final, Literal, cast
 
 from . import actions as act
 from . import events as ev
-from .codec import DECODERS, FrameReader, decode, decode_header, encode_action
+from .codec import (
+    DECODERS,
+    FrameReader,
+    decode,
+    decode_header,
+    encode_action,
+    macro_stage,
+    macro_values,
+)
 from .codec import encode_optneg_reply as _encode_optneg_reply
 from .constants import DEFAULT_MAX_PACKET, Command, ProtocolFlag
 from .errors import (
@@ -128,15 +143,17 @@ class Connection:
 
     __slots__ = (
         "_broken",
+        "_decoded",
         "_eof",
         "_expects",
         "_leading_space",
-        "_macros",
+        "_macro_events",
         "_merged",
         "_negotiated",
         "_options",
         "_optneg_reply",
         "_owed",
+        "_raw_macros",
         "_reader",
         "_replyable",
         "_state",
@@ -144,7 +161,11 @@ class Connection:
     )
 
     def __init__(
-        self, options: FilterOptions | None = None, *, max_packet: int = DEFAULT_MAX_PACKET
+        self,
+        options: FilterOptions | None = None,
+        *,
+        max_packet: int = DEFAULT_MAX_PACKET,
+        macro_events: bool = True,
     ) -> None:
         self._options = options if options is not None else FilterOptions()
         self._reader = FrameReader(max_packet)
@@ -153,7 +174,11 @@ class Connection:
         self._negotiated: Negotiated | None = None
         self._optneg_reply = b""
         self._leading_space = True
-        self._macros: dict[int, dict[str, str]] = {}
+        self._macro_events = macro_events
+        # Per stage, the last macro payload (arrival order, which orders the merge of
+        # stages outside _STAGE_ORDER) and, once read, its decoded values.
+        self._raw_macros: dict[int, bytes] = {}
+        self._decoded: dict[int, dict[str, str]] = {}
         self._merged: Mapping[str, str] | None = None
         self._eof = False
         self._broken: RemoteProtocolError | None = None
@@ -194,13 +219,13 @@ class Connection:
         """All current macro values, merged across stages (read-only)."""
         if self._merged is None:
             merged: dict[str, str] = {}
+            raw = self._raw_macros
             for stage in _STAGE_ORDER:
-                values = self._macros.get(stage)
-                if values:
-                    merged.update(values)
-            for stage, values in self._macros.items():
+                if stage in raw:
+                    merged.update(self._stage_values(stage))
+            for stage in raw:
                 if stage not in _STAGE_ORDER:
-                    merged.update(values)
+                    merged.update(self._stage_values(stage))
             self._merged = MappingProxyType(merged)
         return self._merged
 
@@ -215,7 +240,15 @@ class Connection:
 
     def stage_macros(self, stage: int) -> Mapping[str, str]:
         """The macros the MTA sent for one stage (``Command.MAIL``...)."""
-        return MappingProxyType(self._macros.get(stage, {}))
+        if stage not in self._raw_macros:
+            return MappingProxyType({})
+        return MappingProxyType(self._stage_values(stage))
+
+    def _stage_values(self, stage: int) -> dict[str, str]:
+        values = self._decoded.get(stage)
+        if values is None:
+            values = self._decoded[stage] = macro_values(self._raw_macros[stage])
+        return values
 
     # -- input --------------------------------------------------------------
 
@@ -246,17 +279,31 @@ class Connection:
             raise
 
     def _next_event(self) -> ev.Event | Literal[NeedData.NEED_DATA]:
-        packet = self._reader.next_packet()
-        if packet is None:
-            if not self._eof:
-                return NEED_DATA
-            if self._reader.pending:
-                raise MalformedPacket(
-                    f"end of stream inside a packet ({self._reader.pending} bytes pending)"
-                )
-            self._state = State.CLOSED
-            return ev.ConnectionClosed()
-        command, payload = packet
+        reader = self._reader
+        while True:
+            packet = reader.next_packet()
+            if packet is None:
+                if not self._eof:
+                    return NEED_DATA
+                if reader.pending:
+                    raise MalformedPacket(
+                        f"end of stream inside a packet ({reader.pending} bytes pending)"
+                    )
+                self._state = State.CLOSED
+                return ev.ConnectionClosed()
+            command, payload = packet
+            if command != _MACRO or self._macro_events:
+                break
+            # No event wanted: check and keep the payload. Valid in every state after
+            # negotiation without changing it, and never replied to, so nothing else moves.
+            if _MACRO not in self._table[self._state]:
+                raise UnexpectedCommand(f"{_name(command)} in state {self._state.value}")
+            stage = macro_stage(payload)
+            raw = self._raw_macros
+            if raw.get(stage) != payload:  # a repeat (the same queue id) changes nothing
+                raw[stage] = payload
+                self._decoded.pop(stage, None)
+                self._merged = None
         state = self._state
         next_state = self._table[state].get(command)
         if next_state is None:
@@ -270,14 +317,16 @@ class Connection:
             event = decode(command, payload)
             if command == _MACRO:
                 macros = cast(ev.Macros, event)
-                self._macros[macros.stage] = macros.macros
+                self._raw_macros[macros.stage] = payload
+                self._decoded[macros.stage] = macros.macros
                 self._merged = None
             elif command == _OPTNEG:
                 self._negotiate(cast(ev.OptionNegotiation, event))
             elif command == _ABORT or (command == _HELO and state in IN_MESSAGE):
                 self._drop_message_macros()
             elif command == _QUIT_NC:
-                self._macros.clear()
+                self._raw_macros.clear()
+                self._decoded.clear()
                 self._merged = None
 
         self._state = next_state
@@ -304,8 +353,10 @@ class Connection:
         self._table = agreed.table
 
     def _drop_message_macros(self) -> None:
+        raw = self._raw_macros
         for stage in _MESSAGE_STAGES:
-            if self._macros.pop(stage, None) is not None:
+            if raw.pop(stage, None) is not None:
+                self._decoded.pop(stage, None)
                 self._merged = None
 
     # -- output -------------------------------------------------------------

@@ -1,0 +1,308 @@
+"""Connection(macro_events=False): macro packets give no events and decode on first read.
+
+The contract: everything but the missing ``Macros`` events is what the default
+connection does (macro values, merge order, drop rules, errors, replies), and a
+malformed macro packet still fails the connection when it arrives, not when read.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from milterwire import (
+    ABORT,
+    EOH,
+    QUIT_NC,
+    connect,
+    drive,
+    eom,
+    header,
+    helo,
+    macro,
+    mail,
+    message,
+    optneg,
+    pkt,
+    rcpt,
+    session,
+)
+
+from dkimd import milter
+from dkimd.milter import Command
+from dkimd.milter.codec import decode, macro_stage, macro_values
+
+STAGES = [int(c) for c in Command] + [0, 1, 0x7F, 0xFF]
+
+
+def lazy(*packets: bytes) -> milter.Connection:
+    """A macro_events=False connection past negotiation, with the given packets queued."""
+    conn = milter.Connection(macro_events=False)
+    conn.receive_data(optneg() + b"".join(packets))
+    assert isinstance(conn.next_event(), milter.OptionNegotiation)
+    conn.send(milter.Continue())
+    return conn
+
+
+def next_event(conn: milter.Connection) -> milter.Event:
+    event = conn.next_event()
+    assert event is not milter.NEED_DATA
+    return event
+
+
+def snapshot(conn: milter.Connection) -> tuple[dict[str, str], dict[int, dict[str, str]]]:
+    return dict(conn.macros), {s: dict(conn.stage_macros(s)) for s in STAGES}
+
+
+# -- the same session, with and without Macros events ------------------------------------
+
+
+def test_full_session_same_events_minus_macros_and_same_replies() -> None:
+    stream = session(version=6, messages=2)
+    eager_events, eager_out = drive(milter.Connection(), [stream])
+    lazy_events, lazy_out = drive(milter.Connection(macro_events=False), [stream])
+    assert lazy_events == [e for e in eager_events if not isinstance(e, milter.Macros)]
+    assert lazy_out == eager_out
+
+
+def test_macros_merged_and_scoped() -> None:
+    conn = lazy(
+        macro("C", {"j": "mx.example.com", "{daemon_name}": "smtpd"}),
+        connect(),
+        *message(1)[:4],  # macros M, MAIL, macros R, RCPT
+    )
+    assert isinstance(next_event(conn), milter.Connect)
+    assert dict(conn.macros) == {"j": "mx.example.com", "{daemon_name}": "smtpd"}
+    conn.send(milter.Continue())
+    assert isinstance(next_event(conn), milter.MailFrom)
+    conn.send(milter.Continue())
+    assert isinstance(next_event(conn), milter.RcptTo)
+    assert conn.macro("i") == conn.macro("{i}") == "QUEUE1"
+    assert conn.macro("daemon_name") == "smtpd"
+    assert conn.macro("{rcpt_addr}") == "rcpt1@example.net"
+    assert conn.macro("nope") is None
+    assert conn.stage_macros(Command.MAIL)["{mail_addr}"] == "sender"
+    conn.receive_data(ABORT)
+    conn.send(milter.Continue())
+    assert isinstance(next_event(conn), milter.Abort)
+    assert dict(conn.macros) == {"j": "mx.example.com", "{daemon_name}": "smtpd"}
+    conn.receive_data(QUIT_NC)
+    assert isinstance(next_event(conn), milter.QuitNewConnection)
+    assert dict(conn.macros) == {}
+
+
+def test_later_stage_wins_and_unknown_stages_merge_last_in_arrival_order() -> None:
+    conn = lazy(
+        pkt("D", b"\x7f" + b"x\0unknown-7f\0"),
+        pkt("D", b"\x01" + b"x\0unknown-01\0y\0one\0"),
+        macro("M", {"x": "mail", "i": "Q"}),
+        macro("C", {"x": "connect", "j": "mx"}),
+        connect(),
+    )
+    next_event(conn)
+    assert dict(conn.macros) == {"x": "unknown-01", "i": "Q", "j": "mx", "y": "one"}
+    assert list(conn.macros) == ["x", "j", "i", "y"]
+
+
+# -- laziness -----------------------------------------------------------------------------
+
+
+def test_macro_packet_never_read_is_replaced_by_the_next_one() -> None:
+    conn = lazy(connect(), macro("M", {"i": "FIRST"}), macro("M", {"i": "SECOND"}), mail())
+    next_event(conn)
+    conn.send(milter.Continue())
+    assert isinstance(next_event(conn), milter.MailFrom)
+    assert conn.macro("i") == "SECOND"
+    assert dict(conn.stage_macros(Command.MAIL)) == {"i": "SECOND"}
+
+
+def test_repeated_payload_keeps_values_changed_payload_replaces_them() -> None:
+    same = macro("L", {"i": "Q1"})
+    conn = lazy(connect(), mail(), rcpt(), same, header("A", " 1"), same, header("B", " 2"))
+    for _ in range(3):
+        next_event(conn)
+        conn.send(milter.Continue())
+    assert isinstance(next_event(conn), milter.Header)
+    before = conn.stage_macros(Command.HEADER)
+    assert conn.macro("i") == "Q1"
+    conn.send(milter.Continue())
+    assert isinstance(next_event(conn), milter.Header)
+    assert conn.macro("i") == "Q1"
+    assert conn.stage_macros(Command.HEADER) == before
+    conn.send(milter.Continue())
+    conn.receive_data(macro("L", {"i": "Q2"}) + EOH)
+    assert isinstance(next_event(conn), milter.EndOfHeaders)
+    assert conn.macro("i") == "Q2"
+    assert dict(before) == {"i": "Q1"}  # a view handed out earlier keeps its values
+
+
+def test_unread_message_macros_gone_after_abort() -> None:
+    conn = lazy(macro("C", {"j": "mx"}), connect(), *message(1)[:4], ABORT)
+    while not isinstance(next_event(conn), milter.Abort):
+        conn.send(milter.Continue())
+    # The M and R payloads were never decoded; the abort must drop them all the same.
+    assert dict(conn.macros) == {"j": "mx"}
+    assert dict(conn.stage_macros(Command.MAIL)) == {}
+    assert conn.macro("i") is None
+
+
+def test_unread_message_macros_gone_after_end_of_message_reply() -> None:
+    conn = lazy(connect(), *message(1)[:-1])  # without the final abort
+    while not isinstance(next_event(conn), milter.EndOfMessage):
+        conn.send(milter.Continue())
+    conn.send(milter.Continue())
+    assert conn.macro("i") is None
+    assert dict(conn.macros) == {}
+
+
+def test_helo_inside_a_transaction_drops_unread_message_macros() -> None:
+    conn = lazy(connect(), macro("M", {"i": "Q"}), mail(), helo())
+    while not isinstance(next_event(conn), milter.Helo):
+        conn.send(milter.Continue())
+    assert conn.macro("i") is None
+
+
+def test_values_read_before_abort_stay_in_their_views() -> None:
+    conn = lazy(connect(), macro("M", {"i": "Q"}), mail(), ABORT)
+    next_event(conn)
+    conn.send(milter.Continue())
+    next_event(conn)
+    merged = conn.macros
+    assert merged["i"] == "Q"
+    conn.send(milter.Continue())
+    next_event(conn)  # Abort
+    assert merged["i"] == "Q"  # the old merged view is a snapshot, as before
+    assert "i" not in conn.macros
+
+
+# -- malformed packets fail at arrival ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",  # no stage byte
+        b"Cname\0",  # a name without a value
+        b"Cname\0value",  # no NUL at the end
+        b"C\0",  # one empty name, no value
+        b"Ca\0b\0c\0",
+    ],
+)
+def test_malformed_macro_packet_fails_when_received(payload: bytes) -> None:
+    eager = milter.Connection()
+    eager.receive_data(optneg() + pkt("D", payload) + connect())
+    next_event(eager)
+    eager.send(milter.Continue())
+    with pytest.raises(milter.MalformedPacket) as expected:
+        eager.next_event()
+
+    conn = lazy(pkt("D", payload), connect())
+    with pytest.raises(milter.MalformedPacket) as got:
+        conn.next_event()  # the Connect behind it is never reached
+    assert str(got.value) == str(expected.value)
+    with pytest.raises(milter.RemoteProtocolError, match="already failed"):
+        conn.next_event()
+
+
+def test_macro_before_negotiation_is_unexpected() -> None:
+    conn = milter.Connection(macro_events=False)
+    conn.receive_data(macro("C", {"j": "x"}))
+    with pytest.raises(milter.UnexpectedCommand, match="SMFIC_MACRO in state negotiate"):
+        conn.next_event()
+
+
+def test_macros_only_then_need_data_and_end_of_stream() -> None:
+    conn = lazy(macro("C", {"j": "x"}), macro("H", {}))
+    assert conn.next_event() is milter.NEED_DATA
+    assert conn.macro("j") == "x"
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), milter.ConnectionClosed)
+
+
+# -- codec helpers ----------------------------------------------------------------------
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.lists(st.sampled_from([b"\0", b"a", b"{i}", b"\xff", b"C"]), max_size=12).map(b"".join),
+    )
+)
+def test_macro_stage_and_values_agree_with_decode(payload: bytes) -> None:
+    try:
+        event = decode(Command.MACRO, payload)
+    except milter.MalformedPacket as exc:
+        with pytest.raises(milter.MalformedPacket) as got:
+            macro_stage(payload)
+        assert str(got.value) == str(exc)
+        return
+    assert isinstance(event, milter.Macros)
+    assert macro_stage(payload) == event.stage
+    assert macro_values(payload) == event.macros
+
+
+# -- differential: any packet sequence ------------------------------------------------
+
+
+_PACKETS = st.sampled_from(
+    [
+        connect(),
+        helo(),
+        mail(),
+        rcpt(),
+        header("A", " b"),
+        EOH,
+        eom(),
+        ABORT,
+        QUIT_NC,
+        macro("C", {"j": "mx"}),
+        macro("H", {}),
+        macro("M", {"i": "Q1", "{auth_authen}": "a"}),
+        macro("M", {"i": "Q2"}),
+        macro("R", {"i": "Q1"}),
+        macro("L", {"i": "Q1"}),
+        macro("N", {"i": "Q1", "j": "eoh"}),
+        macro("E", {"i": "Q1"}),
+        pkt("D", b"\x7fi\0odd\0"),
+        pkt("D", b"M"),
+        pkt("D", b"Mi\0"),
+    ]
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(_PACKETS, max_size=25), st.lists(st.booleans(), max_size=25))
+def test_same_macros_as_eager_connection(packets: list[bytes], reads: list[bool]) -> None:
+    """Step both kinds in lock step, reading macros at random points (so some payloads
+    are never decoded): same events (minus Macros), same values, same errors."""
+    stream = optneg() + b"".join(packets)
+    eager = milter.Connection()
+    lazy_conn = milter.Connection(macro_events=False)
+    eager.receive_data(stream)
+    lazy_conn.receive_data(stream)
+    eager.receive_data(b"")
+    lazy_conn.receive_data(b"")
+    for step in itertools.count():
+        try:
+            event = eager.next_event()
+            while isinstance(event, milter.Macros):
+                assert eager.send(milter.Continue()) == b""
+                event = eager.next_event()
+        except milter.RemoteProtocolError as exc:
+            with pytest.raises(type(exc)) as got:
+                lazy_conn.next_event()
+            assert str(got.value) == str(exc)
+            assert snapshot(lazy_conn) == snapshot(eager)
+            return
+        assert lazy_conn.next_event() == event
+        if step >= len(reads) or reads[step]:
+            assert snapshot(lazy_conn) == snapshot(eager)
+            assert lazy_conn.macro("i") == eager.macro("i")
+        if isinstance(event, milter.ConnectionClosed):
+            return
+        assert lazy_conn.reply_expected == eager.reply_expected
+        assert lazy_conn.send(milter.Continue()) == eager.send(milter.Continue())
+        assert lazy_conn.in_message == eager.in_message
