@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -80,10 +81,17 @@ def run_driver(
     if quickack:
         cmd.append("--quickack")
     limit = (max_seconds or 300) + 300
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(taskset(cpus, cmd), capture_output=True, text=True, timeout=limit)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if not out.stdout.strip():
         raise RuntimeError(f"driver produced no report: {out.stderr.strip()[-500:]}")
     report: dict[str, Any] = json.loads(out.stdout)
+    # The driver's own CPU (start-up included), so a table can say what the load costs the
+    # CPUs it shares with a milter.
+    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    handled = report["messages"] + warmup
+    report["driver_cpu_ms"] = round(spent * 1000 / handled, 3) if handled else None
     return report
 
 
@@ -331,6 +339,7 @@ def _case_dict(case: Case) -> dict[str, Any]:
         "group": case.group,
         "title": case.title,
         "concurrency": case.concurrency,
+        "message": case.message,
         "messages_asked": case.messages,
         "client": case.client,
         "milter_cpus": case.milter_cpus,
