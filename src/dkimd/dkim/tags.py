@@ -22,8 +22,20 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _FWS = " \t\r\n"
 # Anything below SP except the FWS characters, and DEL: not allowed in a value.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# A CR or LF inside a value is only allowed as part of folding: CRLF followed by WSP.
-_BAD_FOLD = re.compile(r"\r(?!\n)|(?<!\r)\n|\r\n(?![ \t])")
+
+
+def _bad_fold(text: str) -> bool:
+    """Whether a CR or LF in `text` is anything but folding (CRLF followed by WSP).
+
+    The same test as the regex ``\\r(?!\\n)|(?<!\\r)\\n|\\r\\n(?![ \\t])``, by counting:
+    every CR starts a CRLF, every LF ends one, every CRLF is followed by SP or TAB. The
+    regex's lookarounds at every position took half the time of parsing a signature.
+    """
+    crlf = text.count("\r\n")
+    return not (
+        text.count("\r") == crlf == text.count("\n") == text.count("\r\n ") + text.count("\r\n\t")
+    )
+
 
 TagList = dict[str, str]
 
@@ -38,7 +50,7 @@ def parse_tag_list(data: bytes | str) -> TagList:
     tags: TagList = {}
     # One scan of the whole list usually proves every value clean (a character that is bad
     # anywhere is bad in a value too); only a list that fails it is checked value by value.
-    clean = not _BAD_VALUE.search(text) and not _BAD_FOLD.search(text)
+    clean = not _BAD_VALUE.search(text) and not _bad_fold(text)
     specs = text.split(";")
     for index, spec in enumerate(specs):
         if not spec.strip(_FWS):
@@ -53,7 +65,7 @@ def parse_tag_list(data: bytes | str) -> TagList:
         if not _NAME.match(name):
             raise TagListError("malformed tag name")
         value = value.strip(_FWS)
-        if not clean and (_BAD_VALUE.search(value) or _BAD_FOLD.search(value)):
+        if not clean and (_BAD_VALUE.search(value) or _bad_fold(value)):
             raise TagListError(f"invalid character in value of tag {name!r}")
         if name in tags:
             raise TagListError(f"duplicate tag {name!r}")

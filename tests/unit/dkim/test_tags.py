@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dkimd.dkim import TagListError, parse_tag_list
+from dkimd.dkim.tags import _bad_fold
 
 
 def test_parses_ordered_with_fws_trimmed() -> None:
@@ -62,3 +65,31 @@ def test_arbitrary_bytes_parse_or_raise_tag_list_error(data: bytes) -> None:
 
 def test_huge_value_is_fine() -> None:
     assert len(parse_tag_list("b=" + "A" * 1_000_000)["b"]) == 1_000_000
+
+
+# The regex _bad_fold replaced; kept here as the reference it must agree with.
+_BAD_FOLD_REGEX = re.compile(r"\r(?!\n)|(?<!\r)\n|\r\n(?![ \t])")
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from(["\r", "\n", "\r\n", " ", "\t", "a", "=", ";"]), max_size=16))
+def test_bad_fold_agrees_with_the_regex(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert _bad_fold(text) == bool(_BAD_FOLD_REGEX.search(text)), repr(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "bad"),
+    [
+        ("a=1;\r\n b=2", False),
+        ("a=1;\r\n\tb=2", False),
+        ("a=1;\r\nb=2", True),  # CRLF not followed by WSP
+        ("a=1;\r\n", True),  # CRLF at the very end
+        ("a=1;\n b=2", True),  # bare LF
+        ("a=1;\r b=2", True),  # bare CR
+        ("a=1;\r\r\n b=2", True),
+        ("a=1; b=2", False),
+    ],
+)
+def test_bad_fold_cases(text: str, bad: bool) -> None:
+    assert _bad_fold(text) is bad
