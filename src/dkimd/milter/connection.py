@@ -87,6 +87,8 @@ _STAGE_ORDER: Final[tuple[int, ...]] = (
     *(C.CONNECT, C.HELO, C.UNKNOWN),
     *(C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB),
 )
+_ORDERED: Final = frozenset(_STAGE_ORDER)
+_STAGE_PRECEDENCE: Final = _STAGE_ORDER[::-1]
 _MESSAGE_STAGES: Final[frozenset[int]] = frozenset(
     {C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB}
 )
@@ -231,12 +233,29 @@ class Connection:
 
     def macro(self, name: str) -> str | None:
         """One macro, by name with or without braces (``"i"`` finds ``"{i}"``)."""
-        macros = self.macros
-        value = macros.get(name)
+        find = self._merged.get if self._merged is not None else self._find
+        value = find(name)
         if value is None:
             alt = name[1:-1] if name.startswith("{") and name.endswith("}") else f"{{{name}}}"
-            value = macros.get(alt)
+            value = find(alt)
         return value
+
+    def _find(self, name: str) -> str | None:
+        # What the merged view would hold for name, without building it: the stages that
+        # win a clash come first. A macro packet arrives before nearly every command, so a
+        # merged view rarely lives long enough to be read twice.
+        raw = self._raw_macros
+        for stage in reversed(raw):
+            if stage not in _ORDERED:
+                value = self._stage_values(stage).get(name)
+                if value is not None:
+                    return value
+        for stage in _STAGE_PRECEDENCE:
+            if stage in raw:
+                value = self._stage_values(stage).get(name)
+                if value is not None:
+                    return value
+        return None
 
     def stage_macros(self, stage: int) -> Mapping[str, str]:
         """The macros the MTA sent for one stage (``Command.MAIL``...)."""

@@ -246,6 +246,16 @@ def test_macro_stage_and_values_agree_with_decode(payload: bytes) -> None:
 
 # -- differential: any packet sequence ------------------------------------------------
 
+NAMES = ["i", "{i}", "j", "{j}", "{auth_authen}", "auth_authen", "nope", "{", "{}", ""]
+
+
+def expected_macro(merged: dict[str, str], name: str) -> str | None:
+    """Connection.macro as documented: the merged value, else the other brace form."""
+    if name in merged:
+        return merged[name]
+    alt = name[1:-1] if name.startswith("{") and name.endswith("}") else f"{{{name}}}"
+    return merged.get(alt)
+
 
 _PACKETS = st.sampled_from(
     [
@@ -267,6 +277,7 @@ _PACKETS = st.sampled_from(
         macro("N", {"i": "Q1", "j": "eoh"}),
         macro("E", {"i": "Q1"}),
         pkt("D", b"\x7fi\0odd\0"),
+        pkt("D", b"\x01i\0one\0{j}\0braced\0"),
         pkt("D", b"M"),
         pkt("D", b"Mi\0"),
     ]
@@ -299,8 +310,12 @@ def test_same_macros_as_eager_connection(packets: list[bytes], reads: list[bool]
             return
         assert lazy_conn.next_event() == event
         if step >= len(reads) or reads[step]:
-            assert snapshot(lazy_conn) == snapshot(eager)
-            assert lazy_conn.macro("i") == eager.macro("i")
+            # macro() before anything builds the merged view, then from the merged view.
+            merged = dict(eager.macros)
+            for _ in range(2):
+                for name in NAMES:
+                    assert lazy_conn.macro(name) == expected_macro(merged, name), name
+                assert snapshot(lazy_conn) == snapshot(eager)
         if isinstance(event, milter.ConnectionClosed):
             return
         assert lazy_conn.reply_expected == eager.reply_expected
