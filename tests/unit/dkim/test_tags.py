@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dkimd.dkim import TagListError, parse_tag_list
-from dkimd.dkim.tags import _bad_fold
+from dkimd.dkim.tags import _bad_fold, strip_fws
 
 
 def test_parses_ordered_with_fws_trimmed() -> None:
@@ -93,3 +93,9 @@ def test_bad_fold_agrees_with_the_regex(pieces: list[str]) -> None:
 )
 def test_bad_fold_cases(text: str, bad: bool) -> None:
     assert _bad_fold(text) is bad
+
+
+@given(st.text(alphabet=st.sampled_from(" \t\r\n\x0b\x0c\x85\xa0\u3000aZ=+/"), max_size=40))
+def test_strip_fws_removes_exactly_the_fws_characters(text: str) -> None:
+    # Only SP, TAB, CR and LF are FWS; other whitespace (str.split's idea of it) stays.
+    assert strip_fws(text) == text.translate(str.maketrans("", "", " \t\r\n"))
