@@ -373,6 +373,8 @@ def macro_stage(payload: bytes) -> int:
     # Even NUL count after the stage byte, the last byte a NUL: whole name\0value\0 pairs.
     if len(payload) > 1 and payload[-1] == 0 and not payload.count(b"\0", 1) % 2:
         return payload[0]
+    if len(payload) == 1:  # a stage without macros (Postfix's HELO stage, often)
+        return payload[0]
     return _macro(PayloadReader(Command.MACRO, payload)).stage  # raises unless valid
 
 

@@ -244,18 +244,38 @@ class Connection:
         # What the merged view would hold for name, without building it: the stages that
         # win a clash come first. A macro packet arrives before nearly every command, so a
         # merged view rarely lives long enough to be read twice.
+        try:
+            needle: bytes | None = b"\0" + name.encode("utf-8", "surrogateescape") + b"\0"
+        except UnicodeEncodeError:  # cannot come off the wire; decode to be sure
+            needle = None
         raw = self._raw_macros
         for stage in reversed(raw):
             if stage not in _ORDERED:
-                value = self._stage_values(stage).get(name)
+                value = self._stage_get(stage, name, needle)
                 if value is not None:
                     return value
         for stage in _STAGE_PRECEDENCE:
             if stage in raw:
-                value = self._stage_values(stage).get(name)
+                value = self._stage_get(stage, name, needle)
                 if value is not None:
                     return value
         return None
+
+    def _stage_get(self, stage: int, name: str, needle: bytes | None) -> str | None:
+        values = self._decoded.get(stage)
+        if values is None:
+            # Decoding is UTF-8 with surrogateescape, which round-trips: a payload holding
+            # the name has its bytes between NULs (or between the stage byte and a NUL).
+            # Most lookups miss most stages; a byte search is much cheaper than a decode.
+            payload = self._raw_macros[stage]
+            if (
+                needle is not None
+                and needle not in payload
+                and not payload.startswith(needle[1:], 1)
+            ):
+                return None
+            values = self._stage_values(stage)
+        return values.get(name)
 
     def stage_macros(self, stage: int) -> Mapping[str, str]:
         """The macros the MTA sent for one stage (``Command.MAIL``...)."""

@@ -246,7 +246,10 @@ def test_macro_stage_and_values_agree_with_decode(payload: bytes) -> None:
 
 # -- differential: any packet sequence ------------------------------------------------
 
-NAMES = ["i", "{i}", "j", "{j}", "{auth_authen}", "auth_authen", "nope", "{", "{}", ""]
+NAMES = [
+    *("i", "{i}", "j", "{j}", "{auth_authen}", "auth_authen", "nope", "{", "{}", ""),
+    *("\udcffname", "\ud800", "i\0j", "v", "name"),
+]
 
 
 def expected_macro(merged: dict[str, str], name: str) -> str | None:
@@ -278,6 +281,8 @@ _PACKETS = st.sampled_from(
         macro("E", {"i": "Q1"}),
         pkt("D", b"\x7fi\0odd\0"),
         pkt("D", b"\x01i\0one\0{j}\0braced\0"),
+        pkt("D", b"C\xffname\0v\0j\0i\0"),  # "i" only as a value; an 8-bit name
+        pkt("D", b"Ti\0\0\0empty name\0"),
         pkt("D", b"M"),
         pkt("D", b"Mi\0"),
     ]
