@@ -32,6 +32,11 @@ The handler interface (``MilterHandler``), one handler per milter connection::
 * a sequence of actions: at ``EndOfMessage``, modifications followed by the final
   action (``Continue()`` is appended when the last item is not a final action).
 
+A handler may also have ``handle_now(event)``, a plain function that the server calls
+instead of ``handle`` when it exists: it returns what ``handle`` would return, or
+``DEFER`` when the event needs ``handle`` (something to await). Driving a coroutine
+per event cost more than many handlers' work for that event.
+
 ``handle`` may await anything (DNS); the MTA simply waits. With ``progress_interval``
 set, the server sends SMFIR_PROGRESS while ``handle(EndOfMessage)`` runs, so long key
 lookups do not hit Postfix's ``milter_content_timeout``.
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import errno
 import ipaddress
 import logging
@@ -55,13 +61,14 @@ import socket
 import stat
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Final, Literal, Protocol, TypeVar, cast
 
 from dkimd import milter
 from dkimd.milter import Action, Connection, FilterOptions
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFER",
     "ConnectionInfo",
     "HandlerFactory",
     "HandlerResult",
@@ -84,6 +91,16 @@ _T = TypeVar("_T")
 _READ_SIZE = 256 * 1024  # what asyncio reads at most per call by default
 
 HandlerResult = Action | Sequence[Action] | None
+
+
+class Defer(enum.Enum):
+    """Sentinel type of ``DEFER``."""
+
+    DEFER = "DEFER"
+
+
+#: What a handler's ``handle_now`` returns for an event that needs ``handle``.
+DEFER: Final = Defer.DEFER
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +476,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         "_conn",
         "_done",
         "_event",
+        "_handle_now",
         "_handler",
         "_idle_timer",
         "_last_active",
@@ -479,6 +497,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         self._conn = Connection(server._options, max_packet=server._max_packet, macro_events=False)
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._handler: MilterHandler | None = None
+        self._handle_now: Callable[[milter.Event], HandlerResult | Defer] | None = None
         self._peer = "?"
         self._task: asyncio.Task[HandlerResult] | None = None  # a suspended handle()
         self._event: milter.Event | None = None  # the event _task answers
@@ -507,7 +526,8 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         self._peer = peer = _peer_name(transport)
         nodelay = _set_nodelay(transport)
         try:
-            self._handler = server._factory(ConnectionInfo(self._conn, peer, nodelay))
+            self._handler = handler = server._factory(ConnectionInfo(self._conn, peer, nodelay))
+            self._handle_now = getattr(handler, "handle_now", None)
         except Exception:
             log.exception("milter connection from %s: internal error; closing", peer)
             self._close()
@@ -619,6 +639,14 @@ class _MilterProtocol(asyncio.BufferedProtocol):
 
     def _dispatch(self, event: milter.Event) -> bytes | None:
         """The reply to one event, or None if the handler suspended (see _suspend)."""
+        now = self._handle_now
+        if now is not None:
+            try:
+                result = now(event)
+            except Exception as exc:
+                return self._handler_failed(event, exc)
+            if result is not DEFER:
+                return self._encode(event, result)
         handler = self._handler
         assert handler is not None
         coro = handler.handle(event)

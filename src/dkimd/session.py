@@ -38,7 +38,7 @@ from dkimd.dkim import (
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
-from dkimd.server import ConnectionInfo, HandlerResult
+from dkimd.server import DEFER, ConnectionInfo, Defer, HandlerResult
 from dkimd.signing_keys import KeyProblem, SigningKeys
 
 _log = get_logger("session")
@@ -201,6 +201,15 @@ class MilterSession:
             return None
         if isinstance(event, milter.EndOfMessage):
             return await self._on_eom(event)
+        return handler(event)  # type: ignore[return-value]
+
+    def handle_now(self, event: milter.Event) -> HandlerResult | Defer:
+        """``handle`` without a coroutine for every event but end of message (DNS)."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return None
+        if isinstance(event, milter.EndOfMessage):
+            return DEFER
         return handler(event)  # type: ignore[return-value]
 
     async def close(self) -> None:

@@ -16,7 +16,9 @@ import pytest
 
 from dkimd import milter
 from dkimd.server import (
+    DEFER,
     ConnectionInfo,
+    Defer,
     HandlerResult,
     MilterServer,
     SocketSpec,
@@ -517,3 +519,75 @@ def test_suspended_handler_keeps_order_of_pipelined_commands() -> None:
         assert names.count("EndOfMessage") == 2 and names[-1] == "Quit"
 
     run(main())
+
+
+class NowRecorder(Recorder):
+    """A Recorder with handle_now: EndOfMessage deferred to handle(), a hook on Connect."""
+
+    now_events: list[milter.Event]
+    now_hook: Callable[[milter.Event], HandlerResult] | None = None
+
+    def handle_now(self, event: milter.Event) -> HandlerResult | Defer:
+        self.now_events = getattr(self, "now_events", [])
+        self.now_events.append(event)
+        if isinstance(event, milter.EndOfMessage):
+            return DEFER
+        if NowRecorder.now_hook is not None and isinstance(event, milter.Connect):
+            return NowRecorder.now_hook(event)
+        return None
+
+
+def test_handle_now_replaces_handle_until_it_defers() -> None:
+    async def main() -> None:
+        NowRecorder.now_hook = None
+        server = MilterServer(NowRecorder)
+        port, task = await start(server)
+        mta = await MTA.tcp(port)
+        await mta.negotiate()
+        assert await mta.ask(CONNECT) == ("c", b"")
+        got = await mta.message()
+        assert got[-2:] == [("h", z("X-Dkimd-Test", " yes")), ("c", b"")]
+        mta.close()
+        await server.stop(1)
+        await task
+        (handler,) = Recorder.instances
+        names = [type(e).__name__ for e in handler.now_events]
+        assert names == [
+            *("Connect", "MailFrom", "RcptTo", "Header", "EndOfHeaders"),
+            *("BodyChunk", "EndOfMessage"),
+        ]
+        # handle() ran only for what handle_now deferred.
+        assert [type(e).__name__ for e in handler.events] == ["EndOfMessage"]
+        assert handler.queue_ids == ["ABC123"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("failure", ["raise", "invalid reply"])
+def test_handle_now_failure_uses_error_action(
+    failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def hook(event: milter.Event) -> HandlerResult:
+        if failure == "raise":
+            raise RuntimeError("kaboom now")
+        return milter.AddHeader(b"X", b" y")  # a modification before end of message
+
+    async def main() -> None:
+        NowRecorder.now_hook = hook
+        server = MilterServer(NowRecorder, error_action=milter.Reject())
+        port, task = await start(server)
+        mta = await MTA.tcp(port)
+        await mta.negotiate()
+        assert await mta.ask(CONNECT) == ("r", b"")
+        assert (await mta.message())[-1] == ("c", b"")  # the connection keeps serving
+        mta.close()
+        await server.stop(1)
+        await task
+        assert server.stats.handler_errors == 1
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="dkimd.milter"):
+            run(main())
+    finally:
+        NowRecorder.now_hook = None
+    assert "handler failed on Connect" in caplog.text
