@@ -154,6 +154,7 @@ class Connection:
         "_negotiated",
         "_options",
         "_optneg_reply",
+        "_order",
         "_owed",
         "_raw_macros",
         "_reader",
@@ -181,6 +182,7 @@ class Connection:
         # stages outside _STAGE_ORDER) and, once read, its decoded values.
         self._raw_macros: dict[int, bytes] = {}
         self._decoded: dict[int, dict[str, str]] = {}
+        self._order: list[int] | None = None  # _precedence(), until a stage comes or goes
         self._merged: Mapping[str, str] | None = None
         self._eof = False
         self._broken: RemoteProtocolError | None = None
@@ -241,41 +243,28 @@ class Connection:
         return value
 
     def _find(self, name: str) -> str | None:
-        # What the merged view would hold for name, without building it: the stages that
-        # win a clash come first. A macro packet arrives before nearly every command, so a
-        # merged view rarely lives long enough to be read twice.
-        try:
-            needle: bytes | None = b"\0" + name.encode("utf-8", "surrogateescape") + b"\0"
-        except UnicodeEncodeError:  # cannot come off the wire; decode to be sure
-            needle = None
-        raw = self._raw_macros
-        for stage in reversed(raw):
-            if stage not in _ORDERED:
-                value = self._stage_get(stage, name, needle)
-                if value is not None:
-                    return value
-        for stage in _STAGE_PRECEDENCE:
-            if stage in raw:
-                value = self._stage_get(stage, name, needle)
-                if value is not None:
-                    return value
+        # What the merged view would hold for name, without building it: the stages are
+        # searched in precedence order. A macro packet arrives before nearly every
+        # command, so a merged view rarely lives long enough to be read twice.
+        order = self._order
+        if order is None:
+            order = self._order = self._precedence()
+        decoded = self._decoded
+        for stage in order:
+            values = decoded.get(stage)
+            if values is None:
+                values = self._stage_values(stage)
+            value = values.get(name)
+            if value is not None:
+                return value
         return None
 
-    def _stage_get(self, stage: int, name: str, needle: bytes | None) -> str | None:
-        values = self._decoded.get(stage)
-        if values is None:
-            # Decoding is UTF-8 with surrogateescape, which round-trips: a payload holding
-            # the name has its bytes between NULs (or between the stage byte and a NUL).
-            # Most lookups miss most stages; a byte search is much cheaper than a decode.
-            payload = self._raw_macros[stage]
-            if (
-                needle is not None
-                and needle not in payload
-                and not payload.startswith(needle[1:], 1)
-            ):
-                return None
-            values = self._stage_values(stage)
-        return values.get(name)
+    def _precedence(self) -> list[int]:
+        """The stages present, the one that wins a clash in the merged view first."""
+        raw = self._raw_macros
+        return [s for s in reversed(raw) if s not in _ORDERED] + [
+            s for s in _STAGE_PRECEDENCE if s in raw
+        ]
 
     def stage_macros(self, stage: int) -> Mapping[str, str]:
         """The macros the MTA sent for one stage (``Command.MAIL``...)."""
@@ -339,7 +328,10 @@ class Connection:
                 raise UnexpectedCommand(f"{_name(command)} in state {self._state.value}")
             stage = macro_stage(payload)
             raw = self._raw_macros
-            if raw.get(stage) != payload:  # a repeat (the same queue id) changes nothing
+            old = raw.get(stage)
+            if old != payload:  # a repeat (the same queue id) changes nothing
+                if old is None:
+                    self._order = None
                 raw[stage] = payload
                 self._decoded.pop(stage, None)
                 self._merged = None
@@ -357,6 +349,7 @@ class Connection:
             if command == _MACRO:
                 macros = cast(ev.Macros, event)
                 self._raw_macros[macros.stage] = payload
+                self._order = None
                 self._decoded[macros.stage] = macros.macros
                 self._merged = None
             elif command == _OPTNEG:
@@ -367,6 +360,7 @@ class Connection:
                 self._raw_macros.clear()
                 self._decoded.clear()
                 self._merged = None
+                self._order = None
 
         self._state = next_state
         if command in self._expects:
@@ -397,6 +391,7 @@ class Connection:
             if raw.pop(stage, None) is not None:
                 self._decoded.pop(stage, None)
                 self._merged = None
+                self._order = None
 
     # -- output -------------------------------------------------------------
 

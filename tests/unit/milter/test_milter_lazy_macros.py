@@ -87,9 +87,13 @@ def test_macros_merged_and_scoped() -> None:
     conn.receive_data(ABORT)
     conn.send(milter.Continue())
     assert isinstance(next_event(conn), milter.Abort)
+    # macro() first: it searches the stages itself, macros builds the merged view.
+    assert conn.macro("i") is None
+    assert conn.macro("j") == "mx.example.com"
     assert dict(conn.macros) == {"j": "mx.example.com", "{daemon_name}": "smtpd"}
     conn.receive_data(QUIT_NC)
     assert isinstance(next_event(conn), milter.QuitNewConnection)
+    assert conn.macro("j") is None
     assert dict(conn.macros) == {}
 
 
@@ -143,6 +147,8 @@ def test_unread_message_macros_gone_after_abort() -> None:
     while not isinstance(next_event(conn), milter.Abort):
         conn.send(milter.Continue())
     # The M and R payloads were never decoded; the abort must drop them all the same.
+    assert conn.macro("i") is None
+    assert conn.macro("j") == "mx"
     assert dict(conn.macros) == {"j": "mx"}
     assert dict(conn.stage_macros(Command.MAIL)) == {}
     assert conn.macro("i") is None
@@ -152,6 +158,7 @@ def test_unread_message_macros_gone_after_end_of_message_reply() -> None:
     conn = lazy(connect(), *message(1)[:-1])  # without the final abort
     while not isinstance(next_event(conn), milter.EndOfMessage):
         conn.send(milter.Continue())
+    assert conn.macro("i") == "QUEUE1"
     conn.send(milter.Continue())
     assert conn.macro("i") is None
     assert dict(conn.macros) == {}
