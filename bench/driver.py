@@ -211,6 +211,18 @@ _DECIDE = "decide"  # read the reply to an event
 _QID_SLOT = b"QQQQQQQQ"
 
 
+def _merge_sends(ops: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """Join runs of buffered packets into one bytes object: one send per run, not per packet."""
+    out: list[tuple[str, object]] = []
+    for op, arg in ops:
+        if op in (_SEND, _SEND_QID) and out and out[-1][0] in (_SEND, _SEND_QID):
+            joined = cast(bytes, out[-1][1]) + cast(bytes, arg)
+            out[-1] = (_SEND_QID if _QID_SLOT in joined else _SEND, joined)
+        else:
+            out.append((op, arg))
+    return out
+
+
 class _MessageEnded(Exception):
     """A final reply before end-of-message (accept, reject, ...): the rest is not sent."""
 
@@ -562,7 +574,7 @@ class Driver:
                 ops.append((_BODY_FLUSH if no_reply else _BODY_DECIDE, None))
         send(eob_macros)
         send(mc.packet(mc.CMD_EOB))
-        return ops
+        return _merge_sends(ops)
 
     async def _end_of_message(self, wire: _Wire) -> tuple[list[mc.Modification], str]:
         edits: list[mc.Modification] = []
