@@ -24,6 +24,8 @@ class Case:
     milters: tuple[str, ...] = MILTERS
     milter_cpus: str = "0"
     measure_rss: bool = False
+    # Messages per milter connection: Postfix keeps one for a whole SMTP session.
+    per_connection: int = 1
     # Diagnostic only: the driver ACKs at once (TCP_QUICKACK), which Postfix does not.
     quickack: bool = False
 
@@ -48,6 +50,22 @@ CASES: tuple[Case, ...] = (
             SIGN,
         )
         for c, n, q in ((1, 200, 5), (8, 1500, 16), (64, 4000, 64))
+    ),
+    *(
+        Case(
+            "sign-4k-reuse",
+            "Sign a 4 KB message, 10 messages per milter connection (one SMTP session "
+            "carrying several messages; latency from MAIL to the final reply)",
+            "rsa",
+            "4k",
+            INTERNAL_CLIENT,
+            c,
+            n,
+            q,
+            SIGN,
+            per_connection=10,
+        )
+        for c, n, q in ((1, 300, 10), (64, 4000, 64))
     ),
     *(
         Case(

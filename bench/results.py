@@ -222,8 +222,9 @@ def render(data: dict[str, Any]) -> str:
             else "unpinned (fewer than 2 CPUs)."
         ),
         "The driver speaks milter protocol 6 as Postfix 3.7 does (macros, header and body "
-        "framing, 65535-byte body chunks, no-reply flags honoured), one milter connection per "
-        "message, TCP_NODELAY on its side. Throughput is completed messages / wall time after "
+        "framing, 65535-byte body chunks, no-reply flags honoured, writes buffered as Postfix's "
+        "VSTREAM does), one milter connection per message unless a table says otherwise, "
+        "TCP_NODELAY on its side. Throughput is completed messages / wall time after "
         f"a warm-up (runs stop early after {meta['max_seconds']:.0f} s), the best of "
         f"{meta.get('repeat', 1)} run(s) per case (other work on a shared machine only slows a "
         "run; results.json keeps every run's rate); latency (of that run) runs from the "

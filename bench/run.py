@@ -57,6 +57,7 @@ def run_driver(
     max_seconds: float | None = None,
     cpus: str | None = "1",
     quickack: bool = False,
+    per_connection: int = 1,
 ) -> dict[str, Any]:
     """Run bench/driver.py in its own (pinned) process and return its JSON report."""
     cmd = [
@@ -80,6 +81,8 @@ def run_driver(
         cmd += ["--max-seconds", str(max_seconds)]
     if quickack:
         cmd.append("--quickack")
+    if per_connection > 1:
+        cmd += ["--per-connection", str(per_connection)]
     limit = (max_seconds or 300) + 300
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(taskset(cpus, cmd), capture_output=True, text=True, timeout=limit)
@@ -176,6 +179,7 @@ def run_case(
                 max_seconds=max_seconds,
                 cpus=driver_cpus,
                 quickack=case.quickack,
+                per_connection=case.per_connection,
             )
             # CPU time the milter spent per message (warm-up messages included on both
             # sides of the division): a per-core cost that other load on the machine
