@@ -158,3 +158,39 @@ def test_results_section_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
     assert "v2" in text
     assert "v1" not in text
     assert text.count(results.BEGIN) == 1
+
+
+# ---- the whole harness, once, tiny ----
+
+
+def test_run_py_quick_writes_every_case(tmp_path: Path) -> None:
+    """`bench/run.py --quick` end to end (tiny counts, a 1 MB "big" message): every case runs
+    against both milters, every run passes its checks, and the generated section has every
+    table. Numbers are not looked at: this only keeps the harness from rotting."""
+    require("opendkim")
+    import json
+    import subprocess
+
+    import cases
+
+    out = tmp_path / "RESULTS.md"
+    work_dir = tmp_path / "work"
+    cmd = [sys.executable, str(BENCH / "run.py"), "--quick", "--big-mb", "1"]
+    cmd += ["--max-seconds", "2", "--out", str(out), "--workdir", str(work_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((work_dir / "results.json").read_text())
+    runs = data["runs"]
+    expected = {(c.group, c.concurrency, m) for c in cases.CASES for m in c.milters}
+    assert {(r["group"], r["concurrency"], r["milter"]) for r in runs} == expected
+    for r in runs:
+        assert "error" not in r, r
+        assert r["ok"], (r["group"], r["milter"], r["notes"])
+        assert r["report"]["driver_cpu_ms"] > 0
+        if r["group"] != "sign-big":
+            assert r["cpu_ms"] > 0
+    text = out.read_text()
+    assert text.count(results.BEGIN) == 1
+    for title in {c.title for c in cases.CASES if c.group != "nagle"}:
+        assert f"### {title}" in text
+    assert "two-CPU bound" in text
