@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 
 import pytest
@@ -283,3 +284,29 @@ def test_event_validation() -> None:
         milter.Connect("h", Family.INET, 70000, "x")
     with pytest.raises(milter.LocalProtocolError):
         milter.Header(b"", b"v")
+
+
+@given(st.binary(min_size=1, max_size=20), st.binary(max_size=40), st.booleans())
+def test_fast_header_events_are_ordinary_header_events(
+    name: bytes, value: bytes, leading_space: bool
+) -> None:
+    """decode_header's fast path skips Header.__init__; the result must not differ."""
+    payload = name + b"\0" + value + b"\0"
+    try:
+        event = codec.decode_header(payload, leading_space)
+    except milter.MalformedPacket:
+        assert b"\0" in name or b"\0" in value
+        return
+    assert type(event) is milter.Header
+    if b"\0" not in name and b"\0" not in value:
+        expected = value if leading_space or not value else b" " + value
+        assert event == milter.Header(name, expected)
+        assert repr(event) == repr(milter.Header(name, expected))
+        assert hash(event) == hash(milter.Header(name, expected))
+    with pytest.raises(AttributeError):
+        event.name = b"other"  # type: ignore[misc]
+
+
+def test_header_event_fields_are_the_ones_the_fast_path_sets() -> None:
+    # codec._header_event sets exactly these slots; a new field must be added there too.
+    assert [f.name for f in dataclasses.fields(milter.Header)] == ["name", "value"]
