@@ -18,9 +18,11 @@ an unsafe key) is logged with the reason and the old one kept.
 Workers: with `Workers N` (N > 1) or `AutoRestart yes` a supervisor process forks the
 workers, restarts any that die abnormally (at most AutoRestartCount times in all, and at
 most n times in t seconds with AutoRestartRate n/t; default 10 per worker per minute),
-and relays SIGTERM/SIGINT/SIGHUP/SIGUSR1 to them. For TCP sockets each worker gets its
-own listening socket on the same address (SO_REUSEPORT, all bound before privileges are
-dropped), so the kernel spreads connections evenly; UNIX sockets are shared.
+and relays SIGTERM/SIGINT/SIGHUP/SIGUSR1 to them. The workers share the one listening
+socket, bound before privileges are dropped: whichever worker is free accepts the next
+connection. (One SO_REUSEPORT socket per worker was tried first: the kernel then deals
+connections out by address hash whatever each worker's load, so a worker that shares its
+CPU with the MTA falls behind while another idles; bench/RESULTS.md has the numbers.)
 """
 
 from __future__ import annotations
@@ -154,19 +156,9 @@ def supervised(config: Config) -> bool:
     return config.workers > 1 or config.auto_restart
 
 
-def bind_sockets(spec: SocketSpec, config: Config) -> list[socket.socket]:
-    """One listening socket, or one per worker (SO_REUSEPORT) for TCP with Workers > 1."""
-    if spec.kind == "unix" or config.workers == 1 or spec.port == 0:
-        return [bind_socket(spec, umask=config.umask)]
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(config.workers):
-            sockets.append(bind_socket(spec, umask=config.umask, reuse_port=True))
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
+def bind_listener(spec: SocketSpec, config: Config) -> socket.socket:
+    """The listening socket, shared by every worker."""
+    return bind_socket(spec, umask=config.umask)
 
 
 def _config_problems(exc: ConfigError) -> None:
@@ -230,7 +222,7 @@ def run(options: DaemonOptions) -> int:
         if config.umask is not None:
             os.umask(config.umask)  # as opendkim: for the socket file and the pid file
         runtime = build_runtime(config, run_as)
-        sockets = bind_sockets(spec, config)
+        sock = bind_listener(spec, config)
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return exc.exit_code
@@ -272,8 +264,8 @@ def run(options: DaemonOptions) -> int:
     )
     try:
         if supervised(config):
-            return _supervise(config, options, runtime, sockets, run_as, channel)
-        return asyncio.run(_serve(options, runtime, sockets[0], run_as, channel))
+            return _supervise(config, options, runtime, sock, run_as, channel)
+        return asyncio.run(_serve(options, runtime, sock, run_as, channel))
     finally:
         channel.failed("the daemon stopped during start-up")  # no-op once ready
         if pid_file is not None:
@@ -400,12 +392,12 @@ def _supervise(
     config: Config,
     options: DaemonOptions,
     runtime: Runtime,
-    sockets: list[socket.socket],
+    sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
 ) -> int:
     """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code."""
-    children: dict[int, int] = {}  # pid -> worker slot (index into sockets)
+    children: dict[int, int] = {}  # pid -> worker slot
     stopping = False
     give_up = False
 
@@ -416,11 +408,7 @@ def _supervise(
         try:
             pid = os.fork()
             if pid == 0:
-                mine = sockets[slot % len(sockets)]
-                for other in sockets:
-                    if other is not mine:
-                        other.close()
-                _worker(options, runtime, mine, run_as)
+                _worker(options, runtime, sock, run_as)
             children[pid] = slot
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -468,7 +456,6 @@ def _supervise(
             continue
         log.error("worker %d %s; restarting", pid, how)
         spawn(slot)
-    for sock in sockets:
-        sock.close()
+    sock.close()
     log.info("supervisor stopped")
     return 1 if give_up else 0
