@@ -194,3 +194,39 @@ def test_run_py_quick_writes_every_case(tmp_path: Path) -> None:
     for title in {c.title for c in cases.CASES if c.group != "nagle"}:
         assert f"### {title}" in text
     assert "two-CPU bound" in text
+
+
+def _inproc(*args: str) -> list[str]:
+    # A process of its own: inproc.py sets up dkimd's logging and silences stderr for good.
+    import subprocess
+
+    cmd = [sys.executable, str(BENCH / "inproc.py"), *args, "--messages", "3", "--warmup", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
+def test_inproc_replays_the_conversation_without_sockets(
+    work: workload.Workload, tmp_path: Path
+) -> None:
+    """bench/inproc.py (dkimd's own CPU per message, no sockets) signs for an internal client
+    and verifies for an external one, with the replies the real daemon gives."""
+    import dkim
+
+    lines = _inproc(str(work.conf_rsa), str(work.msg_4k))
+    assert lines[0].startswith("insheader DKIM-Signature:  v=1; a=rsa-sha256; c=relaxed/relaxed;")
+    assert lines[1] == "continue"
+    assert lines[2].startswith("3 messages, CPU ")
+
+    raw = work.msg_4k.read_bytes()
+    key = (work.root / "keys" / "rsa.private").read_bytes()
+    sig = dkim.sign(
+        raw, b"rsa", workload.DOMAIN.encode(), key, canonicalize=(b"relaxed", b"relaxed")
+    )
+    signed = tmp_path / "signed.eml"
+    signed.write_bytes(sig + raw)
+    lines = _inproc(str(work.conf_rsa), str(signed), "--client-addr", "192.0.2.77")
+    assert lines[0].startswith("insheader Authentication-Results:")
+    assert "dkim=pass" in lines[1]
+    assert lines[2] == "continue"
+    assert lines[3].startswith("3 messages, CPU ")

@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dkimd.log import QueueIdAdapter, SyslogSocketHandler, get_logger, setup_logging
+from dkimd.log import (
+    QueueIdAdapter,
+    StderrFormatter,
+    SyslogSocketHandler,
+    get_logger,
+    setup_logging,
+)
 
 
 @pytest.fixture
@@ -116,3 +123,28 @@ def test_queue_id_prefix(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].endswith(f"dkimd[{os.getpid()}]: NOQUEUE: before")
     assert lines[1].endswith(": 4F2xyz: DKIM-Signature field added (s=mail, d=example.com)")
+
+
+def test_stderr_lines_are_what_the_standard_formatter_writes() -> None:
+    """StderrFormatter renders the date once per second; the text must not change for it,
+    within a second, across seconds, or with a traceback."""
+    ours = StderrFormatter("dkimd")
+    standard = logging.Formatter("%(asctime)s dkimd[%(process)d]: %(message)s")
+
+    def record(created: float, msg: str, exc: bool = False) -> logging.LogRecord:
+        exc_info = None
+        if exc:
+            try:
+                raise ValueError("bad key")
+            except ValueError:
+                exc_info = sys.exc_info()
+        rec = logging.LogRecord("dkimd.x", logging.INFO, "", 0, msg, ("a",), exc_info)
+        rec.created = created
+        rec.msecs = (created - int(created)) * 1000
+        return rec
+
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        for exc in (False, True):
+            a, b = record(created, "one %s", exc), record(created, "one %s", exc)
+            assert ours.format(a) == standard.format(b)
+    assert ours.format(record(1_700_000_001.042, "x%s")).split(" ")[1].endswith(",042")
