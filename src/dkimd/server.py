@@ -643,6 +643,8 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         if now is not None:
             try:
                 result = now(event)
+                if result is None:  # the usual answer, to all but end of message
+                    return self._conn.send(_CONTINUE)
             except Exception as exc:
                 return self._handler_failed(event, exc)
             if result is not DEFER:

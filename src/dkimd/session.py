@@ -181,6 +181,9 @@ class MilterSession:
         self._stats = stats if stats is not None else SessionStats()
         self._log = QueueIdAdapter(_log)
         self._client = Client(None, None)
+        # The MTA's name ("j", for the A-R authserv-id): a connect-stage macro, read once
+        # per SMTP connection while only that stage is there to search.
+        self._mta_name: str | None = None
         self._message: _Message | None = None
         self._handlers: dict[type[milter.Event], Callable[..., object]] = {
             milter.Connect: self._on_connect,
@@ -222,6 +225,7 @@ class MilterSession:
         address = event.address or None
         hostname = event.hostname.strip("[]") if event.hostname else None
         self._client = Client(address, hostname)
+        self._mta_name = self._conn.macro("j")
         runtime = self._holder.current
         if runtime.policy.is_peer(self._client):
             if runtime.config.log_why:
@@ -253,7 +257,7 @@ class MilterSession:
         plan = runtime.policy.plan(self._client, msg.headers, self._conn.macro)
         msg.plan = plan
         if plan.notable:
-            self._log.info("%s", plan.why)
+            self._log.info(plan.why)  # no args: no %-formatting of the text itself
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
@@ -399,7 +403,7 @@ class MilterSession:
         msg.lookups.clear()
         results = verifier.results()
         self._stats.verified += 1
-        authserv_id = runtime.authserv_id(self._conn.macro("j"))
+        authserv_id = runtime.authserv_id(self._mta_name or self._conn.macro("j"))
         actions: list[milter.Action] = self._remove_forged_results(msg.headers, authserv_id)
         unsigned = results[0].result is DkimResult.NONE
         if not unsigned or config.always_add_ar_header:

@@ -22,6 +22,10 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _FWS = " \t\r\n"
 # Anything below SP except the FWS characters, and DEL: not allowed in a value.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The same set as bytes, for one C-level pass over a whole list given as bytes: deleting
+# every byte that may appear leaves only the ones that may not (the regex's character
+# class costs several times more per byte).
+_GOOD_BYTES = bytes(b for b in range(256) if not _BAD_VALUE.match(chr(b)))
 
 
 def _bad_fold(text: str) -> bool:
@@ -46,11 +50,16 @@ def parse_tag_list(data: bytes | str) -> TagList:
     Raises `TagListError` for a malformed list or a repeated tag (RFC 6376 3.2: "Tags with
     duplicate names MUST NOT occur within a single tag-list").
     """
-    text = data.decode("latin-1") if isinstance(data, bytes) else data
+    if isinstance(data, bytes):
+        text = data.decode("latin-1")
+        bad_char = bool(data.translate(None, _GOOD_BYTES))
+    else:
+        text = data
+        bad_char = _BAD_VALUE.search(text) is not None
     tags: TagList = {}
     # One scan of the whole list usually proves every value clean (a character that is bad
     # anywhere is bad in a value too); only a list that fails it is checked value by value.
-    clean = not _BAD_VALUE.search(text) and not _bad_fold(text)
+    clean = not bad_char and not _bad_fold(text)
     specs = text.split(";")
     for index, spec in enumerate(specs):
         if not spec.strip(_FWS):

@@ -76,10 +76,11 @@ class Verifier:
         self._headers = list(headers)
         self._bodies = BodyHashSet()
         self._keys: dict[str, TxtResult] = {}
-        self._from_count = sum(1 for f in self._headers if f.key == b"from")
+        keys = [f.name.lower() for f in self._headers]
+        self._from_count = keys.count(b"from")
         self._pending: list[_Pending] = []
-        for f in self._headers:
-            if f.key != _SIG_KEY:
+        for f, key in zip(self._headers, keys, strict=True):
+            if key != _SIG_KEY:
                 continue
             if len(self._pending) >= max(0, self.options.max_signatures):
                 break

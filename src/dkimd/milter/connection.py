@@ -82,15 +82,20 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 C = Command
 
-# Macro stages in the order they are merged (later ones win on a name clash).
-_STAGE_ORDER: Final[tuple[int, ...]] = (
-    *(C.CONNECT, C.HELO, C.UNKNOWN),
-    *(C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB),
+# Macro stages in the order they are merged (later ones win on a name clash). Plain ints,
+# not Command members: the stages key dicts that are searched on every macro lookup, and
+# hashing an IntEnum member goes through a Python-level slot (3x an int's cost).
+_STAGE_ORDER: Final[tuple[int, ...]] = tuple(
+    int(c)
+    for c in (
+        *(C.CONNECT, C.HELO, C.UNKNOWN),
+        *(C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB),
+    )
 )
 _ORDERED: Final = frozenset(_STAGE_ORDER)
 _STAGE_PRECEDENCE: Final = _STAGE_ORDER[::-1]
 _MESSAGE_STAGES: Final[frozenset[int]] = frozenset(
-    {C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB}
+    int(c) for c in (C.MAIL, C.RCPT, C.DATA, C.HEADER, C.EOH, C.BODY, C.BODYEOB)
 )
 # Postfix ignores DISCARD for connect and helo (milter8.c "DISCARD action is not
 # allowed for connect or helo"); refuse it so the mistake shows.
@@ -131,6 +136,15 @@ class _Agreed:
 
 # (id(options), version, actions, protocol) -> outcome; see _Agreed.
 _AGREED: dict[tuple[int, int, int, int], _Agreed] = {}
+
+
+def _raw_name(name: str) -> bytes:
+    """``name`` + NUL as it would appear in a macro packet; b"" if it cannot be encoded
+    (a lone surrogate, which no decoded packet holds), and then every stage is searched."""
+    try:
+        return name.encode("utf-8", "surrogateescape") + b"\0"
+    except UnicodeEncodeError:
+        return b""
 
 
 def _name(command: int) -> str:
@@ -228,7 +242,7 @@ class Connection:
                 if stage in raw:
                     merged.update(self._stage_values(stage))
             for stage in raw:
-                if stage not in _STAGE_ORDER:
+                if stage not in _ORDERED:
                     merged.update(self._stage_values(stage))
             self._merged = MappingProxyType(merged)
         return self._merged
@@ -244,15 +258,22 @@ class Connection:
 
     def _find(self, name: str) -> str | None:
         # What the merged view would hold for name, without building it: the stages are
-        # searched in precedence order. A macro packet arrives before nearly every
-        # command, so a merged view rarely lives long enough to be read twice.
+        # searched in precedence order, and a stage is only decoded if its bytes hold
+        # "name\0". A lookup (the queue id, the auth macros, j) reads one or two stages
+        # of the seven a message brings; building the merged view decoded them all.
         order = self._order
         if order is None:
             order = self._order = self._precedence()
         decoded = self._decoded
+        raw = self._raw_macros
+        key = None
         for stage in order:
             values = decoded.get(stage)
             if values is None:
+                if key is None:
+                    key = _raw_name(name)
+                if key and key not in raw[stage]:
+                    continue
                 values = self._stage_values(stage)
             value = values.get(name)
             if value is not None:
@@ -326,15 +347,17 @@ class Connection:
             # negotiation without changing it, and never replied to, so nothing else moves.
             if _MACRO not in self._table[self._state]:
                 raise UnexpectedCommand(f"{_name(command)} in state {self._state.value}")
-            stage = macro_stage(payload)
             raw = self._raw_macros
-            old = raw.get(stage)
-            if old != payload:  # a repeat (the same queue id) changes nothing
-                if old is None:
-                    self._order = None
-                raw[stage] = payload
-                self._decoded.pop(stage, None)
-                self._merged = None
+            # A repeat (Postfix resends the queue id before every header) changes nothing,
+            # and was checked when it first came.
+            if payload and raw.get(payload[0]) == payload:
+                continue
+            stage = macro_stage(payload)
+            if stage not in raw:
+                self._order = None
+            raw[stage] = payload
+            self._decoded.pop(stage, None)
+            self._merged = None
         state = self._state
         next_state = self._table[state].get(command)
         if next_state is None:

@@ -63,6 +63,46 @@ def test_arbitrary_bytes_parse_or_raise_tag_list_error(data: bytes) -> None:
         assert all(isinstance(v, str) for v in tags.values())
 
 
+def _outcome(data: bytes | str) -> object:
+    try:
+        return parse_tag_list(data)
+    except TagListError as exc:
+        return exc.reason
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"a=b",
+                b";",
+                b"=",
+                b" ",
+                b"\t",
+                b"\r\n ",
+                b"\r",
+                b"\n",
+                b"\x00",
+                b"\x08",
+                b"\x0b",
+                b"\x1f",
+                b"\x7f",
+                b"\x80",
+                b"\xff",
+                b"v",
+                b"1",
+            ]
+        ),
+        max_size=20,
+    )
+)
+def test_bytes_and_text_are_checked_alike(pieces: list[bytes]) -> None:
+    """Bytes are screened for control characters by translate, text by a regex: the same
+    verdict and the same tags either way."""
+    data = b"".join(pieces)
+    assert _outcome(data) == _outcome(data.decode("latin-1"))
+
+
 def test_huge_value_is_fine() -> None:
     assert len(parse_tag_list("b=" + "A" * 1_000_000)["b"]) == 1_000_000
 
