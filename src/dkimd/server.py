@@ -809,8 +809,11 @@ def _peer_name(transport: asyncio.BaseTransport) -> str:
 def _set_nodelay(transport: asyncio.BaseTransport) -> bool | None:
     # Milter is strictly request/response with small packets: Nagle would delay every
     # reply by up to an ACK round trip. (asyncio sets it too; we make sure and report.)
+    # An IP peer is a tuple (a UNIX one a path); socket.family would build an enum.
+    if not isinstance(transport.get_extra_info("peername"), tuple):
+        return None
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if sock is None:
         return None
     try:
         if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):

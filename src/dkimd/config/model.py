@@ -29,6 +29,7 @@ Semantics carried over from OpenDKIM (opendkim.c dkimf_config_load) worth knowin
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import os
 import re
@@ -345,11 +346,12 @@ class Config:
     def action_for(self, condition: Condition) -> Action:
         return self.on_actions[condition]
 
-    @property
+    # Cached: read for every message, and a Flag membership test runs Python code.
+    @functools.cached_property
     def signs(self) -> bool:
         return Mode.SIGN in self.mode
 
-    @property
+    @functools.cached_property
     def verifies(self) -> bool:
         return Mode.VERIFY in self.mode
 

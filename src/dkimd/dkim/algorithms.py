@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -38,18 +38,46 @@ class SignatureAlgorithm:
 
     def verify(self, public_key: PublicKey, signature: bytes, data: bytes) -> bool:
         try:
-            if isinstance(public_key, ed25519.Ed25519PublicKey):
+            kind = _key_kind(public_key)
+            if kind == "ed25519":
                 if self.key_type != "ed25519":
                     return False
-                public_key.verify(signature, hashlib.sha256(data).digest())
+                ed_key = cast(ed25519.Ed25519PublicKey, public_key)
+                ed_key.verify(signature, hashlib.sha256(data).digest())
                 return True
-            if self.key_type != "rsa" or not isinstance(public_key, rsa.RSAPublicKey):
+            if self.key_type != "rsa" or kind != "rsa":
                 return False
-            hash_cls = hashes.SHA256 if self.hash_name == "sha256" else hashes.SHA1
-            public_key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+            rsa_key = cast(rsa.RSAPublicKey, public_key)
+            digest = _SHA256 if self.hash_name == "sha256" else _SHA1
+            rsa_key.verify(signature, data, _PKCS1V15, digest)
             return True
         except (InvalidSignature, ValueError):
             return False
+
+
+# Stateless descriptors, shared rather than made for every signature.
+_PKCS1V15: Final = padding.PKCS1v15()
+_SHA256: Final = hashes.SHA256()
+_SHA1: Final = hashes.SHA1()
+
+# Concrete key class -> "rsa", "ed25519" or "" (neither). The key classes are ABCs, and
+# an isinstance() against an ABC runs Python code on every call; the answer per concrete
+# class never changes.
+_KINDS: dict[type, str] = {}
+
+
+def _key_kind(key: object) -> str:
+    cls = type(key)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            kind = "ed25519"
+        elif isinstance(key, rsa.RSAPublicKey):
+            kind = "rsa"
+        else:
+            kind = ""
+        _KINDS[cls] = kind
+    return kind
 
 
 ALGORITHMS: Final[dict[str, SignatureAlgorithm]] = {

@@ -16,7 +16,7 @@ import base64
 import binascii
 import os
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +29,9 @@ PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 KEY_TYPES: Final = ("rsa", "ed25519")
 _HASHES: Final = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
+# Stateless descriptors, shared rather than made for every signature.
+_HASH_INSTANCES: Final = {name: cls() for name, cls in _HASHES.items()}
+_PKCS1V15: Final = padding.PKCS1v15()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +159,13 @@ class PrivateKey:
     def sign(self, data: bytes, hash_name: str = "sha256") -> bytes:
         """Raw signature primitive: RSASSA-PKCS1-v1_5 over `data` with `hash_name`, or Ed25519
         over `data` itself (the caller, `algorithms`, passes the SHA-256 digest per RFC 8463)."""
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            return self._key.sign(data, padding.PKCS1v15(), _HASHES[hash_name]())
-        return self._key.sign(data)
+        # key_type, set once from the key, rather than an isinstance() against an ABC
+        # (Python code) for every signature.
+        if self.key_type == "rsa":
+            return cast(rsa.RSAPrivateKey, self._key).sign(
+                data, _PKCS1V15, _HASH_INSTANCES[hash_name]
+            )
+        return cast(ed25519.Ed25519PrivateKey, self._key).sign(data)
 
     def public_key(self) -> PublicKey:
         return self._key.public_key()

@@ -103,7 +103,7 @@ def format_result(
     result: SignatureResult, b_prefix: str | None = None, dnssec: str | None = None
 ) -> str:
     """One "dkim=..." resinfo in OpenDKIM's layout."""
-    parts = [f"dkim={result.result.value}"]
+    parts = [f"dkim={result.result._value_}"]  # not .value: a Python-level property
     if result.result is DkimResult.NONE:
         return parts[0]
     if result.result is not DkimResult.PASS and result.reason:

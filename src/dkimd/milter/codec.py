@@ -223,7 +223,17 @@ def _optneg(r: PayloadReader) -> ev.OptionNegotiation:
     version = r.u32()
     actions = r.u32()
     protocol = r.u32()
-    return ev.OptionNegotiation(version, Action(actions), ProtocolFlag(protocol))
+    # Building Flag values runs Python code in enum; an MTA offers the same pair on
+    # every connection.
+    flags = _OFFERED.get((actions, protocol))
+    if flags is None:
+        if len(_OFFERED) >= 64:
+            _OFFERED.clear()
+        flags = _OFFERED[actions, protocol] = (Action(actions), ProtocolFlag(protocol))
+    return ev.OptionNegotiation(version, *flags)
+
+
+_OFFERED: dict[tuple[int, int], tuple[Action, ProtocolFlag]] = {}
 
 
 def _macro(r: PayloadReader) -> ev.Macros:
@@ -407,17 +417,21 @@ def _bodyeob_fast(payload: bytes) -> ev.Event:
 
 
 # Commands whose payload needs no PayloadReader (the same results as DECODERS; none of
-# these constructors can refuse a value).
+# these constructors can refuse a value). Keyed by plain ints, like the command bytes
+# they are looked up with.
 _DIRECT: Final[dict[int, Callable[[bytes], ev.Event]]] = {
-    Command.MACRO: _macro_fast,
-    Command.HEADER: _header_fast,
-    Command.BODY: ev.BodyChunk,
-    Command.BODYEOB: _bodyeob_fast,
-    Command.DATA: _constant_fast(ev.Data()),
-    Command.EOH: _constant_fast(ev.EndOfHeaders()),
-    Command.ABORT: _constant_fast(ev.Abort()),
-    Command.QUIT: _constant_fast(ev.Quit()),
-    Command.QUIT_NC: _constant_fast(ev.QuitNewConnection()),
+    int(command): fast
+    for command, fast in {
+        Command.MACRO: _macro_fast,
+        Command.HEADER: _header_fast,
+        Command.BODY: ev.BodyChunk,
+        Command.BODYEOB: _bodyeob_fast,
+        Command.DATA: _constant_fast(ev.Data()),
+        Command.EOH: _constant_fast(ev.EndOfHeaders()),
+        Command.ABORT: _constant_fast(ev.Abort()),
+        Command.QUIT: _constant_fast(ev.Quit()),
+        Command.QUIT_NC: _constant_fast(ev.QuitNewConnection()),
+    }.items()
 }
 
 

@@ -121,7 +121,7 @@ class _Agreed:
     connection's packets together; ``_AGREED`` keeps the answers per offer.
     """
 
-    __slots__ = ("expects", "leading_space", "negotiated", "options", "reply", "table")
+    __slots__ = ("actions", "expects", "leading_space", "negotiated", "options", "reply", "table")
 
     def __init__(self, options: FilterOptions, negotiated: Negotiated) -> None:
         self.options = options  # held, so its id() in the cache key stays unique
@@ -131,8 +131,25 @@ class _Agreed:
         # Commands the MTA waits for a reply to.
         self.expects = frozenset(int(c) for c in DECODERS if n.expects_reply(c))
         self.leading_space = n.leading_space
-        self.table = transitions(n.protocol)
+        self.actions = int(n.actions)
+        # Plain dicts, private to connections: a mappingproxy adds a call to every lookup.
+        self.table = {state: dict(moves) for state, moves in transitions(n.protocol).items()}
 
+
+_REQUIRES: dict[type, int] = {}
+
+
+def _requires(cls: type[act.Modification]) -> int:
+    """A modification's ActionFlag, as an int."""
+    flag = _REQUIRES.get(cls)
+    if flag is None:
+        flag = _REQUIRES[cls] = int(cls.requires)
+    return flag
+
+
+_INITIAL_TABLE: Final = {
+    state: dict(moves) for state, moves in transitions(ProtocolFlag.NONE).items()
+}
 
 # (id(options), version, actions, protocol) -> outcome; see _Agreed.
 _AGREED: dict[tuple[int, int, int, int], _Agreed] = {}
@@ -158,6 +175,7 @@ class Connection:
     """One milter connection, from option negotiation to quit. Not thread-safe."""
 
     __slots__ = (
+        "_actions",
         "_broken",
         "_decoded",
         "_eof",
@@ -187,10 +205,11 @@ class Connection:
         self._options = options if options is not None else FilterOptions()
         self._reader = FrameReader(max_packet)
         self._state = State.NEGOTIATE
-        self._table = transitions(ProtocolFlag.NONE)
+        self._table: Mapping[State, Mapping[int, State]] = _INITIAL_TABLE
         self._negotiated: Negotiated | None = None
         self._optneg_reply = b""
         self._leading_space = True
+        self._actions = 0  # the negotiated ActionFlag, as an int
         self._macro_events = macro_events
         # Per stage, the last macro payload (arrival order, which orders the merge of
         # stages outside _STAGE_ORDER) and, once read, its decoded values.
@@ -406,6 +425,7 @@ class Connection:
         self._optneg_reply = agreed.reply
         self._expects = agreed.expects
         self._leading_space = agreed.leading_space
+        self._actions = agreed.actions
         self._table = agreed.table
 
     def _drop_message_macros(self) -> None:
@@ -502,7 +522,8 @@ class Connection:
             )
         negotiated = self._negotiated
         assert negotiated is not None
-        if not negotiated.actions & action.requires:
+        # As ints: Flag's & is Python code, and this runs for every header we add.
+        if not self._actions & _requires(type(action)):
             raise LocalProtocolError(
                 f"{type(action).__name__} needs {action.requires!r}, which was not negotiated"
             )

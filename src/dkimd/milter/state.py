@@ -139,7 +139,9 @@ def transitions(protocol: ProtocolFlag = ProtocolFlag.NONE) -> Mapping[State, Ma
             full[C.QUIT] = S.CLOSED
         if state is S.CLOSED:
             full = {}
+        # Keys as plain ints: a lookup runs for every packet with the command byte, and a
+        # Command key makes each hit fall back to IntEnum's slower equality.
         resolved[state] = MappingProxyType(
-            {cmd: (state if nxt is None else nxt) for cmd, nxt in full.items()}
+            {int(cmd): (state if nxt is None else nxt) for cmd, nxt in full.items()}
         )
     return MappingProxyType(resolved)
