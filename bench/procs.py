@@ -42,12 +42,15 @@ def opendkim_path() -> str | None:
     return shutil.which("opendkim", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
-def milter_command(kind: str, conf: Path) -> list[str]:
-    """How each milter is started: the same flags, the same config file."""
+def milter_command(kind: str, conf: Path, listen: str | None = None) -> list[str]:
+    """How each milter is started: the same flags, the same config file. `listen` (a
+    Socket value such as inet:8891@127.0.0.1) overrides the config's Socket with -p, which
+    both take, so the two milters can run side by side on one config."""
+    extra = ["-p", listen] if listen else []
     if kind == "opendkim":
-        return [opendkim_path() or "opendkim", "-f", "-x", str(conf)]
+        return [opendkim_path() or "opendkim", "-f", "-x", str(conf), *extra]
     if kind == "dkimd":
-        return [sys.executable, "-m", "dkimd", "-x", str(conf), "-f"]
+        return [sys.executable, "-m", "dkimd", "-x", str(conf), "-f", *extra]
     raise ValueError(kind)
 
 
@@ -73,7 +76,8 @@ class Milter:
     def start(
         cls, kind: str, conf: Path, port: int, cpus: str | None, log: Path, wait: float = 20.0
     ) -> Milter:
-        milter = cls(kind, taskset(cpus, milter_command(kind, conf)), port, log)
+        listen = f"inet:{port}@127.0.0.1"
+        milter = cls(kind, taskset(cpus, milter_command(kind, conf, listen)), port, log)
         milter._wait_listening(wait)
         return milter
 

@@ -214,13 +214,17 @@ def render(data: dict[str, Any]) -> str:
         "",
         "How: both milters run the same generated opendkim.conf (bench/workload.py: KeyTable and "
         "SigningTable `refile:`, `InternalHosts 127.0.0.1`, relaxed/relaxed, `TestDNSData "
-        "file:`), started as `opendkim -f -x CONF` and `python -m dkimd -x CONF -f`, "
+        "file:`), started side by side as `opendkim -f -x CONF -p SOCKET` and `python -m "
+        "dkimd -x CONF -f -p SOCKET`, "
         + (
-            "each pinned to CPU 0 (`taskset -c 0`); the load driver (bench/driver.py) and this "
+            "both pinned to CPU 0 (`taskset -c 0`); the load driver (bench/driver.py) and this "
             "runner are pinned to CPU 1."
             if meta["pinned"]
             else "unpinned (fewer than 2 CPUs)."
-        ),
+        )
+        + " The measured runs of a case alternate between the two milters (OpenDKIM, dkimd, "
+        "OpenDKIM, dkimd...), the idle one waiting, so a slow spell of a shared machine "
+        "weighs on both.",
         "The driver speaks milter protocol 6 as Postfix 3.7 does (macros, header and body "
         "framing, 65535-byte body chunks, no-reply flags honoured, writes buffered as Postfix's "
         "VSTREAM does), one milter connection per message unless a table says otherwise, "

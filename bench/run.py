@@ -2,11 +2,12 @@
 
     python bench/run.py [--quick] [--out bench/RESULTS.md]
 
-Generates keys, DNS data, messages and opendkim.conf files under bench/out/work, then for each
-config starts OpenDKIM (`opendkim -f -x CONF`) and dkimd (`python -m dkimd -x CONF -f`) in
-turn, each pinned to CPU 0, and runs bench/driver.py pinned to CPU 1 for every case
-(bench/cases.py). Writes its section of RESULTS.md (between its markers; the rest of the file
-is left alone) and the raw numbers to bench/out/work/results.json.
+Generates keys, DNS data, messages and opendkim.conf files under bench/out/work, then for
+each config starts OpenDKIM (`opendkim -f -x CONF -p SOCKET`) and dkimd (`python -m dkimd
+-x CONF -f -p SOCKET`) side by side, both pinned to CPU 0, and runs bench/driver.py pinned
+to CPU 1 for every case (bench/cases.py), alternating between the two milters run by run.
+Writes its section of RESULTS.md (between its markers; the rest of the file is left alone)
+and the raw numbers to bench/out/work/results.json.
 
 A milter that cannot start is reported as such, with its own words, never with numbers.
 """
@@ -132,81 +133,107 @@ def dkimd_available() -> str | None:
     return None
 
 
-def run_case(
+def measure_once(
     case: Case,
     milter: Milter,
-    w: workload.Workload,
-    messages: dict[str, Path],
+    message: Path,
     quick: bool,
     max_seconds: float,
     driver_cpus: str | None,
-    repeat: int = 1,
-) -> dict[str, Any]:
-    """One case against one running milter; of `repeat` measured runs the fastest is kept."""
-    target = f"127.0.0.1:{w.port}"
-    msg = messages[case.message]
+    warmup: int,
+) -> tuple[dict[str, Any], float | None]:
+    """One measured run of a throughput case: the driver's report, milter CPU ms/msg."""
     count = case.count(quick)
-    rss: dict[str, int] = {}
-    if case.measure_rss:
-        # Idle = after one small message, so lazy imports and first-use set-up are in.
-        run_driver(target, w.msg_4k, concurrency=1, messages=1, client=case.client)
-        time.sleep(0.5)
-        rss["idle_kb"] = milter.memory_kb()[0]
-        with RssSampler(milter.pid) as sampler:
-            report = run_driver(
-                target,
-                msg,
-                concurrency=case.concurrency,
-                messages=count,
-                client=case.client,
-                cpus=driver_cpus,
+    ticks = read_cpu_ticks(milter.pid)
+    rep = run_driver(
+        f"127.0.0.1:{milter.port}",
+        message,
+        concurrency=case.concurrency,
+        messages=count,
+        client=case.client,
+        warmup=warmup,
+        max_seconds=max_seconds,
+        cpus=driver_cpus,
+        quickack=case.quickack,
+        per_connection=case.per_connection,
+    )
+    # CPU time the milter spent per message (warm-up messages included on both sides of
+    # the division): a per-core cost that other load on the machine hardly moves, unlike
+    # msgs/s.
+    spent = read_cpu_ticks(milter.pid) - ticks
+    handled = rep["messages"] + warmup
+    return rep, (spent * 1000 / CLOCK_TICKS / handled if handled else None)
+
+
+def summarize(
+    case: Case, runs: list[tuple[dict[str, Any], float | None]], message: Path, dns: Path
+) -> dict[str, Any]:
+    """A case's result for one milter from its measured runs; every run is checked."""
+    reports = [rep for rep, _ in runs]
+    cpu_ms = [cpu for _, cpu in runs if cpu is not None]
+    # Other work on the machine only ever slows a run down, so the best one is the least
+    # disturbed.
+    report = max(reports, key=lambda r: r["msgs_per_s"])
+    failing = [check_report(case.expect_header, r, message, dns) for r in reports]
+    notes = sorted({n for f in failing for n in f[0]})
+    warnings = sorted({x for f in failing for x in f[1]})
+    return {
+        "report": report,
+        "rates": [r["msgs_per_s"] for r in reports],
+        "cpu_ms": min(cpu_ms) if cpu_ms else None,
+        "cpu_ms_runs": cpu_ms,
+        "ok": not notes,
+        "notes": notes,
+        "warnings": warnings,
+        "rss": {},
+    }
+
+
+def run_interleaved(
+    case: Case,
+    milters: dict[str, Milter],
+    message: Path,
+    dns: Path,
+    quick: bool,
+    max_seconds: float,
+    driver_cpus: str | None,
+    repeat: int,
+) -> dict[str, dict[str, Any]]:
+    """A throughput case against every running milter, their runs alternating (A B A B...),
+    so a slow spell of a shared machine falls on both rather than on whichever ran then."""
+    warmup = min(case.count(quick), max(10, 2 * case.concurrency))
+    runs: dict[str, list[tuple[dict[str, Any], float | None]]] = {k: [] for k in milters}
+    for i in range(repeat):
+        for kind, milter in milters.items():
+            runs[kind].append(
+                measure_once(
+                    case, milter, message, quick, max_seconds, driver_cpus, 0 if i else warmup
+                )
             )
-        rss["peak_kb"] = max(sampler.peak_kb, milter.memory_kb()[0])
-        rss["hwm_kb"] = milter.memory_kb()[1]
-    else:
-        reports = []
-        cpu_ms: list[float] = []
-        for i in range(repeat):
-            warmup = 0 if i else min(count, max(10, 2 * case.concurrency))
-            ticks = read_cpu_ticks(milter.pid)
-            rep = run_driver(
-                target,
-                msg,
-                concurrency=case.concurrency,
-                messages=count,
-                client=case.client,
-                warmup=warmup,
-                max_seconds=max_seconds,
-                cpus=driver_cpus,
-                quickack=case.quickack,
-                per_connection=case.per_connection,
-            )
-            # CPU time the milter spent per message (warm-up messages included on both
-            # sides of the division): a per-core cost that other load on the machine
-            # hardly moves, unlike msgs/s.
-            spent = read_cpu_ticks(milter.pid) - ticks
-            handled = rep["messages"] + warmup
-            if handled:
-                cpu_ms.append(spent * 1000 / CLOCK_TICKS / handled)
-            reports.append(rep)
-        # Other work on the machine only ever slows a run down, so the best one is the
-        # least disturbed; every run is still checked.
-        report = max(reports, key=lambda r: r["msgs_per_s"])
-        rates = [r["msgs_per_s"] for r in reports]
-        failing = [check_report(case.expect_header, r, msg, w.dns) for r in reports]
-        notes = sorted({n for f in failing for n in f[0]})
-        warnings = sorted({x for f in failing for x in f[1]})
-        return {
-            "report": report,
-            "rates": rates,
-            "cpu_ms": min(cpu_ms) if cpu_ms else None,
-            "cpu_ms_runs": cpu_ms,
-            "ok": not notes,
-            "notes": notes,
-            "warnings": warnings,
-            "rss": rss,
-        }
-    notes, warnings = check_report(case.expect_header, report, msg, w.dns)
+    return {kind: summarize(case, r, message, dns) for kind, r in runs.items()}
+
+
+def run_memory_case(
+    case: Case, milter: Milter, w: workload.Workload, message: Path, driver_cpus: str | None
+) -> dict[str, Any]:
+    """The big message: the milter's peak RSS while it handles it, over its idle RSS."""
+    target = f"127.0.0.1:{milter.port}"
+    # Idle = after one small message, so lazy imports and first-use set-up are in.
+    run_driver(target, w.msg_4k, concurrency=1, messages=1, client=case.client)
+    time.sleep(0.5)
+    rss = {"idle_kb": milter.memory_kb()[0]}
+    with RssSampler(milter.pid) as sampler:
+        report = run_driver(
+            target,
+            message,
+            concurrency=case.concurrency,
+            messages=case.count(False),
+            client=case.client,
+            cpus=driver_cpus,
+        )
+    rss["peak_kb"] = max(sampler.peak_kb, milter.memory_kb()[0])
+    rss["hwm_kb"] = milter.memory_kb()[1]
+    notes, warnings = check_report(case.expect_header, report, message, w.dns)
     return {"report": report, "ok": not notes, "notes": notes, "warnings": warnings, "rss": rss}
 
 
@@ -283,37 +310,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     for conf in dict.fromkeys(c.conf for c in CASES):
         group = [c for c in CASES if c.conf == conf]
-        for kind in ("opendkim", "dkimd"):
-            todo = [c for c in group if kind in c.milters and kind in wanted]
-            if not todo:
-                continue
-            entry = {"conf": conf, "milter": kind}
+        kinds = [k for k in ("opendkim", "dkimd") if k in wanted]
+        kinds = [k for k in kinds if any(k in c.milters for c in group)]
+        # Both milters run side by side (each on its own port, both pinned to the same
+        # CPU, idle while the other is measured), so each case alternates between them.
+        milters: dict[str, Milter] = {}
+        failed: dict[str, str] = {}
+        for kind in kinds:
             if kind in unavailable:
-                runs += [{**_case_dict(c), **entry, "error": unavailable[kind]} for c in todo]
+                failed[kind] = unavailable[kind]
                 continue
-            cpus = todo[0].milter_cpus if pinned else None
+            cpus = group[0].milter_cpus if pinned else None
             log = logs / f"{kind}-{conf}.log"
             print(f"== {kind} with {confs[conf].name} (CPUs {cpus or 'any'})", flush=True)
             try:
-                milter = Milter.start(kind, confs[conf], port, cpus, log)
+                milters[kind] = Milter.start(kind, confs[conf], free_port(), cpus, log)
             except MilterStartError as e:
-                reason = f"not runnable: {e}"
-                print(f"   {reason}", flush=True)
+                failed[kind] = f"not runnable: {e}"
+                print(f"   {failed[kind]}", flush=True)
                 if conf == "rsa":
-                    unavailable[kind] = reason
-                runs += [{**_case_dict(c), **entry, "error": reason} for c in todo]
-                continue
-            try:
-                for case in todo:
-                    try:
-                        res = run_case(
-                            case, milter, w, messages, args.quick, max_seconds, driver_cpus, repeat
+                    unavailable[kind] = failed[kind]
+        try:
+            for case in group:
+                here = {k: m for k, m in milters.items() if k in case.milters}
+                for kind, reason in failed.items():
+                    if kind in case.milters:
+                        entry = {**_case_dict(case), "conf": conf, "milter": kind}
+                        runs.append({**entry, "error": reason})
+                msg = messages[case.message]
+                done: dict[str, dict[str, Any]] = {}
+                try:
+                    if case.measure_rss:
+                        for kind, milter in here.items():
+                            done[kind] = run_memory_case(case, milter, w, msg, driver_cpus)
+                    elif here:
+                        done = run_interleaved(
+                            case, here, msg, w.dns, args.quick, max_seconds, driver_cpus, repeat
                         )
-                    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-                        res = {"error": f"run failed: {e}"}
-                    runs.append({**_case_dict(case), **entry, **res})
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                    done = {kind: {"error": f"run failed: {e}"} for kind in here}
+                for kind, res in done.items():
+                    runs.append({**_case_dict(case), "conf": conf, "milter": kind, **res})
                     print("   " + results.one_line(runs[-1]), flush=True)
-            finally:
+        finally:
+            for milter in milters.values():
                 milter.stop()
 
     meta = {
