@@ -26,6 +26,8 @@ class Case:
     measure_rss: bool = False
     # Messages per milter connection: Postfix keeps one for a whole SMTP session.
     per_connection: int = 1
+    # Also measured on a one-worker dkimd, runs alternating (the Workers cases).
+    baseline: bool = False
     # Diagnostic only: the driver ACKs at once (TCP_QUICKACK), which Postfix does not.
     quickack: bool = False
 
@@ -128,7 +130,7 @@ CASES: tuple[Case, ...] = (
         milters=("opendkim",),
         quickack=True,
     ),
-    # Each against its one-worker run above (sign-4k at 64, sign-1m at 8).
+    # Each against a one-worker dkimd (rsa.conf, CPU 0) measured in the same rotation.
     Case(
         "workers",
         "dkimd multi-core: `Workers 2` on CPUs 0-1",
@@ -141,6 +143,7 @@ CASES: tuple[Case, ...] = (
         SIGN,
         milters=("dkimd",),
         milter_cpus="0,1",
+        baseline=True,
     ),
     Case(
         "workers",
@@ -154,5 +157,6 @@ CASES: tuple[Case, ...] = (
         SIGN,
         milters=("dkimd",),
         milter_cpus="0,1",
+        baseline=True,
     ),
 )

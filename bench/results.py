@@ -171,9 +171,12 @@ def _workers_table(runs: list[Run]) -> list[str]:
         "| dkimd CPU ms/msg | driver CPU ms/msg | two-CPU bound msgs/s | checks |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for two in (r for r in runs if r["group"] == "workers"):
+    for two in (r for r in runs if r["group"] == "workers" and r["milter"] == "dkimd"):
         base_group = "sign-1m" if two.get("message") == "1m" else "sign-4k"
-        one = _find(runs, base_group, "dkimd", two["concurrency"])
+        # The one-worker run that alternated with this one; older results: the sign case.
+        one = _find(runs, "workers", "dkimd-1worker", two["concurrency"]) or _find(
+            runs, base_group, "dkimd", two["concurrency"]
+        )
         what = f"{'1 MB' if base_group == 'sign-1m' else '4 KB'}, c{two['concurrency']}"
         out.append(
             f"| {what} | 1 worker | 0 | {_rate(one)} | 1.00x | {_lat(one)} | {_cpu(one)} "
@@ -187,8 +190,10 @@ def _workers_table(runs: list[Run]) -> list[str]:
     out.append("")
     out.append(
         "OpenDKIM has no such option (it rejects `Workers`: unrecognized parameter), so this "
-        "compares dkimd with itself. This machine has two CPUs and the load driver needs one "
-        "of them too: with two workers on CPUs 0-1 the milter shares CPU 1 with the driver. "
+        "compares dkimd with itself: the 1-worker rows are a one-worker dkimd (CPU 0) running "
+        "beside the two-worker one, their measured runs alternating. This machine has two CPUs "
+        "and the load driver needs one of them too: with two workers on CPUs 0-1 the milter "
+        "shares CPU 1 with the driver. "
         "The two-CPU bound is what two CPUs could carry at the measured CPU cost per message "
         "of milter plus driver (2000 / (dkimd + driver ms)); the closer Workers 2 comes to it, "
         "the less the workers lose to each other. dkimd CPU ms/msg with Workers 2 is the sum "

@@ -44,6 +44,8 @@ from procs import (
 )
 
 BENCH = Path(__file__).resolve().parent
+# The one-worker dkimd that the `Workers 2` cases are measured against, in the same rotation.
+BASELINE = "dkimd-1worker"
 DRIVER = BENCH / "driver.py"
 
 
@@ -330,9 +332,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"   {failed[kind]}", flush=True)
                 if conf == "rsa":
                     unavailable[kind] = failed[kind]
+        if "dkimd" in milters and any(c.baseline for c in group):
+            # The Workers cases compare dkimd with itself: a one-worker dkimd on CPU 0 runs
+            # beside them and takes turns with them, as the two milters do elsewhere.
+            print(f"== {BASELINE} with {confs['rsa'].name} (CPUs 0)", flush=True)
+            log = logs / f"{BASELINE}.log"
+            try:
+                cpus = "0" if pinned else None
+                milters[BASELINE] = Milter.start("dkimd", confs["rsa"], free_port(), cpus, log)
+            except MilterStartError as e:
+                failed[BASELINE] = f"not runnable: {e}"
         try:
             for case in group:
-                here = {k: m for k, m in milters.items() if k in case.milters}
+                here = {
+                    k: m
+                    for k, m in milters.items()
+                    if k in case.milters or (k == BASELINE and case.baseline)
+                }
                 for kind, reason in failed.items():
                     if kind in case.milters:
                         entry = {**_case_dict(case), "conf": conf, "milter": kind}

@@ -182,6 +182,7 @@ def test_run_py_quick_writes_every_case(tmp_path: Path) -> None:
     data = json.loads((work_dir / "results.json").read_text())
     runs = data["runs"]
     expected = {(c.group, c.concurrency, m) for c in cases.CASES for m in c.milters}
+    expected |= {(c.group, c.concurrency, "dkimd-1worker") for c in cases.CASES if c.baseline}
     assert {(r["group"], r["concurrency"], r["milter"]) for r in runs} == expected
     for r in runs:
         assert "error" not in r, r
