@@ -225,8 +225,9 @@ class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
         return f"{self.queue_id}: {msg}", kwargs
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
-        # LoggerAdapter.log, minus a second level check in Logger.log and the dict
-        # juggling of process(): this runs for a line or two of every message.
+        # LoggerAdapter.log, minus a second level check in Logger.log: this runs for a line
+        # or two of every message.
         logger = self.logger
         if logger.isEnabledFor(level):
-            logger._log(level, f"{self.queue_id}: {msg}", args, **kwargs)
+            text, options = self.process(msg, kwargs)
+            logger._log(level, text, args, **options)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from dkimd.dkim.keys import PrivateKey, PublicKey
+from dkimd.dkim.keys import HASHES, PKCS1V15, PrivateKey, PublicKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +47,11 @@ class SignatureAlgorithm:
             if self.key_type != "rsa" or kind != "rsa":
                 return False
             rsa_key = cast(rsa.RSAPublicKey, public_key)
-            digest = _SHA256 if self.hash_name == "sha256" else _SHA1
-            rsa_key.verify(signature, data, _PKCS1V15, digest)
+            rsa_key.verify(signature, data, PKCS1V15, HASHES[self.hash_name])
             return True
         except (InvalidSignature, ValueError):
             return False
 
-
-# Stateless descriptors, shared rather than made for every signature.
-_PKCS1V15: Final = padding.PKCS1v15()
-_SHA256: Final = hashes.SHA256()
-_SHA1: Final = hashes.SHA1()
 
 # Concrete key class -> "rsa", "ed25519" or "" (neither). The key classes are ABCs, and
 # an isinstance() against an ABC runs Python code on every call; the answer per concrete

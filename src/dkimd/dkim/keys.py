@@ -28,10 +28,9 @@ from dkimd.dkim.tags import parse_tag_list, strip_fws
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 KEY_TYPES: Final = ("rsa", "ed25519")
-_HASHES: Final = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
-# Stateless descriptors, shared rather than made for every signature.
-_HASH_INSTANCES: Final = {name: cls() for name, cls in _HASHES.items()}
-_PKCS1V15: Final = padding.PKCS1v15()
+# Stateless descriptors, shared by signing and verifying rather than made per signature.
+HASHES: Final = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
+PKCS1V15: Final = padding.PKCS1v15()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +161,7 @@ class PrivateKey:
         # key_type, set once from the key, rather than an isinstance() against an ABC
         # (Python code) for every signature.
         if self.key_type == "rsa":
-            return cast(rsa.RSAPrivateKey, self._key).sign(
-                data, _PKCS1V15, _HASH_INSTANCES[hash_name]
-            )
+            return cast(rsa.RSAPrivateKey, self._key).sign(data, PKCS1V15, HASHES[hash_name])
         return cast(ed25519.Ed25519PrivateKey, self._key).sign(data)
 
     def public_key(self) -> PublicKey:

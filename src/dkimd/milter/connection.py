@@ -132,8 +132,7 @@ class _Agreed:
         self.expects = frozenset(int(c) for c in DECODERS if n.expects_reply(c))
         self.leading_space = n.leading_space
         self.actions = int(n.actions)
-        # Plain dicts, private to connections: a mappingproxy adds a call to every lookup.
-        self.table = {state: dict(moves) for state, moves in transitions(n.protocol).items()}
+        self.table = _plain_table(n.protocol)
 
 
 _REQUIRES: dict[type, int] = {}
@@ -147,9 +146,13 @@ def _requires(cls: type[act.Modification]) -> int:
     return flag
 
 
-_INITIAL_TABLE: Final = {
-    state: dict(moves) for state, moves in transitions(ProtocolFlag.NONE).items()
-}
+def _plain_table(protocol: ProtocolFlag) -> dict[State, dict[int, State]]:
+    """``transitions(protocol)`` as plain dicts, private to connections: a mappingproxy
+    adds a call to every lookup, one per packet."""
+    return {state: dict(moves) for state, moves in transitions(protocol).items()}
+
+
+_INITIAL_TABLE: Final = _plain_table(ProtocolFlag.NONE)
 
 # (id(options), version, actions, protocol) -> outcome; see _Agreed.
 _AGREED: dict[tuple[int, int, int, int], _Agreed] = {}
