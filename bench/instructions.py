@@ -22,14 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from procs import free_port
+from ab import LOADS, WORK
+from procs import free_port, milter_command
 from run import run_driver
-
-WORK = Path(__file__).resolve().parent / "out" / "work"
-LOADS = {
-    "verify": ("msg-4k-signed-by-opendkim.eml", "192.0.2.77"),
-    "sign": ("msg-4k.eml", "127.0.0.1"),
-}
 
 
 def main(argv: list[str]) -> int:
@@ -38,15 +33,12 @@ def main(argv: list[str]) -> int:
     name, client = LOADS[kind]
     message = WORK / name
     port = free_port()
-    conf = Path(f"/tmp/dkimd-cg-{port}.conf")
-    text = (WORK / "rsa.conf").read_text()
-    conf.write_text(re.sub(r"Socket.*", f"Socket inet:{port}@127.0.0.1", text))
     out = f"/tmp/dkimd-cg-{port}"
     env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
+    daemon = milter_command("dkimd", WORK / "rsa.conf", f"inet:{port}@127.0.0.1")
     # The interpreter itself: a wrapper script (a pyenv shim) would be what gets traced.
-    python = os.path.realpath(sys.executable)
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", python]
-    cmd += ["-m", "dkimd", "-x", str(conf), "-f"]
+    daemon[0] = os.path.realpath(daemon[0])
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *daemon]
     with open(f"{out}.log", "w") as log:
         proc = subprocess.Popen(
             ["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=log
@@ -79,7 +71,6 @@ def main(argv: list[str]) -> int:
     finally:
         proc.terminate()
         proc.wait()
-        conf.unlink()
         for f in glob.glob(f"{out}.*"):
             os.unlink(f)
     return 0
