@@ -216,7 +216,12 @@ def run_interleaved(
 
 
 def run_memory_case(
-    case: Case, milter: Milter, w: workload.Workload, message: Path, driver_cpus: str | None
+    case: Case,
+    milter: Milter,
+    w: workload.Workload,
+    message: Path,
+    quick: bool,
+    driver_cpus: str | None,
 ) -> dict[str, Any]:
     """The big message: the milter's peak RSS while it handles it, over its idle RSS."""
     target = f"127.0.0.1:{milter.port}"
@@ -229,7 +234,7 @@ def run_memory_case(
             target,
             message,
             concurrency=case.concurrency,
-            messages=case.count(False),
+            messages=case.count(quick),
             client=case.client,
             cpus=driver_cpus,
         )
@@ -358,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     if case.measure_rss:
                         for kind, milter in here.items():
-                            done[kind] = run_memory_case(case, milter, w, msg, driver_cpus)
+                            done[kind] = run_memory_case(
+                                case, milter, w, msg, args.quick, driver_cpus
+                            )
                     elif here:
                         done = run_interleaved(
                             case, here, msg, w.dns, args.quick, max_seconds, driver_cpus, repeat
