@@ -19,7 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dkimd.config import Action, Condition, Config, KeySource
-from dkimd.dkim import DEFAULT_SIGNED_HEADERS, DkimResult, HeaderField, SignatureResult
+from dkimd.dkim import (
+    DEFAULT_SIGNED_HEADERS,
+    DkimResult,
+    HeaderField,
+    SignatureResult,
+    SigningRequest,
+)
 from dkimd.signing_keys import KeyProblem, SigningKey, SigningKeys
 
 DEFAULT_OVERSIGN_HEADERS = ("from",)
@@ -115,6 +121,36 @@ class SigningPolicy:
         self.oversign_headers: tuple[str, ...] = (
             config.oversign_headers if explicit else DEFAULT_OVERSIGN_HEADERS
         )
+        # id(key) -> (key, its request); the key is held so that its id stays its own.
+        self._requests: dict[int, tuple[SigningKey, SigningRequest]] = {}
+
+    def request_for(self, key: SigningKey) -> SigningRequest:
+        """How to sign with `key` under this configuration; raises SigningError when the
+        key cannot sign (a bad domain or selector, an algorithm the key does not fit).
+
+        Made once per key: SigningKeys hands out the same SigningKey for as long as its
+        key file is unchanged, and a request is immutable, so messages share it.
+        """
+        known = self._requests.get(id(key))
+        if known is not None and known[0] is key:
+            return known[1]
+        config = self.config
+        request = SigningRequest(
+            domain=key.domain,
+            selector=key.selector,
+            key=key.key,
+            header_canon=config.canonicalization.header,
+            body_canon=config.canonicalization.body,
+            signed_headers=self.signed_headers,
+            oversign_headers=self.oversign_headers,
+            identity=key.identity,
+            ttl=config.signature_ttl,
+            algorithm=key.algorithm,
+        )
+        if len(self._requests) >= 1024:
+            self._requests.clear()
+        self._requests[id(key)] = (key, request)
+        return request
 
     # -- connection time --
 

@@ -312,25 +312,11 @@ class MilterSession:
     # -- signing --
 
     def _start_signing(self, msg: _Message, plan: MessagePlan) -> None:
-        config = msg.runtime.config
         policy = msg.runtime.policy
         msg.key_problems = list(plan.key_problems)
         for key in plan.keys:
             try:
-                msg.signing.append(
-                    SigningRequest(
-                        domain=key.domain,
-                        selector=key.selector,
-                        key=key.key,
-                        header_canon=config.canonicalization.header,
-                        body_canon=config.canonicalization.body,
-                        signed_headers=policy.signed_headers,
-                        oversign_headers=policy.oversign_headers,
-                        identity=key.identity,
-                        ttl=config.signature_ttl,
-                        algorithm=key.algorithm,
-                    )
-                )
+                msg.signing.append(policy.request_for(key))
             except Exception as exc:  # a bad request is a config/key problem, not a crash
                 msg.key_problems.append(
                     KeyProblem(key.key_name, Condition.SIGNATURE_ERROR, str(exc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from dkimd.config import Condition, Config, KeySource, KeyTableEntry
 from dkimd.dkim import KeyLoadError, PrivateKey, load_private_key
@@ -44,19 +45,51 @@ class _Cached:
     key: PrivateKey
 
 
+# What the tables say for one sender: a KeyTable entry (with `%` filled in) and the i= signer
+# to sign with, or why a SigningTable match cannot sign.
+_Route = tuple[KeyTableEntry, str | None] | KeyProblem
+
+# Senders whose routes are remembered; past this the memory starts over (a flood of
+# made-up addresses costs table lookups again, never memory).
+_ROUTES_KEPT: Final = 4096
+
+
 class SigningKeys:
     def __init__(self, config: Config, *, check_uid: int | None = None) -> None:
         self.config = config
         self.check_uid = check_uid  # judge file safety for the daemon's user, not root
         self._cache: dict[str, _Cached] = {}
+        # The tables are fixed for this object's life (a reload builds a new one), so what
+        # they say for an address is looked up once; the key files are not (load() re-stats
+        # them on every use).
+        self._routes: dict[str, tuple[_Route, ...]] = {}
+        # The SigningKey last made per (entry, signer), handed out again while its key
+        # object is the one load() returns: callers can then keep per-key work (a
+        # SigningRequest) keyed by it.
+        self._made: dict[tuple[str, str, str, str | None], SigningKey] = {}
 
     # -- which keys --
 
     def for_sender(self, address: str) -> tuple[list[SigningKey], list[KeyProblem]]:
-        domain = address.rpartition("@")[2].lower()
-        config = self.config
+        routes = self._routes.get(address)
+        if routes is None:
+            routes = self._route(address)
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            self._routes[address] = routes
         keys: list[SigningKey] = []
         problems: list[KeyProblem] = []
+        for route in routes:
+            if isinstance(route, KeyProblem):
+                problems.append(route)
+            else:
+                self._add(route[0], route[1], keys, problems)
+        return keys, problems
+
+    def _route(self, address: str) -> tuple[_Route, ...]:
+        domain = address.rpartition("@")[2].lower()
+        config = self.config
+        routes: list[_Route] = []
         if config.key_source is KeySource.TABLES and config.key_table is not None:
             if config.signing_table is not None:
                 matches = config.signing_table.lookup_address(
@@ -70,13 +103,13 @@ class SigningKeys:
             for key_name, signer in wanted:
                 entry = config.key_table.get(key_name)
                 if entry is None:
-                    problems.append(
+                    routes.append(
                         KeyProblem(
                             key_name, Condition.SIGNATURE_ERROR, f'key "{key_name}" not in KeyTable'
                         )
                     )
                     continue
-                self._add(entry.resolve(domain), signer, keys, problems)
+                routes.append((entry.resolve(domain), signer))
         elif config.key_source is KeySource.SINGLE_KEY and config.single_key is not None:
             single = config.single_key
             matched = _domain_match(domain, single.domains.keys(), single.subdomains)
@@ -88,8 +121,8 @@ class SigningKeys:
                     key_path=single.key_file,
                     key_data=None,
                 )
-                self._add(entry, None, keys, problems)
-        return keys, problems
+                routes.append((entry, None))
+        return tuple(routes)
 
     def _add(
         self,
@@ -102,8 +135,10 @@ class SigningKeys:
         if isinstance(loaded, KeyProblem):
             problems.append(loaded)
             return
-        keys.append(
-            SigningKey(
+        made_key = (entry.name, entry.domain, entry.selector, signer)
+        made = self._made.get(made_key)
+        if made is None or made.key is not loaded:
+            made = SigningKey(
                 key_name=entry.name,
                 domain=entry.domain,
                 selector=entry.selector,
@@ -111,7 +146,10 @@ class SigningKeys:
                 algorithm=self._algorithm_for(loaded),
                 identity=signer,
             )
-        )
+            if len(self._made) >= _ROUTES_KEPT:
+                self._made.clear()
+            self._made[made_key] = made
+        keys.append(made)
 
     def _algorithm_for(self, key: PrivateKey) -> str:
         wanted = self.config.signature_algorithm

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd.config import Condition, parse_config_text
 from dkimd.dkim import DkimResult, HeaderField, SignatureResult
@@ -91,3 +95,40 @@ def test_oversign_default_and_override() -> None:
 def test_omit_headers_never_drop_from() -> None:
     policy = _policy("OmitHeaders From,Subject\n")
     assert "from" in policy.signed_headers and "subject" not in policy.signed_headers
+
+
+def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
+    key = tmp_path / "mail.private"
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    key.write_bytes(pem)
+    key.chmod(0o600)
+    (tmp_path / "KeyTable").write_text(f"mail._domainkey.example.com example.com:mail:{key}\n")
+    (tmp_path / "SigningTable").write_text("*@example.com mail._domainkey.example.com\n")
+    policy = _policy(
+        f"Mode sv\nRequireSafeKeys no\nMinimumKeyBits 1024\nKeyTable {tmp_path / 'KeyTable'}\n"
+        f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
+    )
+    [first], _ = policy.keys.for_sender("a@example.com")
+    [again], _ = policy.keys.for_sender("b@example.com")
+    assert again is first  # same entry, same unchanged key file
+    request = policy.request_for(first)
+    assert policy.request_for(again) is request
+    assert (request.domain, request.selector) == ("example.com", "mail")
+    # A rewritten file (new inode, size or mtime) is a new key and a new request.
+    fresh = tmp_path / "fresh"
+    fresh.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    fresh.replace(key)
+    [rotated], _ = policy.keys.for_sender("a@example.com")
+    assert rotated is not first and rotated.key is not first.key
+    assert policy.request_for(rotated) is not request
+    assert policy.request_for(rotated).key is rotated.key

@@ -358,6 +358,37 @@ def test_missing_key_file_applies_on_signature_error(
     assert str(keys.rsa_path) in caplog.text
 
 
+def test_key_file_rotated_or_removed_between_messages_is_noticed(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    """What the tables say per sender is remembered, and so is the request made per key,
+    but the key file is looked at for every message: a key swapped in place (as
+    `dkimd genkey` + mv does) signs the next message, a removed one stops signing."""
+    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
+    first = run(d.message(MESSAGE_HEADERS, BODY))
+    [sig1] = inserted(first, b"DKIM-Signature")
+    old_records = dict(keys.records)
+
+    (tmp_path / "new").mkdir()
+    rotated = FakeKeyTable(tmp_path / "new")
+    staged = tmp_path / "mail.private.new"
+    staged.write_bytes(rotated.rsa_path.read_bytes())
+    staged.replace(keys.rsa_path)  # a new inode at the configured path
+    second = run(d.message(MESSAGE_HEADERS, BODY, new_connection=False))
+    [sig2] = inserted(second, b"DKIM-Signature")
+    signed2 = wire(MESSAGE_HEADERS, BODY, [(b"DKIM-Signature", sig2)])
+    assert dkim.verify(signed2, dnsfunc=rotated.dnsfunc)
+    assert not dkim.verify(signed2, dnsfunc=keys.dnsfunc)
+    signed1 = wire(MESSAGE_HEADERS, BODY, [(b"DKIM-Signature", sig1)])
+    assert keys.records == old_records and dkim.verify(signed1, dnsfunc=keys.dnsfunc)
+
+    keys.rsa_path.unlink()
+    third = run(d.message(MESSAGE_HEADERS, BODY, new_connection=False))
+    assert not inserted(third, b"DKIM-Signature")
+    final = third[-1]
+    assert isinstance(final, milter.ReplyCode) and final.code == 550
+
+
 def test_unsigned_external_mail_gets_no_header_unless_asked(
     tmp_path: Path, keys: FakeKeyTable
 ) -> None:

@@ -43,11 +43,13 @@ from dkimd.dkim.results import (
 from dkimd.dkim.signature import (
     DkimSignature,
     build_signature_field,
+    fold_b_value,
     fold_signature,
     header_hash_input,
     parse_signature,
     select_headers,
     strip_b_value,
+    unsigned_header_hash_input,
 )
 from dkimd.dkim.signer import DEFAULT_SIGNED_HEADERS, Signer, SigningRequest
 from dkimd.dkim.tags import parse_tag_list
@@ -84,6 +86,7 @@ __all__ = [
     "build_signature_field",
     "canonicalize_body",
     "canonicalize_header",
+    "fold_b_value",
     "fold_signature",
     "format_result",
     "get_algorithm",
@@ -97,4 +100,5 @@ __all__ = [
     "select_headers",
     "split_message",
     "strip_b_value",
+    "unsigned_header_hash_input",
 ]

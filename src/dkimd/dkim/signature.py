@@ -9,6 +9,7 @@ import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from dkimd.dkim.algorithms import get_algorithm
 from dkimd.dkim.canonicalization import CANONS, canonicalize_header
@@ -204,9 +205,17 @@ def header_hash_input(
     """The data signed by b= (RFC 6376 3.7): the canonical selected fields, then the canonical
     DKIM-Signature field with b= emptied and without a trailing CRLF.
     """
-    parts = [canonicalize_header(f, canon) for f in select_headers(headers, names)]
     unsigned = HeaderField(signature_field.name, strip_b_value(signature_field.value))
-    parts.append(canonicalize_header(unsigned, canon, crlf=False))
+    return unsigned_header_hash_input(headers, names, unsigned, canon)
+
+
+def unsigned_header_hash_input(
+    headers: Sequence[HeaderField], names: Sequence[str], unsigned_field: HeaderField, canon: str
+) -> bytes:
+    """``header_hash_input`` for a DKIM-Signature field whose b= is already empty (the
+    signer lays it out that way, so it has nothing to strip)."""
+    parts = [canonicalize_header(f, canon) for f in select_headers(headers, names)]
+    parts.append(canonicalize_header(unsigned_field, canon, crlf=False))
     return b"".join(parts)
 
 
@@ -254,20 +263,40 @@ def fold_signature(tags: Sequence[tuple[str, str]], initial: int = len(FIELD_NAM
             elif name in ("b", "bh", "z"):
                 prefix = name + "="
                 out.append(prefix)
-                col += len(prefix)
-                rest = text[len(prefix) :]
-                while rest:
-                    room = max(MARGIN - col, 1)
-                    piece, rest = rest[:room], rest[room:]
-                    out.append(piece)
-                    col += len(piece)
-                    if rest:
-                        out.append("\r\n\t ")
-                        col = 9
+                col = _break_at_margin(text[len(prefix) :], col + len(prefix), out)
             else:
                 out.append(text)
                 col += len(text)
     return (" " + "".join(out)).encode("latin-1")
+
+
+def _break_at_margin(rest: str, col: int, out: list[str]) -> int:
+    """Append `rest` (a b=, bh= or z= value) to `out` from column `col`, broken at column 75
+    onto continuation lines (CRLF TAB SP, 9 columns); return the column it ends at."""
+    while rest:
+        room = max(MARGIN - col, 1)
+        piece, rest = rest[:room], rest[room:]
+        out.append(piece)
+        col += len(piece)
+        if rest:
+            out.append("\r\n\t ")
+            col = 9
+    return col
+
+
+#: Where fold_signature leaves the b= value: b= is the last tag and always starts a new
+#: line, "CRLF TAB b=", so its value begins at column 8 + 2.
+_B_VALUE_COLUMN: Final = 10
+
+
+def fold_b_value(value: str) -> bytes:
+    """The text fold_signature would put after the "b=" it ends a field with, when the
+    field is laid out with an empty b= (RFC 6376 3.7's form of the field): so
+    ``fold_signature([*tags, ("b", "")]) + fold_b_value(b)`` is
+    ``fold_signature([*tags, ("b", b)])``, laid out once instead of twice."""
+    out: list[str] = []
+    _break_at_margin(value, _B_VALUE_COLUMN, out)
+    return "".join(out).encode("ascii")
 
 
 def build_signature_field(tags: Sequence[tuple[str, str]]) -> HeaderField:

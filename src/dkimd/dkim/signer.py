@@ -16,10 +16,11 @@ from dkimd.dkim.errors import SigningError
 from dkimd.dkim.headers import HeaderField
 from dkimd.dkim.keys import PrivateKey
 from dkimd.dkim.signature import (
+    FIELD_NAME,
     _domain_ok,
-    build_signature_field,
-    header_hash_input,
-    strip_b_value,
+    fold_b_value,
+    fold_signature,
+    unsigned_header_hash_input,
 )
 
 # OpenDKIM's default SignHeaders: libopendkim's dkim_should_signhdrs, the fields RFC 6376
@@ -77,6 +78,8 @@ class SigningRequest:
     timestamp: int | None = None
     algorithm: str | None = None
     hash_name: str = field(init=False, default="sha256")
+    # The lower-cased names h= takes, worked out once: a request is shared by messages.
+    _wanted: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
         if not _domain_ok(self.domain):
@@ -101,6 +104,9 @@ class SigningRequest:
                 raise SigningError("identity must be in the signing domain or a subdomain")
         if self.ttl is not None and self.ttl <= 0:
             raise SigningError("signature TTL must be positive")
+        base = DEFAULT_SIGNED_HEADERS if self.signed_headers is None else self.signed_headers
+        wanted = {n.lower() for n in base} - {n.lower() for n in self.omit_headers}
+        object.__setattr__(self, "_wanted", frozenset(wanted | set(REQUIRED_SIGNED_HEADERS)))
 
     @property
     def body_hash_key(self) -> tuple[str, str, int | None]:
@@ -108,10 +114,7 @@ class SigningRequest:
 
     def header_names(self, headers: Sequence[HeaderField]) -> list[str]:
         """The h= list for these headers (see the class docstring)."""
-        base = DEFAULT_SIGNED_HEADERS if self.signed_headers is None else self.signed_headers
-        wanted = {n.lower() for n in base}
-        wanted -= {n.lower() for n in self.omit_headers}
-        wanted |= set(REQUIRED_SIGNED_HEADERS)
+        wanted = self._wanted
         names: list[str] = []
         spelling: dict[str, str] = {}
         for f in headers:
@@ -174,14 +177,10 @@ class Signer:
             tags.append(("l", str(body.length)))
         tags.append(("bh", base64.b64encode(body.digest()).decode("ascii")))
         tags.append(("h", ":".join(names)))
-        # Lay the field out with a placeholder of the real signature's length, so the folding
-        # of everything before b= is final; then sign that field with b= emptied (RFC 6376 3.7).
-        sig_len = 4 * ((req.key.bits // 8 + 2) // 3) if req.key.key_type == "rsa" else 88
-        draft = build_signature_field([*tags, ("b", "A" * sig_len)])
-        unsigned = HeaderField(draft.name, strip_b_value(draft.value))
-        data = header_hash_input(headers, names, unsigned, req.header_canon)
-        signature = algo.sign(req.key, data)
-        field_ = build_signature_field([*tags, ("b", base64.b64encode(signature).decode("ascii"))])
-        if strip_b_value(field_.value) != unsigned.value:
-            raise SigningError("internal error: signature layout changed after signing")
-        return field_
+        # Lay the field out once, with b= empty: that is the form the signature covers
+        # (RFC 6376 3.7), and b= is the last tag, alone on its new line, so the signature
+        # itself is then only appended, folded from that line's column.
+        unsigned = HeaderField(FIELD_NAME, fold_signature([*tags, ("b", "")]))
+        data = unsigned_header_hash_input(headers, names, unsigned, req.header_canon)
+        signature = base64.b64encode(algo.sign(req.key, data)).decode("ascii")
+        return HeaderField(FIELD_NAME, unsigned.value + fold_b_value(signature))

@@ -11,6 +11,8 @@ from dkimd.dkim import (
     HeaderField,
     SignatureError,
     build_signature_field,
+    fold_b_value,
+    fold_signature,
     parse_signature,
     select_headers,
     strip_b_value,
@@ -133,3 +135,22 @@ def test_folded_lines_stay_within_margin() -> None:
     assert strip_fws(value.decode()) == strip_fws(
         "DKIM-Signature:" + "; ".join(f"{k}={v}" for k, v in tags)
     )
+
+
+_TAG_VALUES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-/+=:", max_size=90)
+
+
+@given(
+    values=st.lists(_TAG_VALUES, min_size=1, max_size=8),
+    b=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789+/=", max_size=700),
+)
+def test_signer_layout_is_the_one_pass_layout(values: list[str], b: str) -> None:
+    """The signer lays the field out once with b= empty and appends fold_b_value(b): that
+    must be exactly the field laid out with b= in it, and emptying its b= must give back
+    what was hashed (RFC 6376 3.7)."""
+    names = ["v", "a", "c", "d", "s", "t", "x", "i", "l", "bh", "h"]
+    tags = list(zip(names, values, strict=False))
+    unsigned = fold_signature([*tags, ("b", "")])
+    signed = unsigned + fold_b_value(b)
+    assert signed == fold_signature([*tags, ("b", b)])
+    assert strip_b_value(signed) == unsigned
