@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import mta_codec as mc
 from mta_message import Message, load_message
@@ -123,25 +123,44 @@ class _Wire:
     @classmethod
     async def open(cls, target: str) -> _Wire:
         loop = asyncio.get_running_loop()
-        address: str | tuple[str, int]
         if target.startswith(("unix:", "local:")):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address = target.split(":", 1)[1]
-        else:
-            host, _, port = target.rpartition(":")
-            host = host.strip("[]")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            address = (host, int(port))
-        sock.setblocking(False)
+            return await cls._connect(socket.AF_UNIX, target.split(":", 1)[1])
+        host, _, port_text = target.rpartition(":")
+        host = host.strip("[]")
+        port = int(port_text)  # before any socket exists: a bad target leaks nothing
+        # An address literal is used as is (loop.getaddrinfo would take a trip through a
+        # thread inside every measured latency); a name is resolved and each address tried
+        # in turn, as asyncio's create_connection does (localhost may be ::1 only).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            await loop.sock_connect(sock, address)
+            socket.inet_pton(family, host)
+        except OSError:
+            infos = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICSERV
+            )
+        else:
+            return await cls._connect(family, (host, port))
+        error: OSError | None = None
+        for family, _, _, _, address in infos:
+            try:
+                return await cls._connect(family, address)
+            except OSError as exc:
+                error = exc
+        raise error or OSError(f"no address for {target}")
+
+    @classmethod
+    async def _connect(cls, family: int, address: str | tuple[Any, ...]) -> _Wire:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.get_running_loop().sock_connect(sock, address)
+            wire = cls(sock)
+            wire._quickack()
         except BaseException:
             sock.close()
             raise
-        wire = cls(sock)
-        wire._quickack()
         return wire
 
     def _quickack(self) -> None:

@@ -30,6 +30,10 @@ from dkimd.signing_keys import KeyProblem, SigningKey, SigningKeys
 
 DEFAULT_OVERSIGN_HEADERS = ("from",)
 
+# SigningRequests kept, one per key in use (a KeyTable entry per sender domain with `%`);
+# past this the memory starts over.
+_REQUESTS_KEPT = 4096
+
 # The verifier's reason for an NXDOMAIN key record (dkimd.dkim.verifier).
 _KEY_NOT_FOUND_REASON = "no key for signature"
 
@@ -147,7 +151,7 @@ class SigningPolicy:
             ttl=config.signature_ttl,
             algorithm=key.algorithm,
         )
-        if len(self._requests) >= 1024:
+        if len(self._requests) >= _REQUESTS_KEPT:
             self._requests.clear()
         self._requests[id(key)] = (key, request)
         return request

@@ -41,7 +41,9 @@ class KeyProblem:
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
-    stamp: tuple[int, int, int, int]  # (inode, size, mtime_ns, mode)
+    # (inode, size, mtime_ns, ctime_ns, mode): ctime also moves on chown and on a rewrite
+    # that restores size and mtime, so RequireSafeKeys is judged again then.
+    stamp: tuple[int, int, int, int, int]
     key: PrivateKey
 
 
@@ -49,9 +51,14 @@ class _Cached:
 # to sign with, or why a SigningTable match cannot sign.
 _Route = tuple[KeyTableEntry, str | None] | KeyProblem
 
-# Senders whose routes are remembered; past this the memory starts over (a flood of
-# made-up addresses costs table lookups again, never memory).
+# Senders whose routes are remembered; past this the memory starts over, so a flood of
+# made-up addresses costs table lookups again, not memory. Addresses longer than any
+# valid one (RFC 5321 4.5.3.1: 64 + 1 + 255) are not remembered at all: a From field can
+# be ~100 KB, and 4096 of those would be 400 MB.
 _ROUTES_KEPT: Final = 4096
+_ROUTE_ADDRESS_MAX: Final = 320
+# SigningKeys made per (entry, signer); one per KeyTable entry and sender domain in use.
+_KEYS_KEPT: Final = 4096
 
 
 class SigningKeys:
@@ -66,7 +73,9 @@ class SigningKeys:
         # The SigningKey last made per (entry, signer), handed out again while its key
         # object is the one load() returns: callers can then keep per-key work (a
         # SigningRequest) keyed by it.
-        self._made: dict[tuple[str, str, str, str | None], SigningKey] = {}
+        self._made: dict[tuple[str, str, str, str | None, str | None], SigningKey] = {}
+        # KeyTable entries that carry the key itself: parsed once, not per message.
+        self._inline: dict[bytes, PrivateKey] = {}
 
     # -- which keys --
 
@@ -74,9 +83,10 @@ class SigningKeys:
         routes = self._routes.get(address)
         if routes is None:
             routes = self._route(address)
-            if len(self._routes) >= _ROUTES_KEPT:
-                self._routes.clear()
-            self._routes[address] = routes
+            if len(address) <= _ROUTE_ADDRESS_MAX:
+                if len(self._routes) >= _ROUTES_KEPT:
+                    self._routes.clear()
+                self._routes[address] = routes
         keys: list[SigningKey] = []
         problems: list[KeyProblem] = []
         for route in routes:
@@ -135,7 +145,8 @@ class SigningKeys:
         if isinstance(loaded, KeyProblem):
             problems.append(loaded)
             return
-        made_key = (entry.name, entry.domain, entry.selector, signer)
+        # The path too: with `%` in the path only, senders of two domains share the rest.
+        made_key = (entry.name, entry.domain, entry.selector, signer, entry.key_path)
         made = self._made.get(made_key)
         if made is None or made.key is not loaded:
             made = SigningKey(
@@ -146,7 +157,7 @@ class SigningKeys:
                 algorithm=self._algorithm_for(loaded),
                 identity=signer,
             )
-            if len(self._made) >= _ROUTES_KEPT:
+            if len(self._made) >= _KEYS_KEPT:
                 self._made.clear()
             self._made[made_key] = made
         keys.append(made)
@@ -161,8 +172,15 @@ class SigningKeys:
 
     def load(self, entry: KeyTableEntry) -> PrivateKey | KeyProblem:
         """The entry's private key, or why it cannot be used. Never raises."""
-        if entry.key_data is not None:
-            return self._checked(entry, lambda: load_private_key(entry.key_data or b""))
+        data = entry.key_data
+        if data is not None:
+            known = self._inline.get(data)
+            if known is not None:
+                return known
+            result = self._checked(entry, lambda: load_private_key(data))
+            if isinstance(result, PrivateKey):
+                self._inline[data] = result  # bounded by the KeyTable: data has no `%`
+            return result
         path = entry.key_path or ""
         try:
             st = os.stat(path)
@@ -183,7 +201,7 @@ class SigningKeys:
                 Condition.SIGNATURE_ERROR,
                 f"can't load key from {path}: {exc.strerror or exc}",
             )
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         cached = self._cache.get(path)
         if cached is not None and cached.stamp == stamp:
             return cached.key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -97,14 +98,17 @@ def test_omit_headers_never_drop_from() -> None:
     assert "from" in policy.signed_headers and "subject" not in policy.signed_headers
 
 
-def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
-    key = tmp_path / "mail.private"
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
-        serialization.Encoding.PEM,
+def _rsa_der() -> bytes:
+    return rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.DER,
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    key.write_bytes(pem)
+
+
+def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
+    key = tmp_path / "mail.private"
+    key.write_bytes(_rsa_der())
     key.chmod(0o600)
     (tmp_path / "KeyTable").write_text(f"mail._domainkey.example.com example.com:mail:{key}\n")
     (tmp_path / "SigningTable").write_text("*@example.com mail._domainkey.example.com\n")
@@ -120,15 +124,64 @@ def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path)
     assert (request.domain, request.selector) == ("example.com", "mail")
     # A rewritten file (new inode, size or mtime) is a new key and a new request.
     fresh = tmp_path / "fresh"
-    fresh.write_bytes(
-        rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
+    fresh.write_bytes(_rsa_der())
     fresh.replace(key)
     [rotated], _ = policy.keys.for_sender("a@example.com")
     assert rotated is not first and rotated.key is not first.key
     assert policy.request_for(rotated) is not request
     assert policy.request_for(rotated).key is rotated.key
+
+
+def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:
+    """A KeyTable entry carrying the key itself (base64 DER) gives the same key, SigningKey
+    and request message after message, not a fresh parse (and a kept copy) per message."""
+    inline = base64.b64encode(_rsa_der()).decode()
+    (tmp_path / "KeyTable").write_text(f"k example.com:mail:{inline}\n")
+    (tmp_path / "SigningTable").write_text("*@example.com k\n")
+    policy = _policy(
+        f"Mode sv\nMinimumKeyBits 1024\nKeyTable {tmp_path / 'KeyTable'}\n"
+        f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
+    )
+    [first], _ = policy.keys.for_sender("a@example.com")
+    [again], _ = policy.keys.for_sender("a@example.com")
+    assert again is first
+    assert policy.request_for(again) is policy.request_for(first)
+
+
+def test_percent_path_keys_of_two_domains_are_kept_apart(tmp_path: Path) -> None:
+    """`%` only in the key path: senders of two domains share name, d= and s= but not the
+    key; alternating between them must not remake (and pile up) keys and requests."""
+    for domain in ("a.example", "b.example"):
+        path = tmp_path / f"{domain}.private"
+        path.write_bytes(_rsa_der())
+        path.chmod(0o600)
+    (tmp_path / "KeyTable").write_text(f"k example.com:mail:{tmp_path}/%.private\n")
+    (tmp_path / "SigningTable").write_text("*@*.example k\n")
+    policy = _policy(
+        f"Mode sv\nRequireSafeKeys no\nMinimumKeyBits 1024\nKeyTable {tmp_path / 'KeyTable'}\n"
+        f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
+    )
+    made = [policy.keys.for_sender(s)[0][0] for s in ["x@a.example", "x@b.example"] * 3]
+    assert made[0].key is not made[1].key
+    assert made[0::2] == [made[0]] * 3 and all(k is made[0] for k in made[0::2])
+    assert all(k is made[1] for k in made[1::2])
+    assert len({id(policy.request_for(k)) for k in made}) == 2
+
+
+def test_overlong_sender_address_is_answered_but_not_remembered(tmp_path: Path) -> None:
+    """What the tables say is remembered per address, but not for an address longer than
+    any valid one: a ~100 KB From field must not be kept (4096 of them would be 400 MB)."""
+    key = tmp_path / "mail.private"
+    key.write_bytes(_rsa_der())
+    key.chmod(0o600)
+    policy = _policy(
+        f"Mode sv\nRequireSafeKeys no\nMinimumKeyBits 1024\nDomain example.com\n"
+        f"Selector mail\nKeyFile {key}\n"
+    )
+    routes = policy.keys._routes
+    [short], _ = policy.keys.for_sender("a@example.com")
+    assert "a@example.com" in routes
+    long_sender = "x" * 100_000 + "@example.com"
+    [signing], _ = policy.keys.for_sender(long_sender)
+    assert signing is short  # answered as any other sender of the domain
+    assert long_sender not in routes

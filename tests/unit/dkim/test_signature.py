@@ -141,7 +141,7 @@ _TAG_VALUES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-/+=:", max
 
 
 @given(
-    values=st.lists(_TAG_VALUES, min_size=1, max_size=8),
+    values=st.lists(_TAG_VALUES, min_size=1, max_size=11),
     b=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789+/=", max_size=700),
 )
 def test_signer_layout_is_the_one_pass_layout(values: list[str], b: str) -> None:
