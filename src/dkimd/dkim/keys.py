@@ -200,21 +200,31 @@ def _from_object(key: object) -> PrivateKey:
     raise KeyLoadError("unsupported private key type (want RSA or Ed25519)")
 
 
+# What base64 text (with line breaks) is made of: bytes.translate(None, this) leaves
+# nothing of it.
+_BASE64_TEXT: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
+
+
 def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     """Load a private key from PEM, DER or a base64 Ed25519 seed. Raises KeyLoadError."""
-    # DER is binary: its last bytes may well be 0x20 or 0x0a, so it must not be stripped.
-    der = data[:1] == b"\x30"
-    stripped = data if der else data.strip()
+    if data[:1] == b"\x30":
+        # DER (a SEQUENCE) is binary: its last bytes may well be 0x20 or 0x0a, so it is
+        # tried unstripped. 0x30 is also "0", so base64 text may start with it too (one
+        # Ed25519 seed in 64): text that is not DER goes on to the base64 forms below.
+        try:
+            return _from_object(serialization.load_der_private_key(data, password))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            if data.translate(None, _BASE64_TEXT):
+                raise KeyLoadError("private key could not be decoded") from None
+    stripped = data.strip()
     if not stripped:
         raise KeyLoadError("private key file is empty")
-    try:
-        if stripped.startswith(b"-----BEGIN"):
+    if stripped.startswith(b"-----BEGIN"):
+        try:
             return _from_object(serialization.load_pem_private_key(stripped, password))
-        if der:
-            return _from_object(serialization.load_der_private_key(stripped, password))
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        # The library's message may quote parts of the input; say only what failed.
-        raise KeyLoadError("private key could not be decoded") from None
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            # The library's message may quote parts of the input; say only what failed.
+            raise KeyLoadError("private key could not be decoded") from None
     try:
         raw = base64.b64decode(b"".join(stripped.split()), validate=True)
     except (binascii.Error, ValueError):

@@ -120,6 +120,22 @@ def test_ed25519_pem_and_raw_seed(ed_key: ed25519.Ed25519PrivateKey) -> None:
         load_private_key(base64.b64encode(seed + bytes(32)))
 
 
+def test_base64_seed_starting_with_zero_is_not_taken_for_der() -> None:
+    """0x30 opens DER and is also "0": a seed whose base64 starts with "0" (first byte
+    0xd0-0xd3, one seed in 64) loads, as a bare seed and as seed || public key; binary
+    that starts with 0x30 and is not a key still fails cleanly."""
+    seed = b"\xd0" + bytes(range(1, 32))
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    for data in (base64.b64encode(seed), base64.b64encode(seed + pub) + b"\n"):
+        assert data[:1] == b"0"
+        assert load_private_key(data).dns_public_key() == pub
+    with pytest.raises(KeyLoadError, match="could not be decoded"):
+        load_private_key(b"\x30\x82\x01\x00\xff\xfe")
+    with pytest.raises(KeyLoadError):
+        load_private_key(b"0AAAA")  # base64 text, but no key
+
+
 def test_rfc8463_keys_match_their_records() -> None:
     records = {}
     for line in (DATA / "rfc8463" / "dns.txt").read_text().splitlines():
