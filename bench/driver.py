@@ -340,7 +340,10 @@ class Driver:
         started = time.perf_counter()
         done = 0
         try:
-            wire = await self._open()
+            # Bounded like every other wait: a target that drops SYNs would otherwise hold
+            # the session for the kernel's connect timeout (~2 minutes).
+            async with asyncio.timeout(self.timeout):
+                wire = await self._open()
         except BaseException:
             stats.failed += batch
             raise
@@ -370,7 +373,8 @@ class Driver:
                 # the next write as VSTREAM would.
                 wire.send(mc.packet(mc.CMD_ABORT))
             wire.send(mc.packet(mc.CMD_QUIT))  # client QUIT: milter8_disc_event()
-            await wire.flush()
+            async with asyncio.timeout(self.timeout):
+                await wire.flush()
             return done
         except BaseException:
             stats.failed += batch - done
