@@ -106,15 +106,29 @@ def _rsa_der() -> bytes:
     )
 
 
-def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
-    key = tmp_path / "mail.private"
-    key.write_bytes(_rsa_der())
-    key.chmod(0o600)
-    (tmp_path / "KeyTable").write_text(f"mail._domainkey.example.com example.com:mail:{key}\n")
-    (tmp_path / "SigningTable").write_text("*@example.com mail._domainkey.example.com\n")
-    policy = _policy(
+def _key_file(path: Path) -> Path:
+    """A fresh 1024-bit RSA key at `path`, mode 0600."""
+    path.write_bytes(_rsa_der())
+    path.chmod(0o600)
+    return path
+
+
+def _table_policy(tmp_path: Path, key_table: str, signing_table: str) -> SigningPolicy:
+    """A policy on a KeyTable and a refile: SigningTable with these lines."""
+    (tmp_path / "KeyTable").write_text(key_table + "\n")
+    (tmp_path / "SigningTable").write_text(signing_table + "\n")
+    return _policy(
         f"Mode sv\nRequireSafeKeys no\nMinimumKeyBits 1024\nKeyTable {tmp_path / 'KeyTable'}\n"
         f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
+    )
+
+
+def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(
+        tmp_path,
+        f"mail._domainkey.example.com example.com:mail:{key}",
+        "*@example.com mail._domainkey.example.com",
     )
     [first], _ = policy.keys.for_sender("a@example.com")
     [again], _ = policy.keys.for_sender("b@example.com")
@@ -123,9 +137,7 @@ def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path)
     assert policy.request_for(again) is request
     assert (request.domain, request.selector) == ("example.com", "mail")
     # A rewritten file (new inode, size or mtime) is a new key and a new request.
-    fresh = tmp_path / "fresh"
-    fresh.write_bytes(_rsa_der())
-    fresh.replace(key)
+    _key_file(tmp_path / "fresh").replace(key)
     [rotated], _ = policy.keys.for_sender("a@example.com")
     assert rotated is not first and rotated.key is not first.key
     assert policy.request_for(rotated) is not request
@@ -136,12 +148,7 @@ def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:
     """A KeyTable entry carrying the key itself (base64 DER) gives the same key, SigningKey
     and request message after message, not a fresh parse (and a kept copy) per message."""
     inline = base64.b64encode(_rsa_der()).decode()
-    (tmp_path / "KeyTable").write_text(f"k example.com:mail:{inline}\n")
-    (tmp_path / "SigningTable").write_text("*@example.com k\n")
-    policy = _policy(
-        f"Mode sv\nMinimumKeyBits 1024\nKeyTable {tmp_path / 'KeyTable'}\n"
-        f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
-    )
+    policy = _table_policy(tmp_path, f"k example.com:mail:{inline}", "*@example.com k")
     [first], _ = policy.keys.for_sender("a@example.com")
     [again], _ = policy.keys.for_sender("a@example.com")
     assert again is first
@@ -152,18 +159,11 @@ def test_percent_path_keys_of_two_domains_are_kept_apart(tmp_path: Path) -> None
     """`%` only in the key path: senders of two domains share name, d= and s= but not the
     key; alternating between them must not remake (and pile up) keys and requests."""
     for domain in ("a.example", "b.example"):
-        path = tmp_path / f"{domain}.private"
-        path.write_bytes(_rsa_der())
-        path.chmod(0o600)
-    (tmp_path / "KeyTable").write_text(f"k example.com:mail:{tmp_path}/%.private\n")
-    (tmp_path / "SigningTable").write_text("*@*.example k\n")
-    policy = _policy(
-        f"Mode sv\nRequireSafeKeys no\nMinimumKeyBits 1024\nKeyTable {tmp_path / 'KeyTable'}\n"
-        f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
-    )
+        _key_file(tmp_path / f"{domain}.private")
+    policy = _table_policy(tmp_path, f"k example.com:mail:{tmp_path}/%.private", "*@*.example k")
     made = [policy.keys.for_sender(s)[0][0] for s in ["x@a.example", "x@b.example"] * 3]
     assert made[0].key is not made[1].key
-    assert made[0::2] == [made[0]] * 3 and all(k is made[0] for k in made[0::2])
+    assert all(k is made[0] for k in made[0::2])
     assert all(k is made[1] for k in made[1::2])
     assert len({id(policy.request_for(k)) for k in made}) == 2
 
@@ -171,9 +171,7 @@ def test_percent_path_keys_of_two_domains_are_kept_apart(tmp_path: Path) -> None
 def test_overlong_sender_address_is_answered_but_not_remembered(tmp_path: Path) -> None:
     """What the tables say is remembered per address, but not for an address longer than
     any valid one: a ~100 KB From field must not be kept (4096 of them would be 400 MB)."""
-    key = tmp_path / "mail.private"
-    key.write_bytes(_rsa_der())
-    key.chmod(0o600)
+    key = _key_file(tmp_path / "mail.private")
     policy = _policy(
         f"Mode sv\nRequireSafeKeys no\nMinimumKeyBits 1024\nDomain example.com\n"
         f"Selector mail\nKeyFile {key}\n"
