@@ -16,14 +16,13 @@ from __future__ import annotations
 import glob
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ab import LOADS, WORK
-from procs import free_port, milter_command
+from procs import Milter, free_port, milter_command, taskset
 from run import run_driver
 
 
@@ -34,30 +33,21 @@ def main(argv: list[str]) -> int:
     message = WORK / name
     port = free_port()
     out = f"/tmp/dkimd-cg-{port}"
-    env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
+    os.environ.update(PYTHONPATH=src, PYTHONHASHSEED="0")
     daemon = milter_command("dkimd", WORK / "rsa.conf", f"inet:{port}@127.0.0.1")
     # The interpreter itself: a wrapper script (a pyenv shim) would be what gets traced.
     daemon[0] = os.path.realpath(daemon[0])
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *daemon]
-    with open(f"{out}.log", "w") as log:
-        proc = subprocess.Popen(
-            ["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=log
-        )
+    milter = Milter("dkimd", taskset("0", cmd), port, Path(f"{out}.log"))
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
+        milter.wait_listening(300)  # the interpreter starts slowly under valgrind
         target = f"127.0.0.1:{port}"
 
         def dump() -> int:
             # Writes the counts so far to a new file and zeroes them.
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+            subprocess.run(["callgrind_control", "-d", str(milter.pid)], capture_output=True)
             time.sleep(1)
-            files = sorted(glob.glob(f"{out}.{proc.pid}*"), key=os.path.getmtime)
+            files = sorted(glob.glob(f"{out}.{milter.pid}*"), key=os.path.getmtime)
             found = re.search(r"^(?:summary|totals): (\d+)", Path(files[-1]).read_text(), re.M)
             return int(found.group(1)) if found else 0
 
@@ -69,8 +59,7 @@ def main(argv: list[str]) -> int:
         total = dump()
         print(f"{kind} {src}: {total / rep['messages']:.0f} instructions/message")
     finally:
-        proc.terminate()
-        proc.wait()
+        milter.stop()
         for f in glob.glob(f"{out}.*"):
             os.unlink(f)
     return 0

@@ -78,14 +78,16 @@ class Milter:
     ) -> Milter:
         listen = f"inet:{port}@127.0.0.1"
         milter = cls(kind, taskset(cpus, milter_command(kind, conf, listen)), port, log)
-        milter._wait_listening(wait)
+        milter.wait_listening(wait)
         return milter
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def _wait_listening(self, wait: float) -> None:
+    def wait_listening(self, wait: float) -> None:
+        """Return once the port accepts; raise MilterStartError (with the log's tail) if
+        the process exits first or `wait` seconds pass, then it is stopped."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
