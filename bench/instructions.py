@@ -26,6 +26,16 @@ from procs import Milter, free_port, milter_command, taskset
 from run import run_driver
 
 
+def _interpreter(path: str) -> str:
+    """The program valgrind should start: a wrapper script (a pyenv shim) would be what gets
+    traced, so a script is resolved to its target; a virtualenv's symlink is kept as it is,
+    because the interpreter finds the venv (and its site-packages) through that path."""
+    with open(path, "rb") as f:
+        if f.read(4) == b"\x7fELF":
+            return path
+    return os.path.realpath(path)
+
+
 def main(argv: list[str]) -> int:
     kind, src = argv[0], argv[1]
     count = int(argv[2]) if len(argv) > 2 else 200
@@ -35,8 +45,7 @@ def main(argv: list[str]) -> int:
     out = f"/tmp/dkimd-cg-{port}"
     os.environ.update(PYTHONPATH=src, PYTHONHASHSEED="0")
     daemon = milter_command("dkimd", WORK / "rsa.conf", f"inet:{port}@127.0.0.1")
-    # The interpreter itself: a wrapper script (a pyenv shim) would be what gets traced.
-    daemon[0] = os.path.realpath(daemon[0])
+    daemon[0] = _interpreter(daemon[0])
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *daemon]
     milter = Milter("dkimd", taskset("0", cmd), port, Path(f"{out}.log"))
     try:
