@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"dkimd {__version__}\n")
         return 0
     if args[0].startswith("-"):
-        name, rest = "serve", args
-    else:
-        name, rest = args[0], args[1:]
+        from dkimd.cli import serve
+
+        # opendkim's form: the usage line names the command as it was typed.
+        return serve.main(args, prog="dkimd")
+    name, rest = args[0], args[1:]
     if name not in COMMANDS:
         sys.stderr.write(f"dkimd: unknown command {name!r}\n{_help()}")
         return 2

@@ -39,12 +39,20 @@ from dkimd.keytools.testkey import (
 )
 
 PROG = "dkimd testkey"
+EPILOG = """\
+Silent on success unless -v (-vvv prints "key OK"). Without -d/-s/-k, every KeyTable key
+of the configuration is tested.
+Exit status: 0 every key matches its record; 65 a key does not match its record;
+69 a record cannot be fetched or used; 71 a key file cannot be read; 78 bad command
+line or configuration (opendkim-testkey's codes)."""
 
 
-def _parser() -> RaisingParser:
+def build_parser() -> RaisingParser:
     p = RaisingParser(
         prog=PROG,
         description="Check DKIM signing keys against the public keys published in DNS.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-d", dest="domain", metavar="DOMAIN", help="signing domain")
     p.add_argument("-s", dest="selector", metavar="SELECTOR", help="selector")
@@ -95,7 +103,7 @@ def _load(path: str | None) -> tuple[Config | None, int]:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

@@ -32,7 +32,7 @@ Exit status: 0 at least one signature passed, 1 none passed (or no signature),
 2 usage or input error."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dkimd verify",
         description="Verify the DKIM signatures of a message read from stdin.",
@@ -46,17 +46,41 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--nameserver", metavar="IP", action="append", help="DNS server to ask (repeatable)"
     )
-    p.add_argument("--timeout", type=float, default=5.0, help="DNS timeout in seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECS",
+        help="give up on a DNS query after SECS seconds (default 5)",
+    )
     p.add_argument("--allow-sha1", action="store_true", help="accept rsa-sha1 (RFC 8301 says no)")
-    p.add_argument("--max-signatures", type=int, default=3, metavar="N")
-    p.add_argument("--min-key-bits", type=int, default=1024, metavar="BITS")
+    p.add_argument(
+        "--max-signatures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="verify at most N signatures, top first (default 3); later ones are not reported",
+    )
+    p.add_argument(
+        "--min-key-bits",
+        type=int,
+        default=1024,
+        metavar="BITS",
+        help="RSA keys shorter than BITS give dkim=policy (default 1024; under 1024 is always "
+        "permerror, RFC 8301)",
+    )
     p.add_argument(
         "--body-length",
         choices=("report", "fail"),
         default="report",
         help="content beyond l=: report it (default) or fail the signature",
     )
-    p.add_argument("--authserv-id", default="localhost", metavar="ID")
+    p.add_argument(
+        "--authserv-id",
+        default="localhost",
+        metavar="ID",
+        help="the authserv-id in the printed Authentication-Results (default localhost)",
+    )
     p.add_argument("--now", type=int, help=argparse.SUPPRESS)
     return p
 
@@ -138,7 +162,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
