@@ -22,6 +22,7 @@ import sys
 from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import Config, analyze_config
 from dkimd.dns.base import TxtLookup
+from dkimd.dns.testdata import RecordsFileError
 from dkimd.keytools.context import (
     default_config_path,
     keytable_specs,
@@ -67,7 +68,9 @@ def build_parser() -> RaisingParser:
     p.add_argument(
         "--dns-file",
         metavar="FILE",
-        help="answer TXT queries from FILE (TestDNSData format) instead of DNS",
+        help="answer TXT queries from FILE instead of DNS: NAME RECORD lines "
+        "(TestDNSData) or zone-file TXT records such as genkey's SELECTOR.txt "
+        "(dkimd verify --help describes both)",
     )
     p.add_argument(
         "--nameservers",
@@ -114,7 +117,16 @@ def main(argv: list[str]) -> int:
     if status != EX_OK:
         return status
     nameservers = [s.strip() for s in (args.nameservers or "").split(",") if s.strip()]
-    lookup = txt_lookup(config, dns_file=args.dns_file, nameservers=nameservers, port=args.dns_port)
+    try:
+        lookup = txt_lookup(
+            config, dns_file=args.dns_file, nameservers=nameservers, port=args.dns_port
+        )
+    except OSError as exc:
+        _err(f"cannot read {args.dns_file}: {exc.strerror or exc}")
+        return EX_CONFIG
+    except RecordsFileError as exc:
+        _err(str(exc))
+        return EX_CONFIG
     policy = policy_for(config)
 
     explicit = args.domain is not None or args.selector is not None or args.keyfile is not None

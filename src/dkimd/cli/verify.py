@@ -23,11 +23,25 @@ from dkimd.dkim import (
     authentication_results_value,
 )
 from dkimd.dns.base import TxtLookup
+from dkimd.dns.testdata import RecordsFileError, TestDnsFile
 
 CHUNK = 64 * 1024
 
 EPILOG = """\
 Input may use LF or CRLF line ends; the output uses the same.
+
+--dns-file takes, mixed freely, one record per line as NAME RECORD (OpenDKIM's
+TestDNSData form: the first word is the name, the rest of the line the record text,
+# starts a comment):
+  mail._domainkey.example.com v=DKIM1; k=rsa; p=MIIBIjANBgkqh...
+and TXT records in zone-file form, over several lines inside ( ), as SELECTOR.txt
+from `dkimd genkey` or opendkim-genkey and `dkimd genzone -F` write them:
+  mail._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "
+      "p=MIIBIjANBgkqh..." )  ; ----- DKIM key mail for example.com
+A relative name such as mail._domainkey gets the domain of a $ORIGIN line above it,
+else the one in genkey's "; ----- DKIM key mail for example.com" comment; never the
+domain of the message's signature. A line in neither form is an error (FILE:LINE).
+
 Exit status: 0 at least one signature passed, 1 none passed (or no signature),
 2 usage or input error."""
 
@@ -41,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
-        "--dns-file", metavar="FILE", help="answer key queries from an OpenDKIM TestDNSData file"
+        "--dns-file",
+        metavar="FILE",
+        help="answer key queries from FILE instead of DNS (formats below)",
     )
     source.add_argument(
         "--nameserver", metavar="IP", action="append", help="DNS server to ask (repeatable)"
@@ -87,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _lookup(args: argparse.Namespace) -> TxtLookup:
     if args.dns_file:
-        from dkimd.dns.testdata import TestDnsFile
-
         return TestDnsFile(args.dns_file)
     from dkimd.dns.resolver import DnsResolver
 
@@ -124,7 +138,10 @@ def describe(result: SignatureResult) -> str:
     return " ".join(parts).replace("\r", "?").replace("\n", "?")
 
 
-def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def run(
+    args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: TxtLookup | None = None
+) -> int:
+    """Verify the message on `stdin`, keys from `lookup` (default: per `args`)."""
     options = VerifyOptions(
         max_signatures=args.max_signatures,
         allow_sha1=args.allow_sha1,
@@ -150,7 +167,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
     if tail:
         verifier.feed_body(tail)
     if verifier.key_queries():
-        asyncio.run(_fetch_keys(verifier, _lookup(args)))
+        asyncio.run(_fetch_keys(verifier, lookup if lookup is not None else _lookup(args)))
     results = verifier.results()
     eol = b"\r\n" if normalizer.crlf_input else b"\n"
     lines = [describe(r).encode("ascii", "replace") for r in results]
@@ -171,10 +188,19 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("dkimd verify: --max-signatures must be at least 1\n")
         return 2
     try:
-        return run(args, sys.stdin.buffer, sys.stdout.buffer)
+        # The key source first: a bad --dns-file is reported before stdin is read.
+        lookup = _lookup(args)
+    except OSError as exc:
+        sys.stderr.write(f"dkimd verify: cannot read {args.dns_file}: {exc.strerror or exc}\n")
+        return 2
+    except RecordsFileError as exc:
+        sys.stderr.write(f"dkimd verify: {exc}\n")
+        return 2
+    try:
+        return run(args, sys.stdin.buffer, sys.stdout.buffer, lookup)
     except DkimError as exc:
         sys.stderr.write(f"dkimd verify: {exc.reason}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"dkimd verify: {exc}\n")
+        sys.stderr.write(f"dkimd verify: {exc.strerror or exc}\n")
         return 2
