@@ -28,6 +28,7 @@ from dkimd.config import Config, ConfigReport, DatasetKind, HostList, Mode, Prob
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.dkim.errors import KeyLoadError
 from dkimd.dkim.keys import PrivateKey, load_private_key, load_private_key_file
+from dkimd.dns.zonetext import ZoneSyntaxError, entry_start
 from dkimd.keytools.context import filter_uid
 from dkimd.keytools.keyfile import check_key_file
 from dkimd.keytools.socket_holder import Holder, dkimd_holder, tcp_listeners, unix_listeners
@@ -417,6 +418,34 @@ class _Linter:
                     "UserID",
                 )
 
+    def check_test_dns_data(self, config: Config) -> None:
+        """TestDNSData holds OpenDKIM's NAME RECORD lines; a pasted SELECTOR.txt is not that.
+
+        opendkim (and dkimd, keeping its meaning) would publish `IN TXT ( "v=DKIM1; ..."`
+        under the name `mail._domainkey`, so no key is ever found. `--dns-file` on the
+        command line reads both forms; this option does not.
+        """
+        if config.test_dns_data is None:
+            return
+        for entry in config.test_dns_data.entries:
+            line = f"{entry.key} {entry.value or ''}".encode("utf-8", "surrogateescape")
+            try:
+                zone_form = entry_start(line) is not None
+            except ZoneSyntaxError:
+                zone_form = True
+            if zone_form:
+                text = " ".join((entry.value or "").split())
+                self.add(
+                    Severity.WARNING,
+                    (entry.file, entry.line),
+                    f'TestDNSData: "{entry.key} ..." is a zone-file record; TestDNSData takes '
+                    "NAME RECORD lines, so it is read as a record named "
+                    f'"{entry.key}" with the text "{text[:24]}..."',
+                    "write one line per key: mail._domainkey.example.com v=DKIM1; k=rsa; p=... "
+                    "(the strings of the TXT record, joined)",
+                    "TestDNSData",
+                )
+
     def check_pid_file(self, config: Config) -> None:
         if config.pid_file is None:
             return
@@ -647,6 +676,7 @@ def lint(report: ConfigReport, *, postconf: PostconfRunner | None = run_postconf
     linter.check_socket(config)
     linter.check_user(config)
     linter.check_pid_file(config)
+    linter.check_test_dns_data(config)
     linter.check_internal_hosts(config)
     linter.check_postfix(config)
     linter.summarize(config)
