@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dkimd.cli import genkey, testkey, verify
 from dkimd.config import analyze_config_text
@@ -238,3 +240,50 @@ def test_testkey_missing_dns_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert testkey.main(argv) == 78
     err = capsys.readouterr().err
     assert err == "dkimd testkey: cannot read /nonexistent/dns.txt: No such file or directory\n"
+
+
+# --- hostile input: a records file either parses or names its bad line ------------------------
+
+_PIECES = st.sampled_from(
+    [
+        b"mail._domainkey",
+        b"example.com.",
+        b" ",
+        b"\t",
+        b"\n",
+        b"\r\n",
+        b"IN",
+        b"TXT",
+        b"SOA",
+        b"300",
+        b"(",
+        b")",
+        b'"',
+        b'"v=DKIM1; p=abc"',
+        b"\\",
+        b"\\059",
+        b"\\999",
+        b";",
+        b"; ----- DKIM key mail for example.com",
+        b"#",
+        b"$ORIGIN",
+        b"$TTL",
+        b"$INCLUDE",
+        b"@",
+        b"\xff",
+        b"\x00",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.lists(_PIECES, max_size=40).map(b"".join)))
+def test_any_bytes_parse_or_fail_with_a_line(data: bytes) -> None:
+    try:
+        records = parse_records_file(data, "f")
+    except RecordsFileError as exc:
+        assert 1 <= exc.line <= data.count(b"\n") + 1
+        assert str(exc).startswith(f"f:{exc.line}: ")
+        assert "\n" not in exc.reason
+    else:
+        assert all(isinstance(v, bytes) for values in records.values() for v in values)
