@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping
 from dkimd.dns.base import TxtResult, TxtStatus
 from dkimd.dns.zonetext import ZoneEntry, ZoneSyntaxError, entry_start, tokenize
 
-__all__ = ["RecordsFileError", "TestDnsFile", "parse_records_file", "parse_test_dns_data"]
+__all__ = ["RecordsFileError", "TestDnsFile", "parse_records_file"]
 
 _BLANKS = b" \t\r\n\v\f"
 # Host names as key records use them: letters, digits, '-', '_' (RFC 6376 3.6.2.1), '*'.
@@ -62,20 +62,6 @@ class RecordsFileError(ValueError):
         self.reason = reason
 
 
-def parse_test_dns_data(data: bytes) -> dict[str, list[bytes]]:
-    """Parse the contents of a `file:` TestDNSData data set into name -> records (file order)."""
-    records: dict[str, list[bytes]] = {}
-    for raw in data.split(b"\n"):
-        line = raw.split(b"#", 1)[0].strip(_BLANKS)
-        if not line:
-            continue
-        parts = line.split(None, 1)
-        key = parts[0].decode("utf-8", "surrogateescape")
-        value = parts[1].strip(_BLANKS) if len(parts) > 1 else b""
-        records.setdefault(_normalize(key), []).append(value)
-    return records
-
-
 def _normalize(name: str) -> str:
     return name.rstrip(".").lower()
 
@@ -85,12 +71,12 @@ def parse_records_file(data: bytes, source: str = "<records>") -> dict[str, list
 
     Raises RecordsFileError for the first line that is neither.
     """
-    lines = data.split(b"\n")
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 BOM from an editor
     records: dict[str, list[bytes]] = {}
     origin: str | None = None
     index = 0
     while index < len(lines):
-        number = index + 1
+        start = number = index + 1  # the entry's first line, and the line being read
         line = lines[index].strip(_BLANKS)
         index += 1
         if not line or line[:1] in (b"#", b";"):
@@ -106,9 +92,12 @@ def parse_records_file(data: bytes, source: str = "<records>") -> dict[str, list
                 continue
             while entry.depth > 0:
                 if index == len(lines):
+                    number = start
                     raise ZoneSyntaxError('"(" is not closed before the end of the file')
+                number = index + 1
                 entry.feed(*tokenize(lines[index]))
                 index += 1
+            number = start
             if entry.rtype == "txt":
                 name = _owner_name(entry, origin)
                 records.setdefault(name, []).append(entry.txt())
@@ -127,10 +116,10 @@ def _directive(line: bytes, origin: str | None) -> str | None:
         name = words[1].decode("utf-8", "surrogateescape")
         if not name.endswith(".") or not _DNS_NAME.fullmatch(name):
             raise ZoneSyntaxError(
-                f'$ORIGIN "{name}" is not a fully qualified name (end it with ".")'
+                f'$ORIGIN "{_shown(name)}" is not a fully qualified name (end it with ".")'
             )
         return _normalize(name)
-    raise ZoneSyntaxError(f"{keyword} is not supported here (only $ORIGIN and $TTL)")
+    raise ZoneSyntaxError(f"{_shown(keyword)} is not supported here (only $ORIGIN and $TTL)")
 
 
 def _name_record(line: bytes) -> tuple[str, bytes]:

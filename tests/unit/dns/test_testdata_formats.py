@@ -287,3 +287,16 @@ def test_any_bytes_parse_or_fail_with_a_line(data: bytes) -> None:
         assert "\n" not in exc.reason
     else:
         assert all(isinstance(v, bytes) for values in records.values() for v in values)
+
+
+def test_error_names_the_continuation_line_at_fault() -> None:
+    data = b'a.example. IN TXT ( "v=DKIM1; "\n   "p=abc\n   )\n'
+    with pytest.raises(RecordsFileError) as caught:
+        parse_records_file(data, "dns.txt")
+    assert caught.value.line == 2
+    assert "quoted string not closed" in caught.value.reason
+
+
+def test_a_byte_order_mark_is_not_part_of_the_name() -> None:
+    data = b'\xef\xbb\xbfa._domainkey.example.com. IN TXT "v=DKIM1; p="\n'
+    assert parse_records_file(data) == {"a._domainkey.example.com": [b"v=DKIM1; p="]}
