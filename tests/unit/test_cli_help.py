@@ -94,3 +94,8 @@ def test_serve_help_through_the_command(capsys: pytest.CaptureFixture[str]) -> N
         main(["serve", "--help"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("usage: dkimd serve [-h] [-x CONF]")
+
+
+def test_help_command_shows_the_subcommand_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exits_zero(["help", "verify"])
+    assert capsys.readouterr().out.startswith("usage: dkimd verify ")
