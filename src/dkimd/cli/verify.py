@@ -34,8 +34,8 @@ Input may use LF or CRLF line ends; the output uses the same.
 TestDNSData form: the first word is the name, the rest of the line the record text,
 # starts a comment):
   mail._domainkey.example.com v=DKIM1; k=rsa; p=MIIBIjANBgkqh...
-and TXT records in zone-file form, over several lines inside ( ), as SELECTOR.txt
-from `dkimd genkey` or opendkim-genkey and `dkimd genzone -F` write them:
+and TXT records in zone-file form, as `dkimd genkey` and opendkim-genkey write
+SELECTOR.txt and `dkimd genzone -F` writes zones (lines inside ( ) are one record):
   mail._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "
       "p=MIIBIjANBgkqh..." )  ; ----- DKIM key mail for example.com
 A relative name such as mail._domainkey gets the domain of a $ORIGIN line above it,
@@ -138,10 +138,8 @@ def describe(result: SignatureResult) -> str:
     return " ".join(parts).replace("\r", "?").replace("\n", "?")
 
 
-def run(
-    args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: TxtLookup | None = None
-) -> int:
-    """Verify the message on `stdin`, keys from `lookup` (default: per `args`)."""
+def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: TxtLookup) -> int:
+    """Verify the message on `stdin` with keys from `lookup`; the exit status."""
     options = VerifyOptions(
         max_signatures=args.max_signatures,
         allow_sha1=args.allow_sha1,
@@ -167,7 +165,7 @@ def run(
     if tail:
         verifier.feed_body(tail)
     if verifier.key_queries():
-        asyncio.run(_fetch_keys(verifier, lookup if lookup is not None else _lookup(args)))
+        asyncio.run(_fetch_keys(verifier, lookup))
     results = verifier.results()
     eol = b"\r\n" if normalizer.crlf_input else b"\n"
     lines = [describe(r).encode("ascii", "replace") for r in results]
