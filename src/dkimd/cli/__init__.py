@@ -31,12 +31,14 @@ USAGE = "usage: dkimd COMMAND [ARGS...]   or   dkimd -x /etc/opendkim.conf [open
 def _help() -> str:
     lines = [USAGE, "commands:"]
     lines += [f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items()]
-    lines.append("\n`dkimd COMMAND --help` describes each one.")
+    lines.append("\n`dkimd COMMAND --help` (or `dkimd help COMMAND`) describes each one.")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "help" and args[1] in COMMANDS:
+        args = [args[1], "--help"]  # `dkimd help verify`, as git and pip take it
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(_help())
         return 0 if args else 2
@@ -44,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"dkimd {__version__}\n")
         return 0
     if args[0].startswith("-"):
-        name, rest = "serve", args
-    else:
-        name, rest = args[0], args[1:]
+        from dkimd.cli import serve
+
+        # opendkim's form: the usage line names the command as it was typed.
+        return serve.main(args, prog="dkimd")
+    name, rest = args[0], args[1:]
     if name not in COMMANDS:
         sys.stderr.write(f"dkimd: unknown command {name!r}\n{_help()}")
         return 2

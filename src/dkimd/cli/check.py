@@ -11,6 +11,7 @@ or would not sign what the tables say).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from dkimd.cli.usage import RaisingParser, UsageError
@@ -22,10 +23,21 @@ PROG = "dkimd check"
 EXIT_CLEAN = 0
 EXIT_WARNINGS = 1
 EXIT_ERRORS = 2
+EPILOG = f"""\
+Each problem is printed as FILE:LINE: error|warning: message, with a "fix:" line when
+one is known, then a summary of who is signed with which key and whose mail is verified.
+Exit status: {EXIT_CLEAN} no errors (warnings allowed); {EXIT_WARNINGS} warnings with --strict;
+{EXIT_ERRORS} errors (the daemon would not start, or would not sign what the tables say)
+or a bad command line."""
 
 
-def _parser() -> RaisingParser:
-    p = RaisingParser(prog=PROG, description="Check an OpenDKIM/dkimd configuration for problems.")
+def build_parser() -> RaisingParser:
+    p = RaisingParser(
+        prog=PROG,
+        description="Check an OpenDKIM/dkimd configuration for problems.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "-x",
         dest="config",
@@ -82,7 +94,7 @@ def _show(problem: Problem) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

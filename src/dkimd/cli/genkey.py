@@ -37,7 +37,7 @@ DEFAULT_SELECTOR = "default"
 DEFAULT_HASHES = "sha256"
 
 
-def _parser() -> RaisingParser:
+def build_parser() -> RaisingParser:
     p = RaisingParser(
         prog=PROG,
         add_help=False,  # -h means --hash-algorithms, as in opendkim-genkey
@@ -163,7 +163,7 @@ def _say(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

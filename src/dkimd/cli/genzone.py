@@ -31,6 +31,9 @@ from dkimd.keytools.generate import KeyType
 from dkimd.keytools.record import SoaOptions, ZoneKey, ZoneOptions, genzone_text
 
 PROG = "dkimd genzone"
+EPILOG = """\
+Exit status: 0 records written; 1 a key cannot be loaded or the output cannot be
+written; 64 bad command line; 78 bad configuration."""
 EX_USAGE = 64
 EX_CONFIG = 78
 
@@ -48,12 +51,24 @@ def _seconds(name: str) -> Callable[[str], int]:
     return parse
 
 
-def _parser() -> RaisingParser:
-    p = RaisingParser(prog=PROG, description="Print DNS TXT records for the keys in a KeyTable.")
+def build_parser() -> RaisingParser:
+    p = RaisingParser(
+        prog=PROG,
+        description="Print DNS TXT records for the keys in a KeyTable.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-C", dest="contact", metavar="USER@HOST", help="SOA contact address")
     p.add_argument("-d", dest="domain", metavar="DOMAIN", help="only keys for DOMAIN")
     p.add_argument("-D", dest="suffix", action="store_true", help="append ._domainkey to names")
-    p.add_argument("-E", dest="expire", type=_seconds("expire"), default=604800, metavar="SECS")
+    p.add_argument(
+        "-E",
+        dest="expire",
+        type=_seconds("expire"),
+        default=604800,
+        metavar="SECS",
+        help="with -S: the SOA expire time (default 604800)",
+    )
     p.add_argument(
         "-F",
         dest="fqdn",
@@ -63,16 +78,49 @@ def _parser() -> RaisingParser:
     p.add_argument("-M", dest="restrict", action="store_true", help="add s=email to records")
     p.add_argument("-N", dest="nameservers", metavar="NS[,NS...]", help="NS records (and SOA host)")
     p.add_argument("-o", dest="output", metavar="FILE", help="write to FILE, not standard output")
-    p.add_argument("-r", dest="refresh", type=_seconds("refresh"), default=10800, metavar="SECS")
-    p.add_argument("-R", dest="retry", type=_seconds("retry"), default=1800, metavar="SECS")
+    p.add_argument(
+        "-r",
+        dest="refresh",
+        type=_seconds("refresh"),
+        default=10800,
+        metavar="SECS",
+        help="with -S: the SOA refresh time (default 10800)",
+    )
+    p.add_argument(
+        "-R",
+        dest="retry",
+        type=_seconds("retry"),
+        default=1800,
+        metavar="SECS",
+        help="with -S: the SOA retry time (default 1800)",
+    )
     p.add_argument("-s", dest="subdomains", action="store_true", help="with -d: subdomains too")
     p.add_argument("-S", dest="soa", action="store_true", help="write an SOA record first")
-    p.add_argument("-t", dest="ttl", type=_seconds("TTL"), default=None, metavar="SECS")
     p.add_argument(
-        "-T", dest="default_ttl", type=_seconds("default TTL"), default=86400, metavar="SECS"
+        "-t",
+        dest="ttl",
+        type=_seconds("TTL"),
+        default=None,
+        metavar="SECS",
+        help="TTL written on each TXT record (default: none, the zone's default applies)",
+    )
+    p.add_argument(
+        "-T",
+        dest="default_ttl",
+        type=_seconds("default TTL"),
+        default=86400,
+        metavar="SECS",
+        help="the SOA default (minimum) TTL with -S, and the TTL of nsupdate records "
+        "without -t (default 86400)",
     )
     p.add_argument("-u", dest="nsupdate", action="store_true", help="nsupdate(1) input")
-    p.add_argument("-v", dest="verbose", action="count", default=0)
+    p.add_argument(
+        "-v",
+        dest="verbose",
+        action="count",
+        default=0,
+        help="say what is being done on stderr (repeat for more)",
+    )
     p.add_argument("-x", dest="config", metavar="CONF", help="opendkim.conf naming the KeyTable")
     p.add_argument("dataset", nargs="?", help="KeyTable data set, e.g. file:/etc/opendkim/KeyTable")
     return p
@@ -128,7 +176,7 @@ def _load(entry: KeyTableEntry) -> PrivateKey:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

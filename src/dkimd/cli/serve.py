@@ -20,9 +20,10 @@ Signals: SIGTERM/SIGINT finish in-flight messages and exit; SIGHUP/SIGUSR1 reloa
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "dkimd serve") -> argparse.ArgumentParser:
+    """The daemon's parser; `prog` is "dkimd" when the flags came first (`dkimd -x CONF`)."""
     p = argparse.ArgumentParser(
-        prog="dkimd",
+        prog=prog,
         description="DKIM signing and verifying milter (opendkim-compatible flags)",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str], *, prog: str = "dkimd serve") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.version:
         sys.stdout.write(f"dkimd {__version__} (OpenDKIM-compatible milter)\n")
         return 0

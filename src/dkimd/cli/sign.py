@@ -27,7 +27,7 @@ Input may use LF or CRLF line ends; the output uses the same. Exit status: 0 sig
 2 usage or input error (bad key, bad message, bad option)."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dkimd sign",
         description="Sign a message read from stdin; write it to stdout with a DKIM-Signature.",
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -22,6 +22,7 @@ import sys
 from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import Config, analyze_config
 from dkimd.dns.base import TxtLookup
+from dkimd.dns.testdata import RecordsFileError
 from dkimd.keytools.context import (
     default_config_path,
     keytable_specs,
@@ -39,12 +40,20 @@ from dkimd.keytools.testkey import (
 )
 
 PROG = "dkimd testkey"
+EPILOG = """\
+Silent on success unless -v (-vvv prints "key OK"). Without -d/-s/-k, every KeyTable key
+of the configuration is tested.
+Exit status: 0 every key matches its record; 65 a key does not match its record;
+69 a record cannot be fetched or used; 71 a key file cannot be read; 78 bad command
+line or configuration (opendkim-testkey's codes)."""
 
 
-def _parser() -> RaisingParser:
+def build_parser() -> RaisingParser:
     p = RaisingParser(
         prog=PROG,
         description="Check DKIM signing keys against the public keys published in DNS.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-d", dest="domain", metavar="DOMAIN", help="signing domain")
     p.add_argument("-s", dest="selector", metavar="SELECTOR", help="selector")
@@ -59,7 +68,9 @@ def _parser() -> RaisingParser:
     p.add_argument(
         "--dns-file",
         metavar="FILE",
-        help="answer TXT queries from FILE (TestDNSData format) instead of DNS",
+        help="answer TXT queries from FILE instead of DNS: NAME RECORD lines "
+        "(TestDNSData) or zone-file TXT records such as genkey's SELECTOR.txt "
+        "(dkimd verify --help describes both)",
     )
     p.add_argument(
         "--nameservers",
@@ -95,7 +106,7 @@ def _load(path: str | None) -> tuple[Config | None, int]:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
@@ -106,7 +117,16 @@ def main(argv: list[str]) -> int:
     if status != EX_OK:
         return status
     nameservers = [s.strip() for s in (args.nameservers or "").split(",") if s.strip()]
-    lookup = txt_lookup(config, dns_file=args.dns_file, nameservers=nameservers, port=args.dns_port)
+    try:
+        lookup = txt_lookup(
+            config, dns_file=args.dns_file, nameservers=nameservers, port=args.dns_port
+        )
+    except OSError as exc:
+        _err(f"cannot read {args.dns_file}: {exc.strerror or exc}")
+        return EX_CONFIG
+    except RecordsFileError as exc:
+        _err(str(exc))
+        return EX_CONFIG
     policy = policy_for(config)
 
     explicit = args.domain is not None or args.selector is not None or args.keyfile is not None

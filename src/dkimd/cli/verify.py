@@ -23,16 +23,30 @@ from dkimd.dkim import (
     authentication_results_value,
 )
 from dkimd.dns.base import TxtLookup
+from dkimd.dns.testdata import RecordsFileError, TestDnsFile
 
 CHUNK = 64 * 1024
 
 EPILOG = """\
 Input may use LF or CRLF line ends; the output uses the same.
+
+--dns-file takes, mixed freely, one record per line as NAME RECORD (OpenDKIM's
+TestDNSData form: the first word is the name, the rest of the line the record text,
+# starts a comment):
+  mail._domainkey.example.com v=DKIM1; k=rsa; p=MIIBIjANBgkqh...
+and TXT records in zone-file form, as `dkimd genkey` and opendkim-genkey write
+SELECTOR.txt and `dkimd genzone -F` writes zones (lines inside ( ) are one record):
+  mail._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "
+      "p=MIIBIjANBgkqh..." )  ; ----- DKIM key mail for example.com
+A relative name such as mail._domainkey gets the domain of a $ORIGIN line above it,
+else the one in genkey's "; ----- DKIM key mail for example.com" comment; never the
+domain of the message's signature. A line in neither form is an error (FILE:LINE).
+
 Exit status: 0 at least one signature passed, 1 none passed (or no signature),
 2 usage or input error."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dkimd verify",
         description="Verify the DKIM signatures of a message read from stdin.",
@@ -41,30 +55,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
-        "--dns-file", metavar="FILE", help="answer key queries from an OpenDKIM TestDNSData file"
+        "--dns-file",
+        metavar="FILE",
+        help="answer key queries from FILE instead of DNS (formats below)",
     )
     source.add_argument(
         "--nameserver", metavar="IP", action="append", help="DNS server to ask (repeatable)"
     )
-    p.add_argument("--timeout", type=float, default=5.0, help="DNS timeout in seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECS",
+        help="give up on a DNS query after SECS seconds (default 5)",
+    )
     p.add_argument("--allow-sha1", action="store_true", help="accept rsa-sha1 (RFC 8301 says no)")
-    p.add_argument("--max-signatures", type=int, default=3, metavar="N")
-    p.add_argument("--min-key-bits", type=int, default=1024, metavar="BITS")
+    p.add_argument(
+        "--max-signatures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="verify at most N signatures, top first (default 3); later ones are not reported",
+    )
+    p.add_argument(
+        "--min-key-bits",
+        type=int,
+        default=1024,
+        metavar="BITS",
+        help="RSA keys shorter than BITS give dkim=policy (default 1024; under 1024 is always "
+        "permerror, RFC 8301)",
+    )
     p.add_argument(
         "--body-length",
         choices=("report", "fail"),
         default="report",
         help="content beyond l=: report it (default) or fail the signature",
     )
-    p.add_argument("--authserv-id", default="localhost", metavar="ID")
+    p.add_argument(
+        "--authserv-id",
+        default="localhost",
+        metavar="ID",
+        help="the authserv-id in the printed Authentication-Results (default localhost)",
+    )
     p.add_argument("--now", type=int, help=argparse.SUPPRESS)
     return p
 
 
 def _lookup(args: argparse.Namespace) -> TxtLookup:
     if args.dns_file:
-        from dkimd.dns.testdata import TestDnsFile
-
         return TestDnsFile(args.dns_file)
     from dkimd.dns.resolver import DnsResolver
 
@@ -100,7 +138,8 @@ def describe(result: SignatureResult) -> str:
     return " ".join(parts).replace("\r", "?").replace("\n", "?")
 
 
-def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: TxtLookup) -> int:
+    """Verify the message on `stdin` with keys from `lookup`; the exit status."""
     options = VerifyOptions(
         max_signatures=args.max_signatures,
         allow_sha1=args.allow_sha1,
@@ -126,7 +165,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
     if tail:
         verifier.feed_body(tail)
     if verifier.key_queries():
-        asyncio.run(_fetch_keys(verifier, _lookup(args)))
+        asyncio.run(_fetch_keys(verifier, lookup))
     results = verifier.results()
     eol = b"\r\n" if normalizer.crlf_input else b"\n"
     lines = [describe(r).encode("ascii", "replace") for r in results]
@@ -138,7 +177,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -147,10 +186,19 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("dkimd verify: --max-signatures must be at least 1\n")
         return 2
     try:
-        return run(args, sys.stdin.buffer, sys.stdout.buffer)
+        # The key source first: a bad --dns-file is reported before stdin is read.
+        lookup = _lookup(args)
+    except OSError as exc:
+        sys.stderr.write(f"dkimd verify: cannot read {args.dns_file}: {exc.strerror or exc}\n")
+        return 2
+    except RecordsFileError as exc:
+        sys.stderr.write(f"dkimd verify: {exc}\n")
+        return 2
+    try:
+        return run(args, sys.stdin.buffer, sys.stdout.buffer, lookup)
     except DkimError as exc:
         sys.stderr.write(f"dkimd verify: {exc.reason}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"dkimd verify: {exc}\n")
+        sys.stderr.write(f"dkimd verify: {exc.strerror or exc}\n")
         return 2

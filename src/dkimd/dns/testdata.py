@@ -18,40 +18,163 @@ trailing dot (as DNS does), and several lines for one name are several TXT recor
 returns only the first one). Lines are not limited to OpenDKIM's 1024-byte buffer.
 
 The path may be given bare or with OpenDKIM's `file:` prefix.
+
+A file given on the command line (`dkimd verify --dns-file`, `dkimd testkey --dns-file`) is
+read by `parse_records_file`, which takes, entry by entry, that `name record` form or the
+zone-file form that `dkimd genkey`, opendkim-genkey and `genzone -F` write (see
+`dkimd.dns.zonetext`). A line is a zone-file entry when it reads OWNER [TTL] [CLASS] TYPE
+..., which no `name record` line for a key record does. A line that is neither is rejected
+with FILE:LINE and why.
+
+A relative owner name (`mail._domainkey`, as genkey writes it) is completed with `$ORIGIN`
+when the file sets one, else with the domain of genkey's `; ----- DKIM key mail for
+example.com` comment on that record; without either the line is an error. Never with the
+domain of the signature being verified: the record would then vouch for any domain that
+signs with that selector.
+
+`TestDNSData` in opendkim.conf is not read here: it is an OpenDKIM data set, read by
+`dkimd.config` with OpenDKIM's meaning (the `name record` form only).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 
 from dkimd.dns.base import TxtResult, TxtStatus
+from dkimd.dns.zonetext import ZoneEntry, ZoneSyntaxError, entry_start, tokenize
 
-__all__ = ["TestDnsFile", "parse_test_dns_data"]
+__all__ = ["RecordsFileError", "TestDnsFile", "parse_records_file"]
 
 _BLANKS = b" \t\r\n\v\f"
+# Host names as key records use them: letters, digits, '-', '_' (RFC 6376 3.6.2.1), '*'.
+_DNS_NAME = re.compile(r"(?:[A-Za-z0-9_*-]+\.)*[A-Za-z0-9_*-]+\.?")
 
 
-def parse_test_dns_data(data: bytes) -> dict[str, list[bytes]]:
-    """Parse the contents of a `file:` TestDNSData data set into name -> records (file order)."""
-    records: dict[str, list[bytes]] = {}
-    for raw in data.split(b"\n"):
-        line = raw.split(b"#", 1)[0].strip(_BLANKS)
-        if not line:
-            continue
-        parts = line.split(None, 1)
-        key = parts[0].decode("utf-8", "surrogateescape")
-        value = parts[1].strip(_BLANKS) if len(parts) > 1 else b""
-        records.setdefault(_normalize(key), []).append(value)
-    return records
+class RecordsFileError(ValueError):
+    """A line of a records file that cannot be read: `str()` is FILE:LINE: reason."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source = source
+        self.line = line
+        self.reason = reason
 
 
 def _normalize(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+def parse_records_file(data: bytes, source: str = "<records>") -> dict[str, list[bytes]]:
+    """Name -> TXT records (file order) from `name record` lines and zone-file entries.
+
+    Raises RecordsFileError for the first line that is neither.
+    """
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 BOM from an editor
+    records: dict[str, list[bytes]] = {}
+    origin: str | None = None
+    index = 0
+    while index < len(lines):
+        start = number = index + 1  # the entry's first line, and the line being read
+        line = lines[index].strip(_BLANKS)
+        index += 1
+        if not line or line[:1] in (b"#", b";"):
+            continue
+        try:
+            if line[:1] == b"$":
+                origin = _directive(line, origin)
+                continue
+            entry = entry_start(line)
+            if entry is None:
+                name, value = _name_record(line)
+                records.setdefault(name, []).append(value)
+                continue
+            while entry.depth > 0:
+                if index == len(lines):
+                    number = start
+                    raise ZoneSyntaxError('"(" is not closed before the end of the file')
+                number = index + 1
+                entry.feed(*tokenize(lines[index]))
+                index += 1
+            number = start
+            if entry.rtype == "txt":
+                name = _owner_name(entry, origin)
+                records.setdefault(name, []).append(entry.txt())
+        except ZoneSyntaxError as exc:
+            raise RecordsFileError(source, number, str(exc)) from None
+    return records
+
+
+def _directive(line: bytes, origin: str | None) -> str | None:
+    """The $ORIGIN after a `$...` line ($TTL changes nothing here)."""
+    words = line.split()
+    keyword = words[0].decode("ascii", "replace").upper()
+    if keyword == "$TTL" and len(words) >= 2:
+        return origin
+    if keyword == "$ORIGIN" and len(words) >= 2:
+        name = words[1].decode("utf-8", "surrogateescape")
+        if not name.endswith(".") or not _DNS_NAME.fullmatch(name):
+            raise ZoneSyntaxError(
+                f'$ORIGIN "{_shown(name)}" is not a fully qualified name (end it with ".")'
+            )
+        return _normalize(name)
+    raise ZoneSyntaxError(f"{_shown(keyword)} is not supported here (only $ORIGIN and $TTL)")
+
+
+def _name_record(line: bytes) -> tuple[str, bytes]:
+    """OpenDKIM's `name record` line: name, record text (see the module docstring)."""
+    line = line.split(b"#", 1)[0].strip(_BLANKS)
+    parts = line.split(None, 1)
+    name = parts[0].decode("utf-8", "surrogateescape")
+    if not _DNS_NAME.fullmatch(name):
+        raise ZoneSyntaxError(
+            f'"{_shown(name)}" is not a DNS name; each line is NAME RECORD '
+            "(mail._domainkey.example.com v=DKIM1; p=...) or a zone-file TXT record"
+        )
+    if _normalize(name).endswith("._domainkey") or _normalize(name) == "_domainkey":
+        raise ZoneSyntaxError(f'"{name}" names no domain: write SELECTOR._domainkey.DOMAIN')
+    value = parts[1].strip(_BLANKS) if len(parts) > 1 else b""
+    return _normalize(name), value
+
+
+def _owner_name(entry: ZoneEntry, origin: str | None) -> str:
+    """The absolute name of a zone-file entry's owner (see the module docstring)."""
+    owner = entry.owner
+    if not _DNS_NAME.fullmatch(owner) and owner != "@":
+        raise ZoneSyntaxError(f'"{_shown(owner)}" is not a DNS name')
+    if owner.endswith("."):
+        return _normalize(owner)
+    domain = origin
+    if domain is None:
+        named = entry.genkey_domain()
+        if named is not None:
+            selector, domain = named
+            if owner.split(".", 1)[0].lower() != selector.lower():
+                raise ZoneSyntaxError(
+                    f'the comment names key "{selector}", but the record is for "{owner}"'
+                )
+    if domain is None:
+        raise ZoneSyntaxError(
+            f'"{owner}" is relative and nothing says to which domain: write the full name '
+            "with a final dot (SELECTOR._domainkey.DOMAIN., as genzone -F does), or put "
+            "$ORIGIN DOMAIN. above it"
+        )
+    domain = _normalize(domain)
+    return domain if owner == "@" else f"{_normalize(owner)}.{domain}"
+
+
+def _shown(text: str) -> str:
+    """`text` for an error message: printable, and not a whole key long."""
+    clean = text.encode("ascii", "backslashreplace").decode("ascii")
+    return clean if len(clean) <= 40 else clean[:37] + "..."
+
+
 class TestDnsFile:
-    """`TxtLookup` answering from an OpenDKIM TestDNSData file (read once, at construction)."""
+    """`TxtLookup` answering from a records file (read once, at construction).
+
+    Raises OSError when the file cannot be read, RecordsFileError when a line is malformed.
+    """
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -61,7 +184,7 @@ class TestDnsFile:
         if spec.startswith("file:"):
             spec = spec[5:]
         with open(spec, "rb") as f:
-            self._records = parse_test_dns_data(f.read())
+            self._records = parse_records_file(f.read(), spec)
 
     @classmethod
     def from_records(

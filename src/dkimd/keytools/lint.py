@@ -28,8 +28,10 @@ from dkimd.config import Config, ConfigReport, DatasetKind, HostList, Mode, Prob
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.dkim.errors import KeyLoadError
 from dkimd.dkim.keys import PrivateKey, load_private_key, load_private_key_file
+from dkimd.dns.zonetext import ZoneSyntaxError, entry_start
 from dkimd.keytools.context import filter_uid
 from dkimd.keytools.keyfile import check_key_file
+from dkimd.keytools.socket_holder import Holder, dkimd_holder, tcp_listeners, unix_listeners
 
 # Where Postfix hands mail to the milter from: locally submitted mail (sendmail(1),
 # non_smtpd_milters) always arrives as the loopback client.
@@ -87,6 +89,7 @@ class _Linter:
         self.postconf = postconf
         self.out = LintReport(list(report.problems))
         self.keys: dict[str, KeyInfo] = {}
+        self.serving: str | None = None  # the Socket, when our own running daemon holds it
 
     def add(
         self,
@@ -286,7 +289,7 @@ class _Linter:
                     "Socket",
                 )
             elif os.path.exists(spec.path):
-                self.check_local_in_use(where, spec.path)
+                self.check_local_in_use(where, spec.path, config)
             return
         host = spec.host or ("0.0.0.0" if spec.family == "inet" else "::")
         family = socket.AF_INET if spec.family == "inet" else socket.AF_INET6
@@ -307,27 +310,49 @@ class _Linter:
             )
             return
         shown = f"{host} port {port}"
+        address = infos[0][4]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(infos[0][4])
+                probe.bind(address)
             except OSError as exc:
-                self.socket_problem(where, shown, port, exc)
+                if exc.errno == errno.EADDRINUSE:
+                    holder = dkimd_holder(config.pid_file, tcp_listeners(str(address[0]), port))
+                    self.socket_in_use(where, shown, config, holder)
+                else:
+                    self.socket_problem(where, shown, port, exc)
+
+    def socket_in_use(
+        self, where: tuple[str | None, int | None], shown: str, config: Config, holder: Holder
+    ) -> None:
+        """A socket someone listens on: fine when it is our own running daemon."""
+        if holder is Holder.DKIMD:
+            self.serving = f"{shown} is served by the running dkimd (PidFile {config.pid_file})."
+            return
+        if holder is Holder.UNCONFIRMED:
+            self.add(
+                Severity.WARNING,
+                where,
+                f"Socket: {shown} is in use, probably by the running dkimd that PidFile "
+                f"{config.pid_file} names",
+                "run dkimd check as root to confirm it",
+                "Socket",
+            )
+            return
+        self.add(
+            Severity.WARNING,
+            where,
+            f"Socket: {shown} is in use",
+            "if that is OpenDKIM, stop it before starting dkimd (systemctl stop "
+            "opendkim); otherwise pick another port and change Postfix's smtpd_milters "
+            "to match",
+            "Socket",
+        )
 
     def socket_problem(
         self, where: tuple[str | None, int | None], shown: str, port: int, exc: OSError
     ) -> None:
-        if exc.errno == errno.EADDRINUSE:
-            self.add(
-                Severity.WARNING,
-                where,
-                f"Socket: {shown} is in use",
-                "if that is OpenDKIM, stop it before starting dkimd (systemctl stop "
-                "opendkim); otherwise pick another port and change Postfix's smtpd_milters "
-                "to match",
-                "Socket",
-            )
-        elif exc.errno == errno.EACCES:
+        if exc.errno == errno.EACCES:
             self.add(
                 Severity.WARNING,
                 where,
@@ -344,13 +369,19 @@ class _Linter:
                 "Socket",
             )
 
-    def check_local_in_use(self, where: tuple[str | None, int | None], path: str) -> None:
+    def check_local_in_use(
+        self, where: tuple[str | None, int | None], path: str, config: Config
+    ) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.settimeout(1.0)
             try:
                 probe.connect(path)
             except OSError:
                 return  # a stale socket file: the daemon removes and recreates it
+        holder = dkimd_holder(config.pid_file, unix_listeners(path))
+        if holder is Holder.DKIMD:
+            self.serving = f"{path} is served by the running dkimd (PidFile {config.pid_file})."
+            return
         self.add(
             Severity.WARNING,
             where,
@@ -385,6 +416,34 @@ class _Linter:
                     f'UserID: no group "{group}" on this system',
                     f"create it (addgroup --system {group}) or name an existing group",
                     "UserID",
+                )
+
+    def check_test_dns_data(self, config: Config) -> None:
+        """TestDNSData holds OpenDKIM's NAME RECORD lines; a pasted SELECTOR.txt is not that.
+
+        opendkim (and dkimd, keeping its meaning) would publish `IN TXT ( "v=DKIM1; ..."`
+        under the name `mail._domainkey`, so no key is ever found. `--dns-file` on the
+        command line reads both forms; this option does not.
+        """
+        if config.test_dns_data is None:
+            return
+        for entry in config.test_dns_data.entries:
+            line = f"{entry.key} {entry.value or ''}".encode("utf-8", "surrogateescape")
+            try:
+                zone_form = entry_start(line) is not None
+            except ZoneSyntaxError:
+                zone_form = True
+            if zone_form:
+                text = " ".join((entry.value or "").split())
+                self.add(
+                    Severity.WARNING,
+                    (entry.file, entry.line),
+                    f'TestDNSData: "{entry.key} ..." is a zone-file record; TestDNSData takes '
+                    "NAME RECORD lines, so it is read as a record named "
+                    f'"{entry.key}" with the text "{text[:24]}..."',
+                    "write one line per key: mail._domainkey.example.com v=DKIM1; k=rsa; p=... "
+                    "(the strings of the TXT record, joined)",
+                    "TestDNSData",
                 )
 
     def check_pid_file(self, config: Config) -> None:
@@ -457,6 +516,8 @@ class _Linter:
         if Mode.VERIFY in config.mode:
             modes.append("verifies incoming mail")
         lines.append("dkimd " + (" and ".join(modes) or "neither signs nor verifies (Mode)") + ".")
+        if self.serving is not None:
+            lines.append(f"Socket {self.serving}")
         if Mode.SIGN in config.mode:
             lines += self.signing_lines(config)
             lines.append(
@@ -615,6 +676,7 @@ def lint(report: ConfigReport, *, postconf: PostconfRunner | None = run_postconf
     linter.check_socket(config)
     linter.check_user(config)
     linter.check_pid_file(config)
+    linter.check_test_dns_data(config)
     linter.check_internal_hosts(config)
     linter.check_postfix(config)
     linter.summarize(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dkimd.dns.base import TxtResult, TxtStatus
-from dkimd.dns.testdata import TestDnsFile, parse_test_dns_data
+from dkimd.dns.testdata import TestDnsFile, parse_records_file
 
 
 def lookup(source: TestDnsFile, name: str) -> TxtResult:
@@ -117,7 +117,7 @@ def test_from_records() -> None:
     assert lookup(src, "d._domainkey.example.com").status is TxtStatus.NXDOMAIN
 
 
-def test_parse_test_dns_data_directly() -> None:
-    assert parse_test_dns_data(b"x.example  one two # c\n#only comment\n\nX.EXAMPLE three\n") == {
+def test_parse_records_file_directly() -> None:
+    assert parse_records_file(b"x.example  one two # c\n#only comment\n\nX.EXAMPLE three\n") == {
         "x.example": [b"one two", b"three"]
     }
