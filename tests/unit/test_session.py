@@ -23,8 +23,9 @@ from dkimd.config import parse_config_text
 from dkimd.dkim import HeaderField, Signer, SigningRequest, load_private_key
 from dkimd.dns.base import TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.server import DEFER, ConnectionInfo
+from dkimd.milter.handler import ConnectionInfo
 from dkimd.session import MilterSession, Runtime, RuntimeHolder, SessionStats
+from support.handler import settle
 
 INTERNAL = "127.0.0.1"
 OUTSIDE = "198.51.100.7"
@@ -123,8 +124,7 @@ def make_config(tmp: Path, keys: FakeKeyTable, extra: str = "") -> str:
 class Driver:
     """Plays the MTA: bytes into a Connection, events into the session, replies collected."""
 
-    def __init__(self, config_text: str, resolver: TxtLookup, *, handle_now: bool = True) -> None:
-        self.handle_now = handle_now  # as the server does; False: handle() for every event
+    def __init__(self, config_text: str, resolver: TxtLookup) -> None:
         config = parse_config_text(config_text)
         self.holder = RuntimeHolder(Runtime.build(config, resolver))
         self.stats = SessionStats()
@@ -147,8 +147,7 @@ class Driver:
             if isinstance(event, milter.OptionNegotiation | milter.Macros):
                 self.conn.send(milter.Continue())
                 continue
-            now = self.session.handle_now(event) if self.handle_now else DEFER
-            result = await self.session.handle(event) if now is DEFER else now
+            result = await settle(self.session, self.session.handle(event))
             # Encode every reply as the server would: that also checks each action is valid
             # for what was negotiated.
             if result is None:
@@ -445,25 +444,3 @@ def test_filter_options_follow_the_config() -> None:
         flags.NR_CONN not in filter_options_for(parse_config_text("PeerList 10.0.0.1\n")).protocol
     )
     assert flags.NR_EOH not in filter_options_for(parse_config_text("Mode s\n")).protocol
-
-
-def test_handle_now_answers_as_handle_does(tmp_path: Path, keys: FakeKeyTable) -> None:
-    """handle_now (the server's way) and handle() alone: the same replies and stats.
-    (Verifying: signing output carries t=, which could differ between the runs.)"""
-    client = OUTSIDE
-    headers = _signed_headers(keys, BODY)
-    got = []
-    for now in (True, False):
-        dns = TestDnsFile.from_records(keys.records)
-        d = Driver(make_config(tmp_path, keys), dns, handle_now=now)
-        first = run(d.message(headers, BODY, client=client))
-        second = run(d.message(headers, BODY + b"x\r\n", client=client, new_connection=False))
-        got.append((first, second, d.stats))
-    assert got[0] == got[1]
-
-
-def test_handle_now_defers_only_end_of_message(tmp_path: Path, keys: FakeKeyTable) -> None:
-    d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
-    assert d.session.handle_now(milter.EndOfMessage()) is DEFER
-    assert d.session.handle_now(milter.Helo("x")) is None
-    assert d.session.handle_now(milter.Abort()) is None
