@@ -608,7 +608,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         task = self._prefetched.get(request)
         if task is not None and task.done() and not task.cancelled():
             del self._prefetched[request]
-            return task.result()  # _perform only raises if request.failed does
+            return task.result()  # perform_request raises only if request.failed does
         known = request.answer_now()
         if known is None:
             return _PENDING
