@@ -257,7 +257,7 @@ _CONTINUE = milter.Continue()
 _TEMPFAIL = milter.TempFail()
 # Events the handler never sees (module docstring). Event classes are final, so an
 # exact type test is enough (and cheaper than isinstance per packet).
-_NOT_DISPATCHED: frozenset[type] = frozenset({milter.OptionNegotiation, milter.Macros})
+_NOT_DISPATCHED: frozenset[type] = frozenset({milter.OptionNegotiation})
 _NEED_DATA = milter.NEED_DATA
 _Quit = milter.Quit
 _ConnectionClosed = milter.ConnectionClosed
@@ -422,8 +422,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: MilterServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._loop = loop
-        # Macros are never dispatched (handlers read conn.macros): no events for them.
-        self._conn = Connection(server._options, max_packet=server._max_packet, macro_events=False)
+        self._conn = Connection(server._options, max_packet=server._max_packet)
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._handler: MilterHandler | None = None
         self._peer = "?"

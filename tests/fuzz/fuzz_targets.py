@@ -558,7 +558,7 @@ async def _drive_session(holder: object, stream: bytes, chunk: int) -> bytes:
                     break
                 if isinstance(event, milter.ConnectionClosed):
                     return bytes(out)
-                if isinstance(event, milter.OptionNegotiation | milter.Macros):
+                if isinstance(event, milter.OptionNegotiation):
                     out += conn.send(milter.Continue())
                     continue
                 # The invariant: the session handles every event the Connection accepts

@@ -146,7 +146,7 @@ class Driver:
             event = self.conn.next_event()
             if event is milter.NEED_DATA:
                 return out
-            if isinstance(event, milter.OptionNegotiation | milter.Macros):
+            if isinstance(event, milter.OptionNegotiation):
                 self.conn.send(milter.Continue())
                 continue
             result = await settle(self.session, self.session.handle(event))
@@ -481,7 +481,7 @@ def _steps_up_to_eom(d: Driver, headers: Sequence[tuple[bytes, bytes]]) -> list[
     while True:
         event = d.conn.next_event()
         assert isinstance(event, milter.Event)
-        if isinstance(event, milter.OptionNegotiation | milter.Macros):
+        if isinstance(event, milter.OptionNegotiation):
             d.conn.send(milter.Continue())
             continue
         steps.append(d.session.handle(event))
