@@ -8,7 +8,8 @@
 * Everything not signed is verified when Mode includes v.
 * Verification outcomes map onto the On-* conditions; the configured Action decides.
 
-Pure: no asyncio, no sockets. Key files are read through `SigningKeys`.
+Pure: no asyncio, no sockets. Key files are read, and signing requests made, by
+`SigningKeys` (one store per configuration).
 """
 
 from __future__ import annotations
@@ -26,13 +27,9 @@ from dkimd.dkim import (
     SignatureResult,
     SigningRequest,
 )
-from dkimd.signing_keys import KeyProblem, SigningKey, SigningKeys
+from dkimd.signing_keys import KeyProblem, RequestShape, SigningKeys
 
 DEFAULT_OVERSIGN_HEADERS = ("from",)
-
-# SigningRequests kept, one per key in use (a KeyTable entry per sender domain with `%`);
-# past this the memory starts over.
-_REQUESTS_KEPT = 4096
 
 # The verifier's reason for an NXDOMAIN key record (dkimd.dkim.verifier).
 _KEY_NOT_FOUND_REASON = "no key for signature"
@@ -64,7 +61,8 @@ class MessagePlan:
     decision: Decision
     why: str
     sender: str | None = None
-    keys: list[SigningKey] = field(default_factory=list)
+    # Ready to sign with, one per signature (the key file checked for this message).
+    requests: list[SigningRequest] = field(default_factory=list)
     key_problems: list[KeyProblem] = field(default_factory=list)
     # An outside client sent as one of our signing domains: logged whatever LogWhy says.
     notable: bool = False
@@ -109,9 +107,8 @@ def count_fields(headers: Sequence[HeaderField], name: bytes) -> int:
 class SigningPolicy:
     """Everything the per-message decision needs from one loaded Config."""
 
-    def __init__(self, config: Config, keys: SigningKeys) -> None:
+    def __init__(self, config: Config, *, check_uid: int | None = None) -> None:
         self.config = config
-        self.keys = keys
         signed: tuple[str, ...] = DEFAULT_SIGNED_HEADERS
         if config.sign_headers is not None:
             signed = config.sign_headers.apply(DEFAULT_SIGNED_HEADERS)
@@ -125,36 +122,17 @@ class SigningPolicy:
         self.oversign_headers: tuple[str, ...] = (
             config.oversign_headers if explicit else DEFAULT_OVERSIGN_HEADERS
         )
-        # id(key) -> (key, its request); the key is held so that its id stays its own.
-        self._requests: dict[int, tuple[SigningKey, SigningRequest]] = {}
-
-    def request_for(self, key: SigningKey) -> SigningRequest:
-        """How to sign with `key` under this configuration; raises SigningError when the
-        key cannot sign (a bad domain or selector, an algorithm the key does not fit).
-
-        Made once per key: SigningKeys hands out the same SigningKey for as long as its
-        key file is unchanged, and a request is immutable, so messages share it.
-        """
-        known = self._requests.get(id(key))
-        if known is not None and known[0] is key:
-            return known[1]
-        config = self.config
-        request = SigningRequest(
-            domain=key.domain,
-            selector=key.selector,
-            key=key.key,
+        shape = RequestShape(
             header_canon=config.canonicalization.header,
             body_canon=config.canonicalization.body,
             signed_headers=self.signed_headers,
             oversign_headers=self.oversign_headers,
-            identity=key.identity,
             ttl=config.signature_ttl,
-            algorithm=key.algorithm,
+            rsa_algorithm=config.signature_algorithm,
         )
-        if len(self._requests) >= _REQUESTS_KEPT:
-            self._requests.clear()
-        self._requests[id(key)] = (key, request)
-        return request
+        #: The key store: ready SigningRequests per sender (check_uid: judge key file
+        #: safety for the daemon's user, not root).
+        self.keys = SigningKeys(config, shape, check_uid=check_uid)
 
     # -- connection time --
 
@@ -187,9 +165,9 @@ class SigningPolicy:
             why_not = self._why_not_sign(headers, sender)
             if why_not is None:
                 assert sender is not None
-                keys, problems = self.keys.for_sender(sender)
-                if keys or problems:
-                    return MessagePlan(Decision.SIGN, "originating", sender, keys, problems)
+                requests, problems = self.keys.for_sender(sender)
+                if requests or problems:
+                    return MessagePlan(Decision.SIGN, "originating", sender, requests, problems)
                 why_not = f"no signing table match for '{sender}'"
             if not config.verifies:
                 return MessagePlan(Decision.NOTHING, why_not, sender)

@@ -15,35 +15,18 @@ Pieces:
 * ``MilterServer(handler_factory, filter_options, ...)`` with ``serve(sock)`` and
   ``stop(grace)``.
 
-The handler interface (``MilterHandler``), one handler per milter connection::
-
-    class Handler:
-        def __init__(self, info: ConnectionInfo): self.conn = info.connection
-        async def handle(self, event: milter.Event) -> HandlerResult: ...
-        async def close(self) -> None: ...
-
-``handle`` is awaited for every event except ``OptionNegotiation`` (answered by the
-``Connection`` from ``filter_options``), ``Macros`` (read them from
-``info.connection.macros`` / ``.macro(name)`` instead) and the end of the connection
-(``close`` is called exactly once, however the connection ends). It returns:
-
-* ``None``: ``Continue()`` (or nothing, where the MTA expects no reply);
-* one ``Action``: the reply for this event;
-* a sequence of actions: at ``EndOfMessage``, modifications followed by the final
-  action (``Continue()`` is appended when the last item is not a final action).
-
-A handler may also have ``handle_now(event)``, a plain function that the server calls
-instead of ``handle`` when it exists: it returns what ``handle`` would return, or
-``DEFER`` when the event needs ``handle`` (something to await). Driving a coroutine
-per event cost more than many handlers' work for that event.
-
-``handle`` may await anything (DNS); the MTA simply waits. With ``progress_interval``
-set, the server sends SMFIR_PROGRESS while ``handle(EndOfMessage)`` runs, so long key
-lookups do not hit Postfix's ``milter_content_timeout``.
+The handler contract (``MilterHandler``, ``ConnectionInfo``, ``Request``, ``Prefetch``)
+is ``dkimd.milter.handler``: a synchronous handler returns actions or a request for
+outside work; the server performs the request (answered inline when it can be, else in a
+task while reading from the MTA is paused, bounded by the request's timeout) and hands
+the answer back with ``handler.provide``. With ``progress_interval`` set, the server
+sends SMFIR_PROGRESS while end-of-message waits, so long key lookups do not hit
+Postfix's ``milter_content_timeout``.
 
 Failure policy: a handler exception (or an invalid reply) is logged with its traceback
 and answered with ``error_action`` (``TempFail()`` by default); the connection keeps
-serving. A protocol error from the MTA (bad framing, oversized packet, command out of
+serving. A request that raises or times out is answered with ``request.failed(error)``.
+A protocol error from the MTA (bad framing, oversized packet, command out of
 order) or an idle timeout closes that connection only, with one log line on the
 ``dkimd.milter`` logger; Postfix then applies its ``milter_default_action``.
 """
@@ -52,31 +35,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import errno
 import ipaddress
 import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from dkimd import milter
 from dkimd.milter import Action, Connection, FilterOptions
+from dkimd.milter.handler import (
+    ConnectionInfo,
+    HandlerFactory,
+    HandlerResult,
+    MilterHandler,
+    Prefetch,
+    Request,
+    Step,
+)
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
-    "DEFER",
-    "ConnectionInfo",
-    "HandlerFactory",
-    "HandlerResult",
-    "MilterHandler",
     "MilterServer",
     "SocketSpec",
     "bind_socket",
     "parse_socket_spec",
+    "perform_request",
 ]
 
 log = logging.getLogger("dkimd.milter")
@@ -86,45 +72,9 @@ log = logging.getLogger("dkimd.milter")
 #: command, so this must be well above that.
 DEFAULT_IDLE_TIMEOUT = 900.0
 
-_T = TypeVar("_T")
+_A = TypeVar("_A")
 
 _READ_SIZE = 256 * 1024  # what asyncio reads at most per call by default
-
-HandlerResult = Action | Sequence[Action] | None
-
-
-class Defer(enum.Enum):
-    """Sentinel type of ``DEFER``."""
-
-    DEFER = "DEFER"
-
-
-#: What a handler's ``handle_now`` returns for an event that needs ``handle``.
-DEFER: Final = Defer.DEFER
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """What a handler factory gets for each accepted milter connection."""
-
-    #: The live sans-IO connection: ``.macros``, ``.macro(name)``, ``.negotiated``.
-    connection: Connection
-    #: The MTA's end of the socket, for logs ("127.0.0.1:40312", "unix").
-    peer: str
-    #: TCP_NODELAY as read back from the kernel (None for UNIX sockets).
-    tcp_nodelay: bool | None = None
-
-
-class MilterHandler(Protocol):
-    """Per-connection event handler; see the module docstring for the contract."""
-
-    async def handle(self, event: milter.Event) -> HandlerResult: ...
-
-    async def close(self) -> None: ...
-
-
-HandlerFactory = Callable[[ConnectionInfo], MilterHandler]
-
 
 # ---------------------------------------------------------------------------
 # Socket specifications.
@@ -307,11 +257,17 @@ _CONTINUE = milter.Continue()
 _TEMPFAIL = milter.TempFail()
 # Events the handler never sees (module docstring). Event classes are final, so an
 # exact type test is enough (and cheaper than isinstance per packet).
-_NOT_DISPATCHED: frozenset[type] = frozenset({milter.OptionNegotiation, milter.Macros})
+_NOT_DISPATCHED: frozenset[type] = frozenset({milter.OptionNegotiation})
 _NEED_DATA = milter.NEED_DATA
 _Quit = milter.Quit
 _ConnectionClosed = milter.ConnectionClosed
 _EndOfMessage = milter.EndOfMessage
+# Events after which a message's prefetched work is no longer wanted (once replied to).
+_MESSAGE_ENDS: frozenset[type] = frozenset(
+    {milter.EndOfMessage, milter.Abort, milter.QuitNewConnection, milter.MailFrom}
+)
+# What _answer_now returns when the answer needs waiting for.
+_PENDING: Any = object()
 
 
 class MilterServer:
@@ -412,47 +368,19 @@ class MilterServer:
             waiter.set_result(None)
 
 
-class _Resume:
-    """Awaitable that carries on a handler coroutine which suspended outside any task.
-
-    ``_MilterProtocol`` starts each ``handler.handle()`` coroutine with ``send(None)``
-    right in ``buffer_updated``; nearly always it finishes there (StopIteration), with
-    no task, no scheduling and no context switch. When it does suspend, what it yielded
-    (the future it waits for) is handed to a new task through this object, which then
-    relays every later send/throw to the coroutine, exactly as ``await`` would have.
-    """
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        yielded = self._yielded
-        self._yielded = None
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation, or whatever the task throws in
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-async def _carry_on(coro: Coroutine[Any, Any, _T], yielded: Any) -> _T:
-    result: _T = await _Resume(coro, yielded)
-    return result
+async def perform_request(request: Request[_A]) -> _A:
+    """The answer to ``request``: what it performs, within its timeout, or its ``failed``."""
+    try:
+        async with asyncio.timeout(request.timeout):
+            return await request.perform()
+    except TimeoutError as exc:
+        log.warning("%r: no answer within %.1fs", request, request.timeout)
+        return request.failed(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("%r failed", request, exc_info=exc)
+        return request.failed(exc)
 
 
 class _MilterProtocol(asyncio.BufferedProtocol):
@@ -465,10 +393,11 @@ class _MilterProtocol(asyncio.BufferedProtocol):
     bytes are copied out at once, so sharing the buffer is safe.
 
     Events are processed synchronously as the bytes arrive; replies for one batch of
-    bytes go out in one write. A handler coroutine that suspends (a DNS lookup at end
-    of message) continues in a task while reading is paused, so replies stay in order;
-    when it is done, the reply is written and processing resumes with whatever the MTA
-    had already sent.
+    bytes go out in one write. A request the handler returns is answered inline when it
+    can be; otherwise it is performed in a task while reading is paused, so replies stay
+    in order; when the answer is in, ``provide`` gives the reply, it is written and
+    processing resumes with whatever the MTA had already sent. Prefetched requests run
+    in tasks of their own meanwhile, until asked for or the message ends.
     """
 
     __slots__ = (
@@ -476,13 +405,13 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         "_conn",
         "_done",
         "_event",
-        "_handle_now",
         "_handler",
         "_idle_timer",
         "_last_active",
         "_loop",
         "_lost",
         "_peer",
+        "_prefetched",
         "_progress_timer",
         "_server",
         "_task",
@@ -493,14 +422,14 @@ class _MilterProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: MilterServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._loop = loop
-        # Macros are never dispatched (handlers read conn.macros): no events for them.
-        self._conn = Connection(server._options, max_packet=server._max_packet, macro_events=False)
+        self._conn = Connection(server._options, max_packet=server._max_packet)
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._handler: MilterHandler | None = None
-        self._handle_now: Callable[[milter.Event], HandlerResult | Defer] | None = None
         self._peer = "?"
-        self._task: asyncio.Task[HandlerResult] | None = None  # a suspended handle()
-        self._event: milter.Event | None = None  # the event _task answers
+        self._task: asyncio.Task[Any] | None = None  # the request the handler waits for
+        self._event: milter.Event | None = None  # the event _task's answer leads to a reply to
+        # Requests started ahead (Prefetch), until asked for or the message ends.
+        self._prefetched: dict[Request[Any], asyncio.Task[Any]] = {}
         self._closing = False  # transport.close()/abort() called
         self._lost = False  # connection_lost() seen
         self._done = False  # handler closed (or never made), server told
@@ -526,8 +455,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         self._peer = peer = _peer_name(transport)
         nodelay = _set_nodelay(transport)
         try:
-            self._handler = handler = server._factory(ConnectionInfo(self._conn, peer, nodelay))
-            self._handle_now = getattr(handler, "handle_now", None)
+            self._handler = server._factory(ConnectionInfo(self._conn, peer, nodelay))
         except Exception:
             log.exception("milter connection from %s: internal error; closing", peer)
             self._close()
@@ -561,7 +489,9 @@ class _MilterProtocol(asyncio.BufferedProtocol):
             log.info("milter connection from %s: %s", self._peer, exc)
         if self._task is None:
             self._finish()
-        # else: the handler finishes first (its reply goes nowhere), as it always did.
+        else:
+            # Nobody is left to answer: stop waiting; _resumed then finishes.
+            self._task.cancel()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -583,6 +513,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         log.info("milter connection from %s: cancelled", self._peer)
         self._closing = True
         self._transport.abort()
+        self._drop_prefetched()
         if self._task is not None:
             self._task.cancel()
 
@@ -615,10 +546,12 @@ class _MilterProtocol(asyncio.BufferedProtocol):
                     close = True
                     break
                 reply = self._dispatch(event)
-                if reply is None:  # suspended: the task writes the reply
+                if reply is None:  # waiting for a request: the task writes the reply
                     break
                 if reply:
                     out.append(reply)
+                if self._prefetched and kind in _MESSAGE_ENDS:
+                    self._drop_prefetched()
                 if kind is _Quit:
                     close = True
                     break
@@ -638,30 +571,69 @@ class _MilterProtocol(asyncio.BufferedProtocol):
             self._close()
 
     def _dispatch(self, event: milter.Event) -> bytes | None:
-        """The reply to one event, or None if the handler suspended (see _suspend)."""
-        now = self._handle_now
-        if now is not None:
-            try:
-                result = now(event)
-                if result is None:  # the usual answer, to all but end of message
-                    return self._conn.send(_CONTINUE)
-            except Exception as exc:
-                return self._handler_failed(event, exc)
-            if result is not DEFER:
-                return self._encode(event, result)
+        """The reply to one event, or None while the handler waits for a request."""
         handler = self._handler
         assert handler is not None
-        coro = handler.handle(event)
         try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            return self._encode(event, stop.value)
-        except asyncio.CancelledError:
-            raise
+            step = handler.handle(event)
         except Exception as exc:
             return self._handler_failed(event, exc)
-        self._suspend(event, coro, yielded)
-        return None
+        if step is None:  # the usual answer, to all but end of message
+            return self._conn.send(_CONTINUE)
+        return self._advance(event, step)
+
+    def _advance(self, event: milter.Event, step: Step) -> bytes | None:
+        """Follow the handler's steps for ``event`` until a reply, or a request to wait for."""
+        handler = self._handler
+        assert handler is not None
+        while isinstance(step, Request):
+            answer = self._answer_now(step)
+            if answer is _PENDING:
+                self._wait_for(event, step)
+                return None
+            try:
+                step = handler.provide(answer)
+            except Exception as exc:
+                return self._handler_failed(event, exc)
+        if isinstance(step, Prefetch):
+            request = step.request
+            if request not in self._prefetched and request.answer_now() is None:
+                self._prefetched[request] = self._loop.create_task(perform_request(request))
+            step = None
+        return self._encode(event, step)
+
+    def _answer_now(self, request: Request[Any]) -> Any:
+        """The answer if it needs no waiting (prefetched and done, or known now), else _PENDING."""
+        task = self._prefetched.get(request)
+        if task is not None and task.done() and not task.cancelled():
+            del self._prefetched[request]
+            return task.result()  # perform_request raises only if request.failed does
+        known = request.answer_now()
+        if known is None:
+            return _PENDING
+        if task is not None:
+            del self._prefetched[request]
+            task.cancel()
+        return known
+
+    def _wait_for(self, event: milter.Event, request: Request[Any]) -> None:
+        self._transport.pause_reading()
+        self._event = event
+        task = self._prefetched.pop(request, None)
+        if task is None or task.cancelled():
+            task = self._loop.create_task(perform_request(request))
+        self._task = task
+        task.add_done_callback(self._resumed)
+        interval = self._server._progress_interval
+        if interval is not None and type(event) is _EndOfMessage:
+            # SMFIR_PROGRESS while the request runs, so a slow key lookup does not hit
+            # Postfix's milter_content_timeout.
+            self._progress_timer = self._loop.call_later(interval, self._progress, interval)
+
+    def _drop_prefetched(self) -> None:
+        for task in self._prefetched.values():
+            task.cancel()
+        self._prefetched.clear()
 
     def _encode(self, event: milter.Event, result: HandlerResult) -> bytes:
         conn = self._conn
@@ -693,17 +665,6 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         except milter.LocalProtocolError:
             return conn.send(_TEMPFAIL)
 
-    def _suspend(self, event: milter.Event, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._transport.pause_reading()
-        self._event = event
-        task = self._task = self._loop.create_task(_carry_on(coro, yielded))
-        task.add_done_callback(self._resumed)
-        interval = self._server._progress_interval
-        if interval is not None and type(event) is _EndOfMessage:
-            # SMFIR_PROGRESS while the handler works, so a slow key lookup does not hit
-            # Postfix's milter_content_timeout.
-            self._progress_timer = self._loop.call_later(interval, self._progress, interval)
-
     def _progress(self, interval: float) -> None:
         # Postfix keeps waiting and restarts its read timer (milter8.c milter8_event:
         # "Still working on it").
@@ -712,7 +673,8 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         self._transport.write(self._conn.send(milter.Progress()))
         self._progress_timer = self._loop.call_later(interval, self._progress, interval)
 
-    def _resumed(self, task: asyncio.Task[HandlerResult]) -> None:
+    def _resumed(self, task: asyncio.Task[Any]) -> None:
+        """The request the handler waited for is answered: its reply, then read on."""
         self._task = None
         event = self._event
         self._event = None
@@ -725,14 +687,25 @@ class _MilterProtocol(asyncio.BufferedProtocol):
                 log.info("milter connection from %s: cancelled", self._peer)
                 self._close()
         else:
-            exc = task.exception()
-            reply = (
-                self._handler_failed(event, exc)
-                if exc is not None
-                else self._encode(event, task.result())
-            )
+            failure = task.exception()
+            if failure is not None:  # the request's own failed() raised
+                reply = self._handler_failed(event, failure)
+            else:
+                handler = self._handler
+                assert handler is not None
+                try:
+                    step = handler.provide(task.result())
+                except Exception as exc:
+                    reply = self._handler_failed(event, exc)
+                else:
+                    next_reply = self._advance(event, step)
+                    if next_reply is None:  # another request to wait for
+                        return
+                    reply = next_reply
             if reply and not self._closing:
                 self._transport.write(reply)
+        if self._prefetched and type(event) in _MESSAGE_ENDS:
+            self._drop_prefetched()
         if self._lost:
             self._finish()
         elif not self._closing and not self._write_paused:
@@ -775,26 +748,13 @@ class _MilterProtocol(asyncio.BufferedProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._drop_prefetched()
         handler = self._handler
-        if handler is None:
-            self._server._forget(self)
-            return
-        coro = handler.close()
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            self._server._forget(self)
-            return
-        except Exception:
-            log.exception("milter connection from %s: handler close failed", self._peer)
-            self._server._forget(self)
-            return
-        task = self._loop.create_task(_carry_on(coro, yielded))
-        task.add_done_callback(self._closed)
-
-    def _closed(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("milter connection from %s: handler close failed", self._peer, exc_info=exc)
+        if handler is not None:
+            try:
+                handler.close()
+            except Exception:
+                log.exception("milter connection from %s: handler close failed", self._peer)
         self._server._forget(self)
 
 

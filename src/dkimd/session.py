@@ -5,24 +5,27 @@ the header fields, then at end-of-headers asks the policy what to do:
 
 * sign: a `Signer` is fed body chunks as they arrive; at end-of-message its
   DKIM-Signature fields are inserted at the top;
-* verify: a `Verifier` is built from the headers and its key lookups start at once, as
-  asyncio tasks, so DNS overlaps the body transfer; at end-of-message the results become
-  an Authentication-Results field and, through the On-* actions, the final reply.
+* verify: a `Verifier` is built from the headers; key records already cached are taken at
+  once, the others are asked for as a `Prefetch` of a `NeedKeys` request, which the server
+  starts so that DNS overlaps the body transfer. At end-of-message the session returns the
+  same request, the server hands the answer back through `provide`, and the results
+  become an Authentication-Results field and, through the On-* actions, the final reply.
 
-Nothing here buffers the body. Runtime objects (config, policy, keys, resolver) come from
+Synchronous and sans-IO (dkimd.milter.handler): nothing here awaits, and nothing buffers
+the body. Runtime objects (config, policy, keys, resolver) come from
 a `RuntimeHolder`, read at the start of each message, so a reload applies from the next
 message on and never changes one half-way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket as socket_module
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dkimd import __version__, milter
+from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Condition, Config
 from dkimd.dkim import (
     AR_FIELD_NAME,
@@ -35,16 +38,21 @@ from dkimd.dkim import (
     VerifyOptions,
     authentication_results_value,
 )
-from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult
+from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.log import QueueIdAdapter, get_logger
+from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
-from dkimd.server import DEFER, ConnectionInfo, Defer, HandlerResult
-from dkimd.signing_keys import KeyProblem, SigningKeys
+from dkimd.signing_keys import KeyProblem
 
 _log = get_logger("session")
 
-_AR_NAME_LOWER = AR_FIELD_NAME.lower()
 _DKIM_SIGNATURE = b"DKIM-Signature"
+_DKIM_SIGNATURE_KEY = _DKIM_SIGNATURE.lower()
+# Beyond the resolver's own timeout (DNSTimeout), how long the server may take to hand back
+# key records before they count as timed out: a backstop, so no lookup can hold a message
+# for ever.
+_KEY_WAIT_MARGIN = 2.0
 
 # SMTP replies for the On-* actions (RFC 7372 section 3.1 DKIM enhanced status codes).
 _REJECT_CODES: dict[Condition, tuple[int, str]] = {
@@ -75,6 +83,8 @@ class Runtime:
     policy: SigningPolicy
     resolver: TxtLookup
     verify_options: VerifyOptions
+    #: Seconds the server may wait for key records (NeedKeys.timeout).
+    key_timeout: float = 5.0 + _KEY_WAIT_MARGIN
     hostname: str = field(default_factory=socket_module.gethostname)
     # The resolver's memory, if it has one; a runtime Protocol check per message cost more
     # than the lookup it saves.
@@ -86,13 +96,19 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config, resolver: TxtLookup, *, check_uid: int | None = None) -> Runtime:
-        keys = SigningKeys(config, check_uid=check_uid)
         options = VerifyOptions(
             max_signatures=config.maximum_signatures_to_verify,
             allow_sha1=config.allow_sha1,
             min_key_bits=config.minimum_key_bits,
         )
-        return cls(config, SigningPolicy(config, keys), resolver, options)
+        # DNSTimeout 0 means "wait for ever" to OpenDKIM; the resolver then waits an hour.
+        dns_timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
+        policy = SigningPolicy(config, check_uid=check_uid)
+        return cls(config, policy, resolver, options, dns_timeout + _KEY_WAIT_MARGIN)
+
+    def key_request(self, names: Sequence[str]) -> NeedKeys:
+        """Key records at `names`, as a request for the server to perform."""
+        return NeedKeys(names, self.resolver, cached=self.cached_lookup, timeout=self.key_timeout)
 
     def authserv_id(self, mta_name: str | None) -> str:
         configured = self.config.authserv_id
@@ -128,7 +144,7 @@ class _Message:
     __slots__ = (
         "headers",
         "key_problems",
-        "lookups",
+        "keys_wanted",
         "plan",
         "runtime",
         "signer",
@@ -145,13 +161,10 @@ class _Message:
         self.signing: list[SigningRequest] = []
         self.key_problems: list[KeyProblem] = []
         self.verifier: Verifier | None = None
-        self.lookups: dict[str, asyncio.Task[TxtResult]] = {}
+        # Key records the verifier still needs: prefetched at end-of-headers, asked for
+        # (the same request) at end-of-message.
+        self.keys_wanted: NeedKeys | None = None
         self.started = time.monotonic()
-
-    def cancel(self) -> None:
-        for task in self.lookups.values():
-            task.cancel()
-        self.lookups.clear()
 
 
 def _insert_at_top(name: bytes, value: bytes) -> milter.InsertHeader:
@@ -171,7 +184,7 @@ def _crlf(value: bytes) -> bytes:
 
 
 class MilterSession:
-    """One milter connection (see dkimd.server.MilterHandler for the contract)."""
+    """One milter connection (the contract: dkimd.milter.handler.MilterHandler)."""
 
     def __init__(
         self, info: ConnectionInfo, holder: RuntimeHolder, stats: SessionStats | None = None
@@ -185,7 +198,9 @@ class MilterSession:
         # per SMTP connection while only that stage is there to search.
         self._mta_name: str | None = None
         self._message: _Message | None = None
-        self._handlers: dict[type[milter.Event], Callable[..., object]] = {
+        # The message whose end-of-message reply waits for `provide` (key records).
+        self._owed: _Message | None = None
+        self._handlers: dict[type[milter.Event], Callable[..., Step]] = {
             milter.Connect: self._on_connect,
             milter.MailFrom: self._on_mail,
             milter.Header: self._on_header,
@@ -198,24 +213,30 @@ class MilterSession:
 
     # -- MilterHandler --
 
-    async def handle(self, event: milter.Event) -> HandlerResult:
+    def handle(self, event: milter.Event) -> Step:
         handler = self._handlers.get(type(event))
         if handler is None:
             return None
-        if isinstance(event, milter.EndOfMessage):
-            return await self._on_eom(event)
-        return handler(event)  # type: ignore[return-value]
+        return handler(event)
 
-    def handle_now(self, event: milter.Event) -> HandlerResult | Defer:
-        """``handle`` without a coroutine for every event but end of message (DNS)."""
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            return None
-        if isinstance(event, milter.EndOfMessage):
-            return DEFER
-        return handler(event)  # type: ignore[return-value]
+    def provide(self, answer: object) -> Step:
+        """The key records asked for at end-of-message: the reply to it."""
+        msg = self._owed
+        if msg is None:
+            raise RuntimeError("provide() without a pending request")
+        self._owed = None
+        try:
+            if not isinstance(answer, dict):
+                raise TypeError(f"key records expected, got {type(answer).__name__}")
+            self._take_keys(msg, answer)
+            return self._finish_verifying(msg)
+        except Exception:
+            return self._internal_error(msg)
+        finally:
+            self._drop_message()
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        self._owed = None
         self._drop_message()
 
     # -- events --
@@ -250,7 +271,7 @@ class MilterSession:
         self._message_state().headers.append(HeaderField(event.name, _crlf(event.value)))
         return None
 
-    def _on_eoh(self, event: milter.EndOfHeaders) -> HandlerResult:
+    def _on_eoh(self, event: milter.EndOfHeaders) -> Step:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
@@ -268,7 +289,9 @@ class MilterSession:
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
-            self._start_verifying(msg)
+            wanted = self._start_verifying(msg)
+            if wanted is not None:
+                return Prefetch(wanted)
         return None
 
     def _on_body(self, event: milter.BodyChunk) -> HandlerResult:
@@ -285,7 +308,7 @@ class MilterSession:
         self._drop_message()
         return None
 
-    async def _on_eom(self, event: milter.EndOfMessage) -> HandlerResult:
+    def _on_eom(self, event: milter.EndOfMessage) -> Step:
         msg = self._message
         if msg is None or msg.plan is None:
             # No headers at all (an empty message): nothing to sign; verify an empty header
@@ -298,31 +321,31 @@ class MilterSession:
         if event.data:
             self._on_body(milter.BodyChunk(event.data))
         self._stats.messages += 1
+        if msg.keys_wanted is not None:
+            # Owed a reply until the server provides the records.
+            self._owed = msg
+            return msg.keys_wanted
         try:
             if msg.signer is not None or msg.key_problems:
                 return self._finish_signing(msg)
-            return await self._finish_verifying(msg)
+            return self._finish_verifying(msg)
         except Exception:
-            self._stats.errors += 1
-            self._log.exception("internal error while processing message")
-            return self._apply(msg.runtime, Condition.INTERNAL_ERROR, "internal error")
+            return self._internal_error(msg)
         finally:
             self._drop_message()
+
+    def _internal_error(self, msg: _Message) -> HandlerResult:
+        self._stats.errors += 1
+        self._log.exception("internal error while processing message")
+        return self._apply(msg.runtime, Condition.INTERNAL_ERROR, "internal error")
 
     # -- signing --
 
     def _start_signing(self, msg: _Message, plan: MessagePlan) -> None:
-        policy = msg.runtime.policy
-        msg.key_problems = list(plan.key_problems)
-        for key in plan.keys:
-            try:
-                msg.signing.append(policy.request_for(key))
-            except Exception as exc:  # a bad request is a config/key problem, not a crash
-                msg.key_problems.append(
-                    KeyProblem(key.key_name, Condition.SIGNATURE_ERROR, str(exc))
-                )
-        if msg.signing:
-            msg.signer = Signer(*msg.signing)
+        msg.key_problems = plan.key_problems
+        msg.signing = plan.requests
+        if plan.requests:
+            msg.signer = Signer(*plan.requests)
 
     def _finish_signing(self, msg: _Message) -> HandlerResult:
         runtime = msg.runtime
@@ -340,7 +363,7 @@ class MilterSession:
         fields = msg.signer.sign_all(msg.headers)
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
-            count = sum(1 for h in msg.headers if h.name.strip().lower() == b"dkim-signature")
+            count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
             actions += [milter.ChangeHeader(i, _DKIM_SIGNATURE, b"") for i in range(count, 0, -1)]
         # Insert in reverse so the first request's signature ends up on top.
         for request, sig in reversed(list(zip(msg.signing, fields, strict=True))):
@@ -356,37 +379,36 @@ class MilterSession:
 
     # -- verifying --
 
-    def _start_verifying(self, msg: _Message) -> None:
+    def _start_verifying(self, msg: _Message) -> NeedKeys | None:
+        """Build the verifier; the key records it still needs, if any, as a request."""
         runtime = msg.runtime
         verifier = Verifier(msg.headers, runtime.verify_options)
         msg.verifier = verifier
-        resolver = runtime.resolver
-        cached = runtime.cached_lookup
-        for name in verifier.key_queries():
-            known = cached(name) if cached is not None else None
-            if known is not None:
-                verifier.provide_key(name, known)
-            elif name not in msg.lookups:
-                # Started now, so the lookup overlaps the body transfer.
-                msg.lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
+        names = verifier.key_queries()
+        if not names:
+            return None
+        wanted = runtime.key_request(names)
+        known = wanted.answer_now()
+        if known is not None:  # all cached, the usual case on a busy server
+            self._take_keys(msg, known)
+            return None
+        msg.keys_wanted = wanted
+        return wanted
 
-    async def _finish_verifying(self, msg: _Message) -> HandlerResult:
+    def _take_keys(self, msg: _Message, records: KeyRecords) -> None:
+        verifier = msg.verifier
+        assert verifier is not None
+        for name, result in records.items():
+            if not result.ok and result.detail:
+                self._log.info("key lookup %s: %s (%s)", name, result.status.value, result.detail)
+            verifier.provide_key(name, result)
+        msg.keys_wanted = None
+
+    def _finish_verifying(self, msg: _Message) -> HandlerResult:
         runtime = msg.runtime
         config = runtime.config
         verifier = msg.verifier
         assert verifier is not None
-        for name, task in list(msg.lookups.items()):
-            try:
-                result = await task
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a resolver bug must not lose the message
-                self._log.error("key lookup for %s failed: %s", name, exc)
-                result = TxtResult(name, TxtStatus.ERROR, detail="lookup failed")
-            if not result.ok and result.detail:
-                self._log.info("key lookup %s: %s (%s)", name, result.status.value, result.detail)
-            verifier.provide_key(name, result)
-        msg.lookups.clear()
         results = verifier.results()
         self._stats.verified += 1
         authserv_id = runtime.authserv_id(self._mta_name or self._conn.macro("j"))
@@ -422,15 +444,7 @@ class MilterSession:
         protocol counts; deleting from the last one keeps earlier indexes valid whatever
         the MTA does with the gaps.
         """
-        ours = authserv_id.lower()
-        doomed: list[int] = []
-        index = 0
-        for h in headers:
-            if h.name.strip().lower() != _AR_NAME_LOWER:
-                continue
-            index += 1
-            if _authserv_id_of(h.value) == ours:
-                doomed.append(index)
+        doomed = forged_result_indexes(headers, authserv_id)
         if doomed:
             self._log.info(
                 "removing %d Authentication-Results field(s) claiming authserv-id %s",
@@ -497,49 +511,7 @@ class MilterSession:
         return [milter.Quarantine(text), milter.Continue()]
 
     def _drop_message(self) -> None:
-        if self._message is not None:
-            self._message.cancel()
-            self._message = None
-
-
-def _authserv_id_of(value: bytes) -> str:
-    """The authserv-id of an Authentication-Results value, lower-cased (RFC 8601 2.2).
-
-    The id is a token or a quoted-string, after optional CFWS. Any CR or LF counts as
-    folding whitespace: Postfix passes bare ones through, and a forger must not be able to
-    hide our id behind one.
-    """
-    text = value.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ").lstrip()
-    while text.startswith("("):
-        depth = 0
-        for i, ch in enumerate(text):
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth == 0:
-                text = text[i + 1 :].lstrip()
-                break
-        else:
-            return ""
-    if text.startswith('"'):
-        out: list[str] = []
-        escaped = False
-        for ch in text[1:]:
-            if escaped:
-                out.append(ch)
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                return "".join(out).strip().lower()
-            else:
-                out.append(ch)
-        return ""
-    end = len(text)
-    for stop in (";", " ", "\t", "("):
-        pos = text.find(stop)
-        if pos != -1:
-            end = min(end, pos)
-    return text[:end].lower()
+        self._message = None
 
 
 def _describe(results: Sequence[SignatureResult]) -> str:

@@ -1,33 +1,24 @@
-"""Private keys for signing: which keys a sender gets, loaded and checked once, re-read on change.
+"""Ready signing requests for a sender: which keys the tables name, loaded, checked, kept.
 
-A key file is read the first time it is needed (or at start-up by `preload`), then kept in
-memory; each use re-stats the file so a rotated key is picked up and a removed or
-loosened one gives a clear per-message problem instead of a crash or silent reuse.
-RequireSafeKeys judges files as OpenDKIM does (dkimd.keytools.keyfile.check_key_file).
+`SigningKeys.for_sender(address)` answers with the `SigningRequest`s to sign with (and
+why any key the tables name cannot be used). One store, keyed by key file path and its
+stat stamp: a key file is read the first time it is needed (or at start-up by `preload`)
+and kept with the requests made from it; each use re-stats the file, so a rotated key is
+picked up and a removed or loosened one gives a clear per-message problem instead of a
+crash or silent reuse. RequireSafeKeys judges files as OpenDKIM does
+(dkimd.keytools.keyfile.check_key_file).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from dkimd.config import Condition, Config, KeySource, KeyTableEntry
-from dkimd.dkim import KeyLoadError, PrivateKey, load_private_key
+from dkimd.dkim import KeyLoadError, PrivateKey, SigningRequest, load_private_key
 from dkimd.keytools.keyfile import check_key_file
-
-
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    """One signature to make: d=, s=, the key, i= (if the SigningTable names a signer)."""
-
-    key_name: str
-    domain: str
-    selector: str
-    key: PrivateKey
-    algorithm: str
-    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +31,33 @@ class KeyProblem:
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
-    # (inode, size, mtime_ns, ctime_ns, mode): ctime also moves on chown and on a rewrite
-    # that restores size and mtime, so RequireSafeKeys is judged again then.
-    stamp: tuple[int, int, int, int, int]
+class RequestShape:
+    """What every signature of one configuration shares: all but the key, d=, s= and i=."""
+
+    header_canon: str = "relaxed"
+    body_canon: str = "relaxed"
+    signed_headers: tuple[str, ...] | None = None
+    oversign_headers: tuple[str, ...] = ("from",)
+    ttl: int | None = None
+    #: SignatureAlgorithm: used for RSA keys when it names an RSA algorithm.
+    rsa_algorithm: str = "rsa-sha256"
+
+
+# (inode, size, mtime_ns, ctime_ns, mode): ctime also moves on chown and on a rewrite that
+# restores size and mtime, so RequireSafeKeys is judged again then. None: an inline key.
+_Stamp = tuple[int, int, int, int, int] | None
+
+# Who signs with a loaded key: KeyTable entry name, d=, s=, i=.
+_Use = tuple[str, str, str, str | None]
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """One key as read, and the requests made from it (dropped with it when it changes)."""
+
+    stamp: _Stamp
     key: PrivateKey
+    requests: dict[_Use, SigningRequest | KeyProblem] = field(default_factory=dict)
 
 
 # What the tables say for one sender: a KeyTable entry (with `%` filled in) and the i= signer
@@ -57,29 +70,32 @@ _Route = tuple[KeyTableEntry, str | None] | KeyProblem
 # be ~100 KB, and 4096 of those would be 400 MB.
 _ROUTES_KEPT: Final = 4096
 _ROUTE_ADDRESS_MAX: Final = 320
-# SigningKeys made per (entry, signer); one per KeyTable entry and sender domain in use.
-_KEYS_KEPT: Final = 4096
+# Requests kept per key (one per sender domain when the KeyTable entry's name or d= has
+# `%`); past this the memory starts over.
+_REQUESTS_PER_KEY: Final = 4096
 
 
 class SigningKeys:
-    def __init__(self, config: Config, *, check_uid: int | None = None) -> None:
+    """The key store of one configuration (a reload builds a new one)."""
+
+    def __init__(
+        self, config: Config, shape: RequestShape | None = None, *, check_uid: int | None = None
+    ) -> None:
         self.config = config
+        self.shape = shape if shape is not None else RequestShape()
         self.check_uid = check_uid  # judge file safety for the daemon's user, not root
-        self._cache: dict[str, _Cached] = {}
-        # The tables are fixed for this object's life (a reload builds a new one), so what
-        # they say for an address is looked up once; the key files are not (load() re-stats
-        # them on every use).
-        self._routes: dict[str, tuple[_Route, ...]] = {}
-        # The SigningKey last made per (entry, signer), handed out again while its key
-        # object is the one load() returns: callers can then keep per-key work (a
-        # SigningRequest) keyed by it.
-        self._made: dict[tuple[str, str, str, str | None, str | None], SigningKey] = {}
+        # Key file path -> the key read from it under that stat stamp.
+        self._files: dict[str, _Loaded] = {}
         # KeyTable entries that carry the key itself: parsed once, not per message.
-        self._inline: dict[bytes, PrivateKey] = {}
+        self._inline: dict[bytes, _Loaded] = {}
+        # The tables are fixed for this object's life, so what they say for an address is
+        # looked up once; the key files are not (re-stat'ed on every use).
+        self._routes: dict[str, tuple[_Route, ...]] = {}
 
     # -- which keys --
 
-    def for_sender(self, address: str) -> tuple[list[SigningKey], list[KeyProblem]]:
+    def for_sender(self, address: str) -> tuple[list[SigningRequest], list[KeyProblem]]:
+        """The requests to sign `address`'s mail with, and the problems of keys that cannot."""
         routes = self._routes.get(address)
         if routes is None:
             routes = self._route(address)
@@ -87,14 +103,15 @@ class SigningKeys:
                 if len(self._routes) >= _ROUTES_KEPT:
                     self._routes.clear()
                 self._routes[address] = routes
-        keys: list[SigningKey] = []
+        requests: list[SigningRequest] = []
         problems: list[KeyProblem] = []
         for route in routes:
-            if isinstance(route, KeyProblem):
-                problems.append(route)
+            made = route if isinstance(route, KeyProblem) else self._request(*route)
+            if isinstance(made, KeyProblem):
+                problems.append(made)
             else:
-                self._add(route[0], route[1], keys, problems)
-        return keys, problems
+                requests.append(made)
+        return requests, problems
 
     def _route(self, address: str) -> tuple[_Route, ...]:
         domain = address.rpartition("@")[2].lower()
@@ -134,89 +151,105 @@ class SigningKeys:
                 routes.append((entry, None))
         return tuple(routes)
 
-    def _add(
-        self,
-        entry: KeyTableEntry,
-        signer: str | None,
-        keys: list[SigningKey],
-        problems: list[KeyProblem],
-    ) -> None:
-        loaded = self.load(entry)
+    def _request(self, entry: KeyTableEntry, signer: str | None) -> SigningRequest | KeyProblem:
+        """The request for `entry` signing as `signer`, made once per key as loaded: a request
+        is immutable, so messages share it until the key file changes."""
+        loaded = self._load(entry)
         if isinstance(loaded, KeyProblem):
-            problems.append(loaded)
-            return
-        # The path too: with `%` in the path only, senders of two domains share the rest.
-        made_key = (entry.name, entry.domain, entry.selector, signer, entry.key_path)
-        made = self._made.get(made_key)
-        if made is None or made.key is not loaded:
-            made = SigningKey(
-                key_name=entry.name,
+            return loaded
+        use = (entry.name, entry.domain, entry.selector, signer)
+        made = loaded.requests.get(use)
+        if made is None:
+            made = self._make_request(entry, signer, loaded.key)
+            if len(loaded.requests) >= _REQUESTS_PER_KEY:
+                loaded.requests.clear()
+            loaded.requests[use] = made
+        return made
+
+    def _make_request(
+        self, entry: KeyTableEntry, signer: str | None, key: PrivateKey
+    ) -> SigningRequest | KeyProblem:
+        shape = self.shape
+        if key.key_type == "ed25519":
+            algorithm = "ed25519-sha256"
+        else:
+            wanted = shape.rsa_algorithm
+            algorithm = wanted if wanted.startswith("rsa-") else "rsa-sha256"
+        try:
+            return SigningRequest(
                 domain=entry.domain,
                 selector=entry.selector,
-                key=loaded,
-                algorithm=self._algorithm_for(loaded),
+                key=key,
+                header_canon=shape.header_canon,
+                body_canon=shape.body_canon,
+                signed_headers=shape.signed_headers,
+                oversign_headers=shape.oversign_headers,
                 identity=signer,
+                ttl=shape.ttl,
+                algorithm=algorithm,
             )
-            if len(self._made) >= _KEYS_KEPT:
-                self._made.clear()
-            self._made[made_key] = made
-        keys.append(made)
-
-    def _algorithm_for(self, key: PrivateKey) -> str:
-        wanted = self.config.signature_algorithm
-        if key.key_type == "ed25519":
-            return "ed25519-sha256"
-        return wanted if wanted.startswith("rsa-") else "rsa-sha256"
+        except Exception as exc:  # a bad d=, s= or i=: a config/key problem, not a crash
+            return KeyProblem(entry.name, Condition.SIGNATURE_ERROR, str(exc))
 
     # -- loading --
 
     def load(self, entry: KeyTableEntry) -> PrivateKey | KeyProblem:
         """The entry's private key, or why it cannot be used. Never raises."""
+        loaded = self._load(entry)
+        return loaded if isinstance(loaded, KeyProblem) else loaded.key
+
+    def _load(self, entry: KeyTableEntry) -> _Loaded | KeyProblem:
         data = entry.key_data
         if data is not None:
             known = self._inline.get(data)
             if known is not None:
                 return known
             result = self._checked(entry, lambda: load_private_key(data))
-            if isinstance(result, PrivateKey):
-                self._inline[data] = result  # bounded by the KeyTable: data has no `%`
-            return result
+            if isinstance(result, KeyProblem):
+                return result
+            loaded = self._inline[data] = _Loaded(None, result)  # bounded by the KeyTable
+            return loaded
         path = entry.key_path or ""
+        files = self._files
         try:
             st = os.stat(path)
         except PermissionError:
             # Keys are read as root at start-up; the daemon's user may not be able to look
             # into a root-only key directory afterwards. The key we read then stays valid.
-            if path in self._cache:
-                return self._cache[path].key
+            if path in files:
+                return files[path]
             return KeyProblem(
                 entry.name,
                 Condition.SIGNATURE_ERROR,
                 f"can't load key from {path}: permission denied",
             )
         except OSError as exc:
-            self._cache.pop(path, None)
+            files.pop(path, None)
             return KeyProblem(
                 entry.name,
                 Condition.SIGNATURE_ERROR,
                 f"can't load key from {path}: {exc.strerror or exc}",
             )
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
-        cached = self._cache.get(path)
+        cached = files.get(path)
         if cached is not None and cached.stamp == stamp:
-            return cached.key
+            return cached
         if self.config.require_safe_keys:
             report = check_key_file(path, uid=self.check_uid)
             if not report.safe:
-                self._cache.pop(path, None)
+                files.pop(path, None)
                 reasons = "; ".join(report.problems)
                 return KeyProblem(
                     entry.name, Condition.SECURITY, f"key data is not secure: {reasons}"
                 )
         result = self._checked(entry, lambda: _read_key(path))
-        if isinstance(result, PrivateKey):
-            self._cache[path] = _Cached(stamp, result)
-        return result
+        if isinstance(result, KeyProblem):
+            files.pop(path, None)
+            return result
+        # Not bounded: only files that exist and hold a key get here, and one dropped after
+        # the privilege drop might not be readable again.
+        loaded = files[path] = _Loaded(stamp, result)
+        return loaded
 
     def _checked(
         self, entry: KeyTableEntry, read: Callable[[], PrivateKey]

@@ -14,7 +14,7 @@ Targets:
 * ``tag_list``, ``signature``, ``key_record`` -- the DKIM grammars.
 * ``header_block``, ``body_canon`` -- header splitting/canonicalization, body hashing.
 * ``auth_results``      -- ``authentication_results_value`` with hostile fields.
-* ``authserv_id``       -- ``dkimd.session._authserv_id_of``.
+* ``authserv_id``       -- ``dkimd.authres.authserv_id_of``.
 * ``config_text``, ``dataset`` -- opendkim.conf and data set parsers.
 * ``session``           -- a whole ``MilterSession`` behind a real ``milter.Connection``.
 """
@@ -391,9 +391,9 @@ def check_ar_value(value: bytes) -> None:
 
 
 def authserv_id(data: bytes) -> None:
-    from dkimd.session import _authserv_id_of
+    from dkimd.authres import authserv_id_of
 
-    ident = _authserv_id_of(data)
+    ident = authserv_id_of(data)
     assert isinstance(ident, str)
     assert ident == ident.lower()
     # Any CR or LF is folding whitespace, never part of the id.
@@ -538,8 +538,9 @@ def world() -> _SessionWorld:
 
 
 async def _drive_session(holder: object, stream: bytes, chunk: int) -> bytes:
-    from dkimd.server import ConnectionInfo
+    from dkimd.milter.handler import ConnectionInfo
     from dkimd.session import MilterSession
+    from support.handler import settle
 
     w = world()
     conn = milter.Connection(w.filter_options)
@@ -557,13 +558,13 @@ async def _drive_session(holder: object, stream: bytes, chunk: int) -> bytes:
                     break
                 if isinstance(event, milter.ConnectionClosed):
                     return bytes(out)
-                if isinstance(event, milter.OptionNegotiation | milter.Macros):
+                if isinstance(event, milter.OptionNegotiation):
                     out += conn.send(milter.Continue())
                     continue
                 # The invariant: the session handles every event the Connection accepts
                 # without raising, and its answer is a valid reply for that event (the
                 # server would otherwise log a traceback and tempfail).
-                result = await session.handle(event)
+                result = await settle(session, session.handle(event))
                 if result is None:
                     out += conn.send(milter.Continue())
                 elif isinstance(result, milter.Action):
@@ -577,7 +578,7 @@ async def _drive_session(holder: object, stream: bytes, chunk: int) -> bytes:
                 if isinstance(event, milter.Quit):
                     return bytes(out)
     finally:
-        await session.close()
+        session.close()
     return bytes(out)
 
 

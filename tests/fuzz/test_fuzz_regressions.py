@@ -49,13 +49,13 @@ def test_refile_star_run_is_not_exponential(tmp_path: Path) -> None:
 
 
 def test_authserv_id_quoted_string() -> None:
-    from dkimd.session import _authserv_id_of
+    from dkimd.authres import authserv_id_of
 
-    assert _authserv_id_of(b' "mx.test.example"; dkim=pass') == "mx.test.example"
+    assert authserv_id_of(b' "mx.test.example"; dkim=pass') == "mx.test.example"
 
 
 def test_authserv_id_bare_cr() -> None:
-    from dkimd.session import _authserv_id_of
+    from dkimd.authres import authserv_id_of
 
-    assert _authserv_id_of(b" mx.test.example\r; dkim=pass") == "mx.test.example"
-    assert _authserv_id_of(b" mx.test.example\n\t; dkim=pass") == "mx.test.example"
+    assert authserv_id_of(b" mx.test.example\r; dkim=pass") == "mx.test.example"
+    assert authserv_id_of(b" mx.test.example\n\t; dkim=pass") == "mx.test.example"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from dkimd import milter
-from dkimd.server import ConnectionInfo, HandlerResult, MilterServer, bind_socket
+from dkimd.milter.handler import ConnectionInfo, HandlerResult
+from dkimd.server import MilterServer, bind_socket
 from support.tools import require
 
 pytestmark = pytest.mark.interop
@@ -31,7 +32,7 @@ class AddHeaders:
         self.messages = 0
         self.body_bytes = 0
 
-    async def handle(self, event: milter.Event) -> HandlerResult:
+    def handle(self, event: milter.Event) -> HandlerResult:
         if isinstance(event, milter.BodyChunk):
             self.body_bytes += len(event.data)
         elif isinstance(event, milter.EndOfMessage):
@@ -44,7 +45,10 @@ class AddHeaders:
             ]
         return None
 
-    async def close(self) -> None:
+    def provide(self, answer: object) -> HandlerResult:
+        raise AssertionError("this handler never asks for outside work")
+
+    def close(self) -> None:
         pass
 
 

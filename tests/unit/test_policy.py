@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dkimd.config import Condition, parse_config_text
 from dkimd.dkim import DkimResult, HeaderField, SignatureResult
 from dkimd.policy import Client, Decision, SigningPolicy, parse_address, sender_address
-from dkimd.signing_keys import SigningKeys
 
 
 @pytest.mark.parametrize(
@@ -43,7 +42,7 @@ def test_sender_headers_order_decides() -> None:
 
 def _policy(text: str) -> SigningPolicy:
     config = parse_config_text(text)
-    return SigningPolicy(config, SigningKeys(config))
+    return SigningPolicy(config)
 
 
 def test_verify_only_when_no_keys() -> None:
@@ -123,7 +122,7 @@ def _table_policy(tmp_path: Path, key_table: str, signing_table: str) -> Signing
     )
 
 
-def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
+def test_request_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path) -> None:
     key = _key_file(tmp_path / "mail.private")
     policy = _table_policy(
         tmp_path,
@@ -132,32 +131,55 @@ def test_request_for_is_made_once_per_key_and_anew_for_a_new_key(tmp_path: Path)
     )
     [first], _ = policy.keys.for_sender("a@example.com")
     [again], _ = policy.keys.for_sender("b@example.com")
-    assert again is first  # same entry, same unchanged key file
-    request = policy.request_for(first)
-    assert policy.request_for(again) is request
-    assert (request.domain, request.selector) == ("example.com", "mail")
+    assert again is first  # same entry, same unchanged key file: the same ready request
+    assert (first.domain, first.selector) == ("example.com", "mail")
+    assert first.signed_headers == policy.signed_headers
+    assert first.oversign_headers == policy.oversign_headers
     # A rewritten file (new inode, size or mtime) is a new key and a new request.
     _key_file(tmp_path / "fresh").replace(key)
     [rotated], _ = policy.keys.for_sender("a@example.com")
     assert rotated is not first and rotated.key is not first.key
-    assert policy.request_for(rotated) is not request
-    assert policy.request_for(rotated).key is rotated.key
+    [still], _ = policy.keys.for_sender("b@example.com")
+    assert still is rotated
+
+
+def test_plan_carries_the_ready_requests(tmp_path: Path) -> None:
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(
+        tmp_path,
+        f"mail._domainkey.example.com example.com:mail:{key}",
+        "*@example.com mail._domainkey.example.com",
+    )
+    headers = [HeaderField(b"From", b" a@example.com")]
+    plan = policy.plan(Client("127.0.0.1", None, authenticated=True), headers)
+    assert plan.decision is Decision.SIGN
+    assert plan.requests == policy.keys.for_sender("a@example.com")[0]
+    assert plan.key_problems == []
+
+
+def test_bad_selector_is_a_key_problem_not_a_crash(tmp_path: Path) -> None:
+    """A KeyTable entry whose selector cannot go into s= cannot sign: a per-message problem
+    naming the key, as a missing key file is."""
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(tmp_path, f"k example.com:bad..sel:{key}", "*@example.com k")
+    requests, [problem] = policy.keys.for_sender("a@example.com")
+    assert requests == []
+    assert problem.key_name == "k" and problem.condition is Condition.SIGNATURE_ERROR
 
 
 def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:
-    """A KeyTable entry carrying the key itself (base64 DER) gives the same key, SigningKey
-    and request message after message, not a fresh parse (and a kept copy) per message."""
+    """A KeyTable entry carrying the key itself (base64 DER) gives the same key and request
+    message after message, not a fresh parse (and a kept copy) per message."""
     inline = base64.b64encode(_rsa_der()).decode()
     policy = _table_policy(tmp_path, f"k example.com:mail:{inline}", "*@example.com k")
     [first], _ = policy.keys.for_sender("a@example.com")
     [again], _ = policy.keys.for_sender("a@example.com")
     assert again is first
-    assert policy.request_for(again) is policy.request_for(first)
 
 
 def test_percent_path_keys_of_two_domains_are_kept_apart(tmp_path: Path) -> None:
     """`%` only in the key path: senders of two domains share name, d= and s= but not the
-    key; alternating between them must not remake (and pile up) keys and requests."""
+    key; alternating between them must not remake (and pile up) requests."""
     for domain in ("a.example", "b.example"):
         _key_file(tmp_path / f"{domain}.private")
     policy = _table_policy(tmp_path, f"k example.com:mail:{tmp_path}/%.private", "*@*.example k")
@@ -165,7 +187,6 @@ def test_percent_path_keys_of_two_domains_are_kept_apart(tmp_path: Path) -> None
     assert made[0].key is not made[1].key
     assert all(k is made[0] for k in made[0::2])
     assert all(k is made[1] for k in made[1::2])
-    assert len({id(policy.request_for(k)) for k in made}) == 2
 
 
 def test_overlong_sender_address_is_answered_but_not_remembered(tmp_path: Path) -> None:

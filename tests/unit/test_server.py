@@ -8,18 +8,15 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dkimd import milter
+from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Request, Step
 from dkimd.server import (
-    DEFER,
-    ConnectionInfo,
-    Defer,
-    HandlerResult,
     MilterServer,
     SocketSpec,
     bind_socket,
@@ -201,6 +198,47 @@ class MTA:
         self.writer.close()
 
 
+class Work(Request[Step]):
+    """Outside work for tests: after `delay` seconds, `result` (or `error` raised); the
+    answer is what the handler replies (Recorder.provide hands it straight back)."""
+
+    def __init__(
+        self,
+        result: Step,
+        *,
+        delay: float = 0.0,
+        known: bool = False,
+        error: Exception | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.result = result
+        self.delay = delay
+        self.known = known  # answered now, without performing
+        self.error = error
+        self.timeout = timeout
+        self.performed = 0
+        self.cancelled = False
+        self.failures: list[BaseException] = []
+
+    def answer_now(self) -> Step | None:
+        return self.result if self.known else None
+
+    async def perform(self) -> Step:
+        self.performed += 1
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def failed(self, error: BaseException) -> Step:
+        self.failures.append(error)
+        return milter.TempFail()
+
+
 class Recorder:
     """Test handler: adds a header at end of message; optional hooks per event type."""
 
@@ -209,24 +247,29 @@ class Recorder:
     def __init__(self, info: ConnectionInfo) -> None:
         self.info = info
         self.events: list[milter.Event] = []
-        self.closed = False
+        self.provided: list[object] = []
+        self.closed = 0
         self.queue_ids: list[str | None] = []
         Recorder.instances.append(self)
 
-    hooks: dict[type, Callable[[Recorder], Awaitable[HandlerResult]]] = {}
+    hooks: dict[type, Callable[[Recorder], Step]] = {}
 
-    async def handle(self, event: milter.Event) -> HandlerResult:
+    def handle(self, event: milter.Event) -> Step:
         self.events.append(event)
         hook = self.hooks.get(type(event))
         if hook is not None:
-            return await hook(self)
+            return hook(self)
         if isinstance(event, milter.EndOfMessage):
             self.queue_ids.append(self.info.connection.macro("i"))
             return [milter.AddHeader(b"X-Dkimd-Test", b" yes"), milter.Continue()]
         return None
 
-    async def close(self) -> None:
-        self.closed = True
+    def provide(self, answer: Step) -> Step:
+        self.provided.append(answer)
+        return answer
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 @pytest.fixture(autouse=True)
@@ -264,7 +307,7 @@ def test_tcp_session_adds_header_and_sets_nodelay() -> None:
         await task
         (handler,) = Recorder.instances
         assert handler.info.tcp_nodelay is True
-        assert handler.closed
+        assert handler.closed == 1
         assert handler.queue_ids == ["ABC123"]
         names = [type(e).__name__ for e in handler.events]
         assert names[0] == "Connect" and names[-2:] == ["Abort", "Quit"]
@@ -300,7 +343,7 @@ def test_idle_timeout_closes_connection(caplog: pytest.LogCaptureFixture) -> Non
         await mta.negotiate()
         assert await mta.is_closed(timeout=3)
         assert server.stats.timeouts == 1
-        assert Recorder.instances[0].closed
+        assert Recorder.instances[0].closed == 1
         await server.stop(1)
         await task
 
@@ -343,7 +386,7 @@ def test_bad_client_does_not_disturb_good_one(bad: bytes, caplog: pytest.LogCapt
 def test_handler_exception_tempfails_and_keeps_serving(caplog: pytest.LogCaptureFixture) -> None:
     calls = 0
 
-    async def boom(handler: Recorder) -> HandlerResult:
+    def boom(handler: Recorder) -> HandlerResult:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -371,7 +414,7 @@ def test_handler_exception_tempfails_and_keeps_serving(caplog: pytest.LogCapture
 
 
 def test_invalid_handler_reply_uses_error_action() -> None:
-    async def bad_reply(handler: Recorder) -> HandlerResult:
+    def bad_reply(handler: Recorder) -> HandlerResult:
         return milter.AddHeader(b"X", b" y")  # a modification before end of message
 
     async def main() -> None:
@@ -389,9 +432,8 @@ def test_invalid_handler_reply_uses_error_action() -> None:
 
 
 def test_progress_while_handler_is_slow() -> None:
-    async def slow(handler: Recorder) -> HandlerResult:
-        await asyncio.sleep(0.35)
-        return milter.Accept()
+    def slow(handler: Recorder) -> Step:
+        return Work(milter.Accept(), delay=0.35)
 
     async def main() -> None:
         Recorder.hooks = {milter.EndOfMessage: slow}
@@ -437,7 +479,7 @@ def test_graceful_stop_finishes_in_flight_message() -> None:
         assert await busy.is_closed()  # closed once the message is done
         await stopping
         await task
-        assert all(h.closed for h in Recorder.instances)
+        assert all(h.closed == 1 for h in Recorder.instances)
 
     run(main())
 
@@ -453,7 +495,7 @@ def test_stop_cancels_after_grace(caplog: pytest.LogCaptureFixture) -> None:
         await server.stop(grace=0.2)
         await task
         assert await mta.is_closed()
-        assert Recorder.instances[0].closed
+        assert Recorder.instances[0].closed == 1
 
     with caplog.at_level(logging.WARNING, logger="dkimd.milter"):
         run(main())
@@ -490,12 +532,11 @@ def test_suspended_handler_keeps_order_of_pipelined_commands() -> None:
     # before anything for the later commands, and every event is still handled once.
     calls = 0
 
-    async def slow_once(handler: Recorder) -> HandlerResult:
+    def slow_once(handler: Recorder) -> Step:
         nonlocal calls
         calls += 1
         if calls == 1:
-            await asyncio.sleep(0.05)
-            return milter.Accept()
+            return Work(milter.Accept(), delay=0.05)
         return milter.Reject()
 
     async def main() -> None:
@@ -514,80 +555,211 @@ def test_suspended_handler_keeps_order_of_pipelined_commands() -> None:
         await server.stop(1)
         await task
         (handler,) = Recorder.instances
-        assert handler.closed
+        assert handler.closed == 1
         names = [type(e).__name__ for e in handler.events]
         assert names.count("EndOfMessage") == 2 and names[-1] == "Quit"
 
     run(main())
 
 
-class NowRecorder(Recorder):
-    """A Recorder with handle_now: EndOfMessage deferred to handle(), a hook on Connect."""
-
-    now_events: list[milter.Event]
-    now_hook: Callable[[milter.Event], HandlerResult] | None = None
-
-    def handle_now(self, event: milter.Event) -> HandlerResult | Defer:
-        self.now_events = getattr(self, "now_events", [])
-        self.now_events.append(event)
-        if isinstance(event, milter.EndOfMessage):
-            return DEFER
-        if NowRecorder.now_hook is not None and isinstance(event, milter.Connect):
-            return NowRecorder.now_hook(event)
-        return None
+# -- the handler contract: requests for outside work (dkimd.milter.handler) ----------------
 
 
-def test_handle_now_replaces_handle_until_it_defers() -> None:
+async def one_message(
+    hooks: dict[type, Callable[[Recorder], Step]], **options: Any
+) -> tuple[list[tuple[str, bytes]], Recorder, MilterServer]:
+    """One connection, one message with `hooks`; the replies, the handler and the server."""
+    Recorder.hooks = hooks
+    server = MilterServer(Recorder, **options)
+    port, task = await start(server)
+    mta = await MTA.tcp(port)
+    await mta.negotiate()
+    await mta.ask(CONNECT)
+    got = await mta.message()
+    await mta.send(pkt("Q"))
+    assert await mta.is_closed()
+    await server.stop(1)
+    await task
+    (handler,) = Recorder.instances
+    assert handler.closed == 1
+    return got, handler, server
+
+
+def test_request_answered_now_is_not_performed() -> None:
+    work = Work([milter.AddHeader(b"X-Now", b" 1"), milter.Continue()], known=True)
+
     async def main() -> None:
-        NowRecorder.now_hook = None
-        server = MilterServer(NowRecorder)
+        got, handler, _ = await one_message({milter.EndOfMessage: lambda h: work})
+        assert got[-2:] == [("h", z("X-Now", " 1")), ("c", b"")]
+        assert handler.provided == [work.result]
+
+    run(main())
+    assert work.performed == 0
+
+
+def test_request_performed_then_provided_in_a_chain() -> None:
+    """provide() may ask for more work; each answer comes back through provide()."""
+    second = Work(milter.Accept(), delay=0.05)
+    first = Work(second, delay=0.05)
+
+    async def main() -> None:
+        got, handler, _ = await one_message({milter.EndOfMessage: lambda h: first})
+        assert got[-1] == ("a", b"")
+        assert handler.provided == [second, second.result]
+
+    run(main())
+    assert (first.performed, second.performed) == (1, 1)
+
+
+def test_request_that_raises_gets_its_failed_answer(caplog: pytest.LogCaptureFixture) -> None:
+    work = Work(milter.Accept(), error=RuntimeError("resolver bug"))
+
+    async def main() -> None:
+        got, handler, server = await one_message({milter.EndOfMessage: lambda h: work})
+        assert got[-1] == ("t", b"")  # Work.failed: TempFail, handed over by provide()
+        assert handler.provided == [milter.TempFail()]
+        assert server.stats.handler_errors == 0
+
+    with caplog.at_level(logging.ERROR, logger="dkimd.milter"):
+        run(main())
+    [error] = work.failures
+    assert isinstance(error, RuntimeError)
+    assert "resolver bug" in caplog.text
+
+
+def test_request_that_hangs_times_out() -> None:
+    work = Work(milter.Accept(), delay=60, timeout=0.2)
+
+    async def main() -> None:
+        got, _, _ = await one_message({milter.EndOfMessage: lambda h: work})
+        assert got[-1] == ("t", b"")
+
+    run(main())
+    [error] = work.failures
+    assert isinstance(error, TimeoutError)
+    assert work.cancelled
+
+
+def test_prefetch_overlaps_the_body_and_is_performed_once() -> None:
+    """A prefetch starts at end of headers; end of message asks for the same request and
+    gets its answer without performing it again."""
+    work = Work(milter.Accept(), delay=0.1)
+
+    async def main() -> None:
+        hooks: dict[type, Callable[[Recorder], Step]] = {
+            milter.EndOfHeaders: lambda h: Prefetch(work),
+            milter.EndOfMessage: lambda h: work,
+        }
+        got, handler, _ = await one_message(hooks)
+        assert ("c", b"") in got  # end of headers replied to at once
+        assert got[-1] == ("a", b"")
+        assert handler.provided == [milter.Accept()]
+
+    run(main())
+    assert work.performed == 1
+
+
+def test_prefetch_already_answered_needs_no_task() -> None:
+    work = Work(milter.Accept(), known=True)
+
+    async def main() -> None:
+        hooks: dict[type, Callable[[Recorder], Step]] = {
+            milter.EndOfHeaders: lambda h: Prefetch(work),
+            milter.EndOfMessage: lambda h: work,
+        }
+        got, _, _ = await one_message(hooks)
+        assert got[-1] == ("a", b"")
+
+    run(main())
+    assert work.performed == 0
+
+
+def test_abort_drops_a_prefetch_in_flight() -> None:
+    work = Work(milter.Accept(), delay=60)
+
+    async def main() -> None:
+        Recorder.hooks = {milter.EndOfHeaders: lambda h: Prefetch(work)}
+        server = MilterServer(Recorder)
         port, task = await start(server)
         mta = await MTA.tcp(port)
         await mta.negotiate()
-        assert await mta.ask(CONNECT) == ("c", b"")
-        got = await mta.message()
-        assert got[-2:] == [("h", z("X-Dkimd-Test", " yes")), ("c", b"")]
+        await mta.ask(CONNECT)
+        for packet in MESSAGE[:5]:  # up to end of headers
+            if packet[4:5] == b"D":
+                await mta.send(packet)
+            else:
+                await mta.ask(packet)
+        await asyncio.sleep(0.05)
+        assert work.performed == 1 and not work.cancelled
+        await mta.send(pkt("A"))
+        assert (await mta.message())[-1] == ("c", b"")  # the connection serves on
+        assert work.cancelled
         mta.close()
         await server.stop(1)
         await task
-        (handler,) = Recorder.instances
-        names = [type(e).__name__ for e in handler.now_events]
-        assert names == [
-            *("Connect", "MailFrom", "RcptTo", "Header", "EndOfHeaders"),
-            *("BodyChunk", "EndOfMessage"),
-        ]
-        # handle() ran only for what handle_now deferred.
-        assert [type(e).__name__ for e in handler.events] == ["EndOfMessage"]
-        assert handler.queue_ids == ["ABC123"]
 
     run(main())
 
 
-@pytest.mark.parametrize("failure", ["raise", "invalid reply"])
-def test_handle_now_failure_uses_error_action(
-    failure: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    def hook(event: milter.Event) -> HandlerResult:
-        if failure == "raise":
-            raise RuntimeError("kaboom now")
-        return milter.AddHeader(b"X", b" y")  # a modification before end of message
+@pytest.mark.parametrize("how", ["stop", "mta-gone"])
+def test_close_while_a_request_is_pending(how: str) -> None:
+    """The connection ends while end of message waits for a request: on stop (after the
+    grace time) the work is cancelled and nothing is provided; when the MTA goes away
+    (noticed once the request is answered, as reading is paused meanwhile) the reply goes
+    nowhere. Either way the handler is closed exactly once and the server forgets it."""
+    work = Work(milter.Accept(), delay=60 if how == "stop" else 0.2)
 
     async def main() -> None:
-        NowRecorder.now_hook = hook
-        server = MilterServer(NowRecorder, error_action=milter.Reject())
+        Recorder.hooks = {milter.EndOfMessage: lambda h: work}
+        server = MilterServer(Recorder)
         port, task = await start(server)
         mta = await MTA.tcp(port)
         await mta.negotiate()
-        assert await mta.ask(CONNECT) == ("r", b"")
+        await mta.ask(CONNECT)
+        await mta.send(*MESSAGE)
+        for _ in range(len(MESSAGE) - 2):  # replies up to the body chunk
+            await mta.reply()
+        while work.performed == 0:
+            await asyncio.sleep(0.01)
+        if how == "stop":
+            await server.stop(grace=0.2)
+            assert await mta.is_closed()
+        else:
+            mta.writer.close()
+            while server.active_connections:
+                await asyncio.sleep(0.01)
+            await server.stop(1)
+        await task
+        (handler,) = Recorder.instances
+        assert handler.closed == 1
+        assert handler.provided == ([] if how == "stop" else [milter.Accept()])
+        assert server.active_connections == 0
+
+    run(main())
+    assert work.cancelled is (how == "stop")
+
+
+def test_handler_failure_in_provide_uses_error_action(caplog: pytest.LogCaptureFixture) -> None:
+    class Failing(Recorder):
+        def provide(self, answer: Step) -> Step:
+            raise RuntimeError("provide broke")
+
+    async def main() -> None:
+        Recorder.hooks = {milter.EndOfMessage: lambda h: Work(milter.Accept(), delay=0.01)}
+        server = MilterServer(Failing, error_action=milter.Reject())
+        port, task = await start(server)
+        mta = await MTA.tcp(port)
+        await mta.negotiate()
+        await mta.ask(CONNECT)
+        assert (await mta.message())[-1] == ("r", b"")
+        await mta.send(pkt("A"))
+        Recorder.hooks = {}
         assert (await mta.message())[-1] == ("c", b"")  # the connection keeps serving
         mta.close()
         await server.stop(1)
         await task
         assert server.stats.handler_errors == 1
 
-    try:
-        with caplog.at_level(logging.ERROR, logger="dkimd.milter"):
-            run(main())
-    finally:
-        NowRecorder.now_hook = None
-    assert "handler failed on Connect" in caplog.text
+    with caplog.at_level(logging.ERROR, logger="dkimd.milter"):
+        run(main())
+    assert "handler failed on EndOfMessage" in caplog.text

@@ -22,9 +22,12 @@ from dkimd import milter
 from dkimd.config import parse_config_text
 from dkimd.dkim import HeaderField, Signer, SigningRequest, load_private_key
 from dkimd.dns.base import TxtLookup, TxtResult, TxtStatus
+from dkimd.dns.keyrequest import NeedKeys
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.server import DEFER, ConnectionInfo
+from dkimd.milter.handler import ConnectionInfo, Prefetch, Request, Step
+from dkimd.server import perform_request
 from dkimd.session import MilterSession, Runtime, RuntimeHolder, SessionStats
+from support.handler import settle
 
 INTERNAL = "127.0.0.1"
 OUTSIDE = "198.51.100.7"
@@ -123,8 +126,7 @@ def make_config(tmp: Path, keys: FakeKeyTable, extra: str = "") -> str:
 class Driver:
     """Plays the MTA: bytes into a Connection, events into the session, replies collected."""
 
-    def __init__(self, config_text: str, resolver: TxtLookup, *, handle_now: bool = True) -> None:
-        self.handle_now = handle_now  # as the server does; False: handle() for every event
+    def __init__(self, config_text: str, resolver: TxtLookup) -> None:
         config = parse_config_text(config_text)
         self.holder = RuntimeHolder(Runtime.build(config, resolver))
         self.stats = SessionStats()
@@ -144,11 +146,10 @@ class Driver:
             event = self.conn.next_event()
             if event is milter.NEED_DATA:
                 return out
-            if isinstance(event, milter.OptionNegotiation | milter.Macros):
+            if isinstance(event, milter.OptionNegotiation):
                 self.conn.send(milter.Continue())
                 continue
-            now = self.session.handle_now(event) if self.handle_now else DEFER
-            result = await self.session.handle(event) if now is DEFER else now
+            result = await settle(self.session, self.session.handle(event))
             # Encode every reply as the server would: that also checks each action is valid
             # for what was negotiated.
             if result is None:
@@ -447,23 +448,106 @@ def test_filter_options_follow_the_config() -> None:
     assert flags.NR_EOH not in filter_options_for(parse_config_text("Mode s\n")).protocol
 
 
-def test_handle_now_answers_as_handle_does(tmp_path: Path, keys: FakeKeyTable) -> None:
-    """handle_now (the server's way) and handle() alone: the same replies and stats.
-    (Verifying: signing output carries t=, which could differ between the runs.)"""
-    client = OUTSIDE
-    headers = _signed_headers(keys, BODY)
-    got = []
-    for now in (True, False):
-        dns = TestDnsFile.from_records(keys.records)
-        d = Driver(make_config(tmp_path, keys), dns, handle_now=now)
-        first = run(d.message(headers, BODY, client=client))
-        second = run(d.message(headers, BODY + b"x\r\n", client=client, new_connection=False))
-        got.append((first, second, d.stats))
-    assert got[0] == got[1]
+# -- the handler contract: key records as a request (dkimd.milter.handler) --------------
 
 
-def test_handle_now_defers_only_end_of_message(tmp_path: Path, keys: FakeKeyTable) -> None:
+class NoCache:
+    """A resolver with no memory: every key must be asked for."""
+
+    def __init__(self, records: dict[str, str]) -> None:
+        self.records = records
+        self.asked: list[str] = []
+
+    async def lookup_txt(self, name: str) -> TxtResult:
+        self.asked.append(name)
+        return TxtResult(name, TxtStatus.OK, (self.records[name].encode(),))
+
+
+class Broken:
+    async def lookup_txt(self, name: str) -> TxtResult:
+        raise RuntimeError("resolver bug")
+
+
+def _steps_up_to_eom(d: Driver, headers: Sequence[tuple[bytes, bytes]]) -> list[Step]:
+    """What the session returns for each event of one outside message, unsettled; every
+    event before end of message is replied to with Continue (a prefetch is not run)."""
+    stream = optneg() + macros(b"C", {"j": "mx"}) + connect(OUTSIDE)
+    stream += macros(b"M", {"i": "QID1"}) + pkt(b"M", b"<a@example.com>\0")
+    stream += pkt(b"R", b"<bob@example.net>\0")
+    stream += b"".join(pkt(b"L", n + b"\0" + v + b"\0") for n, v in headers)
+    stream += pkt(b"N") + pkt(b"B", BODY) + pkt(b"E")
+    d.conn.receive_data(stream)
+    steps: list[Step] = []
+    while True:
+        event = d.conn.next_event()
+        assert isinstance(event, milter.Event)
+        if isinstance(event, milter.OptionNegotiation):
+            d.conn.send(milter.Continue())
+            continue
+        steps.append(d.session.handle(event))
+        if isinstance(event, milter.EndOfMessage):
+            return steps
+        assert steps[-1] is None or isinstance(steps[-1], Prefetch)
+        d.conn.send(milter.Continue())
+    raise AssertionError("no end of message")
+
+
+def test_uncached_keys_are_prefetched_then_asked_for_at_end_of_message(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    dns = NoCache(keys.records)
+    d = Driver(make_config(tmp_path, keys), dns)
+    steps = _steps_up_to_eom(d, _signed_headers(keys, BODY))
+    prefetch = steps[-3]  # end of headers, then the body chunk, then end of message
+    assert isinstance(prefetch, Prefetch) and isinstance(prefetch.request, NeedKeys)
+    assert prefetch.request.names == ("mail._domainkey.example.com",)
+    assert prefetch.request.answer_now() is None
+    assert steps[-1] is prefetch.request  # the same work, now needed
+    answer = asyncio.run(perform_request(prefetch.request))
+    actions = d.session.provide(answer)
+    assert isinstance(actions, list)
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=pass" in ar
+    assert dns.asked == ["mail._domainkey.example.com"]
+    with pytest.raises(RuntimeError):
+        d.session.provide(answer)  # nothing is owed any more
+
+
+def test_cached_keys_need_no_request(tmp_path: Path, keys: FakeKeyTable) -> None:
     d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
-    assert d.session.handle_now(milter.EndOfMessage()) is DEFER
-    assert d.session.handle_now(milter.Helo("x")) is None
-    assert d.session.handle_now(milter.Abort()) is None
+    steps = _steps_up_to_eom(d, _signed_headers(keys, BODY))
+    assert not any(isinstance(s, Prefetch | Request) for s in steps)
+    assert isinstance(steps[-1], list) and isinstance(steps[-1][-1], milter.Continue)
+
+
+def test_raising_resolver_is_a_temporary_failure(
+    tmp_path: Path, keys: FakeKeyTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = Driver(make_config(tmp_path, keys), Broken())
+    with caplog.at_level(logging.ERROR, logger="dkimd.dns"):
+        actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=temperror" in ar
+    final = actions[-1]
+    assert isinstance(final, milter.ReplyCode) and final.code == 451
+    assert "resolver bug" in caplog.text  # the traceback is in our log, not the reply
+    assert "resolver bug" not in final.text
+
+
+def test_key_request_that_times_out_is_temperror(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), NoCache(keys.records))
+    [*_, request] = _steps_up_to_eom(d, _signed_headers(keys, BODY))
+    assert isinstance(request, NeedKeys)
+    actions = d.session.provide(request.failed(TimeoutError()))
+    assert isinstance(actions, list)
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=temperror" in ar
+
+
+def test_close_while_owed_a_reply_drops_the_message(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys), NoCache(keys.records))
+    [*_, request] = _steps_up_to_eom(d, _signed_headers(keys, BODY))
+    assert isinstance(request, NeedKeys)
+    d.session.close()
+    with pytest.raises(RuntimeError):
+        d.session.provide({})

@@ -18,8 +18,8 @@ Rules:
   ``ReplyCode``, ``Skip``) before asking for the next event; ``Progress`` may come
   first, any number of times. At ``EndOfMessage``, modifications come before the final
   action (``send_many([...mods, Continue()])``).
-* Replying is always allowed: after an event the MTA does not wait for (macros, abort,
-  quit, and the stages whose SMFIP_NR_* flag was negotiated), ``send(Continue())``
+* Replying is always allowed: after an event the MTA does not wait for (abort, quit,
+  and the stages whose SMFIP_NR_* flag was negotiated), ``send(Continue())``
   returns ``b""``. Any other action there is a ``LocalProtocolError``, because the MTA
   would read it as the answer to a later command.
 * Macros (SMFIC_MACRO) are kept per stage and merged: ``conn.macros`` (``"i"``,
@@ -28,13 +28,11 @@ Rules:
   rcpt, data, header, eoh, body, eom) are dropped when the message ends (final reply to
   ``EndOfMessage``), on ``Abort`` and on a HELO inside a transaction; all of them on
   ``QuitNewConnection``.
-  With ``Connection(..., macro_events=False)`` (what ``dkimd.server`` uses: it never
-  hands ``Macros`` to a handler) no ``Macros`` event is produced: a macro packet is
-  only checked for structure when it arrives (a malformed one still fails the
-  connection there) and decoded when ``macros``/``macro``/``stage_macros`` first need
-  it. Postfix sends a dozen macro packets per message, mostly repeats, and reads of a
-  few names at most; decoding each one into an event cost more than the rest of the
-  packet handling.
+  A macro packet gives no event: it is only checked for structure when it arrives (a
+  malformed one fails the connection there) and decoded when ``macros``/``macro``/
+  ``stage_macros`` first need it. Postfix sends a dozen macro packets per message,
+  mostly repeats, and reads of a few names at most; decoding each one into an event
+  cost more than the rest of the packet handling.
 * Several messages per connection; ``Abort`` ends the message, not the connection.
 * Any ``RemoteProtocolError`` (framing, payload, order; see ``state.py``) leaves the
   connection unusable: every later ``next_event`` raises again.
@@ -184,7 +182,6 @@ class Connection:
         "_eof",
         "_expects",
         "_leading_space",
-        "_macro_events",
         "_merged",
         "_negotiated",
         "_options",
@@ -203,7 +200,6 @@ class Connection:
         options: FilterOptions | None = None,
         *,
         max_packet: int = DEFAULT_MAX_PACKET,
-        macro_events: bool = True,
     ) -> None:
         self._options = options if options is not None else FilterOptions()
         self._reader = FrameReader(max_packet)
@@ -213,7 +209,6 @@ class Connection:
         self._optneg_reply = b""
         self._leading_space = True
         self._actions = 0  # the negotiated ActionFlag, as an int
-        self._macro_events = macro_events
         # Per stage, the last macro payload (arrival order, which orders the merge of
         # stages outside _STAGE_ORDER) and, once read, its decoded values.
         self._raw_macros: dict[int, bytes] = {}
@@ -363,9 +358,9 @@ class Connection:
                 self._state = State.CLOSED
                 return ev.ConnectionClosed()
             command, payload = packet
-            if command != _MACRO or self._macro_events:
+            if command != _MACRO:
                 break
-            # No event wanted: check and keep the payload. Valid in every state after
+            # No event: check and keep the payload. Valid in every state after
             # negotiation without changing it, and never replied to, so nothing else moves.
             if _MACRO not in self._table[self._state]:
                 raise UnexpectedCommand(f"{_name(command)} in state {self._state.value}")
@@ -391,13 +386,7 @@ class Connection:
             event: ev.Event = decode_header(payload, self._leading_space)
         else:
             event = decode(command, payload)
-            if command == _MACRO:
-                macros = cast(ev.Macros, event)
-                self._raw_macros[macros.stage] = payload
-                self._order = None
-                self._decoded[macros.stage] = macros.macros
-                self._merged = None
-            elif command == _OPTNEG:
+            if command == _OPTNEG:
                 self._negotiate(cast(ev.OptionNegotiation, event))
             elif command == _ABORT or (command == _HELO and state in IN_MESSAGE):
                 self._drop_message_macros()

@@ -14,9 +14,9 @@ SMFIP_HDR_LEADSPC it strips that whitespace; ``Connection`` then puts back one s
 (what nearly every header has, and what Postfix itself assumes when it re-inserts a
 header: milter8.c ``MILTER8_HDR_SPACE``).
 
-Which events the MTA expects a reply to: every one except ``Macros``, ``Abort``,
-``Quit``, ``QuitNewConnection`` and ``ConnectionClosed``, and except the stages whose
-SMFIP_NR_* flag was negotiated. ``Connection`` keeps track; see ``Connection.send``.
+Which events the MTA expects a reply to: every one except ``Abort``, ``Quit``,
+``QuitNewConnection`` and ``ConnectionClosed``, and except the stages whose SMFIP_NR_*
+flag was negotiated. ``Connection`` keeps track; see ``Connection.send``.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ class OptionNegotiation(Event):
 class Macros(Event):
     """SMFIC_MACRO: macro values for the command ``stage`` that follows.
 
-    ``stage`` is the command byte the macros belong to (``Command.CONNECT``, ...). The
-    merged, current view is ``Connection.macros``; most callers never look at this event.
+    ``stage`` is the command byte the macros belong to (``Command.CONNECT``, ...). What
+    ``codec.decode`` makes of a macro packet; ``Connection`` gives no such event, it keeps
+    the values for ``Connection.macros`` / ``Connection.macro(name)``.
     """
 
     command: ClassVar[int] = Command.MACRO

@@ -1,8 +1,9 @@
-"""Connection(macro_events=False): macro packets give no events and decode on first read.
+"""Connection and macros: macro packets give no events and decode on first read.
 
-The contract: everything but the missing ``Macros`` events is what the default
-connection does (macro values, merge order, drop rules, errors, replies), and a
-malformed macro packet still fails the connection when it arrives, not when read.
+The contract: events, replies and errors are what the same stream without its macro
+packets gives; macro values, merge order and drop rules are those of `MacroModel` (the
+documented rules, from the codec's decoding of each packet); a malformed macro packet
+fails the connection when it arrives, not when read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from milterwire import (
     ABORT,
@@ -32,14 +33,14 @@ from milterwire import (
 
 from dkimd import milter
 from dkimd.milter import Command
-from dkimd.milter.codec import decode, macro_stage, macro_values
+from dkimd.milter.codec import FrameReader, decode, macro_stage, macro_values
 
 STAGES = [int(c) for c in Command] + [0, 1, 0x7F, 0xFF]
 
 
 def lazy(*packets: bytes) -> milter.Connection:
-    """A macro_events=False connection past negotiation, with the given packets queued."""
-    conn = milter.Connection(macro_events=False)
+    """A connection past negotiation, with the given packets queued."""
+    conn = milter.Connection()
     conn.receive_data(optneg() + b"".join(packets))
     assert isinstance(conn.next_event(), milter.OptionNegotiation)
     conn.send(milter.Continue())
@@ -56,15 +57,73 @@ def snapshot(conn: milter.Connection) -> tuple[dict[str, str], dict[int, dict[st
     return dict(conn.macros), {s: dict(conn.stage_macros(s)) for s in STAGES}
 
 
-# -- the same session, with and without Macros events ------------------------------------
+_MACRO = int(Command.MACRO)
+_MESSAGE_STAGES = [int(c) for c in b"MRTLNBE"]
+_STAGE_ORDER = [int(c) for c in b"CHUMRTLNBE"]
 
 
-def test_full_session_same_events_minus_macros_and_same_replies() -> None:
+def split(stream: bytes) -> tuple[list[tuple[int, bytes]], bool]:
+    """The packets of `stream`, and whether a framing error ends it."""
+    reader = FrameReader(milter.DEFAULT_MAX_PACKET)
+    reader.feed(stream)
+    packets: list[tuple[int, bytes]] = []
+    try:
+        while (packet := reader.next_packet()) is not None:
+            packets.append(packet)
+    except milter.RemoteProtocolError:
+        return packets, True
+    return packets, bool(reader.pending)
+
+
+def without_macros(stream: bytes) -> bytes:
+    """`stream` with its macro packets taken out (framing errors left in place)."""
+    packets, _ = split(stream)
+    kept = b"".join(pkt(c, p) for c, p in packets if c != _MACRO)
+    return kept + stream[sum(len(p) + 5 for _, p in packets) :]
+
+
+class MacroModel:
+    """The documented macro rules, kept from decoded payloads: per stage the last payload
+    (a stage keeps the place of its first arrival); merged in SMTP order, a later stage
+    winning, then stages outside that order in arrival order; message stages dropped at
+    abort, at a HELO inside a message and once end of message is replied to; all of them
+    at QUIT_NC."""
+
+    def __init__(self) -> None:
+        self.stages: dict[int, dict[str, str]] = {}
+
+    def add(self, payload: bytes) -> None:
+        event = decode(Command.MACRO, payload)  # raises MalformedPacket as on arrival
+        assert isinstance(event, milter.Macros)
+        self.stages[event.stage] = dict(event.macros)
+
+    def drop_message(self) -> None:
+        for stage in _MESSAGE_STAGES:
+            self.stages.pop(stage, None)
+
+    def merged(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for stage in _STAGE_ORDER:
+            out.update(self.stages.get(stage, {}))
+        for stage, values in self.stages.items():
+            if stage not in _STAGE_ORDER:
+                out.update(values)
+        return out
+
+    def snapshot(self) -> tuple[dict[str, str], dict[int, dict[str, str]]]:
+        return self.merged(), {s: dict(self.stages.get(s, {})) for s in STAGES}
+
+
+# -- a whole session ----------------------------------------------------------------------
+
+
+def test_full_session_same_events_and_replies_as_without_macro_packets() -> None:
     stream = session(version=6, messages=2)
-    eager_events, eager_out = drive(milter.Connection(), [stream])
-    lazy_events, lazy_out = drive(milter.Connection(macro_events=False), [stream])
-    assert lazy_events == [e for e in eager_events if not isinstance(e, milter.Macros)]
-    assert lazy_out == eager_out
+    events, out = drive(milter.Connection(), [stream])
+    plain_events, plain_out = drive(milter.Connection(), [without_macros(stream)])
+    assert events == plain_events
+    assert out == plain_out
+    assert not any(isinstance(e, milter.Macros) for e in events)
 
 
 def test_macros_merged_and_scoped() -> None:
@@ -198,12 +257,8 @@ def test_values_read_before_abort_stay_in_their_views() -> None:
     ],
 )
 def test_malformed_macro_packet_fails_when_received(payload: bytes) -> None:
-    eager = milter.Connection()
-    eager.receive_data(optneg() + pkt("D", payload) + connect())
-    next_event(eager)
-    eager.send(milter.Continue())
     with pytest.raises(milter.MalformedPacket) as expected:
-        eager.next_event()
+        decode(Command.MACRO, payload)
 
     conn = lazy(pkt("D", payload), connect())
     with pytest.raises(milter.MalformedPacket) as got:
@@ -214,7 +269,7 @@ def test_malformed_macro_packet_fails_when_received(payload: bytes) -> None:
 
 
 def test_macro_before_negotiation_is_unexpected() -> None:
-    conn = milter.Connection(macro_events=False)
+    conn = milter.Connection()
     conn.receive_data(macro("C", {"j": "x"}))
     with pytest.raises(milter.UnexpectedCommand, match="SMFIC_MACRO in state negotiate"):
         conn.next_event()
@@ -298,38 +353,73 @@ _PACKETS = st.sampled_from(
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_PACKETS, max_size=25), st.lists(st.booleans(), max_size=25))
-def test_same_macros_as_eager_connection(packets: list[bytes], reads: list[bool]) -> None:
-    """Step both kinds in lock step, reading macros at random points (so some payloads
-    are never decoded): same events (minus Macros), same values, same errors."""
+# Whole messages, which random packets seldom make: every drop rule is reached.
+@example(
+    [
+        *(macro("C", {"j": "mx"}), connect(), helo(), macro("M", {"i": "Q1"}), mail(), rcpt()),
+        *(header("A", " b"), macro("N", {"i": "Q1", "j": "eoh"}), EOH, macro("E", {"i": "Q1"})),
+        *(eom(), macro("M", {"i": "Q2"}), mail(), helo(), mail(), ABORT, QUIT_NC, connect()),
+    ],
+    [],
+)
+def test_same_as_the_model(packets: list[bytes], reads: list[bool]) -> None:
+    """Step the connection and its oracles (the stream without macro packets for events,
+    replies and errors; MacroModel for macros) in lock step, reading macros at random
+    points (so some payloads are never decoded)."""
     stream = optneg() + b"".join(packets)
-    eager = milter.Connection()
-    lazy_conn = milter.Connection(macro_events=False)
-    eager.receive_data(stream)
-    lazy_conn.receive_data(stream)
-    eager.receive_data(b"")
-    lazy_conn.receive_data(b"")
+    conn = milter.Connection()
+    plain = milter.Connection()
+    conn.receive_data(stream)
+    plain.receive_data(without_macros(stream))
+    conn.receive_data(b"")
+    plain.receive_data(b"")
+    model = MacroModel()
+    queue, _ = split(stream)
+    negotiated = False
     for step in itertools.count():
-        try:
-            event = eager.next_event()
-            while isinstance(event, milter.Macros):
-                assert eager.send(milter.Continue()) == b""
-                event = eager.next_event()
-        except milter.RemoteProtocolError as exc:
-            with pytest.raises(type(exc)) as got:
-                lazy_conn.next_event()
-            assert str(got.value) == str(exc)
-            assert snapshot(lazy_conn) == snapshot(eager)
+        # The macro packets ahead of the next event: kept, or the error they give.
+        failure: milter.RemoteProtocolError | None = None
+        while queue and queue[0][0] == _MACRO:
+            _, payload = queue.pop(0)
+            if not negotiated:
+                failure = milter.UnexpectedCommand("SMFIC_MACRO in state negotiate")
+                break
+            try:
+                model.add(payload)
+            except milter.MalformedPacket as exc:
+                failure = exc
+                break
+        if failure is None:
+            was_in_message = plain.in_message
+            try:
+                event = plain.next_event()
+            except milter.RemoteProtocolError as exc:
+                failure = exc
+        if failure is not None:
+            with pytest.raises(type(failure)) as got:
+                conn.next_event()
+            assert str(got.value) == str(failure)
+            assert snapshot(conn) == model.snapshot()
             return
-        assert lazy_conn.next_event() == event
+        if queue:
+            queue.pop(0)
+        assert conn.next_event() == event
+        negotiated = True
+        if isinstance(event, milter.Abort) or (isinstance(event, milter.Helo) and was_in_message):
+            model.drop_message()
+        elif isinstance(event, milter.QuitNewConnection):
+            model.stages.clear()
         if step >= len(reads) or reads[step]:
             # macro() before anything builds the merged view, then from the merged view.
-            merged = dict(eager.macros)
+            merged = model.merged()
             for _ in range(2):
                 for name in NAMES:
-                    assert lazy_conn.macro(name) == expected_macro(merged, name), name
-                assert snapshot(lazy_conn) == snapshot(eager)
+                    assert conn.macro(name) == expected_macro(merged, name), name
+                assert snapshot(conn) == model.snapshot()
         if isinstance(event, milter.ConnectionClosed):
             return
-        assert lazy_conn.reply_expected == eager.reply_expected
-        assert lazy_conn.send(milter.Continue()) == eager.send(milter.Continue())
-        assert lazy_conn.in_message == eager.in_message
+        assert conn.reply_expected == plain.reply_expected
+        assert conn.send(milter.Continue()) == plain.send(milter.Continue())
+        assert conn.in_message == plain.in_message
+        if isinstance(event, milter.EndOfMessage):
+            model.drop_message()
