@@ -20,6 +20,21 @@ WSP = b" \t"
 _NAME_BYTES = frozenset(range(33, 127)) - {ord(":")}
 
 
+def field_key(name: bytes | str) -> bytes:
+    """The one rule for comparing header field names: trailing WSP removed, lower-cased.
+
+    RFC 6376 section 3.4.2 reads a name this way ("From :" is a From field) and RFC 5322
+    section 1.2.2 makes names case-insensitive. Every count, lookup and h= match of a field
+    goes through here: a second rule anywhere lets a "From " field pass as not-a-From, past
+    the multiple-From check (RFC 6376 section 8.15). Only ASCII letters are folded. A `str`
+    name (h= lists, configured names) is compared by its UTF-8 bytes, so a non-ASCII name
+    only ever matches the very same bytes.
+    """
+    if isinstance(name, str):
+        name = name.encode("utf-8", "surrogatepass")
+    return name.rstrip(WSP).lower()
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderField:
     """One header field: `name` without the colon, `value` everything after it."""
@@ -34,8 +49,8 @@ class HeaderField:
 
     @property
     def key(self) -> bytes:
-        """The name lowercased: field names compare case-insensitively (RFC 5322 section 1.2.2)."""
-        return self.name.lower()
+        """What the field is known by: see `field_key`."""
+        return field_key(self.name)
 
     def __repr__(self) -> str:
         more = "..." if len(self.value) > 60 else ""
