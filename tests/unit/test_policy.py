@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd.config import Condition, parse_config_text
-from dkimd.dkim import DkimResult, HeaderField, SignatureResult
+from dkimd.dkim import DkimResult, HeaderField, SignatureResult, VerifyError
 from dkimd.policy import Client, Decision, SigningPolicy, parse_address, sender_address
 from dkimd.signing_keys import SigningKeys
 
@@ -66,8 +66,10 @@ def test_peer_list() -> None:
     assert not _policy("").is_peer(Client("192.0.2.9", None))
 
 
-def _result(kind: DkimResult, reason: str = "", testing: bool = False) -> SignatureResult:
-    return SignatureResult(kind, reason, domain="example.com", selector="s", testing=testing)
+def _result(
+    kind: DkimResult, error: VerifyError | None = None, testing: bool = False
+) -> SignatureResult:
+    return SignatureResult(kind, error, domain="example.com", selector="s", testing=testing)
 
 
 @pytest.mark.parametrize(
@@ -76,9 +78,9 @@ def _result(kind: DkimResult, reason: str = "", testing: bool = False) -> Signat
         ([_result(DkimResult.PASS)], None),
         ([_result(DkimResult.FAIL), _result(DkimResult.PASS)], None),
         ([_result(DkimResult.NONE)], Condition.NO_SIGNATURE),
-        ([_result(DkimResult.FAIL, "body hash mismatch")], Condition.BAD_SIGNATURE),
-        ([_result(DkimResult.PERMERROR, "bad base64")], Condition.BAD_SIGNATURE),
-        ([_result(DkimResult.PERMERROR, "no key for signature")], Condition.KEY_NOT_FOUND),
+        ([_result(DkimResult.FAIL, VerifyError.BODY_HASH_MISMATCH)], Condition.BAD_SIGNATURE),
+        ([_result(DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX)], Condition.BAD_SIGNATURE),
+        ([_result(DkimResult.PERMERROR, VerifyError.KEY_NOT_FOUND)], Condition.KEY_NOT_FOUND),
         ([_result(DkimResult.FAIL), _result(DkimResult.TEMPERROR)], Condition.DNS_ERROR),
         ([_result(DkimResult.NEUTRAL, testing=True)], None),
         ([_result(DkimResult.POLICY)], None),
