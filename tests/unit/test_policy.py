@@ -11,7 +11,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd.config import Condition, parse_config_text
 from dkimd.dkim import DkimResult, HeaderField, SignatureResult, VerifyError
-from dkimd.policy import Client, Decision, SigningPolicy, parse_address, sender_address
+from dkimd.policy import (
+    Client,
+    Decision,
+    SigningPolicy,
+    count_fields,
+    parse_address,
+    sender_address,
+)
 from dkimd.signing_keys import SigningKeys
 
 
@@ -32,6 +39,29 @@ from dkimd.signing_keys import SigningKeys
 )
 def test_parse_address(value: bytes, expected: str | None) -> None:
     assert parse_address(value) == expected
+
+
+def test_field_names_match_by_the_one_rule(tmp_path: Path) -> None:
+    """RFC 6376 3.4.2: "From " (WSP before the colon) is a From field, for counting (the 8.15
+    multiple-From check) as for finding the sender."""
+    headers = [
+        HeaderField(b"From", b" a@example.com"),
+        HeaderField(b"From ", b" mallory@example.org"),
+        HeaderField(b"Subject ", b" hi"),
+    ]
+    assert count_fields(headers, b"from") == 2
+    assert count_fields(headers, b"Subject") == 1
+    assert count_fields(headers, b"subject ") == 1
+    assert sender_address(headers[1:], ("from",)) == "mallory@example.org"
+    assert sender_address([HeaderField(b"SENDER\t", b" s@example.net")], ("Sender",)) == (
+        "s@example.net"
+    )
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(tmp_path, f"k example.com:mail:{key}", "*@example.com k")
+    internal = Client("127.0.0.1", "localhost")
+    assert policy.plan(internal, headers[:1]).decision is Decision.SIGN
+    plan = policy.plan(internal, headers)
+    assert plan.decision is Decision.VERIFY and "multiple From" in plan.why
 
 
 def test_sender_headers_order_decides() -> None:
@@ -81,6 +111,16 @@ def _result(
         ([_result(DkimResult.FAIL, VerifyError.BODY_HASH_MISMATCH)], Condition.BAD_SIGNATURE),
         ([_result(DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX)], Condition.BAD_SIGNATURE),
         ([_result(DkimResult.PERMERROR, VerifyError.KEY_NOT_FOUND)], Condition.KEY_NOT_FOUND),
+        # Decided by the error, not by words: a parse error reading like a missing key.
+        (
+            [
+                SignatureResult(
+                    DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX, "no key for signature"
+                )
+            ],
+            Condition.BAD_SIGNATURE,
+        ),
+        ([_result(DkimResult.PERMERROR, VerifyError.KEY_QUERY_FAILED)], Condition.BAD_SIGNATURE),
         ([_result(DkimResult.FAIL), _result(DkimResult.TEMPERROR)], Condition.DNS_ERROR),
         ([_result(DkimResult.NEUTRAL, testing=True)], None),
         ([_result(DkimResult.POLICY)], None),

@@ -84,3 +84,17 @@ def test_hostile_values_cannot_inject_lines() -> None:
     assert b'reason="bad??X-Evil: yes \\"quoted\\""' in value
     assert b'header.i="a b@example.com"' in value
     value.decode("ascii")
+
+
+def test_reason_is_derived_from_the_error() -> None:
+    assert PASS.reason == ""
+    for error in VerifyError:
+        text = SignatureResult(DkimResult.PERMERROR, error, "DETAIL {0} {detail}").reason
+        assert text, error  # every error has words
+        assert "{" not in text.replace("{0} {detail}", ""), error  # templates filled in
+    mismatch = SignatureResult(DkimResult.FAIL, VerifyError.SIGNATURE_MISMATCH, "ignored")
+    assert mismatch.reason == "signature verification failed"
+    query = SignatureResult(DkimResult.TEMPERROR, VerifyError.KEY_QUERY_TEMPFAIL, "timeout")
+    assert query.reason == "key query failed: timeout"
+    syntax = SignatureResult(DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX, "bad b=")
+    assert syntax.reason == "bad b="
