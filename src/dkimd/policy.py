@@ -27,6 +27,7 @@ from dkimd.dkim import (
     SigningRequest,
     VerifyError,
     field_key,
+    name_key,
 )
 from dkimd.signing_keys import KeyProblem, SigningKey, SigningKeys
 
@@ -73,7 +74,7 @@ def sender_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]
     """The address in the first SenderHeaders field present (OpenDKIM: dkimf_findheader +
     dkim_mail_parse), lower-cased domain; None when there is no usable address."""
     for name in sender_headers:
-        wanted = field_key(name)
+        wanted = name_key(name)
         for h in headers:
             if h.key == wanted:
                 return parse_address(h.value)

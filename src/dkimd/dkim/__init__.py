@@ -24,6 +24,7 @@ from dkimd.dkim.headers import (
     LineEndingNormalizer,
     MessageSplitter,
     field_key,
+    name_key,
     parse_header_block,
     split_message,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "header_hash_input",
     "load_private_key",
     "load_private_key_file",
+    "name_key",
     "parse_header_block",
     "parse_key_record",
     "parse_signature",

@@ -13,7 +13,7 @@ from typing import Final
 from dkimd.dkim.algorithms import get_algorithm
 from dkimd.dkim.canonicalization import CANONS, BodyHashSet
 from dkimd.dkim.errors import SigningError
-from dkimd.dkim.headers import WSP, HeaderField, field_key
+from dkimd.dkim.headers import WSP, HeaderField, name_key
 from dkimd.dkim.keys import PrivateKey
 from dkimd.dkim.signature import (
     FIELD_NAME,
@@ -78,7 +78,7 @@ class SigningRequest:
     timestamp: int | None = None
     algorithm: str | None = None
     hash_name: str = field(init=False, default="sha256")
-    # The keys (`field_key`) of the fields h= takes, worked out once: a request is shared by
+    # The keys (`name_key`) of the fields h= takes, worked out once: a request is shared by
     # messages.
     _wanted: frozenset[bytes] = field(init=False, repr=False, compare=False, default=frozenset())
 
@@ -106,8 +106,8 @@ class SigningRequest:
         if self.ttl is not None and self.ttl <= 0:
             raise SigningError("signature TTL must be positive")
         base = DEFAULT_SIGNED_HEADERS if self.signed_headers is None else self.signed_headers
-        wanted = {field_key(n) for n in base} - {field_key(n) for n in self.omit_headers}
-        required = {field_key(n) for n in REQUIRED_SIGNED_HEADERS}
+        wanted = {name_key(n) for n in base} - {name_key(n) for n in self.omit_headers}
+        required = {name_key(n) for n in REQUIRED_SIGNED_HEADERS}
         object.__setattr__(self, "_wanted", frozenset(wanted | required))
 
     @property
@@ -128,7 +128,7 @@ class SigningRequest:
                 spelling[key] = name
         seen: set[bytes] = set()
         for over in self.oversign_headers:
-            key = field_key(over)
+            key = name_key(over)
             if key not in seen:
                 seen.add(key)
                 names.append(spelling.get(key, over))
