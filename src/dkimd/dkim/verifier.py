@@ -8,7 +8,7 @@
 The caller does the DNS lookups (they may run while the body is still arriving). Every outcome
 is a `SignatureResult` value; nothing raises on hostile input.
 
-Choices where the RFCs leave room, all visible in the result's reason:
+Choices where the RFCs leave room, each visible in the result's error (and its reason text):
 
 * Signatures are verified top-down, at most `max_signatures` of them (OpenDKIM's
   MaximumSignaturesToVerify defaults to 3); later ones are not reported.
@@ -40,7 +40,7 @@ from dkimd.dkim.headers import HeaderField
 from dkimd.dkim.keys import KeyRecord, parse_key_record
 from dkimd.dkim.results import DkimResult, SignatureResult, VerifyError
 from dkimd.dkim.signature import DkimSignature, header_hash_input, parse_signature
-from dkimd.dns.base import TxtResult
+from dkimd.dns.base import TxtResult, TxtStatus
 
 _SIG_KEY = b"dkim-signature"
 RSA_MIN_BITS = 1024  # RFC 8301 section 3.2: verifiers MUST NOT consider smaller keys valid
@@ -172,9 +172,9 @@ class Verifier:
         record = self._key_record(sig)
         if isinstance(record, _KeyProblem):
             return self._report(p, sig, record.error, record.detail)
-        error = _key_refused(record, sig, algo, self.options) or self._mismatch(
-            p, sig, algo, record
-        )
+        error = _key_refused(record, sig, algo, self.options)
+        if error is None:
+            error = self._mismatch(p, sig, algo, record)
         return self._report(p, sig, error, record=record)
 
     def _key_record(self, sig: DkimSignature) -> KeyRecord | _KeyProblem:
@@ -187,7 +187,7 @@ class Verifier:
             # filter's log, not for a reason that ends up in A-R fields and SMTP replies.
             if txt.status.is_temporary:
                 return _KeyProblem(VerifyError.KEY_QUERY_TEMPFAIL, txt.status.value)
-            if txt.status.value == "nxdomain":
+            if txt.status is TxtStatus.NXDOMAIN:
                 return _KeyProblem(VerifyError.KEY_NOT_FOUND)
             return _KeyProblem(VerifyError.KEY_QUERY_FAILED, txt.status.value)
         return _first_key_record(txt.records)
