@@ -273,4 +273,8 @@ def test_verifier_never_raises(
         verifier.feed_body(chunk)
     results = verifier.results()
     assert results
+    for r in results:
+        # Typed outcome: an error for everything but a pass, and words for every error.
+        assert (r.error is None) == r.passed, r
+        assert r.error is None or r.reason, r
     check_ar_value(authentication_results_value("mx.example.com", results))

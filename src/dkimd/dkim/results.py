@@ -100,8 +100,8 @@ _REASONS: Final[Mapping[VerifyError, str]] = {
 class SignatureResult:
     """The outcome for one signature (or NONE for a message without any).
 
-    `error` is None exactly when the signature passed; `detail` is the variable part of some
-    errors' reasons (a parser's message, a DNS status).
+    `error` is None for a pass and set for every other outcome; `detail` is the variable part
+    of some errors' reasons (a parser's message, a DNS status).
     """
 
     result: DkimResult
@@ -213,7 +213,7 @@ def authentication_results_value(
     ";" CRLF TAB, as OpenDKIM does.
     """
     if not results:
-        results = [SignatureResult(DkimResult.NONE)]
+        results = [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
     prefixes = _b_prefixes(results)
     items = [_clean(authserv_id) or "localhost"]
     items += [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]
