@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dkimd.config import Action, Condition, Config, KeySource
@@ -26,13 +26,14 @@ from dkimd.dkim import (
     HeaderField,
     SignatureResult,
     SigningRequest,
+    VerifyError,
+    field_key,
+    name_key,
 )
 from dkimd.signing_keys import KeyProblem, RequestShape, SigningKeys
 
 DEFAULT_OVERSIGN_HEADERS = ("from",)
 
-# The verifier's reason for an NXDOMAIN key record (dkimd.dkim.verifier).
-_KEY_NOT_FOUND_REASON = "no key for signature"
 
 _ANGLE_ADDR = re.compile(rb"<([^<>]*)>")
 _COMMENT = re.compile(rb"\([^()]*\)")
@@ -71,10 +72,10 @@ class MessagePlan:
 def sender_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
     """The address in the first SenderHeaders field present (OpenDKIM: dkimf_findheader +
     dkim_mail_parse), lower-cased domain; None when there is no usable address."""
-    wanted = [h.lower().encode("ascii", "replace") for h in sender_headers]
-    for name in wanted:
+    for name in sender_headers:
+        wanted = name_key(name)
         for h in headers:
-            if h.name.strip().lower() == name:
+            if h.key == wanted:
                 return parse_address(h.value)
     return None
 
@@ -100,8 +101,9 @@ def parse_address(value: bytes) -> str | None:
 
 
 def count_fields(headers: Sequence[HeaderField], name: bytes) -> int:
-    lname = name.lower()
-    return sum(1 for h in headers if h.name.strip().lower() == lname)
+    """How many of `headers` are `name` fields, by the one rule (`HeaderField.key`)."""
+    key = field_key(name)
+    return sum(1 for h in headers if h.key == key)
 
 
 class SigningPolicy:
@@ -218,7 +220,7 @@ class SigningPolicy:
         if DkimResult.TEMPERROR in kinds:
             return Condition.DNS_ERROR
         first = results[0]
-        if first.result is DkimResult.PERMERROR and first.reason == _KEY_NOT_FOUND_REASON:
+        if first.error is VerifyError.KEY_NOT_FOUND:
             return Condition.KEY_NOT_FOUND
         if first.result in (DkimResult.FAIL, DkimResult.PERMERROR):
             return Condition.BAD_SIGNATURE
@@ -226,12 +228,3 @@ class SigningPolicy:
 
     def action_for(self, condition: Condition) -> Action:
         return self.config.action_for(condition)
-
-
-def header_map(headers: Sequence[HeaderField]) -> Mapping[bytes, int]:
-    """Occurrences per lower-cased field name (for milter header indexes)."""
-    counts: dict[bytes, int] = {}
-    for h in headers:
-        key = h.name.strip().lower()
-        counts[key] = counts.get(key, 0) + 1
-    return counts

@@ -45,6 +45,7 @@ from dkimd.dkim import (
     SignatureError,
     SignatureResult,
     TagListError,
+    VerifyError,
     authentication_results_value,
     canonicalize_body,
     canonicalize_header,
@@ -367,7 +368,8 @@ def auth_results(data: bytes) -> None:
         results.append(
             SignatureResult(
                 kind,
-                reason=group[0],
+                VerifyError.SIGNATURE_SYNTAX,  # its reason is the detail, hostile text here
+                detail=group[0],
                 domain=group[1] or None,
                 identity=group[2] or None,
                 selector=group[3] or None,

@@ -26,6 +26,7 @@ from dkimd.dkim import (
     HeaderField,
     SignatureResult,
     Verifier,
+    VerifyError,
     VerifyOptions,
     authentication_results_value,
 )
@@ -198,6 +199,7 @@ def test_authentication_results_bytes(data: bytes) -> None:
         st.builds(
             SignatureResult,
             st.sampled_from(list(DkimResult)),
+            st.sampled_from(list(VerifyError)) | st.none(),
             TEXT,
             TEXT | st.none(),
             TEXT | st.none(),
@@ -212,7 +214,20 @@ def test_authentication_results_bytes(data: bytes) -> None:
 )
 @example("mx.example.com\r\nX-Injected: yes", [], "unprotected")
 @example(
-    "", [SignatureResult(DkimResult.FAIL, 'a"\\\r\n\0b', "d\r\n", "@d", "s;", "a", "b\n")], None
+    "",
+    [
+        SignatureResult(
+            DkimResult.FAIL,
+            VerifyError.SIGNATURE_SYNTAX,
+            'a"\\\r\n\0b',
+            "d\r\n",
+            "@d",
+            "s;",
+            "a",
+            "b\n",
+        )
+    ],
+    None,
 )
 def test_authentication_results_structured(
     authserv: str, results: list[SignatureResult], dnssec: str | None
@@ -258,4 +273,8 @@ def test_verifier_never_raises(
         verifier.feed_body(chunk)
     results = verifier.results()
     assert results
+    for r in results:
+        # Typed outcome: an error for everything but a pass, and words for every error.
+        assert (r.error is None) == r.passed, r
+        assert r.error is None or r.reason, r
     check_ar_value(authentication_results_value("mx.example.com", results))

@@ -10,8 +10,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd.config import Condition, parse_config_text
-from dkimd.dkim import DkimResult, HeaderField, SignatureResult
-from dkimd.policy import Client, Decision, SigningPolicy, parse_address, sender_address
+from dkimd.dkim import DkimResult, HeaderField, SignatureResult, VerifyError
+from dkimd.policy import (
+    Client,
+    Decision,
+    SigningPolicy,
+    count_fields,
+    parse_address,
+    sender_address,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +38,29 @@ from dkimd.policy import Client, Decision, SigningPolicy, parse_address, sender_
 )
 def test_parse_address(value: bytes, expected: str | None) -> None:
     assert parse_address(value) == expected
+
+
+def test_field_names_match_by_the_one_rule(tmp_path: Path) -> None:
+    """RFC 6376 3.4.2: "From " (WSP before the colon) is a From field, for counting (the 8.15
+    multiple-From check) as for finding the sender."""
+    headers = [
+        HeaderField(b"From", b" a@example.com"),
+        HeaderField(b"From ", b" mallory@example.org"),
+        HeaderField(b"Subject ", b" hi"),
+    ]
+    assert count_fields(headers, b"from") == 2
+    assert count_fields(headers, b"Subject") == 1
+    assert count_fields(headers, b"subject ") == 1
+    assert sender_address(headers[1:], ("from",)) == "mallory@example.org"
+    assert sender_address([HeaderField(b"SENDER\t", b" s@example.net")], ("Sender",)) == (
+        "s@example.net"
+    )
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(tmp_path, f"k example.com:mail:{key}", "*@example.com k")
+    internal = Client("127.0.0.1", "localhost")
+    assert policy.plan(internal, headers[:1]).decision is Decision.SIGN
+    plan = policy.plan(internal, headers)
+    assert plan.decision is Decision.VERIFY and "multiple From" in plan.why
 
 
 def test_sender_headers_order_decides() -> None:
@@ -65,8 +95,10 @@ def test_peer_list() -> None:
     assert not _policy("").is_peer(Client("192.0.2.9", None))
 
 
-def _result(kind: DkimResult, reason: str = "", testing: bool = False) -> SignatureResult:
-    return SignatureResult(kind, reason, domain="example.com", selector="s", testing=testing)
+def _result(
+    kind: DkimResult, error: VerifyError | None = None, testing: bool = False
+) -> SignatureResult:
+    return SignatureResult(kind, error, domain="example.com", selector="s", testing=testing)
 
 
 @pytest.mark.parametrize(
@@ -75,9 +107,19 @@ def _result(kind: DkimResult, reason: str = "", testing: bool = False) -> Signat
         ([_result(DkimResult.PASS)], None),
         ([_result(DkimResult.FAIL), _result(DkimResult.PASS)], None),
         ([_result(DkimResult.NONE)], Condition.NO_SIGNATURE),
-        ([_result(DkimResult.FAIL, "body hash mismatch")], Condition.BAD_SIGNATURE),
-        ([_result(DkimResult.PERMERROR, "bad base64")], Condition.BAD_SIGNATURE),
-        ([_result(DkimResult.PERMERROR, "no key for signature")], Condition.KEY_NOT_FOUND),
+        ([_result(DkimResult.FAIL, VerifyError.BODY_HASH_MISMATCH)], Condition.BAD_SIGNATURE),
+        ([_result(DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX)], Condition.BAD_SIGNATURE),
+        ([_result(DkimResult.PERMERROR, VerifyError.KEY_NOT_FOUND)], Condition.KEY_NOT_FOUND),
+        # Decided by the error, not by words: a parse error reading like a missing key.
+        (
+            [
+                SignatureResult(
+                    DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX, "no key for signature"
+                )
+            ],
+            Condition.BAD_SIGNATURE,
+        ),
+        ([_result(DkimResult.PERMERROR, VerifyError.KEY_QUERY_FAILED)], Condition.BAD_SIGNATURE),
         ([_result(DkimResult.FAIL), _result(DkimResult.TEMPERROR)], Condition.DNS_ERROR),
         ([_result(DkimResult.NEUTRAL, testing=True)], None),
         ([_result(DkimResult.POLICY)], None),

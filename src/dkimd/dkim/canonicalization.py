@@ -55,7 +55,7 @@ def canonicalize_header(field: HeaderField, canon: str, *, crlf: bool = True) ->
     if canon == "simple":
         out = field.raw
     else:
-        name = field.name.rstrip(b" \t").lower()
+        name = field.key
         value = field.value.replace(b"\r\n", b"").translate(_TAB_TO_SP)
         out = name + b":" + _collapse_spaces(value).strip(b" ")
     return out + _CRLF if crlf else out

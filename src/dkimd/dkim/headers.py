@@ -8,7 +8,7 @@ header canonicalization (RFC 6376 section 3.4.1) needs those bytes unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dkimd.dkim.errors import MessageError
 
@@ -20,22 +20,43 @@ WSP = b" \t"
 _NAME_BYTES = frozenset(range(33, 127)) - {ord(":")}
 
 
+def field_key(name: bytes) -> bytes:
+    """The one rule for comparing header field names: trailing WSP removed, lower-cased.
+
+    RFC 6376 section 3.4.2 reads a name this way ("From :" is a From field) and RFC 5322
+    section 1.2.2 makes names case-insensitive. Every count, lookup and h= match of a field
+    goes through here (`HeaderField.key`, `name_key`): a second rule anywhere lets a "From "
+    field pass as not-a-From, past the multiple-From check (RFC 6376 section 8.15). Only
+    ASCII letters are folded.
+    """
+    return name.rstrip(WSP).lower()
+
+
+def name_key(name: str) -> bytes:
+    """`field_key` of a name given as text (an h= entry, a configured header name).
+
+    Compared by its UTF-8 bytes, so a non-ASCII name only ever matches the very same bytes.
+    """
+    return field_key(name.encode("utf-8", "surrogatepass"))
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderField:
     """One header field: `name` without the colon, `value` everything after it."""
 
     name: bytes
     value: bytes
+    # What the field is known by (`field_key`), worked out once: the verifier, the signer and
+    # the policy each look it up for most fields of every message.
+    key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", field_key(self.name))
 
     @property
     def raw(self) -> bytes:
         """The field as it is on the wire, without the terminating CRLF."""
         return self.name + b":" + self.value
-
-    @property
-    def key(self) -> bytes:
-        """The name lowercased: field names compare case-insensitively (RFC 5322 section 1.2.2)."""
-        return self.name.lower()
 
     def __repr__(self) -> str:
         more = "..." if len(self.value) > 60 else ""

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 AR_FIELD_NAME = b"Authentication-Results"
 _MIN_B_PREFIX = 8
@@ -36,12 +37,76 @@ class DkimResult(enum.Enum):
     NONE = "none"
 
 
+class VerifyError(enum.Enum):
+    """Why a signature did not pass, or why there was none to verify: what callers decide on.
+
+    The human reason (A-R `reason=`, log lines) is derived from it (`SignatureResult.reason`);
+    a parse error or a DNS status adds its detail. Values name the error, they are not the text.
+    """
+
+    NO_SIGNATURE = "no-signature"
+    SIGNATURE_SYNTAX = "signature-syntax"  # detail: the parser's reason
+    SHA1_REFUSED = "sha1-refused"
+    EXPIRED = "expired"
+    KEY_NOT_RETRIEVED = "key-not-retrieved"
+    KEY_QUERY_TEMPFAIL = "key-query-tempfail"  # detail: the lookup status
+    KEY_NOT_FOUND = "key-not-found"
+    KEY_QUERY_FAILED = "key-query-failed"  # detail: the lookup status
+    KEY_MISSING = "key-missing"
+    KEY_SYNTAX = "key-syntax"  # detail: the key record parser's reason
+    KEY_REVOKED = "key-revoked"
+    KEY_TYPE_MISMATCH = "key-type-mismatch"
+    KEY_HASH_REFUSED = "key-hash-refused"
+    KEY_NOT_FOR_EMAIL = "key-not-for-email"
+    KEY_STRICT_IDENTITY = "key-strict-identity"
+    KEY_TOO_SHORT = "key-too-short"
+    KEY_BELOW_MINIMUM = "key-below-minimum"
+    MULTIPLE_FROM = "multiple-from"
+    BODY_TRUNCATED = "body-truncated"
+    BODY_HASH_MISMATCH = "body-hash-mismatch"
+    SIGNATURE_MISMATCH = "signature-mismatch"
+    UNSIGNED_CONTENT = "unsigned-content"
+
+
+# The reason text of each error, "{detail}" standing for the result's detail. The wording is
+# what dkimd has always logged and put in A-R fields; keep it (logs are compared with OpenDKIM's).
+_REASONS: Final[Mapping[VerifyError, str]] = {
+    VerifyError.NO_SIGNATURE: "no signatures",
+    VerifyError.SIGNATURE_SYNTAX: "{detail}",
+    VerifyError.SHA1_REFUSED: "rsa-sha1 signatures are not accepted (RFC 8301)",
+    VerifyError.EXPIRED: "signature expired",
+    VerifyError.KEY_NOT_RETRIEVED: "key not retrieved",
+    VerifyError.KEY_QUERY_TEMPFAIL: "key query failed: {detail}",
+    VerifyError.KEY_NOT_FOUND: "no key for signature",
+    VerifyError.KEY_QUERY_FAILED: "key query failed: {detail}",
+    VerifyError.KEY_MISSING: "no key record",
+    VerifyError.KEY_SYNTAX: "{detail}",
+    VerifyError.KEY_REVOKED: "key revoked",
+    VerifyError.KEY_TYPE_MISMATCH: "key type does not match a=",
+    VerifyError.KEY_HASH_REFUSED: "key h= does not allow the signature's hash",
+    VerifyError.KEY_NOT_FOR_EMAIL: "key s= does not include email",
+    VerifyError.KEY_STRICT_IDENTITY: "key t=s requires i= domain equal to d=",
+    VerifyError.KEY_TOO_SHORT: "RSA key shorter than 1024 bits (RFC 8301)",
+    VerifyError.KEY_BELOW_MINIMUM: "key shorter than the local minimum",
+    VerifyError.MULTIPLE_FROM: "message has more than one From field",
+    VerifyError.BODY_TRUNCATED: "body shorter than l=",
+    VerifyError.BODY_HASH_MISMATCH: "body hash mismatch",
+    VerifyError.SIGNATURE_MISMATCH: "signature verification failed",
+    VerifyError.UNSIGNED_CONTENT: "content beyond l= is not signed",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SignatureResult:
-    """The outcome for one signature (or NONE for a message without any)."""
+    """The outcome for one signature (or NONE for a message without any).
+
+    `error` is None for a pass and set for every other outcome; `detail` is the variable part
+    of some errors' reasons (a parser's message, a DNS status).
+    """
 
     result: DkimResult
-    reason: str = ""
+    error: VerifyError | None = None
+    detail: str = ""
     domain: str | None = None
     identity: str | None = None  # i=, or "@" + d= when absent
     selector: str | None = None
@@ -54,6 +119,13 @@ class SignatureResult:
     @property
     def passed(self) -> bool:
         return self.result is DkimResult.PASS
+
+    @property
+    def reason(self) -> str:
+        """Why, in words: empty for a pass."""
+        if self.error is None:
+            return ""
+        return _REASONS[self.error].format(detail=self.detail)
 
 
 # RFC 2045 tspecials plus SP and controls: anything else may stand as a bare token.
@@ -103,11 +175,12 @@ def format_result(
     result: SignatureResult, b_prefix: str | None = None, dnssec: str | None = None
 ) -> str:
     """One "dkim=..." resinfo in OpenDKIM's layout."""
-    parts = [f"dkim={result.result._value_}"]  # not .value: a Python-level property
+    parts = [f"dkim={result.result.value}"]
     if result.result is DkimResult.NONE:
         return parts[0]
-    if result.result is not DkimResult.PASS and result.reason:
-        parts.append(f"reason={_quoted(result.reason)}")
+    reason = result.reason
+    if result.result is not DkimResult.PASS and reason:
+        parts.append(f"reason={_quoted(reason)}")
     if result.key_bits:
         comment = f"{result.key_bits}-bit key"
         if dnssec:
@@ -140,7 +213,7 @@ def authentication_results_value(
     ";" CRLF TAB, as OpenDKIM does.
     """
     if not results:
-        results = [SignatureResult(DkimResult.NONE)]
+        results = [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
     prefixes = _b_prefixes(results)
     items = [_clean(authserv_id) or "localhost"]
     items += [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]

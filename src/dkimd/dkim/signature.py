@@ -14,7 +14,7 @@ from typing import Final
 from dkimd.dkim.algorithms import get_algorithm
 from dkimd.dkim.canonicalization import CANONS, canonicalize_header
 from dkimd.dkim.errors import SignatureError, TagListError
-from dkimd.dkim.headers import HeaderField
+from dkimd.dkim.headers import HeaderField, name_key
 from dkimd.dkim.tags import TagList, parse_tag_list, strip_fws
 
 FIELD_NAME = b"DKIM-Signature"
@@ -123,7 +123,7 @@ def parse_signature(value: bytes | str) -> DkimSignature:
     if any(not _FIELD_NAME.match(name) for name in signed):
         raise SignatureError("malformed header list h=")
     # 5.4: "The From header field MUST be signed"; 6.1.1 makes its absence a PERMFAIL.
-    if "from" not in (name.lower() for name in signed):
+    if b"from" not in (name_key(name) for name in signed):
         raise SignatureError("From field not signed (h= lacks from)")
     identity: str | None = None
     if "i" in tags:
@@ -193,7 +193,7 @@ def select_headers(headers: Sequence[HeaderField], names: Sequence[str]) -> list
         by_name.setdefault(f.key, []).append(f)
     chosen: list[HeaderField] = []
     for name in names:
-        stack = by_name.get(name.lower().encode("latin-1", "replace"))
+        stack = by_name.get(name_key(name))
         if stack:
             chosen.append(stack.pop())
     return chosen

@@ -13,7 +13,7 @@ from typing import Final
 from dkimd.dkim.algorithms import get_algorithm
 from dkimd.dkim.canonicalization import CANONS, BodyHashSet
 from dkimd.dkim.errors import SigningError
-from dkimd.dkim.headers import HeaderField
+from dkimd.dkim.headers import WSP, HeaderField, name_key
 from dkimd.dkim.keys import PrivateKey
 from dkimd.dkim.signature import (
     FIELD_NAME,
@@ -78,8 +78,9 @@ class SigningRequest:
     timestamp: int | None = None
     algorithm: str | None = None
     hash_name: str = field(init=False, default="sha256")
-    # The lower-cased names h= takes, worked out once: a request is shared by messages.
-    _wanted: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    # The keys (`name_key`) of the fields h= takes, worked out once: a request is shared by
+    # messages.
+    _wanted: frozenset[bytes] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
         if not _domain_ok(self.domain):
@@ -105,8 +106,9 @@ class SigningRequest:
         if self.ttl is not None and self.ttl <= 0:
             raise SigningError("signature TTL must be positive")
         base = DEFAULT_SIGNED_HEADERS if self.signed_headers is None else self.signed_headers
-        wanted = {n.lower() for n in base} - {n.lower() for n in self.omit_headers}
-        object.__setattr__(self, "_wanted", frozenset(wanted | set(REQUIRED_SIGNED_HEADERS)))
+        wanted = {name_key(n) for n in base} - {name_key(n) for n in self.omit_headers}
+        required = {name_key(n) for n in REQUIRED_SIGNED_HEADERS}
+        object.__setattr__(self, "_wanted", frozenset(wanted | required))
 
     @property
     def body_hash_key(self) -> tuple[str, str, int | None]:
@@ -116,15 +118,17 @@ class SigningRequest:
         """The h= list for these headers (see the class docstring)."""
         wanted = self._wanted
         names: list[str] = []
-        spelling: dict[str, str] = {}
+        spelling: dict[bytes, str] = {}
         for f in headers:
-            name = f.name.rstrip(b" \t").decode("latin-1")
-            if name.lower() in wanted:
+            key = f.key
+            if key in wanted:
+                # h= lists the name as the message spells it, without the WSP before the colon.
+                name = f.name.rstrip(WSP).decode("latin-1")
                 names.append(name)
-                spelling[name.lower()] = name
-        seen: set[str] = set()
+                spelling[key] = name
+        seen: set[bytes] = set()
         for over in self.oversign_headers:
-            key = over.lower()
+            key = name_key(over)
             if key not in seen:
                 seen.add(key)
                 names.append(spelling.get(key, over))

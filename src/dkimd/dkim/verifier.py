@@ -8,7 +8,7 @@
 The caller does the DNS lookups (they may run while the body is still arriving). Every outcome
 is a `SignatureResult` value; nothing raises on hostile input.
 
-Choices where the RFCs leave room, all visible in the result's reason:
+Choices where the RFCs leave room, each visible in the result's error (and its reason text):
 
 * Signatures are verified top-down, at most `max_signatures` of them (OpenDKIM's
   MaximumSignaturesToVerify defaults to 3); later ones are not reported.
@@ -29,18 +29,18 @@ from __future__ import annotations
 import functools
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-from dkimd.dkim.algorithms import get_algorithm
+from dkimd.dkim.algorithms import SignatureAlgorithm, get_algorithm
 from dkimd.dkim.canonicalization import BodyHashSet
 from dkimd.dkim.errors import KeyRecordError, SignatureError
 from dkimd.dkim.headers import HeaderField
 from dkimd.dkim.keys import KeyRecord, parse_key_record
-from dkimd.dkim.results import DkimResult, SignatureResult
+from dkimd.dkim.results import DkimResult, SignatureResult, VerifyError
 from dkimd.dkim.signature import DkimSignature, header_hash_input, parse_signature
-from dkimd.dns.base import TxtResult
+from dkimd.dns.base import TxtResult, TxtStatus
 
 _SIG_KEY = b"dkim-signature"
 RSA_MIN_BITS = 1024  # RFC 8301 section 3.2: verifiers MUST NOT consider smaller keys valid
@@ -68,6 +68,43 @@ class _Pending:
     body_key: tuple[str, str, int | None] | None = None
 
 
+_PERM = DkimResult.PERMERROR
+# What each error makes of a signature. The FAIL ones are reported NEUTRAL when the key record
+# has t=y (RFC 6376 3.6.1).
+_RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
+    VerifyError.NO_SIGNATURE: DkimResult.NONE,
+    VerifyError.SIGNATURE_SYNTAX: _PERM,
+    VerifyError.SHA1_REFUSED: _PERM,
+    VerifyError.EXPIRED: _PERM,
+    VerifyError.KEY_NOT_RETRIEVED: DkimResult.TEMPERROR,
+    VerifyError.KEY_QUERY_TEMPFAIL: DkimResult.TEMPERROR,
+    VerifyError.KEY_NOT_FOUND: _PERM,
+    VerifyError.KEY_QUERY_FAILED: _PERM,
+    VerifyError.KEY_MISSING: _PERM,
+    VerifyError.KEY_SYNTAX: _PERM,
+    VerifyError.KEY_REVOKED: _PERM,
+    VerifyError.KEY_TYPE_MISMATCH: _PERM,
+    VerifyError.KEY_HASH_REFUSED: _PERM,
+    VerifyError.KEY_NOT_FOR_EMAIL: _PERM,
+    VerifyError.KEY_STRICT_IDENTITY: _PERM,
+    VerifyError.KEY_TOO_SHORT: _PERM,
+    VerifyError.KEY_BELOW_MINIMUM: DkimResult.POLICY,
+    VerifyError.MULTIPLE_FROM: DkimResult.FAIL,
+    VerifyError.BODY_TRUNCATED: DkimResult.FAIL,
+    VerifyError.BODY_HASH_MISMATCH: DkimResult.FAIL,
+    VerifyError.SIGNATURE_MISMATCH: DkimResult.FAIL,
+    VerifyError.UNSIGNED_CONTENT: DkimResult.FAIL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyProblem:
+    """Why a signature has no usable key record."""
+
+    error: VerifyError
+    detail: str = ""
+
+
 class Verifier:
     def __init__(
         self, headers: Sequence[HeaderField], options: VerifyOptions | None = None
@@ -76,7 +113,7 @@ class Verifier:
         self._headers = list(headers)
         self._bodies = BodyHashSet()
         self._keys: dict[str, TxtResult] = {}
-        keys = [f.name.lower() for f in self._headers]
+        keys = [f.key for f in self._headers]
         self._from_count = keys.count(b"from")
         self._pending: list[_Pending] = []
         for f, key in zip(self._headers, keys, strict=True):
@@ -99,10 +136,6 @@ class Verifier:
         p.header_data = header_hash_input(self._headers, sig.signed_headers, f, sig.header_canon)
         return p
 
-    @property
-    def signature_count(self) -> int:
-        return len(self._pending)
-
     def key_queries(self) -> list[str]:
         """The DNS names whose TXT records are needed, each once, in signature order."""
         names: list[str] = []
@@ -120,98 +153,133 @@ class Verifier:
     def results(self) -> list[SignatureResult]:
         """One result per verified signature, top-down; [none] if the message has none."""
         if not self._pending:
-            return [SignatureResult(DkimResult.NONE, "no signatures")]
+            return [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
         self._bodies.finish()
         now = self.options.now if self.options.now is not None else int(time.time())
         return [self._result(p, now) for p in self._pending]
 
-    # --- one signature ---
+    # --- one signature: each step either finds the error or hands on to the next ---
 
     def _result(self, p: _Pending, now: int) -> SignatureResult:
         sig = p.sig
         if sig is None:
-            b = _raw_b(p.header)
-            return SignatureResult(DkimResult.PERMERROR, p.error, b=b)
-
-        def out(
-            result: DkimResult, reason: str, record: KeyRecord | None = None
-        ) -> SignatureResult:
-            extra = None
-            if sig.body_length is not None and p.body_key is not None:
-                extra = self._bodies[p.body_key].beyond_limit
-            return SignatureResult(
-                result,
-                reason,
-                domain=sig.domain,
-                identity=sig.auid,
-                selector=sig.selector,
-                algorithm=sig.algorithm,
-                b=sig.b_value,
-                key_bits=record.key_bits if record is not None and record.key_bits else None,
-                testing=record.testing if record is not None else False,
-                body_length_extra=extra,
-            )
-
+            return SignatureResult(_PERM, VerifyError.SIGNATURE_SYNTAX, p.error, b=_raw_b(p.header))
         algo = get_algorithm(sig.algorithm)
         assert algo is not None  # parse_signature only accepts known algorithms
-        if algo.name == "rsa-sha1" and not self.options.allow_sha1:
-            return out(DkimResult.PERMERROR, "rsa-sha1 signatures are not accepted (RFC 8301)")
-        if sig.expiration is not None and sig.expiration + self.options.clock_skew < now:
-            return out(DkimResult.PERMERROR, "signature expired")
+        refused = _signature_refused(sig, algo, self.options, now)
+        if refused is not None:
+            return self._report(p, sig, refused)
+        record = self._key_record(sig)
+        if isinstance(record, _KeyProblem):
+            return self._report(p, sig, record.error, record.detail)
+        error = _key_refused(record, sig, algo, self.options)
+        if error is None:
+            error = self._mismatch(p, sig, algo, record)
+        return self._report(p, sig, error, record=record)
 
+    def _key_record(self, sig: DkimSignature) -> KeyRecord | _KeyProblem:
+        """The signature's key record, or why there is none to use (RFC 6376 6.1.2)."""
         txt = self._keys.get(sig.key_name)
         if txt is None:
-            return out(DkimResult.TEMPERROR, "key not retrieved")
+            return _KeyProblem(VerifyError.KEY_NOT_RETRIEVED)
         if not txt.ok:
             # The resolver's own detail (server addresses, library messages) is for the
             # filter's log, not for a reason that ends up in A-R fields and SMTP replies.
             if txt.status.is_temporary:
-                return out(DkimResult.TEMPERROR, f"key query failed: {txt.status.value}")
-            if txt.status.value == "nxdomain":
-                return out(DkimResult.PERMERROR, "no key for signature")
-            return out(DkimResult.PERMERROR, f"key query failed: {txt.status.value}")
-        record, problem = _first_key_record(txt.records)
-        if record is None:
-            return out(DkimResult.PERMERROR, problem)
-        if record.revoked:
-            return out(DkimResult.PERMERROR, "key revoked", record)
-        if record.key_type != algo.key_type:
-            return out(DkimResult.PERMERROR, "key type does not match a=", record)
-        if not record.allows_hash(algo.hash_name):
-            return out(DkimResult.PERMERROR, "key h= does not allow the signature's hash", record)
-        if not record.allows_email():
-            return out(DkimResult.PERMERROR, "key s= does not include email", record)
-        if record.strict:
-            idomain = sig.auid.rpartition("@")[2].lower().rstrip(".")
-            if idomain != sig.domain.lower().rstrip("."):
-                return out(DkimResult.PERMERROR, "key t=s requires i= domain equal to d=", record)
-        if record.key_type == "rsa":
-            if record.key_bits < RSA_MIN_BITS:
-                return out(
-                    DkimResult.PERMERROR, "RSA key shorter than 1024 bits (RFC 8301)", record
-                )
-            if record.key_bits < self.options.min_key_bits:
-                return out(DkimResult.POLICY, "key shorter than the local minimum", record)
+                return _KeyProblem(VerifyError.KEY_QUERY_TEMPFAIL, txt.status.value)
+            if txt.status is TxtStatus.NXDOMAIN:
+                return _KeyProblem(VerifyError.KEY_NOT_FOUND)
+            return _KeyProblem(VerifyError.KEY_QUERY_FAILED, txt.status.value)
+        return _first_key_record(txt.records)
 
-        failed = DkimResult.NEUTRAL if record.testing else DkimResult.FAIL
+    def _mismatch(
+        self, p: _Pending, sig: DkimSignature, algo: SignatureAlgorithm, record: KeyRecord
+    ) -> VerifyError | None:
+        """The message against the signature (RFC 6376 6.1.3), cheapest check first."""
         if self._from_count > 1:
-            return out(failed, "message has more than one From field", record)
+            return VerifyError.MULTIPLE_FROM
         assert p.body_key is not None
         body = self._bodies[p.body_key]
         if sig.body_length is not None and body.length < sig.body_length:
-            return out(failed, "body shorter than l=", record)
+            return VerifyError.BODY_TRUNCATED
         if not hmac.compare_digest(body.digest(), sig.body_hash):
-            return out(failed, "body hash mismatch", record)
+            return VerifyError.BODY_HASH_MISMATCH
         assert record.public_key is not None
         if not algo.verify(record.public_key, sig.signature, p.header_data):
-            return out(failed, "signature verification failed", record)
+            return VerifyError.SIGNATURE_MISMATCH
         if (
             self.options.body_length == "fail"
             and sig.body_length is not None
             and body.beyond_limit > 0
         ):
-            return out(failed, "content beyond l= is not signed", record)
-        return out(DkimResult.PASS, "", record)
+            return VerifyError.UNSIGNED_CONTENT
+        return None
+
+    def _report(
+        self,
+        p: _Pending,
+        sig: DkimSignature,
+        error: VerifyError | None,
+        detail: str = "",
+        record: KeyRecord | None = None,
+    ) -> SignatureResult:
+        testing = record.testing if record is not None else False
+        result = DkimResult.PASS if error is None else _RESULT_OF[error]
+        if result is DkimResult.FAIL and testing:
+            result = DkimResult.NEUTRAL
+        extra = None
+        if sig.body_length is not None and p.body_key is not None:
+            extra = self._bodies[p.body_key].beyond_limit
+        return SignatureResult(
+            result,
+            error,
+            detail,
+            domain=sig.domain,
+            identity=sig.auid,
+            selector=sig.selector,
+            algorithm=sig.algorithm,
+            b=sig.b_value,
+            key_bits=record.key_bits if record is not None and record.key_bits else None,
+            testing=testing,
+            body_length_extra=extra,
+        )
+
+
+def _signature_refused(
+    sig: DkimSignature, algo: SignatureAlgorithm, options: VerifyOptions, now: int
+) -> VerifyError | None:
+    """A signature this verifier does not accept whatever its key says."""
+    if algo.name == "rsa-sha1" and not options.allow_sha1:
+        return VerifyError.SHA1_REFUSED  # RFC 8301 section 3.1
+    if sig.expiration is not None and sig.expiration + options.clock_skew < now:
+        return VerifyError.EXPIRED  # RFC 6376 section 3.5, x=
+    return None
+
+
+def _key_refused(
+    record: KeyRecord, sig: DkimSignature, algo: SignatureAlgorithm, options: VerifyOptions
+) -> VerifyError | None:
+    """A key record that may not verify this signature (RFC 6376 3.6.1, RFC 8301 3.2)."""
+    if record.revoked:
+        return VerifyError.KEY_REVOKED
+    if record.key_type != algo.key_type:
+        return VerifyError.KEY_TYPE_MISMATCH
+    if not record.allows_hash(algo.hash_name):
+        return VerifyError.KEY_HASH_REFUSED
+    if not record.allows_email():
+        return VerifyError.KEY_NOT_FOR_EMAIL
+    if record.strict and not _same_domain(sig.auid.rpartition("@")[2], sig.domain):
+        return VerifyError.KEY_STRICT_IDENTITY
+    if record.key_type == "rsa":
+        if record.key_bits < RSA_MIN_BITS:
+            return VerifyError.KEY_TOO_SHORT
+        if record.key_bits < options.min_key_bits:
+            return VerifyError.KEY_BELOW_MINIMUM
+    return None
+
+
+def _same_domain(a: str, b: str) -> bool:
+    return a.lower().rstrip(".") == b.lower().rstrip(".")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -222,15 +290,16 @@ def _parse_record(raw: bytes) -> KeyRecord:
     return parse_key_record(raw)
 
 
-def _first_key_record(records: Sequence[bytes]) -> tuple[KeyRecord | None, str]:
-    first_error = "no key record"
+def _first_key_record(records: Sequence[bytes]) -> KeyRecord | _KeyProblem:
+    first_error: KeyRecordError | None = None
     for raw in records:
         try:
-            return _parse_record(raw), ""
+            return _parse_record(raw)
         except KeyRecordError as exc:
-            if first_error == "no key record":
-                first_error = exc.reason
-    return None, first_error
+            first_error = first_error or exc
+    if first_error is None:
+        return _KeyProblem(VerifyError.KEY_MISSING)
+    return _KeyProblem(VerifyError.KEY_SYNTAX, first_error.reason)
 
 
 def _raw_b(f: HeaderField) -> str | None:

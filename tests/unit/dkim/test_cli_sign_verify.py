@@ -101,3 +101,20 @@ def test_usage_and_input_errors_exit_2(tmp_path: Path) -> None:
 def test_help_mentions_exit_codes() -> None:
     out = run("verify", "--help")
     assert out.returncode == 0 and b"Exit status" in out.stdout and b"2 usage" in out.stdout
+
+
+def test_field_names_with_wsp_before_the_colon() -> None:
+    """One header-name rule through the CLI: "Subject :" is signed as Subject and found again
+    by h=subject; a second From spelled "From :" fails the signature (RFC 6376 8.15)."""
+    message = b"From: a@football.example.com\r\nSubject : hi\r\nTo: b@example.net\r\n\r\nbody\r\n"
+    signed = sign(message, "-c", "relaxed/relaxed")
+    assert signed.returncode == 0, signed.stderr
+    assert b"h=From:Subject:To:From;" in signed.stdout.replace(b"\r\n\t ", b"")
+    assert verify(signed.stdout).stdout.startswith(b"dkim=pass")
+    forged = verify(signed.stdout.replace(b"Subject : hi", b"Subject : ho"))
+    assert forged.returncode == 1 and b"signature verification failed" in forged.stdout
+    prepended = verify(b"From : mallory@evil.example\r\n" + signed.stdout)
+    assert prepended.returncode == 1
+    assert prepended.stdout.startswith(b"dkim=fail") and (
+        b"reason='message has more than one From field'" in prepended.stdout
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dkimd.dkim import DkimResult, SignatureResult, authentication_results_value
+from dkimd.dkim import DkimResult, SignatureResult, VerifyError, authentication_results_value
 
 PASS = SignatureResult(
     DkimResult.PASS,
@@ -27,7 +27,7 @@ def test_fail_like_opendkim_2_11() -> None:
     # opendkim 2.11 with TestDNSData (no DNSSEC word), captured with miltertest.
     fail = SignatureResult(
         DkimResult.FAIL,
-        "signature verification failed",
+        VerifyError.SIGNATURE_MISMATCH,
         domain="example.com",
         identity="alice@example.com",
         selector="mail",
@@ -49,7 +49,8 @@ def test_none_fits_on_one_line() -> None:
 def test_several_results_and_b_disambiguation() -> None:
     other = SignatureResult(
         DkimResult.TEMPERROR,
-        "key query failed: timeout",
+        VerifyError.KEY_QUERY_TEMPFAIL,
+        "timeout",
         domain="x.org",
         identity="@x.org",
         selector="s",
@@ -67,6 +68,7 @@ def test_several_results_and_b_disambiguation() -> None:
 def test_hostile_values_cannot_inject_lines() -> None:
     evil = SignatureResult(
         DkimResult.PERMERROR,
+        VerifyError.SIGNATURE_SYNTAX,
         'bad\r\nX-Evil: yes "quoted"',
         domain="ex\r\nample.com",
         identity="a b@example.com",
@@ -82,3 +84,17 @@ def test_hostile_values_cannot_inject_lines() -> None:
     assert b'reason="bad??X-Evil: yes \\"quoted\\""' in value
     assert b'header.i="a b@example.com"' in value
     value.decode("ascii")
+
+
+def test_reason_is_derived_from_the_error() -> None:
+    assert PASS.reason == ""
+    for error in VerifyError:
+        text = SignatureResult(DkimResult.PERMERROR, error, "DETAIL {0} {detail}").reason
+        assert text, error  # every error has words
+        assert "{" not in text.replace("{0} {detail}", ""), error  # templates filled in
+    mismatch = SignatureResult(DkimResult.FAIL, VerifyError.SIGNATURE_MISMATCH, "ignored")
+    assert mismatch.reason == "signature verification failed"
+    query = SignatureResult(DkimResult.TEMPERROR, VerifyError.KEY_QUERY_TEMPFAIL, "timeout")
+    assert query.reason == "key query failed: timeout"
+    syntax = SignatureResult(DkimResult.PERMERROR, VerifyError.SIGNATURE_SYNTAX, "bad b=")
+    assert syntax.reason == "bad b="

@@ -15,6 +15,7 @@ from dkimd.dkim import (
     Signer,
     SigningError,
     SigningRequest,
+    VerifyError,
     VerifyOptions,
     parse_signature,
     split_message,
@@ -230,6 +231,42 @@ def test_dns_outcomes(rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes]) -> None
     # Several TXT records: the first that parses wins.
     many = TxtResult(name, TxtStatus.OK, (b"v=spf1 -all", rsa_record(rsa_key)))
     assert results(signed, {name: many}) == [("pass", "")]  # type: ignore[dict-item]
+
+
+def test_key_outcomes_carry_their_error(rsa_key: rsa.RSAPrivateKey) -> None:
+    """What callers decide on is the error, with the variable part apart in `detail`."""
+    signed = sign(MESSAGE, rsa_req(rsa_key))
+    name = "rsa._domainkey.example.com"
+    cases: list[tuple[TxtResult, VerifyError, str]] = [
+        (TxtResult(name, TxtStatus.TIMEOUT), VerifyError.KEY_QUERY_TEMPFAIL, "timeout"),
+        (TxtResult(name, TxtStatus.NXDOMAIN), VerifyError.KEY_NOT_FOUND, ""),
+        (
+            TxtResult(name, TxtStatus.ERROR, detail="at 192.0.2.1"),
+            VerifyError.KEY_QUERY_FAILED,
+            "error",
+        ),
+        (TxtResult(name, TxtStatus.OK, ()), VerifyError.KEY_MISSING, ""),
+        (
+            TxtResult(name, TxtStatus.OK, (b"v=DKIM1; p=###",)),
+            VerifyError.KEY_SYNTAX,
+            "p= is not valid base64",
+        ),
+    ]
+    for txt, error, detail in cases:
+        [got] = verify_message(signed, {name: txt}, VerifyOptions(now=NOW))
+        assert (got.error, got.detail) == (error, detail), txt
+    [passed] = verify_message(signed, {name: rsa_record(rsa_key)}, VerifyOptions(now=NOW))
+    assert (passed.result, passed.error, passed.reason) == (DkimResult.PASS, None, "")
+    [none] = verify_message(MESSAGE, {})
+    assert (none.result, none.error) == (DkimResult.NONE, VerifyError.NO_SIGNATURE)
+    unparsed = MESSAGE.replace(b"X-Other: no", b"DKIM-Signature: v=1; b=AAAA")
+    [bad] = verify_message(unparsed, {})
+    assert (bad.result, bad.error, bad.b) == (
+        DkimResult.PERMERROR,
+        VerifyError.SIGNATURE_SYNTAX,
+        "AAAA",
+    )
+    assert bad.reason == bad.detail and bad.detail.startswith("missing required tag")
 
 
 def test_testing_key_failure_is_neutral(rsa_key: rsa.RSAPrivateKey) -> None:
