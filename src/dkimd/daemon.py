@@ -52,7 +52,7 @@ from dkimd.process import (
     drop_privileges,
     resolve_user,
 )
-from dkimd.server import MilterServer, SocketSpec, bind_socket, parse_socket_spec
+from dkimd.server import MilterServer
 from dkimd.session import (
     Runtime,
     RuntimeHolder,
@@ -60,6 +60,7 @@ from dkimd.session import (
     filter_options_for,
     handler_factory,
 )
+from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec
 
 log = get_logger("daemon")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from dkimd import milter
-from dkimd.server import ConnectionInfo, HandlerResult, MilterServer, bind_socket
+from dkimd.server import ConnectionInfo, HandlerResult, MilterServer
+from dkimd.sockets import bind_socket
 from support.tools import require
 
 pytestmark = pytest.mark.interop

@@ -32,7 +32,6 @@ from dkimd.config.model import (
     build_config,
     load_config,
     parse_config_text,
-    parse_socket,
 )
 from dkimd.config.options import OPTIONS, OptionSpec, OptionType
 from dkimd.config.problems import ConfigError, Problem, Severity
@@ -75,7 +74,6 @@ __all__ = [
     "load_config",
     "open_dataset",
     "parse_config_text",
-    "parse_socket",
     "read_config_file",
     "read_config_text",
 ]

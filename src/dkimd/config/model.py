@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +43,7 @@ from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import ConfigError, Problem, Severity, errors_in, warnings_in
 from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
 from dkimd.dns.resolver import split_nameserver
+from dkimd.sockets import SocketSpec, parse_socket_spec
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -66,7 +66,6 @@ __all__ = [
     "build_config",
     "load_config",
     "parse_config_text",
-    "parse_socket",
 ]
 
 
@@ -175,27 +174,6 @@ class Canonicalization:
 
     def __str__(self) -> str:
         return f"{self.header}/{self.body}"
-
-
-@dataclass(frozen=True, slots=True)
-class SocketSpec:
-    """A milter socket: `local:/path`, `inet:port[@host]`, `inet6:port[@host]`.
-
-    `host` is None for "all interfaces"; a bracketed literal is kept without brackets.
-    `port` is a number or a service name (libmilter resolves names with getservbyname).
-    """
-
-    family: Literal["local", "inet", "inet6"]
-    path: str | None = None
-    port: int | str | None = None
-    host: str | None = None
-
-    def __str__(self) -> str:
-        if self.family == "local":
-            return f"local:{self.path}"
-        if self.host is None:
-            return f"{self.family}:{self.port}"
-        return f"{self.family}:{self.port}@{self.host}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,51 +359,6 @@ class ConfigReport:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-_PORT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
-
-
-def parse_socket(text: str) -> SocketSpec:
-    """Parse a milter socket spec (syntax only); raises ValueError with the reason."""
-    kind, colon, rest = text.partition(":")
-    if not colon:
-        if text.startswith("/"):
-            return SocketSpec("local", path=text)  # libmilter: a bare path is a local socket
-        raise ValueError("expected local:/path, inet:port@host or inet6:port@host")
-    kind = kind.lower()
-    if kind in ("local", "unix"):
-        if not rest:
-            raise ValueError("no socket path")
-        return SocketSpec("local", path=rest)
-    if kind not in ("inet", "inet6"):
-        raise ValueError(f'unknown socket type "{kind}"')
-    port_text, at, host = rest.partition("@")
-    port: int | str
-    if port_text.isascii() and port_text.isdigit():
-        port = int(port_text)
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} is out of range")
-    elif _PORT_NAME.fullmatch(port_text):
-        port = port_text
-    else:
-        raise ValueError(f'"{port_text}" is not a port')
-    if not at:
-        return SocketSpec(kind, port=port)  # type: ignore[arg-type]
-    if not host:
-        raise ValueError("empty host after @")
-    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else None
-    candidate = literal if literal is not None else host
-    try:
-        ip = ipaddress.ip_address(candidate)
-    except ValueError:
-        if literal is not None or not _HOST_NAME.fullmatch(host):
-            raise ValueError(f'"{host}" is not a host name or IP address') from None
-        return SocketSpec(kind, port=port, host=host)  # type: ignore[arg-type]
-    if (kind == "inet") != (ip.version == 4):
-        raise ValueError(f"{candidate} is not an IPv{4 if kind == 'inet' else 6} address")
-    return SocketSpec(kind, port=port, host=candidate)  # type: ignore[arg-type]
 
 
 _RATE = re.compile(r"([0-9]+)/([0-9]+)([sSmMhHdD]?)")
@@ -752,9 +685,9 @@ class _Builder:
             self.warn(None, "no Socket is set", "set Socket, or give one with -p")
         else:
             try:
-                self.values["socket"] = parse_socket(setting.value)
+                self.values["socket"] = parse_socket_spec(setting.value)
             except ValueError as e:
-                self.error(setting, f'Socket: bad socket "{setting.value}": {e}')
+                self.error(setting, f"Socket: {e}")
 
         setting = self.get("PidFile")
         if setting is not None:
