@@ -61,10 +61,6 @@ _SEVERITY = {
 }
 
 
-def valid_facility(name: str) -> bool:
-    return name.lower() in FACILITIES
-
-
 def _severity(levelno: int) -> int:
     for level, severity in sorted(_SEVERITY.items(), reverse=True):
         if levelno >= level:

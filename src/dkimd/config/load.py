@@ -54,6 +54,7 @@ from dkimd.config.values import (
     UserGroup,
 )
 from dkimd.dns.resolver import split_nameserver
+from dkimd.log import FACILITIES
 from dkimd.sockets import parse_socket_spec
 
 __all__ = [
@@ -80,29 +81,6 @@ _ACTION_WORDS = {
 
 SIGNATURE_ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 CANONICALIZATIONS = ("simple", "relaxed")
-SYSLOG_FACILITIES = (
-    "auth",
-    "authpriv",
-    "cron",
-    "daemon",
-    "ftp",
-    "kern",
-    "lpr",
-    "mail",
-    "news",
-    "security",
-    "syslog",
-    "user",
-    "uucp",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-)
 
 
 @dataclass(frozen=True)
@@ -492,7 +470,7 @@ class _Builder:
         setting = self.get("SyslogFacility")
         if setting is not None:
             facility = setting.value.lower()
-            if facility not in SYSLOG_FACILITIES:
+            if facility not in FACILITIES:
                 self.error(
                     setting,
                     f'SyslogFacility: unknown facility "{setting.value}"',
