@@ -8,7 +8,6 @@ builds a `Config` from the settings of a file; this module only describes the re
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -255,12 +254,11 @@ class Config:
     def action_for(self, condition: Condition) -> Action:
         return self.on_actions[condition]
 
-    # Cached: read for every message, and a Flag membership test runs Python code.
-    @functools.cached_property
+    @property
     def signs(self) -> bool:
         return Mode.SIGN in self.mode
 
-    @functools.cached_property
+    @property
     def verifies(self) -> bool:
         return Mode.VERIFY in self.mode
 

@@ -144,17 +144,6 @@ def _plain_table(protocol: ProtocolFlag) -> dict[State, dict[int, State]]:
 
 _INITIAL_TABLE: Final = _plain_table(ProtocolFlag.NONE)
 
-_REQUIRES: dict[type, int] = {}
-
-
-def _requires(cls: type[act.Modification]) -> int:
-    """A modification's ActionFlag, as an int."""
-    flag = _REQUIRES.get(cls)
-    if flag is None:
-        flag = _REQUIRES[cls] = int(cls.requires)
-    return flag
-
-
 # Distinct offers remembered per FilterOptions: one MTA makes one offer; a few MTAs with
 # different milter_protocol settings make a few.
 _AGREEMENTS_KEPT: Final = 16
@@ -527,7 +516,7 @@ class Connection:
         negotiated = self._negotiated
         assert negotiated is not None
         # As ints: Flag's & is Python code, and this runs for every header we add.
-        if not self._actions & _requires(type(action)):
+        if not self._actions & int(type(action).requires):
             raise LocalProtocolError(
                 f"{type(action).__name__} needs {action.requires!r}, which was not negotiated"
             )
