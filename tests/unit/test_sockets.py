@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from dkimd.config import parse_config_text
+from dkimd.config import analyze_config_text, parse_config_text
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec
 
 
@@ -148,3 +148,18 @@ def test_bind_resolves_a_service_name_when_binding(monkeypatch: pytest.MonkeyPat
 def test_bind_unknown_service_name_is_an_os_error_naming_it() -> None:
     with pytest.raises(OSError, match="unknown service name 'no-such-service-here'"):
         bind_socket("inet:no-such-service-here@127.0.0.1")
+
+
+@pytest.mark.parametrize("value", ["8891", "8891@localhost", "run/dkimd.sock", "local:x.sock"])
+def test_config_warns_about_a_relative_socket_path(value: str) -> None:
+    report = analyze_config_text(f"Socket {value}\n", source="o.conf")
+    assert report.config is not None
+    (warning,) = [w for w in report.warnings if w.option == "Socket"]
+    assert (warning.file, warning.line) == ("o.conf", 1)
+    assert "relative to the directory dkimd starts in" in warning.message
+
+
+def test_config_does_not_warn_about_an_absolute_path_or_tcp() -> None:
+    for value in ["/run/dkimd.sock", "local:/run/dkimd.sock", "inet:8891@localhost"]:
+        report = analyze_config_text(f"Socket {value}\n")
+        assert [w for w in report.warnings if w.option == "Socket"] == []

@@ -429,9 +429,18 @@ class _Builder:
             self.warn(None, "no Socket is set", "set Socket, or give one with -p")
         else:
             try:
-                self.values["socket"] = parse_socket_spec(setting.value)
+                spec = self.values["socket"] = parse_socket_spec(setting.value)
             except ValueError as e:
                 self.error(setting, f"Socket: {e}")
+            else:
+                # OpenDKIM takes "Socket 8891" as a path too; rarely what was meant.
+                if spec.family == "local" and not os.path.isabs(spec.path):
+                    self.warn(
+                        setting,
+                        f'Socket: "{spec.path}" is a UNIX socket path relative to the'
+                        " directory dkimd starts in",
+                        "write local:/absolute/path, or inet:PORT@HOST for TCP",
+                    )
 
         setting = self.get("PidFile")
         if setting is not None:
