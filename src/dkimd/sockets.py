@@ -15,6 +15,8 @@
   Stricter than libmilter where libmilter would only fail later or silently truncate: a
   port must be all digits and at most 65535, a path must fit ``sun_path``, and text after
   a closing bracket is an error. A bad value raises ``ValueError`` whose text names it.
+* ``resolve_port(spec) -> int``: the port, a service name looked up (``dkimd -n`` checks
+  it this way without binding).
 * ``bind_socket(spec, umask=None, reuse_port=False) -> socket.socket``: a bound,
   listening, non-blocking socket. Service and host names are resolved here. A stale UNIX
   socket file is removed (only if nothing answers on it); ``umask`` sets the socket file's
@@ -33,7 +35,7 @@ import stat
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["SocketSpec", "bind_socket", "parse_socket_spec"]
+__all__ = ["SocketSpec", "bind_socket", "parse_socket_spec", "resolve_port"]
 
 # Linux's sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _SUN_PATH_MAX = 107
@@ -162,14 +164,17 @@ def _remove_stale_unix_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, "socket is in use by another process", path)
 
 
-def _resolve_port(port: int | str) -> int:
-    if isinstance(port, int):
-        return port
-    # libmilter looks service names up with getservbyname(name, "tcp").
+def resolve_port(spec: SocketSpec) -> int:
+    """The TCP port number: a service name is looked up as libmilter does
+    (getservbyname(name, "tcp")); ValueError if there is no such service."""
+    if isinstance(spec.port, int):
+        return spec.port
     try:
-        return socket.getservbyname(port, "tcp")
+        return socket.getservbyname(spec.port, "tcp")
     except OSError:
-        raise OSError(errno.EINVAL, f"unknown service name {port!r}") from None
+        raise ValueError(
+            f'bad socket "{spec}": bad port "{spec.port}" (not a number nor a TCP service name)'
+        ) from None
 
 
 def bind_socket(
@@ -209,7 +214,7 @@ def bind_socket(
     host = spec.host
     if host is None:
         host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    port = _resolve_port(spec.port)
+    port = resolve_port(spec)
     infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     if not infos:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"cannot resolve {host!r}")

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from dkimd.config import analyze_config_text, parse_config_text
-from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec
+from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
 
 
 def local(path: str) -> SocketSpec:
@@ -145,9 +145,14 @@ def test_bind_resolves_a_service_name_when_binding(monkeypatch: pytest.MonkeyPat
         sock.close()
 
 
-def test_bind_unknown_service_name_is_an_os_error_naming_it() -> None:
-    with pytest.raises(OSError, match="unknown service name 'no-such-service-here'"):
-        bind_socket("inet:no-such-service-here@127.0.0.1")
+def test_unknown_service_name_is_refused_when_resolved_or_bound() -> None:
+    spec = parse_socket_spec("inet:no-such-service-here@127.0.0.1")
+    reason = 'bad port "no-such-service-here"'
+    with pytest.raises(ValueError, match=reason):
+        resolve_port(spec)
+    with pytest.raises(ValueError, match=reason):
+        bind_socket(spec)
+    assert resolve_port(parse_socket_spec("inet6:8891")) == 8891
 
 
 @pytest.mark.parametrize("value", ["8891", "8891@localhost", "run/dkimd.sock", "local:x.sock"])
