@@ -35,7 +35,8 @@ from milterwire import (
 )
 
 from dkimd import milter
-from dkimd.milter import ActionFlag, FilterOptions, MacroStage, ProtocolFlag, State
+from dkimd.milter import ActionFlag, FilterOptions, MacroStage, ProtocolFlag, State, connection
+from dkimd.milter.state import transitions
 
 PF = ProtocolFlag
 
@@ -89,6 +90,17 @@ def test_postfix_v2_negotiation() -> None:
     assert n is not None
     assert (n.version, n.macros, n.leading_space) == (2, (), False)
     assert n.expects_reply(milter.Command.HEADER)
+
+
+@pytest.mark.parametrize("protocol", [0, POSTFIX_V2_PROTOCOL, POSTFIX_V6_PROTOCOL, 0x1F, 0x100400])
+def test_linked_rows_are_the_transition_table(protocol: int) -> None:
+    flags = ProtocolFlag(protocol)
+    table = transitions(flags)
+    rows = connection._linked_rows(flags)
+    for state, moves in table.items():
+        assert {cmd: nxt for cmd, (nxt, _) in rows[state].items()} == dict(moves)
+        for nxt, row in rows[state].values():
+            assert row is rows[nxt]
 
 
 def test_agreements_kept_per_offer_on_the_options() -> None:
