@@ -52,7 +52,7 @@ from dkimd.process import (
     drop_privileges,
     resolve_user,
 )
-from dkimd.server import MilterServer, SocketSpec, bind_socket, parse_socket_spec
+from dkimd.server import MilterServer
 from dkimd.session import (
     Runtime,
     RuntimeHolder,
@@ -60,6 +60,7 @@ from dkimd.session import (
     filter_options_for,
     handler_factory,
 )
+from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
 
 log = get_logger("daemon")
 
@@ -189,7 +190,9 @@ def check(options: DaemonOptions) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"dkimd: {warning}\n")
     try:
-        parse_socket_spec(socket_spec(config, options))
+        spec = parse_socket_spec(socket_spec(config, options))
+        if spec.family != "local":
+            resolve_port(spec)
         wanted = user_spec(config, options)
         if wanted:
             resolve_user(wanted)

@@ -61,10 +61,6 @@ _SEVERITY = {
 }
 
 
-def valid_facility(name: str) -> bool:
-    return name.lower() in FACILITIES
-
-
 def _severity(levelno: int) -> int:
     for level, severity in sorted(_SEVERITY.items(), reverse=True):
         if levelno >= level:
@@ -147,10 +143,7 @@ def setup_logging(
     syslog_address: str = SYSLOG_SOCKET,
 ) -> None:
     """Route the `dkimd` logger hierarchy; safe to call again (after detaching, on reload)."""
-    # Logging HOWTO, "Optimization": our lines show neither the caller's file and line nor
-    # thread or multiprocessing names, and finding the caller walks the stack for every
-    # record, one or two per message.
-    logging._srcfile = None
+    # Logging HOWTO, "Optimization": our lines show no thread or multiprocessing names.
     logging.logThreads = False
     logging.logMultiprocessing = False
     root = logging.getLogger(LOGGER_NAME)
@@ -223,11 +216,3 @@ class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         return f"{self.queue_id}: {msg}", kwargs
-
-    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
-        # LoggerAdapter.log, minus a second level check in Logger.log: this runs for a line
-        # or two of every message.
-        logger = self.logger
-        if logger.isEnabledFor(level):
-            text, options = self.process(msg, kwargs)
-            logger._log(level, text, args, **options)

@@ -6,14 +6,8 @@ handler once per event (the httpcore model: a thin async loop around a sans-IO c
 
 Pieces:
 
-* ``parse_socket_spec(spec) -> SocketSpec``: OpenDKIM's ``Socket`` formats
-  (opendkim.conf(5)): ``inet:PORT[@HOST]``, ``inet:PORT@[IPv6]``, ``inet6:PORT[@HOST]``,
-  ``local:/path``, ``unix:/path``, a bare ``/path``, and ``PORT@HOST`` (inet).
-* ``bind_socket(spec, umask=None, reuse_port=False) -> socket.socket``: a bound,
-  listening, non-blocking socket. A stale UNIX socket file is removed (only if nothing
-  answers on it); ``umask`` sets the socket file's permissions race-free.
-* ``MilterServer(handler_factory, filter_options, ...)`` with ``serve(sock)`` and
-  ``stop(grace)``.
+* ``MilterServer(handler_factory, filter_options, ...)`` with ``serve(sock)`` (a socket
+  from ``dkimd.sockets.bind_socket``) and ``stop(grace)``.
 
 The handler contract (``MilterHandler``, ``ConnectionInfo``, ``Request``, ``Prefetch``)
 is ``dkimd.milter.handler``: a synchronous handler returns actions or a request for
@@ -35,14 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import ipaddress
 import logging
 import os
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from dkimd import milter
 from dkimd.milter import Action, Connection, FilterOptions
@@ -59,9 +51,6 @@ from dkimd.milter.handler import (
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "MilterServer",
-    "SocketSpec",
-    "bind_socket",
-    "parse_socket_spec",
     "perform_request",
 ]
 
@@ -75,171 +64,6 @@ DEFAULT_IDLE_TIMEOUT = 900.0
 _A = TypeVar("_A")
 
 _READ_SIZE = 256 * 1024  # what asyncio reads at most per call by default
-
-# ---------------------------------------------------------------------------
-# Socket specifications.
-
-
-@dataclass(frozen=True, slots=True)
-class SocketSpec:
-    """A parsed ``Socket`` value. ``host`` None means all addresses."""
-
-    kind: Literal["inet", "inet6", "unix"]
-    host: str | None = None
-    port: int = 0
-    path: str = ""
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"local:{self.path}"
-        if self.host is None:
-            return f"{self.kind}:{self.port}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.kind}:{self.port}@{host}"
-
-
-def _parse_port(text: str, spec: str) -> int:
-    if text.isdigit():
-        port = int(text)
-        if 0 <= port <= 65535:
-            return port
-        raise ValueError(f"socket {spec!r}: port {port} out of range")
-    if text:
-        # libmilter accepts service names (getservbyname), so do we.
-        try:
-            return socket.getservbyname(text, "tcp")
-        except OSError:
-            pass
-    raise ValueError(f"socket {spec!r}: bad port {text!r}")
-
-
-def _parse_inet(kind: Literal["inet", "inet6"], rest: str, spec: str) -> SocketSpec:
-    port_text, _, host = rest.partition("@")
-    if "@" not in rest and ":" in rest:
-        raise ValueError(f"socket {spec!r}: use {kind}:PORT@HOST (OpenDKIM form), not HOST:PORT")
-    port = _parse_port(port_text, spec)
-    if not host:
-        return SocketSpec(kind, None, port)
-    if host.startswith("["):
-        # opendkim.conf(5): "A literal IP address must be enclosed in square brackets."
-        if not host.endswith("]"):
-            raise ValueError(f"socket {spec!r}: unbalanced '[' in host")
-        host = host[1:-1]
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"socket {spec!r}: {host!r} is not an IP address") from None
-        return SocketSpec("inet6" if address.version == 6 else kind, str(address), port)
-    if ":" in host:
-        # A bare IPv6 literal (inet6:PORT@ADDR).
-        try:
-            address = ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"socket {spec!r}: bad host {host!r}") from None
-        return SocketSpec("inet6", str(address), port)
-    return SocketSpec(kind, host, port)
-
-
-def parse_socket_spec(spec: str) -> SocketSpec:
-    """Parse an OpenDKIM ``Socket`` value; ValueError with the reason if it is bad."""
-    text = spec.strip()
-    if not text:
-        raise ValueError("empty socket specification")
-    if text.startswith("/"):
-        return SocketSpec("unix", path=text)
-    prefix, sep, rest = text.partition(":")
-    lowered = prefix.lower()
-    if sep and lowered in ("local", "unix"):
-        if not rest:
-            raise ValueError(f"socket {spec!r}: missing path")
-        return SocketSpec("unix", path=rest)
-    if sep and lowered in ("inet", "inet6"):
-        return _parse_inet("inet6" if lowered == "inet6" else "inet", rest, spec)
-    # "PORT@HOST" (or just "PORT") without a prefix means inet, as in OpenDKIM.
-    if text.partition("@")[0].isdigit():
-        return _parse_inet("inet", text, spec)
-    raise ValueError(
-        f"socket {spec!r}: expected inet:PORT@HOST, inet6:PORT@HOST, local:/path or /path"
-    )
-
-
-def _remove_stale_unix_socket(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        # Nobody listens: left over from a crash. Same as OpenDKIM's start-up check.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    except OSError:
-        pass
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, "socket is in use by another process", path)
-
-
-def bind_socket(
-    spec: SocketSpec | str,
-    *,
-    umask: int | None = None,
-    reuse_port: bool = False,
-    backlog: int = socket.SOMAXCONN,
-) -> socket.socket:
-    """Create, bind and listen; the socket is returned non-blocking.
-
-    UNIX: a stale socket file (nothing accepting on it) is removed first; ``umask``
-    applies while binding, so the file is created with ``0o777 & ~umask`` and never
-    exists with wider permissions. TCP: SO_REUSEADDR always, SO_REUSEPORT on request
-    (several worker processes on one port).
-    """
-    if isinstance(spec, str):
-        spec = parse_socket_spec(spec)
-    if spec.kind == "unix":
-        _remove_stale_unix_socket(spec.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            old = os.umask(umask) if umask is not None else None
-            try:
-                sock.bind(spec.path)
-            finally:
-                if old is not None:
-                    os.umask(old)
-            sock.listen(backlog)
-        except BaseException:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        return sock
-
-    family = socket.AF_INET6 if spec.kind == "inet6" else socket.AF_INET
-    host = spec.host
-    if host is None:
-        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    infos = socket.getaddrinfo(host, spec.port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    if not infos:  # pragma: no cover - getaddrinfo raises instead
-        raise OSError(f"cannot resolve {host!r}")
-    fam, type_, proto, _, address = infos[0]
-    sock = socket.socket(fam, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
 
 # ---------------------------------------------------------------------------
 # The server.

@@ -16,7 +16,8 @@ import pytest
 
 from dkimd import milter
 from dkimd.milter.handler import ConnectionInfo, HandlerResult
-from dkimd.server import MilterServer, bind_socket
+from dkimd.server import MilterServer
+from dkimd.sockets import bind_socket
 from support.tools import require
 
 pytestmark = pytest.mark.interop

@@ -20,8 +20,8 @@ from dkimd.daemon import (
     user_spec,
 )
 from dkimd.process import RunAs
-from dkimd.server import parse_socket_spec
 from dkimd.session import RuntimeHolder
+from dkimd.sockets import parse_socket_spec
 
 BASE = "Mode v\nSocket inet:8891@127.0.0.1\n"
 

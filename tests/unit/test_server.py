@@ -1,4 +1,4 @@
-"""dkimd.server: socket specs, binding, and the asyncio server on loopback sockets."""
+"""dkimd.server: the asyncio server on loopback sockets (bound by dkimd.sockets)."""
 
 from __future__ import annotations
 
@@ -16,64 +16,8 @@ import pytest
 
 from dkimd import milter
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Request, Step
-from dkimd.server import (
-    MilterServer,
-    SocketSpec,
-    bind_socket,
-    parse_socket_spec,
-)
-
-# -- socket specifications ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("inet:8891@localhost", SocketSpec("inet", "localhost", 8891)),
-        ("inet:8891@127.0.0.1", SocketSpec("inet", "127.0.0.1", 8891)),
-        ("inet:8891@[127.0.0.1]", SocketSpec("inet", "127.0.0.1", 8891)),
-        ("inet:8891@[::1]", SocketSpec("inet6", "::1", 8891)),
-        ("inet:8891", SocketSpec("inet", None, 8891)),
-        ("INET:8891", SocketSpec("inet", None, 8891)),
-        ("inet6:8891@[2001:db8::1]", SocketSpec("inet6", "2001:db8::1", 8891)),
-        ("inet6:8891@::1", SocketSpec("inet6", "::1", 8891)),
-        ("inet6:8891", SocketSpec("inet6", None, 8891)),
-        ("8891@localhost", SocketSpec("inet", "localhost", 8891)),
-        ("8891", SocketSpec("inet", None, 8891)),
-        ("local:/run/opendkim/x.sock", SocketSpec("unix", path="/run/opendkim/x.sock")),
-        ("unix:/var/run/dkimd.sock", SocketSpec("unix", path="/var/run/dkimd.sock")),
-        ("/var/spool/postfix/dkimd/sock", SocketSpec("unix", path="/var/spool/postfix/dkimd/sock")),
-        ("  inet:25@host  ", SocketSpec("inet", "host", 25)),
-    ],
-)  # fmt: skip
-def test_parse_socket_spec(text: str, expected: SocketSpec) -> None:
-    assert parse_socket_spec(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "inet:",
-        "inet:99999@localhost",
-        "inet:port-that-does-not-exist@localhost",
-        "inet:127.0.0.1:8891",  # Postfix's form, not OpenDKIM's
-        "inet:8891@[127.0.0.1",
-        "inet:8891@[not-an-ip]",
-        "local:",
-        "tcp:8891",
-        "relative/path",
-    ],
-)
-def test_parse_socket_spec_errors(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_socket_spec(text)
-
-
-def test_socket_spec_str_round_trips() -> None:
-    for text in ["inet:8891@127.0.0.1", "inet6:8891@[::1]", "inet:10", "local:/x/y"]:
-        assert str(parse_socket_spec(text)) == text
-
+from dkimd.server import MilterServer
+from dkimd.sockets import bind_socket
 
 # -- binding -----------------------------------------------------------------------
 

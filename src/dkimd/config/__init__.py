@@ -6,19 +6,31 @@
 Modules: `reader` (the file format -> RawConfig), `options` (every option name, type,
 default, and whether dkimd implements it), `datasets` (file:, refile:, csl:), `hosts`
 (InternalHosts/ExternalIgnoreList/PeerList matching), `keytable` (KeyTable, SigningTable),
-`model` (the typed Config and loading), `problems` (Problem, ConfigError).
+`values` (the typed Config, its enums and value types), `load` (settings -> Config,
+with every problem found), `problems` (Problem, ConfigError). The Socket value is
+`dkimd.sockets.SocketSpec`, re-exported here as the type of `Config.socket`.
 """
 
 from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, open_dataset
 from dkimd.config.hosts import HostList
 from dkimd.config.keytable import KeyTable, KeyTableEntry, SigningMatch, SigningTable
-from dkimd.config.model import (
+from dkimd.config.load import (
+    ConfigReport,
+    analyze_config,
+    analyze_config_text,
+    build_config,
+    load_config,
+    parse_config_text,
+)
+from dkimd.config.options import OPTIONS, OptionSpec, OptionType
+from dkimd.config.problems import ConfigError, Problem, Severity
+from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
+from dkimd.config.values import (
     DEFAULT_ACTIONS,
     Action,
     Canonicalization,
     Condition,
     Config,
-    ConfigReport,
     HeaderList,
     KeySource,
     MacroRequirement,
@@ -27,16 +39,7 @@ from dkimd.config.model import (
     SingleKey,
     SocketSpec,
     UserGroup,
-    analyze_config,
-    analyze_config_text,
-    build_config,
-    load_config,
-    parse_config_text,
-    parse_socket,
 )
-from dkimd.config.options import OPTIONS, OptionSpec, OptionType
-from dkimd.config.problems import ConfigError, Problem, Severity
-from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -75,7 +78,6 @@ __all__ = [
     "load_config",
     "open_dataset",
     "parse_config_text",
-    "parse_socket",
     "read_config_file",
     "read_config_text",
 ]

@@ -20,7 +20,7 @@ The format, from config_load_level():
 OpenDKIM stops at the first error; we keep going and report every problem, each with its
 file:line. Every value keeps its file:line (`Setting.file`, `Setting.line`) so later stages
 can point at the line a bad value came from. `RawConfig` is the parsed-but-unvalidated
-result; `dkimd check` inspects it, `dkimd.config.model` builds the typed `Config` from it.
+result; `dkimd check` inspects it, `dkimd.config.load` builds the typed `Config` from it.
 """
 
 from __future__ import annotations

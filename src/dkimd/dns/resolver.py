@@ -171,9 +171,6 @@ class DnsResolver:
                 out.append(f"{host}:{ns.port}")
         return out
 
-    def cache_clear(self) -> None:
-        self._cache.clear()
-
     def __len__(self) -> int:
         return len(self._cache)
 

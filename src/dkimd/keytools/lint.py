@@ -628,7 +628,7 @@ def _hosts_text(hosts: HostList, limit: int = 8) -> str:
 
 def _postfix_form(spec: object) -> str:
     """Our milter socket as Postfix writes it (inet:host:port, unix:/path)."""
-    from dkimd.config import SocketSpec
+    from dkimd.sockets import SocketSpec
 
     assert isinstance(spec, SocketSpec)
     if spec.family == "local":
@@ -640,7 +640,7 @@ _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "localhost6", "ip6-
 
 
 def _same_socket(milter: str, spec: object) -> bool:
-    from dkimd.config import SocketSpec
+    from dkimd.sockets import SocketSpec
 
     assert isinstance(spec, SocketSpec)
     kind, _, rest = milter.partition(":")

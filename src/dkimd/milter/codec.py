@@ -285,22 +285,6 @@ def _rcpt(r: PayloadReader) -> ev.RcptTo:
     return ev.RcptTo(*_envelope(r))
 
 
-# The fast path below builds Header events without the frozen dataclass __init__
-# (object.__setattr__ per field, then __post_init__, whose one check is a non-empty
-# name, which the fast path has proven): nine of them per message. Setting the slots
-# through their descriptors is what __init__ ends up doing.
-_HEADER_NAME: Final = ev.Header.__dict__["name"]
-_HEADER_VALUE: Final = ev.Header.__dict__["value"]
-_new = object.__new__
-
-
-def _header_event(name: bytes, value: bytes) -> ev.Header:
-    event: ev.Header = _new(ev.Header)
-    _HEADER_NAME.__set__(event, name)
-    _HEADER_VALUE.__set__(event, value)
-    return event
-
-
 def decode_header(payload: bytes, leading_space: bool) -> ev.Header:
     """Decode SMFIC_HEADER (name\\0value\\0).
 
@@ -313,7 +297,7 @@ def decode_header(payload: bytes, leading_space: bool) -> ev.Header:
         value = payload[end + 1 : -1]
         if not leading_space and value:
             value = b" " + value
-        return _header_event(payload[:end], value)
+        return ev.Header(payload[:end], value)
     r = PayloadReader(Command.HEADER, payload)
     name = r.cstring()
     value = r.cstring()

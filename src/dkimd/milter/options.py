@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from .constants import (
     MAX_VERSION,
@@ -29,6 +30,9 @@ from .constants import (
     ProtocolFlag,
 )
 from .errors import LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from .connection import Agreement
 
 __all__ = ["FilterOptions", "Negotiated", "negotiate"]
 
@@ -54,6 +58,11 @@ class FilterOptions:
     required_actions: Action = Action.NONE
     macros: Mapping[MacroStage, tuple[str, ...]] = field(default_factory=_no_macros)
     max_version: int = MAX_VERSION
+    #: What ``Connection`` worked out for each MTA offer (version, actions, protocol),
+    #: kept here because every connection from one MTA makes the same offer.
+    agreements: dict[tuple[int, int, int], Agreement] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not MIN_VERSION <= self.max_version <= MAX_VERSION:

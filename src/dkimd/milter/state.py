@@ -51,10 +51,6 @@ class State(enum.Enum):
     BODY = "body"  # in the body
     CLOSED = "closed"  # SMFIC_QUIT seen or end of stream
 
-    # Members are singletons compared by identity; Enum's default hash (of the name, in
-    # Python) costs a function call on every table lookup, once per milter packet.
-    __hash__ = object.__hash__
-
 
 #: States in which a message transaction is open.
 IN_MESSAGE: Final = frozenset(

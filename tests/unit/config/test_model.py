@@ -23,7 +23,6 @@ from dkimd.config import (
     analyze_config_text,
     load_config,
     parse_config_text,
-    parse_socket,
 )
 from dkimd.config.problems import Severity
 
@@ -261,30 +260,6 @@ def test_every_error_is_reported_at_once() -> None:
 def test_unimplemented_option_lets_the_daemon_run() -> None:
     config = parse_config_text(SOCKET + "ClockDrift 30\nQueryCache yes\n")
     assert [w.option for w in config.warnings] == ["ClockDrift", "QueryCache"]
-
-
-@pytest.mark.parametrize(
-    ("text", "spec"),
-    [
-        ("inet:8891@localhost", SocketSpec("inet", port=8891, host="localhost")),
-        ("inet:8891", SocketSpec("inet", port=8891)),
-        ("inet:8891@[127.0.0.1]", SocketSpec("inet", port=8891, host="127.0.0.1")),
-        ("inet6:8891@[::1]", SocketSpec("inet6", port=8891, host="::1")),
-        (
-            "inet:milter@mail.example.com",
-            SocketSpec("inet", port="milter", host="mail.example.com"),
-        ),
-        (
-            "local:/run/opendkim/opendkim.sock",
-            SocketSpec("local", path="/run/opendkim/opendkim.sock"),
-        ),
-        ("unix:/run/x.sock", SocketSpec("local", path="/run/x.sock")),
-        ("/run/x.sock", SocketSpec("local", path="/run/x.sock")),
-    ],
-)
-def test_socket_specs(text: str, spec: SocketSpec) -> None:
-    assert parse_socket(text) == spec
-    assert parse_socket(str(spec)) == spec
 
 
 def test_include_and_problem_locations(write: Writer) -> None:

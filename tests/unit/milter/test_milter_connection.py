@@ -35,7 +35,8 @@ from milterwire import (
 )
 
 from dkimd import milter
-from dkimd.milter import ActionFlag, FilterOptions, MacroStage, ProtocolFlag, State
+from dkimd.milter import ActionFlag, FilterOptions, MacroStage, ProtocolFlag, State, connection
+from dkimd.milter.state import transitions
 
 PF = ProtocolFlag
 
@@ -89,6 +90,41 @@ def test_postfix_v2_negotiation() -> None:
     assert n is not None
     assert (n.version, n.macros, n.leading_space) == (2, (), False)
     assert n.expects_reply(milter.Command.HEADER)
+
+
+@pytest.mark.parametrize("protocol", [0, POSTFIX_V2_PROTOCOL, POSTFIX_V6_PROTOCOL, 0x1F, 0x100400])
+def test_linked_rows_are_the_transition_table(protocol: int) -> None:
+    flags = ProtocolFlag(protocol)
+    table = transitions(flags)
+    rows = connection._linked_rows(flags)
+    for state, moves in table.items():
+        assert {cmd: nxt for cmd, (nxt, _) in rows[state].items()} == dict(moves)
+        for nxt, row in rows[state].values():
+            assert row is rows[nxt]
+
+
+def test_agreements_kept_per_offer_on_the_options() -> None:
+    options = FilterOptions()
+
+    def agree(version: int, protocol: int) -> tuple[milter.Negotiated | None, bytes]:
+        conn = milter.Connection(options)
+        conn.receive_data(optneg(version, POSTFIX_ACTIONS, protocol))
+        next_event(conn)
+        return conn.negotiated, conn.send(milter.Continue())
+
+    first, first_wire = agree(6, POSTFIX_V6_PROTOCOL)
+    again, again_wire = agree(6, POSTFIX_V6_PROTOCOL)
+    assert again is first and again_wire == first_wire  # worked out once
+    v2, v2_wire = agree(2, POSTFIX_V2_PROTOCOL)
+    assert v2 is not None and v2.version == 2 and v2_wire != first_wire
+    assert set(options.agreements) == {
+        (6, POSTFIX_ACTIONS, POSTFIX_V6_PROTOCOL),
+        (2, POSTFIX_ACTIONS, POSTFIX_V2_PROTOCOL),
+    }
+    assert FilterOptions() == options  # the kept agreements are not part of its value
+    for protocol in range(40):  # many distinct offers: the cache stays bounded
+        agree(6, protocol)
+    assert 0 < len(options.agreements) <= 16
 
 
 def test_v2_session_without_leadspc_restores_the_space() -> None:

@@ -1,4 +1,4 @@
-"""The typed, validated configuration: `Config`, and `load_config()` that builds it.
+"""Reading opendkim.conf into the typed `Config` (dkimd.config.values): `load_config()`.
 
 Loading runs in three stages, each reporting `Problem`s instead of stopping at the first:
 
@@ -9,8 +9,7 @@ Loading runs in three stages, each reporting `Problem`s instead of stopping at t
 
 `analyze_config()` returns all of it (`ConfigReport`) for `dkimd check`; `load_config()`
 raises `ConfigError` when any error was found and otherwise returns the `Config`, whose
-`warnings` keep the rest. Defaults are OpenDKIM 2.11's (opendkim.conf(5) and
-dkimf_config_new()); `Config()` with no arguments is the configuration of an empty file.
+`warnings` keep the rest.
 
 Semantics carried over from OpenDKIM (opendkim.c dkimf_config_load) worth knowing:
 
@@ -28,105 +27,44 @@ Semantics carried over from OpenDKIM (opendkim.c dkimf_config_load) worth knowin
 
 from __future__ import annotations
 
-import enum
-import functools
-import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from dkimd.config.datasets import Dataset, DatasetKind, open_dataset
-from dkimd.config.hosts import HostList, check_host_entries
+from dkimd.config.hosts import check_host_entries
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import ConfigError, Problem, Severity, errors_in, warnings_in
 from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
+from dkimd.config.values import (
+    DEFAULT_ACTIONS,
+    Action,
+    Canonicalization,
+    Condition,
+    Config,
+    HeaderList,
+    KeySource,
+    MacroRequirement,
+    Mode,
+    RestartRate,
+    SingleKey,
+    UserGroup,
+)
 from dkimd.dns.resolver import split_nameserver
+from dkimd.log import FACILITIES
+from dkimd.sockets import parse_socket_spec
 
 __all__ = [
-    "DEFAULT_ACTIONS",
-    "DEFAULT_OMIT_HEADERS",
-    "Action",
-    "Canonicalization",
-    "Condition",
-    "Config",
     "ConfigReport",
-    "HeaderList",
-    "KeySource",
-    "MacroRequirement",
-    "Mode",
-    "RestartRate",
-    "SingleKey",
-    "SocketSpec",
-    "UserGroup",
     "analyze_config",
     "analyze_config_text",
     "build_config",
     "load_config",
     "parse_config_text",
-    "parse_socket",
 ]
-
-
-class Mode(enum.Flag):
-    """Operating modes (`Mode sv`)."""
-
-    NONE = 0
-    SIGN = enum.auto()
-    VERIFY = enum.auto()
-
-
-class Action(enum.Enum):
-    """What to tell the MTA (dkimf_values in opendkim.c)."""
-
-    ACCEPT = "accept"
-    DISCARD = "discard"
-    QUARANTINE = "quarantine"
-    REJECT = "reject"
-    TEMPFAIL = "tempfail"
-
-
-class Condition(enum.Enum):
-    """The On-* conditions; the value is the option name after "On-"."""
-
-    BAD_SIGNATURE = "BadSignature"
-    DNS_ERROR = "DNSError"
-    INTERNAL_ERROR = "InternalError"
-    KEY_NOT_FOUND = "KeyNotFound"
-    NO_SIGNATURE = "NoSignature"
-    SECURITY = "Security"
-    SIGNATURE_ERROR = "SignatureError"
-
-    @property
-    def option(self) -> str:
-        return f"On-{self.value}"
-
-
-DEFAULT_ACTIONS: Mapping[Condition, Action] = MappingProxyType(
-    {
-        Condition.BAD_SIGNATURE: Action.ACCEPT,
-        Condition.DNS_ERROR: Action.TEMPFAIL,
-        Condition.INTERNAL_ERROR: Action.TEMPFAIL,
-        Condition.KEY_NOT_FOUND: Action.ACCEPT,
-        Condition.NO_SIGNATURE: Action.ACCEPT,
-        Condition.SECURITY: Action.TEMPFAIL,
-        Condition.SIGNATURE_ERROR: Action.REJECT,
-    }
-)
-"""OpenDKIM 2.11's On-* defaults, from opendkim.conf(5)."""
-
-# opendkim.conf(5), OmitHeaders: RFC 6376 section 5.4 "SHOULD NOT sign" fields.
-DEFAULT_OMIT_HEADERS: tuple[str, ...] = (
-    "return-path",
-    "received",
-    "comments",
-    "keywords",
-    "bcc",
-    "resent-bcc",
-    "dkim-signature",
-)
 
 _ACTION_WORDS = {
     "a": Action.ACCEPT,
@@ -143,222 +81,6 @@ _ACTION_WORDS = {
 
 SIGNATURE_ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 CANONICALIZATIONS = ("simple", "relaxed")
-SYSLOG_FACILITIES = (
-    "auth",
-    "authpriv",
-    "cron",
-    "daemon",
-    "ftp",
-    "kern",
-    "lpr",
-    "mail",
-    "news",
-    "security",
-    "syslog",
-    "user",
-    "uucp",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Canonicalization:
-    header: Literal["simple", "relaxed"] = "simple"
-    body: Literal["simple", "relaxed"] = "simple"
-
-    def __str__(self) -> str:
-        return f"{self.header}/{self.body}"
-
-
-@dataclass(frozen=True, slots=True)
-class SocketSpec:
-    """A milter socket: `local:/path`, `inet:port[@host]`, `inet6:port[@host]`.
-
-    `host` is None for "all interfaces"; a bracketed literal is kept without brackets.
-    `port` is a number or a service name (libmilter resolves names with getservbyname).
-    """
-
-    family: Literal["local", "inet", "inet6"]
-    path: str | None = None
-    port: int | str | None = None
-    host: str | None = None
-
-    def __str__(self) -> str:
-        if self.family == "local":
-            return f"local:{self.path}"
-        if self.host is None:
-            return f"{self.family}:{self.port}"
-        return f"{self.family}:{self.port}@{self.host}"
-
-
-@dataclass(frozen=True, slots=True)
-class UserGroup:
-    """`UserID user[:group]`."""
-
-    user: str
-    group: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RestartRate:
-    """`AutoRestartRate n/t[u]`: at most `count` restarts within `seconds`."""
-
-    count: int
-    seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderList:
-    """A header field list option (SignHeaders, OmitHeaders, ...), names lower-cased.
-
-    OpenDKIM: a list replaces the default, unless one entry is `*`, which makes the list a
-    change to the default: `*,+foo` adds foo, `*,-bcc` removes bcc. `apply(default)` gives
-    the effective list.
-    """
-
-    extends_default: bool = True
-    add: tuple[str, ...] = ()
-    remove: tuple[str, ...] = ()
-
-    def apply(self, default: Sequence[str]) -> tuple[str, ...]:
-        base = [h.lower() for h in default] if self.extends_default else []
-        out = [h for h in base if h not in self.remove]
-        out += [h for h in self.add if h not in out]
-        return tuple(out)
-
-    @classmethod
-    def from_names(cls, names: Sequence[str]) -> HeaderList:
-        star = "*" in names
-        add: list[str] = []
-        remove: list[str] = []
-        for name in names:
-            if name == "*":
-                continue
-            if star and name.startswith("-"):
-                remove.append(name[1:].lower())
-            elif star and name.startswith("+"):
-                add.append(name[1:].lower())
-            else:
-                add.append(name.lower())
-        return cls(star, tuple(add), tuple(remove))
-
-
-@dataclass(frozen=True, slots=True)
-class MacroRequirement:
-    """A MacroList entry: the macro must be set, and to one of `values` if any are given."""
-
-    name: str
-    values: tuple[str, ...] = ()
-
-    def satisfied_by(self, value: str | None) -> bool:
-        if value is None:
-            return False
-        return not self.values or value in self.values  # case-sensitive, as in OpenDKIM
-
-
-@dataclass(frozen=True, slots=True)
-class SingleKey:
-    """Single-key signing: sign mail from `domains` with one key (Domain/Selector/KeyFile)."""
-
-    domains: Dataset
-    selector: str
-    key_file: str
-    subdomains: bool = False
-
-
-class KeySource(enum.Enum):
-    NONE = "none"  # nothing to sign with: messages are only verified
-    SINGLE_KEY = "single-key"  # Domain + Selector + KeyFile
-    TABLES = "tables"  # KeyTable (+ SigningTable)
-
-
-def _empty_hosts() -> HostList:
-    return HostList.empty()
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every implemented option, typed, with OpenDKIM's defaults. See the module docstring."""
-
-    # where it came from
-    source: str | None = None
-    # operation
-    mode: Mode = Mode.SIGN | Mode.VERIFY
-    canonicalization: Canonicalization = field(default_factory=Canonicalization)
-    signature_algorithm: str = "rsa-sha256"
-    signature_ttl: int | None = None  # seconds; None: no x= tag
-    minimum_key_bits: int = 1024
-    maximum_signatures_to_verify: int = 3
-    multiple_signatures: bool = False
-    remove_old_signatures: bool = False
-    require_safe_keys: bool = True
-    allow_sha1: bool = False  # dkimd extension
-    # which keys
-    key_source: KeySource = KeySource.NONE
-    single_key: SingleKey | None = None
-    key_table: KeyTable | None = None
-    signing_table: SigningTable | None = None
-    # header fields
-    sign_headers: HeaderList | None = None  # None: the DKIM engine's default list
-    omit_headers: HeaderList | None = None  # None: DEFAULT_OMIT_HEADERS
-    oversign_headers: tuple[str, ...] = ()
-    sender_headers: tuple[str, ...] = ("from",)
-    # hosts and macros
-    internal_hosts: HostList = field(default_factory=HostList.default_internal)
-    external_ignore_list: HostList = field(default_factory=_empty_hosts)
-    peer_list: HostList = field(default_factory=_empty_hosts)
-    macro_list: tuple[MacroRequirement, ...] = ()
-    # results
-    on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
-    authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
-    always_add_ar_header: bool = False
-    software_header: bool = False
-    # DNS
-    nameservers: tuple[str, ...] = ()
-    dns_timeout: int = 5  # seconds; 0: wait forever
-    test_dns_data: Dataset | None = None
-    # daemon
-    socket: SocketSpec | None = None
-    pid_file: str | None = None
-    umask: int | None = None
-    user_id: UserGroup | None = None
-    background: bool = True
-    auto_restart: bool = False
-    auto_restart_count: int = 0  # 0: no limit
-    auto_restart_rate: RestartRate | None = None
-    workers: int = 1  # dkimd extension
-    # logging
-    syslog: bool = False
-    syslog_facility: str = "mail"
-    syslog_success: bool = False
-    log_why: bool = False
-    # what loading found
-    warnings: tuple[Problem, ...] = ()
-    raw: RawConfig | None = field(default=None, repr=False, compare=False)
-
-    def action_for(self, condition: Condition) -> Action:
-        return self.on_actions[condition]
-
-    # Cached: read for every message, and a Flag membership test runs Python code.
-    @functools.cached_property
-    def signs(self) -> bool:
-        return Mode.SIGN in self.mode
-
-    @functools.cached_property
-    def verifies(self) -> bool:
-        return Mode.VERIFY in self.mode
-
-    def effective_omit_headers(self) -> tuple[str, ...]:
-        if self.omit_headers is None:
-            return DEFAULT_OMIT_HEADERS
-        return self.omit_headers.apply(DEFAULT_OMIT_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -381,51 +103,6 @@ class ConfigReport:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-_PORT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
-
-
-def parse_socket(text: str) -> SocketSpec:
-    """Parse a milter socket spec (syntax only); raises ValueError with the reason."""
-    kind, colon, rest = text.partition(":")
-    if not colon:
-        if text.startswith("/"):
-            return SocketSpec("local", path=text)  # libmilter: a bare path is a local socket
-        raise ValueError("expected local:/path, inet:port@host or inet6:port@host")
-    kind = kind.lower()
-    if kind in ("local", "unix"):
-        if not rest:
-            raise ValueError("no socket path")
-        return SocketSpec("local", path=rest)
-    if kind not in ("inet", "inet6"):
-        raise ValueError(f'unknown socket type "{kind}"')
-    port_text, at, host = rest.partition("@")
-    port: int | str
-    if port_text.isascii() and port_text.isdigit():
-        port = int(port_text)
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} is out of range")
-    elif _PORT_NAME.fullmatch(port_text):
-        port = port_text
-    else:
-        raise ValueError(f'"{port_text}" is not a port')
-    if not at:
-        return SocketSpec(kind, port=port)  # type: ignore[arg-type]
-    if not host:
-        raise ValueError("empty host after @")
-    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else None
-    candidate = literal if literal is not None else host
-    try:
-        ip = ipaddress.ip_address(candidate)
-    except ValueError:
-        if literal is not None or not _HOST_NAME.fullmatch(host):
-            raise ValueError(f'"{host}" is not a host name or IP address') from None
-        return SocketSpec(kind, port=port, host=host)  # type: ignore[arg-type]
-    if (kind == "inet") != (ip.version == 4):
-        raise ValueError(f"{candidate} is not an IPv{4 if kind == 'inet' else 6} address")
-    return SocketSpec(kind, port=port, host=candidate)  # type: ignore[arg-type]
 
 
 _RATE = re.compile(r"([0-9]+)/([0-9]+)([sSmMhHdD]?)")
@@ -752,9 +429,18 @@ class _Builder:
             self.warn(None, "no Socket is set", "set Socket, or give one with -p")
         else:
             try:
-                self.values["socket"] = parse_socket(setting.value)
+                spec = self.values["socket"] = parse_socket_spec(setting.value)
             except ValueError as e:
-                self.error(setting, f'Socket: bad socket "{setting.value}": {e}')
+                self.error(setting, f"Socket: {e}")
+            else:
+                # OpenDKIM takes "Socket 8891" as a path too; rarely what was meant.
+                if spec.family == "local" and not os.path.isabs(spec.path):
+                    self.warn(
+                        setting,
+                        f'Socket: "{spec.path}" is a UNIX socket path relative to the'
+                        " directory dkimd starts in",
+                        "write local:/absolute/path, or inet:PORT@HOST for TCP",
+                    )
 
         setting = self.get("PidFile")
         if setting is not None:
@@ -793,7 +479,7 @@ class _Builder:
         setting = self.get("SyslogFacility")
         if setting is not None:
             facility = setting.value.lower()
-            if facility not in SYSLOG_FACILITIES:
+            if facility not in FACILITIES:
                 self.error(
                     setting,
                     f'SyslogFacility: unknown facility "{setting.value}"',

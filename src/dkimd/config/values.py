@@ -1,0 +1,268 @@
+"""The typed configuration: `Config` and the enums and value types its fields hold.
+
+`Config()` with no arguments is the configuration of an empty opendkim.conf: every
+default is OpenDKIM 2.11's (opendkim.conf(5) and dkimf_config_new()). `dkimd.config.load`
+builds a `Config` from the settings of a file; this module only describes the result.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from dkimd.config.datasets import Dataset
+from dkimd.config.hosts import HostList
+from dkimd.config.keytable import KeyTable, SigningTable
+from dkimd.config.problems import Problem
+from dkimd.config.reader import RawConfig
+from dkimd.sockets import SocketSpec
+
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "DEFAULT_OMIT_HEADERS",
+    "Action",
+    "Canonicalization",
+    "Condition",
+    "Config",
+    "HeaderList",
+    "KeySource",
+    "MacroRequirement",
+    "Mode",
+    "RestartRate",
+    "SingleKey",
+    "SocketSpec",
+    "UserGroup",
+]
+
+
+class Mode(enum.Flag):
+    """Operating modes (`Mode sv`)."""
+
+    NONE = 0
+    SIGN = enum.auto()
+    VERIFY = enum.auto()
+
+
+class Action(enum.Enum):
+    """What to tell the MTA (dkimf_values in opendkim.c)."""
+
+    ACCEPT = "accept"
+    DISCARD = "discard"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+
+
+class Condition(enum.Enum):
+    """The On-* conditions; the value is the option name after "On-"."""
+
+    BAD_SIGNATURE = "BadSignature"
+    DNS_ERROR = "DNSError"
+    INTERNAL_ERROR = "InternalError"
+    KEY_NOT_FOUND = "KeyNotFound"
+    NO_SIGNATURE = "NoSignature"
+    SECURITY = "Security"
+    SIGNATURE_ERROR = "SignatureError"
+
+    @property
+    def option(self) -> str:
+        return f"On-{self.value}"
+
+
+DEFAULT_ACTIONS: Mapping[Condition, Action] = MappingProxyType(
+    {
+        Condition.BAD_SIGNATURE: Action.ACCEPT,
+        Condition.DNS_ERROR: Action.TEMPFAIL,
+        Condition.INTERNAL_ERROR: Action.TEMPFAIL,
+        Condition.KEY_NOT_FOUND: Action.ACCEPT,
+        Condition.NO_SIGNATURE: Action.ACCEPT,
+        Condition.SECURITY: Action.TEMPFAIL,
+        Condition.SIGNATURE_ERROR: Action.REJECT,
+    }
+)
+"""OpenDKIM 2.11's On-* defaults, from opendkim.conf(5)."""
+
+# opendkim.conf(5), OmitHeaders: RFC 6376 section 5.4 "SHOULD NOT sign" fields.
+DEFAULT_OMIT_HEADERS: tuple[str, ...] = (
+    "return-path",
+    "received",
+    "comments",
+    "keywords",
+    "bcc",
+    "resent-bcc",
+    "dkim-signature",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Canonicalization:
+    header: Literal["simple", "relaxed"] = "simple"
+    body: Literal["simple", "relaxed"] = "simple"
+
+    def __str__(self) -> str:
+        return f"{self.header}/{self.body}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserGroup:
+    """`UserID user[:group]`."""
+
+    user: str
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRate:
+    """`AutoRestartRate n/t[u]`: at most `count` restarts within `seconds`."""
+
+    count: int
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderList:
+    """A header field list option (SignHeaders, OmitHeaders, ...), names lower-cased.
+
+    OpenDKIM: a list replaces the default, unless one entry is `*`, which makes the list a
+    change to the default: `*,+foo` adds foo, `*,-bcc` removes bcc. `apply(default)` gives
+    the effective list.
+    """
+
+    extends_default: bool = True
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def apply(self, default: Sequence[str]) -> tuple[str, ...]:
+        base = [h.lower() for h in default] if self.extends_default else []
+        out = [h for h in base if h not in self.remove]
+        out += [h for h in self.add if h not in out]
+        return tuple(out)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> HeaderList:
+        star = "*" in names
+        add: list[str] = []
+        remove: list[str] = []
+        for name in names:
+            if name == "*":
+                continue
+            if star and name.startswith("-"):
+                remove.append(name[1:].lower())
+            elif star and name.startswith("+"):
+                add.append(name[1:].lower())
+            else:
+                add.append(name.lower())
+        return cls(star, tuple(add), tuple(remove))
+
+
+@dataclass(frozen=True, slots=True)
+class MacroRequirement:
+    """A MacroList entry: the macro must be set, and to one of `values` if any are given."""
+
+    name: str
+    values: tuple[str, ...] = ()
+
+    def satisfied_by(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        return not self.values or value in self.values  # case-sensitive, as in OpenDKIM
+
+
+@dataclass(frozen=True, slots=True)
+class SingleKey:
+    """Single-key signing: sign mail from `domains` with one key (Domain/Selector/KeyFile)."""
+
+    domains: Dataset
+    selector: str
+    key_file: str
+    subdomains: bool = False
+
+
+class KeySource(enum.Enum):
+    NONE = "none"  # nothing to sign with: messages are only verified
+    SINGLE_KEY = "single-key"  # Domain + Selector + KeyFile
+    TABLES = "tables"  # KeyTable (+ SigningTable)
+
+
+def _empty_hosts() -> HostList:
+    return HostList.empty()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every implemented option, typed, with OpenDKIM's defaults. See the module docstring."""
+
+    # where it came from
+    source: str | None = None
+    # operation
+    mode: Mode = Mode.SIGN | Mode.VERIFY
+    canonicalization: Canonicalization = field(default_factory=Canonicalization)
+    signature_algorithm: str = "rsa-sha256"
+    signature_ttl: int | None = None  # seconds; None: no x= tag
+    minimum_key_bits: int = 1024
+    maximum_signatures_to_verify: int = 3
+    multiple_signatures: bool = False
+    remove_old_signatures: bool = False
+    require_safe_keys: bool = True
+    allow_sha1: bool = False  # dkimd extension
+    # which keys
+    key_source: KeySource = KeySource.NONE
+    single_key: SingleKey | None = None
+    key_table: KeyTable | None = None
+    signing_table: SigningTable | None = None
+    # header fields
+    sign_headers: HeaderList | None = None  # None: the DKIM engine's default list
+    omit_headers: HeaderList | None = None  # None: DEFAULT_OMIT_HEADERS
+    oversign_headers: tuple[str, ...] = ()
+    sender_headers: tuple[str, ...] = ("from",)
+    # hosts and macros
+    internal_hosts: HostList = field(default_factory=HostList.default_internal)
+    external_ignore_list: HostList = field(default_factory=_empty_hosts)
+    peer_list: HostList = field(default_factory=_empty_hosts)
+    macro_list: tuple[MacroRequirement, ...] = ()
+    # results
+    on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
+    authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
+    always_add_ar_header: bool = False
+    software_header: bool = False
+    # DNS
+    nameservers: tuple[str, ...] = ()
+    dns_timeout: int = 5  # seconds; 0: wait forever
+    test_dns_data: Dataset | None = None
+    # daemon
+    socket: SocketSpec | None = None
+    pid_file: str | None = None
+    umask: int | None = None
+    user_id: UserGroup | None = None
+    background: bool = True
+    auto_restart: bool = False
+    auto_restart_count: int = 0  # 0: no limit
+    auto_restart_rate: RestartRate | None = None
+    workers: int = 1  # dkimd extension
+    # logging
+    syslog: bool = False
+    syslog_facility: str = "mail"
+    syslog_success: bool = False
+    log_why: bool = False
+    # what loading found
+    warnings: tuple[Problem, ...] = ()
+    raw: RawConfig | None = field(default=None, repr=False, compare=False)
+
+    def action_for(self, condition: Condition) -> Action:
+        return self.on_actions[condition]
+
+    @property
+    def signs(self) -> bool:
+        return Mode.SIGN in self.mode
+
+    @property
+    def verifies(self) -> bool:
+        return Mode.VERIFY in self.mode
+
+    def effective_omit_headers(self) -> tuple[str, ...]:
+        if self.omit_headers is None:
+            return DEFAULT_OMIT_HEADERS
+        return self.omit_headers.apply(DEFAULT_OMIT_HEADERS)
