@@ -491,6 +491,10 @@ class _Builder:
 
 def build_config(raw: RawConfig) -> ConfigReport:
     """Validate a RawConfig into a Config (None on errors), with every problem found."""
+    if not raw.files:
+        # The file itself could not be read: that is the only problem worth reporting, not
+        # the options (a missing Socket...) an empty reading lacks.
+        return ConfigReport(None, raw.problems, raw)
     builder = _Builder(raw)
     config = builder.build()
     return ConfigReport(config, tuple(builder.problems), raw)
