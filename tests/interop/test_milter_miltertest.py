@@ -16,7 +16,7 @@ header changes (tests/interop/miltertest_dkimd/session.lua). Cases:
     abort between;  (f) an authenticated outside client ({auth_authen}) is signed;
 (g) a PeerList client is accepted at connect, untouched;  (h) an incoming
     Authentication-Results claiming our authserv-id is deleted;
-and the seed's reference configuration (/work/shared/reference, paths rewritten) served
+and the seed's reference configuration (tests/data/config/reference, paths rewritten) served
 unchanged, signing a message from 127.0.0.1.
 
 Without miltertest/opendkim the tests skip, except under CI=true, where they fail.
@@ -45,12 +45,12 @@ from support.opendkim import (
     milter_transaction,
     split_message,
 )
+from support.reference import REFERENCE
 from support.tools import free_port, require
 
 pytestmark = pytest.mark.interop
 
 SCRIPT = Path(__file__).parent / "miltertest_dkimd" / "session.lua"
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 AUTHSERV_ID = "mx.dkimd.test"
 PEER = "192.0.2.99"
 OUTSIDE = "192.0.2.77"  # 192.0.2.0/24 is not in this module's InternalHosts
@@ -506,12 +506,10 @@ def _user_exists(name: str) -> bool:
 
 
 def test_reference_config_served_as_is(tmp_path: Path, key: DkimKey) -> None:
-    """/work/shared/reference/opendkim.conf and its data sets, only paths (and the port)
+    """The reference opendkim.conf and its data sets, only paths (and the port)
     rewritten, served by dkimd; a message from 127.0.0.1 and From alice@example.com is signed
     with the KeyTable key."""
     require("miltertest")
-    if not (REFERENCE / "opendkim.conf").exists():
-        pytest.skip(f"no reference configuration at {REFERENCE}")
     etc = tmp_path / "etc"
     (etc / "keys").mkdir(parents=True)
     etc.chmod(0o755)

@@ -1,4 +1,4 @@
-"""`dkimd check` on broken copies of the reference configuration (/work/shared/reference,
+"""`dkimd check` on broken copies of the reference configuration (tests/data/config/reference,
 the files the seed recipe leaves on disk), one problem kind per test."""
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from dkimd.cli import check
 from dkimd.config import Severity, analyze_config
 from dkimd.keytools.generate import GeneratedKey, generate_rsa
 from dkimd.keytools.lint import lint
-
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference"
-if not REFERENCE.is_dir():  # the repository checked out elsewhere
-    REFERENCE = Path("/work/shared/reference")
+from support.reference import REFERENCE, postfix_snippet
 
 KEY = generate_rsa(2048)
 
@@ -276,10 +273,7 @@ def test_postfix_milters_must_point_at_the_socket(site: Site) -> None:
         found[0].message
     )
     # The seed's own Postfix snippet matches the seed's Socket (localhost either way).
-    snippet = (REFERENCE / "postfix-main.cf.snippet").read_text()
-    milters = {
-        k.strip(): v.strip() for k, _, v in (row.partition("=") for row in snippet.splitlines())
-    }
+    milters = postfix_snippet()
 
     def seed_postconf(names: list[str]) -> str:
         return "\n".join(milters[n] for n in names) + "\n"
