@@ -27,7 +27,7 @@ import pytest
 
 from support.dkimd import Dkimd
 from support.opendkim import DkimKey, genkey, lua_string, milter_transaction, run_miltertest
-from support.tools import free_port, is_listening, require
+from support.tools import free_port, is_listening, require, unavailable
 
 pytestmark = [pytest.mark.interop]
 
@@ -284,9 +284,19 @@ def _optneg(family: int, address: tuple[str, int]) -> tuple[int, int, int]:
     return version, actions, protocol
 
 
+def _require_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        unavailable(
+            f"no IPv6 loopback ({exc}); scripts/bootstrap.sh enables it as root with "
+            "sysctl net.ipv6.conf.lo.disable_ipv6=0"
+        )
+
+
 def test_inet6_socket_serves(tmp_path: Path, key: DkimKey) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 in this kernel")
+    _require_ipv6_loopback()
     port = free_port()
     conf = write_conf(tmp_path / "d", key, f"inet6:{port}@[::1]")
     with Dkimd.from_config(tmp_path, conf, port=port):
@@ -356,11 +366,11 @@ def test_unix_socket_in_use_is_not_stolen(tmp_path: Path, key: DkimKey) -> None:
 
 def _opendkim_user() -> pwd.struct_passwd:
     if os.geteuid() != 0:
-        pytest.skip("dropping privileges needs root")
+        unavailable("dropping privileges needs root")
     try:
         return pwd.getpwnam("opendkim")
     except KeyError:
-        pytest.skip("no opendkim user (apt-get install opendkim)")
+        unavailable("no opendkim user (apt-get install opendkim)")
 
 
 @pytest.mark.parametrize("how", ["UserID", "-u"])

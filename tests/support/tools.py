@@ -7,8 +7,10 @@
 
 `require(tool)` skips the test with a message naming the apt package to install, except when the
 environment variable CI is set (to anything but "" / "0" / "false"): then a missing peer is a
-test failure, never a silent skip. Programs are looked up on PATH plus /usr/sbin, /usr/bin,
-/usr/lib/postfix/sbin (Debian keeps postfix/opendkim in sbin, often absent from a user's PATH).
+test failure, never a silent skip. `unavailable(why)` does the same for any other missing
+precondition (root, a system user, IPv6 loopback); tests call it instead of `pytest.skip`.
+Programs are looked up on PATH plus /usr/sbin, /usr/bin, /usr/lib/postfix/sbin (Debian keeps
+postfix/opendkim in sbin, often absent from a user's PATH).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+from typing import NoReturn
 
 import pytest
 
@@ -27,6 +30,7 @@ __all__ = [
     "in_ci",
     "is_listening",
     "require",
+    "unavailable",
     "wait_for_listen",
     "wait_for_port",
 ]
@@ -43,6 +47,7 @@ APT_PACKAGES: dict[str, str] = {
     "opendkim-genkey": "opendkim-tools",
     "opendkim-testkey": "opendkim-tools",
     "miltertest": "miltertest",
+    "systemd-analyze": "systemd",
 }
 
 _EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")
@@ -59,16 +64,23 @@ def find_tool(tool: str) -> str | None:
     return shutil.which(tool, path=path)
 
 
+def unavailable(why: str) -> NoReturn:
+    """Skip the test because `why` is missing here; under CI fail it instead.
+
+    scripts/test.sh provides everything the suite needs, so in CI a missing precondition means
+    the test command is broken, which must show as a failure rather than a quiet skip."""
+    if in_ci():
+        pytest.fail(f"{why} (CI is set: a missing precondition is a failure)", pytrace=False)
+    pytest.skip(why)
+
+
 def require(tool: str) -> str:
     """Return the path of `tool`; without it skip the test, or fail it when running under CI."""
     found = find_tool(tool)
     if found is not None:
         return found
     package = APT_PACKAGES.get(tool, tool)
-    message = f"{tool} not found; install it with: apt-get install {package}"
-    if in_ci():
-        pytest.fail(f"{message} (CI is set: a missing peer is a failure)", pytrace=False)
-    pytest.skip(message)
+    unavailable(f"{tool} not found; install it with: apt-get install {package}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
