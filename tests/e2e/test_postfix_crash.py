@@ -31,7 +31,7 @@ import pytest
 from support.dkimd import Dkimd
 from support.opendkim import DkimKey
 from support.postfix import PrivatePostfix
-from support.tools import require
+from support.tools import require, wait_for_accepted, wait_until_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -268,8 +268,9 @@ def test_sigterm_mid_stream_finishes_in_flight_and_loses_nothing(
         # graceful stop must let them finish (signed), then exit 0.
         held = [HeldMessage(pf, TOTAL + k) for k in range(3)]
         assert d.proc is not None
-        d.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # dkimd has taken in what Postfix passed on for them (MAIL, RCPT: no replies due).
+        assert wait_until_read(d.port), "dkimd does not read its milter connections"
+        d.terminate()  # returns once dkimd says it is stopping and no longer listens
         assert d.running(), "dkimd exited with messages in flight"
         held_replies.extend(h.finish() for h in held)
         # Wait for the exit without a second SIGTERM (see test_faults: one that lands after
@@ -297,10 +298,11 @@ def test_sigterm_lets_a_connected_smtp_session_send_its_message(
     pf = private_postfix(milter=signer.postfix_milter, milter_default_action="tempfail")
     assert signer.proc is not None
     with smtplib.SMTP(pf.host, pf.port, local_hostname="client.test.example", timeout=30) as smtp:
-        assert smtp.ehlo()[0] == 250  # Postfix has opened its milter connection by now
-        time.sleep(0.2)
-        signer.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)  # dkimd has stopped listening and dealt with its idle connections
+        assert smtp.ehlo()[0] == 250
+        # smtpd opens its milter connection when the client connects; SIGTERM must find it.
+        assert wait_for_accepted(signer.port), "Postfix never connected to dkimd"
+        assert wait_until_read(signer.port)  # the negotiation and connect macros are in
+        signer.terminate()  # dkimd says it is stopping and no longer listens
         assert smtp.mail("alice@example.com")[0] == 250
         assert smtp.rcpt("bob@example.net")[0] == 250
         code, text = smtp.data(message(0))

@@ -31,8 +31,11 @@ __all__ = [
     "is_listening",
     "require",
     "unavailable",
+    "unread_bytes",
+    "wait_for_accepted",
     "wait_for_listen",
     "wait_for_port",
+    "wait_until_read",
 ]
 
 #: program -> Debian/Ubuntu package providing it
@@ -130,4 +133,56 @@ def wait_for_listen(port: int, timeout: float = 10.0) -> bool:
         if is_listening(port):
             return True
         time.sleep(0.02)
+    return False
+
+
+def _accepted(port: int) -> list[int]:
+    """Receive-queue sizes of the ESTABLISHED sockets whose local port is `port`: the server
+    side of each connection a listener on `port` accepted (IPv4 and IPv6)."""
+    queues: list[int] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if (
+                        len(fields) > 4
+                        and fields[3] == "01"
+                        and int(fields[1].rsplit(":", 1)[1], 16) == port
+                    ):
+                        queues.append(int(fields[4].split(":")[1], 16))
+        except OSError:
+            continue
+    return queues
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes the kernel holds for the server side of connections to `port` that the server
+    has not read yet."""
+    return sum(_accepted(port))
+
+
+def wait_for_accepted(port: int, count: int = 1, timeout: float = 10.0) -> bool:
+    """Poll until at least `count` connections to `port` are established; False on timeout.
+
+    For a peer that connects on its own (Postfix opening its milter connection)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(_accepted(port)) >= count:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def wait_until_read(port: int, timeout: float = 10.0) -> bool:
+    """Poll until the server on `port` has read everything sent to it; False on timeout.
+
+    The signal that a server which sends no reply (milter no-reply steps) has taken in what a
+    test wrote, instead of sleeping and hoping it has."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if unread_bytes(port) == 0:
+            return True
+        time.sleep(0.01)
     return False
