@@ -21,7 +21,7 @@ from support.dkimd import Dkimd
 from support.mail import by_subject, crlf, dnsfunc_for, header_values, message
 from support.opendkim import DkimKey, opendkim_sign, opendkim_verify
 from support.postfix import PrivatePostfix
-from support.reference import REFERENCE, postfix_snippet
+from support.reference import REFERENCE, postfix_snippet, reference_user
 from support.tools import free_port, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
@@ -176,7 +176,7 @@ def test_seed_reference_config_served_as_is(
     # Keys below pytest's /tmp are "unsafe" by OpenDKIM's rules (a world-writable parent);
     # the reference config itself is otherwise untouched.
     conf += "RequireSafeKeys no\nTestDNSData file:" + str(tmp_path / "dns.data") + "\n"
-    if subprocess.run(["id", "opendkim"], capture_output=True, check=False).returncode != 0:
+    if reference_user() is None:
         conf = conf.replace("UserID                  opendkim:opendkim\n", "")
     (tmp_path / "dns.data").write_text(f"{dkim_key.dns_name} {dkim_key.txt}\n")
     (etc / "opendkim.conf").write_text(conf)

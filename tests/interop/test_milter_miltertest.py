@@ -25,7 +25,6 @@ Without miltertest/opendkim the tests skip, except under CI=true, where they fai
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -45,7 +44,7 @@ from support.opendkim import (
     milter_transaction,
     split_message,
 )
-from support.reference import REFERENCE
+from support.reference import REFERENCE, reference_user
 from support.tools import free_port, require
 
 pytestmark = pytest.mark.interop
@@ -497,14 +496,6 @@ def test_peerlist_client_accepted_untouched(daemon: Dkimd, tmp: Path, protocol: 
 # ---- the seed's reference configuration -------------------------------------------------------
 
 
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 def test_reference_config_served_as_is(tmp_path: Path, key: DkimKey) -> None:
     """The reference opendkim.conf and its data sets, only paths (and the port)
     rewritten, served by dkimd; a message from 127.0.0.1 and From alice@example.com is signed
@@ -516,11 +507,11 @@ def test_reference_config_served_as_is(tmp_path: Path, key: DkimKey) -> None:
     keyfile = etc / "keys" / "mail.private"
     shutil.copy(key.private_key, keyfile)
     port = free_port()
-    user_ok = _user_exists("opendkim")
-    if user_ok:
+    user = reference_user()
+    if user is not None:
         # the daemon drops to opendkim:opendkim, which must read the key and the data sets
         # (the seed recipe: chown opendkim:opendkim on the key)
-        os.chown(keyfile, pwd.getpwnam("opendkim").pw_uid, -1)
+        os.chown(keyfile, user.pw_uid, -1)
         for p in (tmp_path, etc, etc / "keys"):
             p.chmod(0o755)
     keyfile.chmod(0o600)
@@ -532,7 +523,7 @@ def test_reference_config_served_as_is(tmp_path: Path, key: DkimKey) -> None:
     conf = conf.replace("/etc/opendkim/", f"{etc}/")
     conf = re.sub(r"(?m)^PidFile\s+.*$", f"PidFile {tmp_path}/run/opendkim.pid", conf)
     conf = re.sub(r"(?m)^Socket\s+.*$", f"Socket inet:{port}@127.0.0.1", conf)
-    if not user_ok:
+    if user is None:
         conf = re.sub(r"(?m)^UserID\s+.*$", "", conf)
     (tmp_path / "run").mkdir()
     # Everything else stays: Syslog yes, UMask 022, MinimumKeyBits 1024, refile: tables. Only

@@ -8,9 +8,14 @@ the repository, so a fresh clone finds them wherever it is checked out.
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 
-__all__ = ["REFERENCE", "postfix_snippet"]
+import pytest
+
+from support.tools import in_ci
+
+__all__ = ["REFERENCE", "postfix_snippet", "reference_user"]
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "config" / "reference"
 
@@ -27,3 +32,16 @@ def postfix_snippet() -> dict[str, str]:
             raise ValueError(f"postfix-main.cf.snippet: not a `name = value` line: {row!r}")
         settings[name.strip()] = value.strip()
     return settings
+
+
+def reference_user() -> pwd.struct_passwd | None:
+    """The user of the reference config's `UserID opendkim:opendkim`, or None where there is
+    no such user (a test then drops that line and runs unprivileged). Under CI its absence is a
+    failure: the opendkim package that scripts/bootstrap.sh installs creates the user, so the
+    privilege drop must be part of what CI checks."""
+    try:
+        return pwd.getpwnam("opendkim")
+    except KeyError:
+        if in_ci():
+            pytest.fail("no opendkim user (apt-get install opendkim); CI is set", pytrace=False)
+        return None
