@@ -161,8 +161,9 @@ def check_everything_delivered_signed(
 ) -> None:
     """All TOTAL (+ `extra` held) messages delivered once, signed; nothing left queued."""
     pf.flush()
-    delivered = pf.wait_for_delivery(TOTAL + extra, timeout=60)
-    time.sleep(0.5)  # anything extra (a duplicate) would show up now
+    pf.wait_for_delivery(TOTAL + extra, timeout=60)
+    # With the queue empty nothing more can be delivered: a duplicate would be here now.
+    pf.wait_for_empty_queue()
     delivered = pf.delivered()
 
     def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:

@@ -465,6 +465,22 @@ class PrivatePostfix:
                 total += len(files)
         return total
 
+    def wait_for_empty_queue(self, timeout: float = 20.0) -> None:
+        """Wait until no message is left in the queue, so none can still be delivered.
+
+        Two empty readings in a row: a file that moves between queue directories while one
+        reading walks them can be missed by that reading. AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        empty = 0
+        while empty < 2:
+            empty = empty + 1 if self.queue_count() == 0 else 0
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"queue still holds {self.queue_count()} after {timeout}s"
+                    "\n--- postfix log ---\n" + self.log_text()[-6000:]
+                )
+            time.sleep(0.02)
+
     def delivered_paths(self) -> list[Path]:
         paths: list[Path] = []
         for sub in ("new", "cur"):
