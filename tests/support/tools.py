@@ -33,6 +33,7 @@ __all__ = [
     "unavailable",
     "unread_bytes",
     "wait_for_accepted",
+    "wait_for_all_closed",
     "wait_for_listen",
     "wait_for_port",
     "wait_until_read",
@@ -136,10 +137,14 @@ def wait_for_listen(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def _accepted(port: int) -> list[int]:
-    """Receive-queue sizes of the ESTABLISHED sockets whose local port is `port`: the server
-    side of each connection a listener on `port` accepted (IPv4 and IPv6)."""
-    queues: list[int] = []
+_ESTABLISHED, _TIME_WAIT, _LISTEN = "01", "06", "0A"
+
+
+def _server_side(port: int) -> list[tuple[str, int]]:
+    """(state, receive-queue size) of each TCP socket whose local port is `port` and that is
+    not the listener itself: the server side of the connections it accepted (IPv4 and IPv6).
+    States are the kernel's hex codes (include/net/tcp_states.h)."""
+    sockets: list[tuple[str, int]] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -148,13 +153,18 @@ def _accepted(port: int) -> list[int]:
                     fields = line.split()
                     if (
                         len(fields) > 4
-                        and fields[3] == "01"
+                        and fields[3] != _LISTEN
                         and int(fields[1].rsplit(":", 1)[1], 16) == port
                     ):
-                        queues.append(int(fields[4].split(":")[1], 16))
+                        sockets.append((fields[3], int(fields[4].split(":")[1], 16)))
         except OSError:
             continue
-    return queues
+    return sockets
+
+
+def _accepted(port: int) -> list[int]:
+    """Receive-queue sizes of the established connections to `port`."""
+    return [queue for state, queue in _server_side(port) if state == _ESTABLISHED]
 
 
 def unread_bytes(port: int) -> int:
@@ -185,4 +195,18 @@ def wait_until_read(port: int, timeout: float = 10.0) -> bool:
         if unread_bytes(port) == 0:
             return True
         time.sleep(0.01)
+    return False
+
+
+def wait_for_all_closed(port: int, timeout: float = 10.0) -> bool:
+    """Poll until the server on `port` has closed every connection it accepted (only
+    TIME_WAIT, which holds no descriptor, may remain); False on timeout.
+
+    The signal that a server has noticed its clients' hang-ups, e.g. before counting its
+    file descriptors."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(state == _TIME_WAIT for state, _ in _server_side(port)):
+            return True
+        time.sleep(0.02)
     return False
