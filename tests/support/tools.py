@@ -4,6 +4,7 @@
 
     opendkim = require("opendkim")      # absolute path, or pytest.skip / pytest.fail
     port = free_port()                  # a TCP port on 127.0.0.1 that was free a moment ago
+    wait_until_read(port)               # the server on `port` has read all we sent it
 
 `require(tool)` skips the test with a message naming the apt package to install, except when the
 environment variable CI is set (to anything but "" / "0" / "false"): then a missing peer is a
@@ -11,6 +12,10 @@ test failure, never a silent skip. `unavailable(why)` does the same for any othe
 precondition (root, a system user, IPv6 loopback); tests call it instead of `pytest.skip`.
 Programs are looked up on PATH plus /usr/sbin, /usr/bin, /usr/lib/postfix/sbin (Debian keeps
 postfix/opendkim in sbin, often absent from a user's PATH).
+
+The waits read the kernel's TCP tables (/proc/net/tcp{,6}) rather than sleeping: whether a
+port listens, whether a server has accepted a connection, read what was sent to it (a milter
+owes no reply for most steps), or closed every connection it accepted.
 """
 
 from __future__ import annotations
