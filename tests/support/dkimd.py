@@ -9,6 +9,7 @@
         result = milter_transaction(d.socket_spec, message)   # support.opendkim
         d.log_text()        # everything the daemon wrote to stdout/stderr so far
         d.reload()          # SIGHUP: re-read the configuration and data sets
+        d.wait_for_log(text)  # until the daemon has logged `text`
         d.terminate()       # SIGTERM; returns once the graceful stop has begun
     # on exit: SIGTERM, and the daemon must exit 0 (AssertionError otherwise)
 
@@ -248,6 +249,17 @@ class Dkimd:
                 return
             time.sleep(0.02)
         raise DkimdError(f"no {wait_for!r} in the log after SIGHUP:\n{self.log_text()}")
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the log contains `text`; DkimdError (with the log) on timeout.
+
+        The port listens before the daemon is done starting (it binds before it drops
+        privileges, for one): a test that needs a later step waits for the line saying so."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() >= deadline:
+                raise DkimdError(f"no {text!r} in the log after {timeout}s:\n{self.log_text()}")
+            time.sleep(0.01)
 
     def terminate(self, timeout: float = 10.0) -> None:
         """SIGTERM without waiting for the exit: returns once the daemon has logged that it is
