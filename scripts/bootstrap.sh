@@ -10,8 +10,10 @@ profile="${1:-runtime}"
 apt_packages=(python3 python3-venv python3-pip ca-certificates)
 if [ "$profile" = "test" ]; then
     # The real peers the tests run against: Postfix (SMTP and sendmail paths),
-    # OpenDKIM and its tools (genkey, testkey, miltertest) as the interop oracle.
-    apt_packages+=(postfix opendkim opendkim-tools miltertest procps)
+    # OpenDKIM and its tools (genkey, testkey, miltertest) as the interop oracle; the opendkim
+    # package also creates the opendkim user the privilege-drop tests switch to.
+    # systemd for systemd-analyze, which checks packaging/dkimd.service.
+    apt_packages+=(postfix opendkim opendkim-tools miltertest procps systemd)
 fi
 
 missing=()
@@ -40,3 +42,16 @@ else
     "$VENV/bin/python" -m pip install -q "$DKIMD_ROOT"
 fi
 export PATH="$VENV/bin:$PATH"
+
+if [ "$profile" = "test" ]; then
+    # The inet6 socket tests bind [::1]; some containers start with IPv6 off on loopback.
+    lo_v6=/proc/sys/net/ipv6/conf/lo/disable_ipv6
+    if [ -r "$lo_v6" ] && [ "$(cat "$lo_v6")" = "1" ]; then
+        if [ "$(id -u)" -eq 0 ] && sysctl -qw net.ipv6.conf.lo.disable_ipv6=0 2>/dev/null; then
+            echo "bootstrap: enabled IPv6 on loopback for the inet6 tests" >&2
+        else
+            echo "bootstrap: IPv6 is off on loopback and cannot be enabled here;" \
+                "the inet6 tests will skip (fail under CI)" >&2
+        fi
+    fi
+fi

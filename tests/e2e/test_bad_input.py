@@ -588,6 +588,9 @@ class MessageRow:
     log: str
     ar: str | None = None  # regex the Authentication-Results value must match
     signed: bool | None = None  # whether a DKIM-Signature must (True) / must not (False) appear
+    # Authentication-Results the daemon must delete, by milter header index (1 = the first);
+    # every other row must delete none.
+    deleted_ar: tuple[int, ...] = ()
 
 
 def _plain(*extra: tuple[bytes, bytes], body: bytes = GOOD_BODY) -> Callable[[World], object]:
@@ -901,6 +904,7 @@ MESSAGE_ROWS = [
         C,
         r"removing 1 Authentication-Results field\(s\) claiming authserv-id mx\.test\.example",
         ar="dkim=pass",
+        deleted_ar=(1,),
     ),
     # -- verifying side: the key record and DNS --
     MessageRow("key-unknown-k", _signed("unknownk"), EXTERNAL, R, r"unknown key type k=", PERM),
@@ -1006,6 +1010,8 @@ def test_message_row(world: World, row: MessageRow) -> None:
         assert b"X-Injected" not in value or b'"' in value
     if row.signed is not None:
         assert bool(out.inserted("DKIM-Signature")) == row.signed, out
+    # A change with an empty value is the milter protocol's deletion.
+    assert out.changed("Authentication-Results") == [(i, b"") for i in row.deleted_ar], out
     watch.wait_for(row.log)
     if row.reply in ("reject", "tempfail"):
         watch.wait_for(r"; action " + row.reply)

@@ -21,13 +21,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from support.dkimd import Dkimd
 from support.opendkim import DkimKey, genkey, lua_string, milter_transaction, run_miltertest
-from support.tools import free_port, is_listening, require
+from support.tools import free_port, is_listening, require, unavailable, wait_until_read
 
 pytestmark = [pytest.mark.interop]
 
@@ -284,9 +285,19 @@ def _optneg(family: int, address: tuple[str, int]) -> tuple[int, int, int]:
     return version, actions, protocol
 
 
+def _require_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        unavailable(
+            f"no IPv6 loopback ({exc}); scripts/bootstrap.sh enables it as root with "
+            "sysctl net.ipv6.conf.lo.disable_ipv6=0"
+        )
+
+
 def test_inet6_socket_serves(tmp_path: Path, key: DkimKey) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 in this kernel")
+    _require_ipv6_loopback()
     port = free_port()
     conf = write_conf(tmp_path / "d", key, f"inet6:{port}@[::1]")
     with Dkimd.from_config(tmp_path, conf, port=port):
@@ -356,11 +367,11 @@ def test_unix_socket_in_use_is_not_stolen(tmp_path: Path, key: DkimKey) -> None:
 
 def _opendkim_user() -> pwd.struct_passwd:
     if os.geteuid() != 0:
-        pytest.skip("dropping privileges needs root")
+        unavailable("dropping privileges needs root")
     try:
         return pwd.getpwnam("opendkim")
     except KeyError:
-        pytest.skip("no opendkim user (apt-get install opendkim)")
+        unavailable("no opendkim user (apt-get install opendkim)")
 
 
 @pytest.mark.parametrize("how", ["UserID", "-u"])
@@ -377,10 +388,11 @@ def test_drops_to_user_after_binding(tmp_path: Path, key: DkimKey, how: str) -> 
         extra = ["-u", "opendkim:opendkim"]
     d = Dkimd.from_config(tmp_path, conf, port=port, extra_args=extra)
     with d:
+        # It listens as soon as it has bound, before the drop; this line comes after it.
+        d.wait_for_log(", as opendkim)")
         assert proc_ids(d.pid) == (user.pw_uid, user.pw_gid)
         # The key (root's, 0600, in a root-only directory) was read before the drop.
         assert signed(d.socket_spec)
-        assert "as opendkim" in d.log_text()
 
 
 # -- key safety -------------------------------------------------------------------------------
@@ -422,9 +434,13 @@ def test_sigterm_mid_message_finishes_it_then_exits_zero(tmp_path: Path, key: Dk
     port = free_port()
     conf = write_conf(tmp_path / "d", key, f"inet:{port}@127.0.0.1")
     d = Dkimd.from_config(tmp_path, conf, port=port).start()
+    d.wait_for_log(" starting (")  # it listens before it writes the pid file; this comes after
     pid_file = tmp_path / "d" / "dkimd.pid"
     assert int(pid_file.read_text()) == d.pid
     spec = lua_string(d.socket_spec)
+    # miltertest stops half-way through the body and says so in `ready`; the test sends
+    # SIGTERM, waits for dkimd's graceful stop to begin, then lets the script go on (`go`).
+    ready, go = tmp_path / "ready", tmp_path / "go"
     script = f"""
 mt.set_timeout(20)
 local conn = mt.connect({spec}, 100, 0.05)
@@ -438,8 +454,16 @@ ok(mt.header(conn, "To", "Bob <bob@example.net>"), "header")
 ok(mt.header(conn, "Subject", "interrupted"), "header")
 ok(mt.eoh(conn), "eoh")
 ok(mt.bodystring(conn, "first half\\r\\n"), "body")
-os.execute("kill -TERM {d.pid}")
-mt.sleep(0.5)
+local f = assert(io.open({lua_string(str(ready))}, "w"))
+f:close()
+local waited = 0
+while true do
+  local g = io.open({lua_string(str(go))}, "r")
+  if g ~= nil then g:close() break end
+  if waited > 30 then error("the test never said go") end
+  mt.sleep(0.01)
+  waited = waited + 0.01
+end
 local refused, err = pcall(mt.connect, {spec}, 1, 0.01)
 io.write("second-connection ", tostring(refused), "\\n")
 ok(mt.bodystring(conn, "second half\\r\\n"), "body")
@@ -450,7 +474,18 @@ io.write("signature ", tostring(sig ~= nil), "\\n")
 mt.disconnect(conn)
 """
     try:
-        out = run_miltertest(script).stdout
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run_miltertest, script, 60.0)
+            deadline = time.monotonic() + 30
+            while not ready.exists():
+                assert not running.done(), running.result()
+                assert time.monotonic() < deadline, "miltertest never got half-way"
+                time.sleep(0.01)
+            # The body's first half needs no reply: the kernel says when dkimd has read it.
+            assert wait_until_read(port), "dkimd did not read the first half"
+            d.terminate()
+            go.touch()
+            out = running.result(timeout=60).stdout
         assert "second-connection false" in out, out  # no longer accepting
         assert "reply c" in out or "reply a" in out, out
         assert "signature true" in out, out

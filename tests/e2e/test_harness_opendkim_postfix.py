@@ -25,7 +25,7 @@ from support.opendkim import (
     write_test_dns_data,
 )
 from support.postfix import PrivatePostfix
-from support.tools import find_tool, require
+from support.tools import find_tool, require, unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
@@ -203,3 +203,12 @@ def test_require_skips_or_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no-such-tool-dkimd"):
         require("no-such-tool-dkimd")
+
+
+def test_unavailable_skips_or_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"^no frobnicator$"):
+        unavailable("no frobnicator")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no frobnicator"):
+        unavailable("no frobnicator")

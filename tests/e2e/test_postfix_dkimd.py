@@ -21,6 +21,7 @@ from support.dkimd import Dkimd
 from support.mail import by_subject, crlf, dnsfunc_for, header_values, message
 from support.opendkim import DkimKey, opendkim_sign, opendkim_verify
 from support.postfix import PrivatePostfix
+from support.reference import REFERENCE, postfix_snippet, reference_user
 from support.tools import free_port, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
@@ -158,10 +159,9 @@ def test_seed_reference_config_served_as_is(
     dkim_key: DkimKey,
     private_postfix: Callable[..., PrivatePostfix],
 ) -> None:
-    """../shared/reference with only the paths (and the port) pointed at test files."""
-    reference = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-    if not reference.is_dir():
-        pytest.fail(f"reference configuration not found at {reference}")
+    """The reference opendkim.conf, data sets and Postfix snippet, with only the paths (and
+    the port) pointed at test files."""
+    reference = REFERENCE
     etc = tmp_path / "etc"
     keys = etc / "keys"
     keys.mkdir(parents=True)
@@ -176,7 +176,7 @@ def test_seed_reference_config_served_as_is(
     # Keys below pytest's /tmp are "unsafe" by OpenDKIM's rules (a world-writable parent);
     # the reference config itself is otherwise untouched.
     conf += "RequireSafeKeys no\nTestDNSData file:" + str(tmp_path / "dns.data") + "\n"
-    if subprocess.run(["id", "opendkim"], capture_output=True, check=False).returncode != 0:
+    if reference_user() is None:
         conf = conf.replace("UserID                  opendkim:opendkim\n", "")
     (tmp_path / "dns.data").write_text(f"{dkim_key.dns_name} {dkim_key.txt}\n")
     (etc / "opendkim.conf").write_text(conf)
@@ -185,7 +185,14 @@ def test_seed_reference_config_served_as_is(
     tmp_path.chmod(0o755)
     d = Dkimd.from_config(tmp_path / "run", etc / "opendkim.conf", port=port).start()
     try:
-        pf = private_postfix(milter=d.postfix_milter, milter_protocol=2)
+        # The snippet's milter settings as they are; only its milter address is our port.
+        snippet = postfix_snippet()
+        assert snippet["smtpd_milters"] == snippet["non_smtpd_milters"] == "inet:localhost:8891"
+        pf = private_postfix(
+            milter=d.postfix_milter,
+            milter_protocol=int(snippet["milter_protocol"]),
+            milter_default_action=snippet["milter_default_action"],
+        )
         code, reply = pf.send_smtp("alice@example.com", "bob@example.net", message("seed"))
         assert code == 250, reply
         pf.send_sendmail(

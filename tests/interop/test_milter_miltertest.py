@@ -16,7 +16,7 @@ header changes (tests/interop/miltertest_dkimd/session.lua). Cases:
     abort between;  (f) an authenticated outside client ({auth_authen}) is signed;
 (g) a PeerList client is accepted at connect, untouched;  (h) an incoming
     Authentication-Results claiming our authserv-id is deleted;
-and the seed's reference configuration (/work/shared/reference, paths rewritten) served
+and the seed's reference configuration (tests/data/config/reference, paths rewritten) served
 unchanged, signing a message from 127.0.0.1.
 
 Without miltertest/opendkim the tests skip, except under CI=true, where they fail.
@@ -25,7 +25,6 @@ Without miltertest/opendkim the tests skip, except under CI=true, where they fai
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -45,12 +44,12 @@ from support.opendkim import (
     milter_transaction,
     split_message,
 )
+from support.reference import REFERENCE, reference_user
 from support.tools import free_port, require
 
 pytestmark = pytest.mark.interop
 
 SCRIPT = Path(__file__).parent / "miltertest_dkimd" / "session.lua"
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 AUTHSERV_ID = "mx.dkimd.test"
 PEER = "192.0.2.99"
 OUTSIDE = "192.0.2.77"  # 192.0.2.0/24 is not in this module's InternalHosts
@@ -497,32 +496,22 @@ def test_peerlist_client_accepted_untouched(daemon: Dkimd, tmp: Path, protocol: 
 # ---- the seed's reference configuration -------------------------------------------------------
 
 
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 def test_reference_config_served_as_is(tmp_path: Path, key: DkimKey) -> None:
-    """/work/shared/reference/opendkim.conf and its data sets, only paths (and the port)
+    """The reference opendkim.conf and its data sets, only paths (and the port)
     rewritten, served by dkimd; a message from 127.0.0.1 and From alice@example.com is signed
     with the KeyTable key."""
     require("miltertest")
-    if not (REFERENCE / "opendkim.conf").exists():
-        pytest.skip(f"no reference configuration at {REFERENCE}")
     etc = tmp_path / "etc"
     (etc / "keys").mkdir(parents=True)
     etc.chmod(0o755)
     keyfile = etc / "keys" / "mail.private"
     shutil.copy(key.private_key, keyfile)
     port = free_port()
-    user_ok = _user_exists("opendkim")
-    if user_ok:
+    user = reference_user()
+    if user is not None:
         # the daemon drops to opendkim:opendkim, which must read the key and the data sets
         # (the seed recipe: chown opendkim:opendkim on the key)
-        os.chown(keyfile, pwd.getpwnam("opendkim").pw_uid, -1)
+        os.chown(keyfile, user.pw_uid, -1)
         for p in (tmp_path, etc, etc / "keys"):
             p.chmod(0o755)
     keyfile.chmod(0o600)
@@ -534,7 +523,7 @@ def test_reference_config_served_as_is(tmp_path: Path, key: DkimKey) -> None:
     conf = conf.replace("/etc/opendkim/", f"{etc}/")
     conf = re.sub(r"(?m)^PidFile\s+.*$", f"PidFile {tmp_path}/run/opendkim.pid", conf)
     conf = re.sub(r"(?m)^Socket\s+.*$", f"Socket inet:{port}@127.0.0.1", conf)
-    if not user_ok:
+    if user is None:
         conf = re.sub(r"(?m)^UserID\s+.*$", "", conf)
     (tmp_path / "run").mkdir()
     # Everything else stays: Syslog yes, UMask 022, MinimumKeyBits 1024, refile: tables. Only

@@ -16,6 +16,8 @@ Modules:
   through ``miltertest``.
 * ``postfix``  -- a private Postfix instance (own config/queue/data dirs, loopback smtpd,
   virtual Maildir delivery) with a milter hooked in.
+* ``reference`` -- the seed's reference opendkim.conf, data sets and Postfix snippet
+  (tests/data/config/reference).
 
 The fixtures wrapping these live in ``tests/conftest.py``.
 """

@@ -9,6 +9,8 @@
         result = milter_transaction(d.socket_spec, message)   # support.opendkim
         d.log_text()        # everything the daemon wrote to stdout/stderr so far
         d.reload()          # SIGHUP: re-read the configuration and data sets
+        d.wait_for_log(text)  # until the daemon has logged `text`
+        d.terminate()       # SIGTERM; returns once the graceful stop has begun
     # on exit: SIGTERM, and the daemon must exit 0 (AssertionError otherwise)
 
 `Dkimd` writes opendkim.conf (Mode, Domain/Selector/KeyFile or KeyTable/SigningTable,
@@ -42,7 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from support.opendkim import key_and_table_options
-from support.tools import free_port, wait_for_listen
+from support.tools import free_port, is_listening, wait_for_listen
 
 __all__ = ["Dkimd", "DkimdError"]
 
@@ -247,6 +249,39 @@ class Dkimd:
                 return
             time.sleep(0.02)
         raise DkimdError(f"no {wait_for!r} in the log after SIGHUP:\n{self.log_text()}")
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the log contains `text`; DkimdError (with the log) on timeout.
+
+        The port listens before the daemon is done starting (it binds before it drops
+        privileges, for one): a test that needs a later step waits for the line saying so."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() >= deadline:
+                raise DkimdError(f"no {text!r} in the log after {timeout}s:\n{self.log_text()}")
+            time.sleep(0.01)
+
+    def terminate(self, timeout: float = 10.0) -> None:
+        """SIGTERM without waiting for the exit: returns once the daemon has logged that it is
+        finishing in-flight messages and its listening socket is gone, i.e. the graceful stop
+        has begun. DkimdError if that does not happen within `timeout` seconds."""
+        if not self.running():
+            raise DkimdError(f"dkimd is not running:\n{self.log_text()}")
+        stopping = "stopping: finishing in-flight messages"
+        before = self.log_text().count(stopping)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_text().count(stopping) > before and not self._listening():
+                return
+            time.sleep(0.01)
+        raise DkimdError(f"no graceful stop {timeout}s after SIGTERM:\n{self.log_text()}")
+
+    def _listening(self) -> bool:
+        if self.socket_path is not None:
+            return self.socket_path.exists()
+        return is_listening(self.port)
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit code (SIGKILL and DkimdError on a hang)."""

@@ -4,11 +4,18 @@
 
     opendkim = require("opendkim")      # absolute path, or pytest.skip / pytest.fail
     port = free_port()                  # a TCP port on 127.0.0.1 that was free a moment ago
+    wait_until_read(port)               # the server on `port` has read all we sent it
 
 `require(tool)` skips the test with a message naming the apt package to install, except when the
 environment variable CI is set (to anything but "" / "0" / "false"): then a missing peer is a
-test failure, never a silent skip. Programs are looked up on PATH plus /usr/sbin, /usr/bin,
-/usr/lib/postfix/sbin (Debian keeps postfix/opendkim in sbin, often absent from a user's PATH).
+test failure, never a silent skip. `unavailable(why)` does the same for any other missing
+precondition (root, a system user, IPv6 loopback); tests call it instead of `pytest.skip`.
+Programs are looked up on PATH plus /usr/sbin, /usr/bin, /usr/lib/postfix/sbin (Debian keeps
+postfix/opendkim in sbin, often absent from a user's PATH).
+
+The waits read the kernel's TCP tables (/proc/net/tcp{,6}) rather than sleeping: whether a
+port listens, whether a server has accepted a connection, read what was sent to it (a milter
+owes no reply for most steps), or closed every connection it accepted.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import shutil
 import socket
 import time
+from typing import NoReturn
 
 import pytest
 
@@ -27,8 +35,13 @@ __all__ = [
     "in_ci",
     "is_listening",
     "require",
+    "unavailable",
+    "unread_bytes",
+    "wait_for_accepted",
+    "wait_for_all_closed",
     "wait_for_listen",
     "wait_for_port",
+    "wait_until_read",
 ]
 
 #: program -> Debian/Ubuntu package providing it
@@ -43,6 +56,7 @@ APT_PACKAGES: dict[str, str] = {
     "opendkim-genkey": "opendkim-tools",
     "opendkim-testkey": "opendkim-tools",
     "miltertest": "miltertest",
+    "systemd-analyze": "systemd",
 }
 
 _EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")
@@ -59,16 +73,23 @@ def find_tool(tool: str) -> str | None:
     return shutil.which(tool, path=path)
 
 
+def unavailable(why: str) -> NoReturn:
+    """Skip the test because `why` is missing here; under CI fail it instead.
+
+    scripts/test.sh provides everything the suite needs, so in CI a missing precondition means
+    the test command is broken, which must show as a failure rather than a quiet skip."""
+    if in_ci():
+        pytest.fail(f"{why} (CI is set: a missing precondition is a failure)", pytrace=False)
+    pytest.skip(why)
+
+
 def require(tool: str) -> str:
     """Return the path of `tool`; without it skip the test, or fail it when running under CI."""
     found = find_tool(tool)
     if found is not None:
         return found
     package = APT_PACKAGES.get(tool, tool)
-    message = f"{tool} not found; install it with: apt-get install {package}"
-    if in_ci():
-        pytest.fail(f"{message} (CI is set: a missing peer is a failure)", pytrace=False)
-    pytest.skip(message)
+    unavailable(f"{tool} not found; install it with: apt-get install {package}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -116,6 +137,81 @@ def wait_for_listen(port: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_listening(port):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+_ESTABLISHED, _TIME_WAIT, _LISTEN = "01", "06", "0A"
+
+
+def _server_side(port: int) -> list[tuple[str, int]]:
+    """(state, receive-queue size) of each TCP socket whose local port is `port` and that is
+    not the listener itself: the server side of the connections it accepted (IPv4 and IPv6).
+    States are the kernel's hex codes (include/net/tcp_states.h)."""
+    sockets: list[tuple[str, int]] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if (
+                        len(fields) > 4
+                        and fields[3] != _LISTEN
+                        and int(fields[1].rsplit(":", 1)[1], 16) == port
+                    ):
+                        sockets.append((fields[3], int(fields[4].split(":")[1], 16)))
+        except OSError:
+            continue
+    return sockets
+
+
+def _accepted(port: int) -> list[int]:
+    """Receive-queue sizes of the established connections to `port`."""
+    return [queue for state, queue in _server_side(port) if state == _ESTABLISHED]
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes the kernel holds for the server side of connections to `port` that the server
+    has not read yet."""
+    return sum(_accepted(port))
+
+
+def wait_for_accepted(port: int, count: int = 1, timeout: float = 10.0) -> bool:
+    """Poll until at least `count` connections to `port` are established; False on timeout.
+
+    For a peer that connects on its own (Postfix opening its milter connection)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(_accepted(port)) >= count:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def wait_until_read(port: int, timeout: float = 10.0) -> bool:
+    """Poll until the server on `port` has read everything sent to it; False on timeout.
+
+    The signal that a server which sends no reply (milter no-reply steps) has taken in what a
+    test wrote, instead of sleeping and hoping it has."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if unread_bytes(port) == 0:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def wait_for_all_closed(port: int, timeout: float = 10.0) -> bool:
+    """Poll until the server on `port` has closed every connection it accepted (only
+    TIME_WAIT, which holds no descriptor, may remain); False on timeout.
+
+    The signal that a server has noticed its clients' hang-ups, e.g. before counting its
+    file descriptors."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(state == _TIME_WAIT for state, _ in _server_side(port)):
             return True
         time.sleep(0.02)
     return False

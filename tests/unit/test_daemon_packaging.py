@@ -5,12 +5,11 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
 from dkimd.cli.serve import build_parser
-from support.tools import require
+from support.tools import require, unavailable
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNIT = PACKAGING / "dkimd.service"
@@ -71,10 +70,13 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     [exec_start] = unit_entries()[("Service", "ExecStart")]
     installed = shlex.split(exec_start)[0]
     if not Path(installed).exists():
-        # verify checks that the program exists; use this checkout's dkimd instead.
-        here = shutil.which("dkimd")
+        # verify checks that the program exists; use this checkout's dkimd instead: the one
+        # installed beside the interpreter running the tests (the venv's, even when the venv is
+        # not activated), else the one on PATH.
+        beside = Path(sys.executable).parent / "dkimd"
+        here = str(beside) if beside.is_file() else shutil.which("dkimd")
         if here is None:
-            pytest.skip("dkimd is not installed on PATH")
+            unavailable(f"dkimd is installed neither beside {sys.executable} nor on PATH")
         text = text.replace(installed, str(Path(here).resolve()))
     unit = tmp_path / "dkimd.service"
     unit.write_text(text)

@@ -36,9 +36,24 @@ def test_bind_tcp_loopback() -> None:
 def test_bind_tcp_reuse_port() -> None:
     first = bind_socket("inet:0@127.0.0.1", reuse_port=True)
     port = first.getsockname()[1]
+    # Workers N: each worker binds the same port; the kernel spreads connections among them.
     second = bind_socket(f"inet:{port}@127.0.0.1", reuse_port=True)
-    first.close()
-    second.close()
+    try:
+        for sock in (first, second):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+            assert sock.getsockname() == ("127.0.0.1", port)
+        # Without the option a second daemon on the same port is refused, as it must be.
+        with pytest.raises(OSError, match="in use"):
+            bind_socket(f"inet:{port}@127.0.0.1")
+    finally:
+        first.close()
+        second.close()
+    alone = bind_socket("inet:0@127.0.0.1")
+    try:
+        assert alone.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+    finally:
+        alone.close()
 
 
 def test_bind_unix_umask_and_stale_socket(tmp_path: Path) -> None:

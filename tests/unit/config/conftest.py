@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "config"
-REFERENCE = DATA / "reference"
+from support.reference import REFERENCE
 
 
 @pytest.fixture

@@ -334,7 +334,10 @@ def test_cancelled_waiter_does_not_cancel_the_shared_query(server: FakeDns) -> N
     async def main() -> TxtResult:
         first = asyncio.create_task(resolver.lookup_txt("shared.example"))
         second = asyncio.create_task(resolver.lookup_txt("shared.example"))
-        await asyncio.sleep(0.05)
+        # Cancel once the shared query is on the wire (the server holds its answer 0.3 s).
+        async with asyncio.timeout(5):
+            while server.count("shared.example") == 0:
+                await asyncio.sleep(0.005)
         first.cancel()
         result = await second
         assert first.cancelled()

@@ -1,10 +1,9 @@
-"""`dkimd check` on broken copies of the reference configuration (/work/shared/reference,
+"""`dkimd check` on broken copies of the reference configuration (tests/data/config/reference,
 the files the seed recipe leaves on disk), one problem kind per test."""
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import tempfile
@@ -17,19 +16,10 @@ from dkimd.cli import check
 from dkimd.config import Severity, analyze_config
 from dkimd.keytools.generate import GeneratedKey, generate_rsa
 from dkimd.keytools.lint import lint
-
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference"
-if not REFERENCE.is_dir():  # the repository checked out elsewhere
-    REFERENCE = Path("/work/shared/reference")
+from support.reference import REFERENCE, postfix_snippet, reference_user
+from support.tools import unavailable
 
 KEY = generate_rsa(2048)
-
-
-def _filter_user() -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam("opendkim")
-    except KeyError:
-        return None
 
 
 class Site:
@@ -49,7 +39,7 @@ class Site:
         # A free port instead of 8891, which a running OpenDKIM may hold.
         self.set("Socket", f"inet:{_free_port()}@127.0.0.1")
         self.set("PidFile", f"{root}/opendkim.pid")
-        user = _filter_user()
+        user = reference_user()
         if user is None:
             self.set("UserID", None)  # the reference's user does not exist here
         else:
@@ -61,7 +51,7 @@ class Site:
         data = key if isinstance(key, bytes) else key.private_pem
         self.key_path.write_bytes(data)
         self.key_path.chmod(mode)
-        user = _filter_user()
+        user = reference_user()
         if user is not None:
             os.chown(self.key_path, user.pw_uid, user.pw_gid)
 
@@ -191,8 +181,9 @@ def test_unsafe_key(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     assert "warning:" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(_filter_user() is None, reason="needs the opendkim user (apt opendkim)")
 def test_key_the_filter_user_cannot_read(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    if reference_user() is None:
+        unavailable("needs the opendkim user (apt-get install opendkim)")
     os.chown(site.key_path, 0, 0)  # root's 0600 key: what genkey run as root leaves
     assert site.run() == 2
     out = capsys.readouterr().out
@@ -276,10 +267,7 @@ def test_postfix_milters_must_point_at_the_socket(site: Site) -> None:
         found[0].message
     )
     # The seed's own Postfix snippet matches the seed's Socket (localhost either way).
-    snippet = (REFERENCE / "postfix-main.cf.snippet").read_text()
-    milters = {
-        k.strip(): v.strip() for k, _, v in (row.partition("=") for row in snippet.splitlines())
-    }
+    milters = postfix_snippet()
 
     def seed_postconf(names: list[str]) -> str:
         return "\n".join(milters[n] for n in names) + "\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dkimd.keytools.keyfile import KeyFileExistsError, NewFile, check_key_file, install_files
+from support.tools import unavailable
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def nobody() -> int:
     try:
         return pwd.getpwnam("nobody").pw_uid
     except KeyError:
-        pytest.skip("no 'nobody' user")
+        unavailable("no 'nobody' user")
 
 
 def test_owner_only_key_is_safe(base: Path) -> None:

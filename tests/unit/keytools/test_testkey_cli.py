@@ -25,6 +25,7 @@ from dkimd.keytools.testkey import (
     KeySpec,
     check_key,
 )
+from support.tools import unavailable
 
 _KEYS: dict[int, GeneratedKey] = {}
 
@@ -154,7 +155,7 @@ def _shared_gid() -> int:
     for user in pwd.getpwall():
         if user.pw_uid != 0 and user.pw_gid != 0:
             return user.pw_gid
-    pytest.skip("no group with users other than root on this system")
+    unavailable("no group with users other than root on this system")
 
 
 def test_unsafe_key_file_only_warns_with_require_safe_keys_off(
