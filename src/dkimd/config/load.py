@@ -194,6 +194,7 @@ class _Builder:
         self.headers()
         self.hosts()
         self.results()
+        self.recipients()
         self.dns()
         self.daemon()
         self.logging()
@@ -387,7 +388,13 @@ class _Builder:
         if setting is not None:
             self.values["authserv_id"] = setting.value
         self.flag("AlwaysAddARHeader", "always_add_ar_header")
+        self.flag("AuthservIDWithJobID", "authserv_id_with_job_id")
         self.flag("SoftwareHeader", "software_header")
+
+    def recipients(self) -> None:
+        found = self.dataset("DontSignMailTo")
+        if found is not None:
+            self.values["dont_sign_mail_to"] = found[1]
 
     def action(self, setting: Setting) -> Action | None:
         action = _ACTION_WORDS.get(setting.value.lower())

@@ -223,10 +223,13 @@ class Config:
     external_ignore_list: HostList = field(default_factory=_empty_hosts)
     peer_list: HostList = field(default_factory=_empty_hosts)
     macro_list: tuple[MacroRequirement, ...] = ()
+    # recipients
+    dont_sign_mail_to: Dataset | None = None  # recipients whose mail is never signed
     # results
     on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
     authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
     always_add_ar_header: bool = False
+    authserv_id_with_job_id: bool = False  # authserv-id "<id>/<job id>"
     software_header: bool = False
     # DNS
     nameservers: tuple[str, ...] = ()
