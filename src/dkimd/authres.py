@@ -1,8 +1,10 @@
 """Incoming Authentication-Results fields that claim to be ours (RFC 8601 section 5).
 
 An MTA must delete A-R fields carrying its own authserv-id before adding its own, or a
-sender could forge our verdict. Pure: the session turns the indexes into milter
-header changes.
+sender could forge our verdict. As OpenDKIM does (KeepAuthResults no, the default), the
+fields deleted are those with our authserv-id that carry a dkim result: a verdict of
+another method under our name belongs to the filter that writes that method. Pure: the
+session turns the indexes into milter header changes.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from collections.abc import Sequence
 
 from dkimd.dkim import AR_FIELD_NAME, HeaderField
 
-__all__ = ["authserv_id_of", "forged_result_indexes"]
+__all__ = ["authserv_id_of", "carries_dkim_result", "forged_result_indexes"]
 
 _AR_KEY = AR_FIELD_NAME.lower()
 
 
 def forged_result_indexes(headers: Sequence[HeaderField], authserv_id: str) -> list[int]:
     """1-based indexes, among the Authentication-Results fields, of those claiming
-    `authserv_id` (compared case-insensitively), as the milter protocol counts them."""
+    `authserv_id` (compared case-insensitively) with a dkim result, as the milter protocol
+    counts them."""
     ours = authserv_id.lower()
     doomed: list[int] = []
     index = 0
@@ -26,9 +29,45 @@ def forged_result_indexes(headers: Sequence[HeaderField], authserv_id: str) -> l
         if h.key != _AR_KEY:
             continue
         index += 1
-        if authserv_id_of(h.value) == ours:
+        if authserv_id_of(h.value) == ours and carries_dkim_result(h.value):
             doomed.append(index)
     return doomed
+
+
+def carries_dkim_result(value: bytes) -> bool:
+    """Whether an Authentication-Results value has a "dkim=" resinfo (RFC 8601 2.2).
+
+    Comments and quoted strings are skipped, so "(dkim=pass)" or reason="dkim=pass" do
+    not count; any CR or LF is folding whitespace.
+    """
+    text = value.decode("utf-8", "replace")
+    plain: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif ch == '"':
+            quoted = True
+        else:
+            plain.append(ch)
+    # The first element is the authserv-id (and version); each later one starts a resinfo.
+    for resinfo in "".join(plain).split(";")[1:]:
+        method = resinfo.split("=", 1)[0].strip().split("/", 1)[0].strip()
+        if method.lower() == "dkim" and "=" in resinfo:
+            return True
+    return False
 
 
 def authserv_id_of(value: bytes) -> str:

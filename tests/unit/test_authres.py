@@ -1,0 +1,38 @@
+"""Which incoming Authentication-Results fields are ours to delete (dkimd.authres)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dkimd.authres import carries_dkim_result, forged_result_indexes
+from dkimd.dkim import HeaderField
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b" mx; dkim=pass header.d=example.com", True),
+        (b" mx;\r\n\tDKIM = fail", True),
+        (b" mx; spf=pass;\n dkim=none", True),
+        (b" mx 1; dkim=pass", True),
+        (b" mx; spf=pass", False),
+        (b" mx; none", False),
+        # A method named in a comment or a quoted string is not a resinfo.
+        (b" mx; spf=pass (dkim=pass) smtp.mailfrom=a@example.com", False),
+        (b' mx; spf=pass reason="x; dkim=pass"', False),
+        (b" (dkim=pass) mx; spf=pass", False),
+    ],
+)
+def test_carries_dkim_result(value: bytes, expected: bool) -> None:
+    assert carries_dkim_result(value) is expected
+
+
+def test_only_our_dkim_results_are_deleted() -> None:
+    """As OpenDKIM (KeepAuthResults no): our authserv-id and a dkim result, both."""
+    headers = [
+        HeaderField(b"Authentication-Results", b" other.host; dkim=pass"),
+        HeaderField(b"Subject", b" x"),
+        HeaderField(b"Authentication-Results", b" MX.example; spf=pass"),
+        HeaderField(b"Authentication-Results", b" mx.example; dkim=pass"),
+    ]
+    assert forged_result_indexes(headers, "mx.example") == [3]
