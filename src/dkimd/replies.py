@@ -51,6 +51,11 @@ class DkimStatus(enum.Enum):
         """The SMTP reply text OpenDKIM sets, or None when it sets none."""
         return _TEXTS[self]
 
+    @property
+    def log_text(self) -> str:
+        """The words of OpenDKIM's log line for this status (without its details)."""
+        return _LOG_TEXTS[self]
+
 
 _CONDITIONS: Final[Mapping[DkimStatus, Condition]] = MappingProxyType(
     {
@@ -79,6 +84,21 @@ _TEXTS: Final[Mapping[DkimStatus, str | None]] = MappingProxyType(
         DkimStatus.REVOKED: None,
         DkimStatus.SIGGEN: "DKIM signing error",
         DkimStatus.SYNTAX: "DKIM signature syntax error",
+    }
+)
+
+_LOG_TEXTS: Final[Mapping[DkimStatus, str]] = MappingProxyType(
+    {
+        DkimStatus.BADSIG: "bad signature data",
+        DkimStatus.CANTVRFY: "signature processing failed",
+        DkimStatus.INTERNAL: "internal error from libopendkim",
+        DkimStatus.KEYFAIL: "key retrieval failed",
+        DkimStatus.NOKEY: "key retrieval failed",
+        DkimStatus.NORESOURCE: "resource unavailable",
+        DkimStatus.NOSIG: "no signature data",
+        DkimStatus.REVOKED: "key revoked",
+        DkimStatus.SIGGEN: "signature generation error",
+        DkimStatus.SYNTAX: "syntax error",
     }
 )
 

@@ -81,6 +81,10 @@ _STATUS_OF_ERROR: dict[VerifyError, DkimStatus] = {
 }
 
 
+# Statuses whose log line names the key (s=, d=), as OpenDKIM's does.
+_KEYED = frozenset({DkimStatus.KEYFAIL, DkimStatus.NOKEY, DkimStatus.REVOKED})
+
+
 def verification_status(results: Sequence[SignatureResult]) -> DkimStatus | None:
     """The message's status as dkim_eom gives it to OpenDKIM: None when a signature passed."""
     if any(r.passed for r in results):
@@ -517,7 +521,7 @@ class MilterSession:
             # A key published with t=y only tests: OpenDKIM delivers what it would refuse.
             actions.append(milter.Accept())
             return actions
-        final = self._libstatus(runtime, status)
+        final = self._libstatus(runtime, status, results[0])
         return [*actions, final]
 
     def _remove_forged_results(
@@ -586,11 +590,18 @@ class MilterSession:
         text = f" dkimd v{__version__} {host} {job}"
         return [_insert_at_top(b"DKIM-Filter", _one_line(text).encode("utf-8"))]
 
-    def _libstatus(self, runtime: Runtime, status: DkimStatus) -> milter.FinalAction:
-        """The On-* action for `status`, as the reply OpenDKIM's dkimf_libstatus sends."""
+    def _libstatus(
+        self, runtime: Runtime, status: DkimStatus, about: SignatureResult | None = None
+    ) -> milter.FinalAction:
+        """The On-* action for `status`, as the reply OpenDKIM's dkimf_libstatus sends, and
+        its log line ("no signature data" here only when it is not accepted: under LogWhy
+        `_log_results` has written it already)."""
         action = runtime.policy.action_for(status.condition)
-        if runtime.config.log_why or action is not Action.ACCEPT:
-            self._log.info("%s: %s; action %s", status.condition.option, status.value, action.value)
+        if status is not DkimStatus.NOSIG or action is not Action.ACCEPT:
+            where = ""
+            if about is not None and about.domain is not None and status in _KEYED:
+                where = f" (s={about.selector}, d={about.domain})"
+            self._log.info("%s%s", status.log_text, _one_line(where))
         return final_reply(action, status)
 
     def _drop_message(self) -> None:
