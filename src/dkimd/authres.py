@@ -9,19 +9,29 @@ session turns the indexes into milter header changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 from dkimd.dkim import AR_FIELD_NAME, HeaderField
 
-__all__ = ["authserv_id_of", "carries_dkim_result", "forged_result_indexes"]
+__all__ = ["authserv_id_of", "carries_dkim_result", "forged_result_indexes", "listed_host"]
 
 _AR_KEY = AR_FIELD_NAME.lower()
 
 
-def forged_result_indexes(headers: Sequence[HeaderField], authserv_id: str) -> list[int]:
-    """1-based indexes, among the Authentication-Results fields, of those claiming
-    `authserv_id` (compared case-insensitively) with a dkim result, as the milter protocol
-    counts them."""
+def forged_result_indexes(
+    headers: Sequence[HeaderField],
+    authserv_id: str,
+    *,
+    hosts: Container[str] | None = None,
+    any_method: bool = False,
+) -> list[int]:
+    """1-based indexes, among the Authentication-Results fields, of those to delete, as the
+    milter protocol counts them (opendkim.c mlfi_eom, KeepAuthResults no).
+
+    A field goes when its authserv-id is ours (compared case-insensitively), or, with
+    `hosts` (RemoveARFrom), when `listed_host` finds it there instead; and when it carries
+    a dkim result, or whatever it carries with `any_method` (RemoveARAll).
+    """
     ours = authserv_id.lower()
     doomed: list[int] = []
     index = 0
@@ -29,9 +39,22 @@ def forged_result_indexes(headers: Sequence[HeaderField], authserv_id: str) -> l
         if h.key != _AR_KEY:
             continue
         index += 1
-        if authserv_id_of(h.value) == ours and carries_dkim_result(h.value):
+        their_id = authserv_id_of(h.value)
+        claimed = their_id == ours if hosts is None else listed_host(their_id, hosts)
+        if claimed and (any_method or carries_dkim_result(h.value)):
             doomed.append(index)
     return doomed
+
+
+def listed_host(host: str, hosts: Container[str]) -> bool:
+    """Whether `host` is in `hosts` by its full name or as a ".domain" entry for one of its
+    parent domains (RemoveARFrom, opendkim.conf(5))."""
+    if not host:
+        return False
+    if host in hosts:
+        return True
+    labels = host.split(".")
+    return any("." + ".".join(labels[i:]) in hosts for i in range(1, len(labels)))
 
 
 def carries_dkim_result(value: bytes) -> bool:

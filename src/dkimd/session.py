@@ -507,9 +507,11 @@ class MilterSession:
         elif status is not DkimStatus.NOSIG:
             self._stats.failed += 1
         authserv_id = runtime.authserv_id(self._mta_host(), self._job_id())
-        actions: list[milter.Action] = self._remove_forged_results(msg.headers, authserv_id)
+        actions = self._remove_forged_results(config, msg.headers, authserv_id)
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
-            value = authentication_results_value(authserv_id, results, dnssec=runtime.dnssec_word)
+            value = authentication_results_value(
+                authserv_id, results, dnssec=runtime.dnssec_word, header_b=not config.no_header_b
+            )
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         actions += self._software_header(runtime)
         if status is None or (status is DkimStatus.NOSIG and config.always_add_ar_header):
@@ -525,7 +527,7 @@ class MilterSession:
         return [*actions, final]
 
     def _remove_forged_results(
-        self, headers: Sequence[HeaderField], authserv_id: str
+        self, config: Config, headers: Sequence[HeaderField], authserv_id: str
     ) -> list[milter.Action]:
         """Delete incoming Authentication-Results that claim to be ours (RFC 8601 section 5).
 
@@ -533,7 +535,11 @@ class MilterSession:
         protocol counts; deleting from the last one keeps earlier indexes valid whatever
         the MTA does with the gaps.
         """
-        doomed = forged_result_indexes(headers, authserv_id)
+        if config.keep_auth_results:
+            return []
+        doomed = forged_result_indexes(
+            headers, authserv_id, hosts=config.remove_ar_from, any_method=config.remove_ar_all
+        )
         if doomed:
             self._log.info(
                 "removing %d Authentication-Results field(s) claiming authserv-id %s",
@@ -637,7 +643,8 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     (v6), so simple canonicalization sees the field exactly as sent, and the values we
     add start with one space, as OpenDKIM's do.
 
-    Actions are OpenDKIM's (mlfi_negotiate): add and change headers. Quarantine is not
+    Actions are OpenDKIM's (mlfi_negotiate): add headers, and change them when incoming A-R
+    or old signatures may be removed (KeepAuthResults no, the default). Quarantine is not
     asked for: OpenDKIM asks for it only with CaptureUnknownErrors, so its On-* quarantine
     ends as a plain accept, and so does ours.
     """
@@ -661,7 +668,9 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
         protocol |= flags.NR_CONN
     if not decides_at_eoh(config):
         protocol |= flags.NR_EOH
-    actions = milter.ActionFlag.ADDHDRS | milter.ActionFlag.CHGHDRS
+    actions = milter.ActionFlag.ADDHDRS
+    if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
+        actions |= milter.ActionFlag.CHGHDRS
     return milter.FilterOptions(actions=actions, protocol=protocol)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dkimd.authres import carries_dkim_result, forged_result_indexes
+from dkimd.authres import carries_dkim_result, forged_result_indexes, listed_host
 from dkimd.dkim import HeaderField
 
 
@@ -36,3 +36,31 @@ def test_only_our_dkim_results_are_deleted() -> None:
         HeaderField(b"Authentication-Results", b" mx.example; dkim=pass"),
     ]
     assert forged_result_indexes(headers, "mx.example") == [3]
+
+
+def test_remove_ar_all_takes_any_method_and_remove_ar_from_replaces_our_id() -> None:
+    headers = [
+        HeaderField(b"Authentication-Results", b" mx.example; spf=pass"),
+        HeaderField(b"Authentication-Results", b" relay.corp.example; dkim=pass"),
+        HeaderField(b"Authentication-Results", b" mx.example; dkim=pass"),
+        HeaderField(b"Authentication-Results", b" corp.example; dkim=fail"),
+    ]
+    assert forged_result_indexes(headers, "mx.example", any_method=True) == [1, 3]
+    # RemoveARFrom names the hosts instead of our authserv-id: full names or ".domain".
+    assert forged_result_indexes(headers, "mx.example", hosts={".corp.example"}) == [2]
+    assert forged_result_indexes(headers, "mx.example", hosts={"corp.example"}) == [4]
+
+
+@pytest.mark.parametrize(
+    ("host", "listed"),
+    [
+        ("relay.corp.example", True),
+        ("a.b.corp.example", True),
+        ("corp.example", False),  # ".corp.example" covers subdomains only
+        ("mx.example", True),
+        ("other.example", False),
+        ("", False),
+    ],
+)
+def test_listed_host(host: str, listed: bool) -> None:
+    assert listed_host(host, {".corp.example", "mx.example"}) is listed

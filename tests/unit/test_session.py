@@ -729,3 +729,42 @@ def test_filter_options_ask_for_recipients_and_end_of_headers_only_when_needed()
     assert flags.NORCPT not in dont_sign.protocol
     assert flags.NR_EOH not in dont_sign.protocol
     assert flags.NR_RCPT in dont_sign.protocol  # the reply to RCPT is always CONTINUE
+
+
+@pytest.mark.parametrize(
+    ("extra", "deleted", "chghdrs"),
+    [
+        ("", [(3, b""), (1, b"")], True),
+        ("KeepAuthResults yes\n", [], False),
+        ("RemoveARAll yes\n", [(4, b""), (3, b""), (1, b"")], True),
+        ("RemoveARFrom csl:.other.example\n", [(2, b"")], True),
+    ],
+)
+def test_incoming_authentication_results_options(
+    tmp_path: Path, keys: FakeKeyTable, extra: str, deleted: list[tuple[int, bytes]], chghdrs: bool
+) -> None:
+    from dkimd.session import filter_options_for
+
+    config = make_config(tmp_path, keys, extra)
+    assert (milter.ActionFlag.CHGHDRS in filter_options_for(parse_config_text(config)).actions) is (
+        chghdrs
+    )
+    d = Driver(config, TestDnsFile.from_records(keys.records))
+    headers = [
+        (b"Authentication-Results", b" mx.test; dkim=pass header.d=example.com"),
+        (b"Authentication-Results", b" relay.other.example; dkim=pass"),
+        (b"Authentication-Results", b" mx.test; dkim=none"),
+        (b"Authentication-Results", b" mx.test; spf=pass"),
+        *_signed_headers(keys, BODY),
+    ]
+    actions = run(d.message(headers, BODY, client=OUTSIDE))
+    assert [(a.index, a.value) for a in actions if isinstance(a, milter.ChangeHeader)] == deleted
+
+
+def test_no_header_b(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(
+        make_config(tmp_path, keys, "NoHeaderB yes\n"), TestDnsFile.from_records(keys.records)
+    )
+    actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=pass" in ar and b"header.s=mail" in ar and b"header.b=" not in ar

@@ -386,6 +386,12 @@ class _Builder:
             self.values["authserv_id"] = setting.value
         self.flag("AlwaysAddARHeader", "always_add_ar_header")
         self.flag("AuthservIDWithJobID", "authserv_id_with_job_id")
+        self.flag("NoHeaderB", "no_header_b")
+        self.flag("KeepAuthResults", "keep_auth_results")
+        self.flag("RemoveARAll", "remove_ar_all")
+        found = self.dataset("RemoveARFrom")
+        if found is not None:
+            self.values["remove_ar_from"] = found[1]
         self.flag("SoftwareHeader", "software_header")
 
     def recipients(self) -> None:
