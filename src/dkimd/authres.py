@@ -1,24 +1,37 @@
 """Incoming Authentication-Results fields that claim to be ours (RFC 8601 section 5).
 
 An MTA must delete A-R fields carrying its own authserv-id before adding its own, or a
-sender could forge our verdict. Pure: the session turns the indexes into milter
-header changes.
+sender could forge our verdict. As OpenDKIM does (KeepAuthResults no, the default), the
+fields deleted are those with our authserv-id that carry a dkim result: a verdict of
+another method under our name belongs to the filter that writes that method. Pure: the
+session turns the indexes into milter header changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 from dkimd.dkim import AR_FIELD_NAME, HeaderField
 
-__all__ = ["authserv_id_of", "forged_result_indexes"]
+__all__ = ["authserv_id_of", "carries_dkim_result", "forged_result_indexes", "listed_host"]
 
 _AR_KEY = AR_FIELD_NAME.lower()
 
 
-def forged_result_indexes(headers: Sequence[HeaderField], authserv_id: str) -> list[int]:
-    """1-based indexes, among the Authentication-Results fields, of those claiming
-    `authserv_id` (compared case-insensitively), as the milter protocol counts them."""
+def forged_result_indexes(
+    headers: Sequence[HeaderField],
+    authserv_id: str,
+    *,
+    hosts: Container[str] | None = None,
+    any_method: bool = False,
+) -> list[int]:
+    """1-based indexes, among the Authentication-Results fields, of those to delete, as the
+    milter protocol counts them (opendkim.c mlfi_eom, KeepAuthResults no).
+
+    A field goes when its authserv-id is ours (compared case-insensitively), or, with
+    `hosts` (RemoveARFrom), when `listed_host` finds it there instead; and when it carries
+    a dkim result, or whatever it carries with `any_method` (RemoveARAll).
+    """
     ours = authserv_id.lower()
     doomed: list[int] = []
     index = 0
@@ -26,9 +39,58 @@ def forged_result_indexes(headers: Sequence[HeaderField], authserv_id: str) -> l
         if h.key != _AR_KEY:
             continue
         index += 1
-        if authserv_id_of(h.value) == ours:
+        their_id = authserv_id_of(h.value)
+        claimed = their_id == ours if hosts is None else listed_host(their_id, hosts)
+        if claimed and (any_method or carries_dkim_result(h.value)):
             doomed.append(index)
     return doomed
+
+
+def listed_host(host: str, hosts: Container[str]) -> bool:
+    """Whether `host` is in `hosts` by its full name or as a ".domain" entry for one of its
+    parent domains (RemoveARFrom, opendkim.conf(5))."""
+    if not host:
+        return False
+    if host in hosts:
+        return True
+    labels = host.split(".")
+    return any("." + ".".join(labels[i:]) in hosts for i in range(1, len(labels)))
+
+
+def carries_dkim_result(value: bytes) -> bool:
+    """Whether an Authentication-Results value has a "dkim=" resinfo (RFC 8601 2.2).
+
+    Comments and quoted strings are skipped, so "(dkim=pass)" or reason="dkim=pass" do
+    not count; any CR or LF is folding whitespace.
+    """
+    text = value.decode("utf-8", "replace")
+    plain: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif ch == '"':
+            quoted = True
+        else:
+            plain.append(ch)
+    # The first element is the authserv-id (and version); each later one starts a resinfo.
+    for resinfo in "".join(plain).split(";")[1:]:
+        method = resinfo.split("=", 1)[0].strip().split("/", 1)[0].strip()
+        if method.lower() == "dkim" and "=" in resinfo:
+            return True
+    return False
 
 
 def authserv_id_of(value: bytes) -> str:

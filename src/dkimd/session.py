@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from dkimd import __version__, milter
 from dkimd.authres import forged_result_indexes
-from dkimd.config import Action, Condition, Config
+from dkimd.config import Action, Config
 from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
@@ -35,14 +35,18 @@ from dkimd.dkim import (
     Signer,
     SigningRequest,
     Verifier,
+    VerifyError,
     VerifyOptions,
     authentication_results_value,
 )
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
+from dkimd.dns.testdata import TestDnsFile
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
+from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
+from dkimd.replies import DkimStatus, final_reply
 from dkimd.signing_keys import KeyProblem
 
 _log = get_logger("session")
@@ -54,25 +58,41 @@ _DKIM_SIGNATURE_KEY = _DKIM_SIGNATURE.lower()
 # for ever.
 _KEY_WAIT_MARGIN = 2.0
 
-# SMTP replies for the On-* actions (RFC 7372 section 3.1 DKIM enhanced status codes).
-_REJECT_CODES: dict[Condition, tuple[int, str]] = {
-    Condition.BAD_SIGNATURE: (550, "5.7.20"),
-    Condition.KEY_NOT_FOUND: (550, "5.7.20"),
-    Condition.NO_SIGNATURE: (550, "5.7.20"),
-    Condition.SIGNATURE_ERROR: (550, "5.7.1"),
-    Condition.SECURITY: (550, "5.7.1"),
-    Condition.INTERNAL_ERROR: (550, "5.7.1"),
-    Condition.DNS_ERROR: (550, "5.7.1"),
+# The authserv-id and report host when the MTA sends no "j" macro (OpenDKIM's HOSTUNKNOWN),
+# and the job id when it sends no "i" (JOBIDUNKNOWN).
+UNKNOWN_HOST = "unknown-host"
+UNKNOWN_JOB_ID = "(unknown-jobid)"
+
+# The libopendkim status OpenDKIM's dkim_eom reports for a failed verification, by why
+# the first signature failed. Anything not listed is "signature processing failed".
+_STATUS_OF_ERROR: dict[VerifyError, DkimStatus] = {
+    VerifyError.NO_SIGNATURE: DkimStatus.NOSIG,
+    VerifyError.SIGNATURE_SYNTAX: DkimStatus.SYNTAX,
+    VerifyError.KEY_NOT_FOUND: DkimStatus.NOKEY,
+    VerifyError.KEY_NOT_RETRIEVED: DkimStatus.KEYFAIL,
+    VerifyError.KEY_QUERY_TEMPFAIL: DkimStatus.KEYFAIL,
+    VerifyError.KEY_QUERY_FAILED: DkimStatus.KEYFAIL,
+    VerifyError.KEY_REVOKED: DkimStatus.REVOKED,
+    VerifyError.SIGNATURE_MISMATCH: DkimStatus.BADSIG,
+    VerifyError.BODY_HASH_MISMATCH: DkimStatus.BADSIG,
+    VerifyError.BODY_TRUNCATED: DkimStatus.BADSIG,
+    VerifyError.MULTIPLE_FROM: DkimStatus.BADSIG,
+    VerifyError.UNSIGNED_CONTENT: DkimStatus.BADSIG,
 }
-_CONDITION_TEXT: dict[Condition, str] = {
-    Condition.BAD_SIGNATURE: "DKIM signature verification failed",
-    Condition.KEY_NOT_FOUND: "DKIM key not found in DNS",
-    Condition.NO_SIGNATURE: "message has no DKIM signature",
-    Condition.SIGNATURE_ERROR: "message could not be DKIM-signed",
-    Condition.SECURITY: "DKIM security concern",
-    Condition.INTERNAL_ERROR: "internal error in DKIM filter",
-    Condition.DNS_ERROR: "DKIM key lookup failed temporarily",
-}
+
+
+# Statuses whose log line names the key (s=, d=), as OpenDKIM's does.
+_KEYED = frozenset({DkimStatus.KEYFAIL, DkimStatus.NOKEY, DkimStatus.REVOKED})
+
+
+def verification_status(results: Sequence[SignatureResult]) -> DkimStatus | None:
+    """The message's status as dkim_eom gives it to OpenDKIM: None when a signature passed."""
+    if any(r.passed for r in results):
+        return None
+    first = results[0] if results else None
+    if first is None or first.error is None:
+        return DkimStatus.NOSIG
+    return _STATUS_OF_ERROR.get(first.error, DkimStatus.CANTVRFY)
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,11 @@ class Runtime:
     #: Seconds the server may wait for key records (NeedKeys.timeout).
     key_timeout: float = 5.0 + _KEY_WAIT_MARGIN
     hostname: str = field(default_factory=socket_module.gethostname)
+    #: The DNSSEC word after the key size in A-R items: None when keys come from test
+    #: data (OpenDKIM knows no DNSSEC state there), else "unprotected" (no validation).
+    dnssec_word: str | None = "unprotected"
+    #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
+    keeps_recipients: bool = False
     # The resolver's memory, if it has one; a runtime Protocol check per message cost more
     # than the lookup it saves.
     cached_lookup: Callable[[str], TxtResult | None] | None = field(init=False, default=None)
@@ -104,19 +129,33 @@ class Runtime:
         # DNSTimeout 0 means "wait for ever" to OpenDKIM; the resolver then waits an hour.
         dns_timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
         policy = SigningPolicy(config, check_uid=check_uid)
-        return cls(config, policy, resolver, options, dns_timeout + _KEY_WAIT_MARGIN)
+        return cls(
+            config,
+            policy,
+            resolver,
+            options,
+            dns_timeout + _KEY_WAIT_MARGIN,
+            dnssec_word=None if isinstance(resolver, TestDnsFile) else "unprotected",
+            keeps_recipients=needs_recipients(config),
+        )
 
     def key_request(self, names: Sequence[str]) -> NeedKeys:
         """Key records at `names`, as a request for the server to perform."""
         return NeedKeys(names, self.resolver, cached=self.cached_lookup, timeout=self.key_timeout)
 
-    def authserv_id(self, mta_name: str | None) -> str:
+    def authserv_id(self, mta_name: str | None, job_id: str | None = None) -> str:
+        """AuthservID, else the MTA's name ("j"), else "unknown-host", as OpenDKIM picks it;
+        "/<job id>" appended under AuthservIDWithJobID."""
         configured = self.config.authserv_id
         if configured is None:
-            return mta_name or self.hostname
-        if configured == "HOSTNAME":
-            return self.hostname
-        return configured
+            chosen = mta_name or UNKNOWN_HOST
+        elif configured == "HOSTNAME":
+            chosen = self.hostname
+        else:
+            chosen = configured
+        if self.config.authserv_id_with_job_id:
+            chosen = f"{chosen}/{job_id or UNKNOWN_JOB_ID}"
+        return chosen
 
 
 class RuntimeHolder:
@@ -146,10 +185,12 @@ class _Message:
         "key_problems",
         "keys_wanted",
         "plan",
+        "recipients",
         "runtime",
         "signer",
         "signing",
         "started",
+        "verdict",
         "verifier",
     )
 
@@ -164,6 +205,11 @@ class _Message:
         # Key records the verifier still needs: prefetched at end-of-headers, asked for
         # (the same request) at end-of-message.
         self.keys_wanted: NeedKeys | None = None
+        # Envelope recipients, brackets stripped, when the configuration reads them.
+        self.recipients: list[str] = []
+        # A reply decided at end-of-headers while the MTA expected none there (SMFIP_NR_EOH):
+        # given at end-of-message instead, which ends the message the same way.
+        self.verdict: milter.FinalAction | None = None
         self.started = time.monotonic()
 
 
@@ -203,6 +249,7 @@ class MilterSession:
         self._handlers: dict[type[milter.Event], Callable[..., Step]] = {
             milter.Connect: self._on_connect,
             milter.MailFrom: self._on_mail,
+            milter.RcptTo: self._on_rcpt,
             milter.Header: self._on_header,
             milter.EndOfHeaders: self._on_eoh,
             milter.BodyChunk: self._on_body,
@@ -261,6 +308,21 @@ class MilterSession:
         self._client = Client(client.address, client.hostname, authenticated=bool(auth))
         return None
 
+    def _on_rcpt(self, event: milter.RcptTo) -> HandlerResult:
+        msg = self._message_state()
+        if msg.runtime.keeps_recipients:
+            msg.recipients.append(strip_brackets(event.address))
+        return None
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The current message's envelope recipients, brackets stripped, in RCPT order.
+
+        Empty unless the configuration reads recipients (dkimd.recipients.needs_recipients).
+        """
+        msg = self._message
+        return tuple(msg.recipients) if msg is not None else ()
+
     def _message_state(self) -> _Message:
         if self._message is None:
             self._message = _Message(self._holder.current)
@@ -285,6 +347,18 @@ class MilterSession:
             self._drop_message()
             return milter.Accept()
         if plan.decision is Decision.SIGN:
+            if plan.key_problems:
+                # OpenDKIM (mlfi_eoh): a key the SigningTable names that cannot be loaded
+                # tempfails the message at end-of-headers, with no reply text.
+                for problem in plan.key_problems:
+                    self._log.error("%s", problem.message)
+                self._stats.errors += 1
+                return self._eoh_verdict(msg, milter.TempFail())
+            hit = dont_sign_hit(runtime.config, msg.recipients)
+            if hit is not None:
+                if runtime.config.log_why:
+                    self._log.info("skipping signing of mail to '%s'", hit)
+                return self._eoh_verdict(msg, milter.Accept())
             self._start_signing(msg, plan)
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
@@ -294,9 +368,18 @@ class MilterSession:
                 return Prefetch(wanted)
         return None
 
+    def _eoh_verdict(self, msg: _Message, final: milter.FinalAction) -> HandlerResult:
+        """End the message with `final` now, or at end-of-message when the MTA asked for no
+        reply at end-of-headers (the outcome for the message is the same)."""
+        if self._conn.reply_expected:
+            self._drop_message()
+            return final
+        msg.verdict = final
+        return None
+
     def _on_body(self, event: milter.BodyChunk) -> HandlerResult:
         msg = self._message
-        if msg is None:
+        if msg is None or msg.verdict is not None:
             return None
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
@@ -318,6 +401,9 @@ class MilterSession:
             msg = self._message
             if msg is None:
                 return milter.Accept()
+        if msg.verdict is not None:
+            self._drop_message()
+            return msg.verdict
         if event.data:
             self._on_body(milter.BodyChunk(event.data))
         self._stats.messages += 1
@@ -337,7 +423,7 @@ class MilterSession:
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
-        return self._apply(msg.runtime, Condition.INTERNAL_ERROR, "internal error")
+        return self._libstatus(msg.runtime, DkimStatus.INTERNAL)
 
     # -- signing --
 
@@ -350,16 +436,11 @@ class MilterSession:
     def _finish_signing(self, msg: _Message) -> HandlerResult:
         runtime = msg.runtime
         config = runtime.config
-        for problem in msg.key_problems:
-            self._log.error("%s", problem.message)
         if msg.signer is None:
+            # Key problems end the message at end-of-headers; nothing else leaves a
+            # signing message without a signer.
             self._stats.errors += 1
-            condition = (
-                msg.key_problems[0].condition if msg.key_problems else Condition.INTERNAL_ERROR
-            )
-            # The reply names the key, not its file: paths and reasons stay in our log.
-            detail = f"key {msg.key_problems[0].key_name}" if msg.key_problems else ""
-            return self._apply(runtime, condition, detail)
+            return self._libstatus(runtime, DkimStatus.SIGGEN)
         fields = msg.signer.sign_all(msg.headers)
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
@@ -374,7 +455,7 @@ class MilterSession:
                 )
         self._stats.signed += 1
         actions += self._software_header(runtime)
-        actions.append(milter.Continue())
+        actions.append(milter.Accept())
         return actions
 
     # -- verifying --
@@ -405,38 +486,48 @@ class MilterSession:
         msg.keys_wanted = None
 
     def _finish_verifying(self, msg: _Message) -> HandlerResult:
+        """The A-R field and the final reply, as OpenDKIM's mlfi_eom gives them.
+
+        One difference on purpose: after a key lookup error OpenDKIM 2.11 adds no A-R and
+        accepts whatever On-DNSError says (mlfi_eom stores dkimf_libstatus's answer in the
+        wrong variable). dkimd applies On-DNSError as opendkim.conf(5) documents it, after
+        an A-R with dkim=temperror, so a DNS outage delays mail instead of passing it on
+        unverified.
+        """
         runtime = msg.runtime
         config = runtime.config
         verifier = msg.verifier
         assert verifier is not None
         results = verifier.results()
         self._stats.verified += 1
-        authserv_id = runtime.authserv_id(self._mta_name or self._conn.macro("j"))
-        actions: list[milter.Action] = self._remove_forged_results(msg.headers, authserv_id)
-        unsigned = results[0].result is DkimResult.NONE
-        if not unsigned or config.always_add_ar_header:
-            value = authentication_results_value(authserv_id, results)
+        self._log_results(config, results)
+        status = verification_status(results)
+        if status is None:
+            self._stats.passed += 1
+        elif status is not DkimStatus.NOSIG:
+            self._stats.failed += 1
+        authserv_id = runtime.authserv_id(self._mta_host(), self._job_id())
+        actions = self._remove_forged_results(config, msg.headers, authserv_id)
+        if status is not DkimStatus.NOSIG or config.always_add_ar_header:
+            value = authentication_results_value(
+                authserv_id, results, dnssec=runtime.dnssec_word, header_b=not config.no_header_b
+            )
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         actions += self._software_header(runtime)
-        self._log_results(config, results)
-        condition = runtime.policy.condition_for(results)
-        if any(r.passed for r in results):
-            self._stats.passed += 1
-        elif not unsigned:
-            self._stats.failed += 1
-        if condition is None:
-            actions.append(milter.Continue())
+        if status is None or (status is DkimStatus.NOSIG and config.always_add_ar_header):
+            # With AlwaysAddARHeader an unsigned message gets dkim=none and On-NoSignature
+            # never applies (mlfi_eom calls dkimf_libstatus only when no A-R was added).
+            actions.append(milter.Accept())
             return actions
-        detail = _describe(results)
-        final = self._apply(runtime, condition, detail)
-        if final is None:
+        if status is DkimStatus.BADSIG and any(r.testing for r in results):
+            # A key published with t=y only tests: OpenDKIM delivers what it would refuse.
+            actions.append(milter.Accept())
             return actions
-        if isinstance(final, milter.Action):
-            return [*actions, final]
-        return [*actions, *final]
+        final = self._libstatus(runtime, status, results[0])
+        return [*actions, final]
 
     def _remove_forged_results(
-        self, headers: Sequence[HeaderField], authserv_id: str
+        self, config: Config, headers: Sequence[HeaderField], authserv_id: str
     ) -> list[milter.Action]:
         """Delete incoming Authentication-Results that claim to be ours (RFC 8601 section 5).
 
@@ -444,7 +535,11 @@ class MilterSession:
         protocol counts; deleting from the last one keeps earlier indexes valid whatever
         the MTA does with the gaps.
         """
-        doomed = forged_result_indexes(headers, authserv_id)
+        if config.keep_auth_results:
+            return []
+        doomed = forged_result_indexes(
+            headers, authserv_id, hosts=config.remove_ar_from, any_method=config.remove_ar_all
+        )
         if doomed:
             self._log.info(
                 "removing %d Authentication-Results field(s) claiming authserv-id %s",
@@ -484,42 +579,39 @@ class MilterSession:
 
     # -- actions --
 
+    def _mta_host(self) -> str | None:
+        """The MTA's name, the "j" macro (sent with connect by sendmail, later by others)."""
+        return self._mta_name or self._conn.macro("j")
+
+    def _job_id(self) -> str | None:
+        return self._conn.macro("i")
+
     def _software_header(self, runtime: Runtime) -> list[milter.Action]:
-        """SoftwareHeader: a DKIM-Filter field naming us, as OpenDKIM adds one naming itself."""
+        """SoftwareHeader: a DKIM-Filter field naming us, as OpenDKIM adds one naming itself
+        ("<product> v<version> <MTA host> <job id>")."""
         if not runtime.config.software_header:
             return []
-        text = f" dkimd v{__version__} {runtime.hostname} {self._log.queue_id}"
+        host = self._mta_host() or UNKNOWN_HOST
+        job = self._job_id() or UNKNOWN_JOB_ID
+        text = f" dkimd v{__version__} {host} {job}"
         return [_insert_at_top(b"DKIM-Filter", _one_line(text).encode("utf-8"))]
 
-    def _apply(self, runtime: Runtime, condition: Condition, detail: str) -> HandlerResult:
-        action = runtime.policy.action_for(condition)
-        text = _CONDITION_TEXT[condition]
-        if detail:
-            text = f"{text}: {detail}"
-        text = _one_line(text)
-        if runtime.config.log_why or action is not Action.ACCEPT:
-            self._log.info("%s; action %s", text, action.value)
-        if action is Action.ACCEPT:
-            return milter.Continue()
-        if action is Action.REJECT:
-            code, enhanced = _REJECT_CODES[condition]
-            return milter.ReplyCode(code, enhanced, text)
-        if action is Action.TEMPFAIL:
-            return milter.ReplyCode(451, "4.7.1", text)
-        if action is Action.DISCARD:
-            return milter.Discard()
-        return [milter.Quarantine(text), milter.Continue()]
+    def _libstatus(
+        self, runtime: Runtime, status: DkimStatus, about: SignatureResult | None = None
+    ) -> milter.FinalAction:
+        """The On-* action for `status`, as the reply OpenDKIM's dkimf_libstatus sends, and
+        its log line ("no signature data" here only when it is not accepted: under LogWhy
+        `_log_results` has written it already)."""
+        action = runtime.policy.action_for(status.condition)
+        if status is not DkimStatus.NOSIG or action is not Action.ACCEPT:
+            where = ""
+            if about is not None and about.domain is not None and status in _KEYED:
+                where = f" (s={about.selector}, d={about.domain})"
+            self._log.info("%s%s", status.log_text, _one_line(where))
+        return final_reply(action, status)
 
     def _drop_message(self) -> None:
         self._message = None
-
-
-def _describe(results: Sequence[SignatureResult]) -> str:
-    first = results[0]
-    if first.result is DkimResult.NONE:
-        return ""
-    where = f"d={first.domain} s={first.selector}" if first.domain else "signature"
-    return f"{where}: {first.result.value}, {first.reason}" if first.reason else where
 
 
 def _one_line(text: str) -> str:
@@ -528,22 +620,38 @@ def _one_line(text: str) -> str:
     return cleaned[:400]
 
 
+def decides_at_eoh(config: Config) -> bool:
+    """Whether a message can get its final reply at end-of-headers under `config`.
+
+    OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, and when a
+    DontSignMailTo recipient is seen. Key loading problems also end a message there, but
+    they are rare and unforeseeable: when the MTA expects no reply at end-of-headers the
+    session gives such a verdict at end-of-message instead.
+    """
+    return not config.verifies or config.dont_sign_mail_to is not None
+
+
 def filter_options_for(config: Config) -> milter.FilterOptions:
     """What to ask the MTA for, given what this configuration can ever do.
 
     Every milter reply is a loopback round trip that wakes both processes, and a message
     that is only signed or verified needs none before end-of-message. So: no replies to
     HELO, MAIL, RCPT, DATA, unknown commands, headers or body chunks; no reply at
-    connect unless a PeerList may turn a client away there; none at end-of-headers when
-    Mode has v (with v every message is verified or signed, so we never accept early).
-    Header values keep their leading space (v6), so simple canonicalization sees the field
-    exactly as sent.
+    connect unless a PeerList may turn a client away there; none at end-of-headers
+    unless an option can decide there (`decides_at_eoh`); no RCPT at all unless an
+    option reads recipients (dkimd.recipients). Header values keep their leading space
+    (v6), so simple canonicalization sees the field exactly as sent, and the values we
+    add start with one space, as OpenDKIM's do.
+
+    Actions are OpenDKIM's (mlfi_negotiate): add headers, and change them when incoming A-R
+    or old signatures may be removed (KeepAuthResults no, the default). Quarantine is not
+    asked for: OpenDKIM asks for it only with CaptureUnknownErrors, so its On-* quarantine
+    ends as a plain accept, and so does ours.
     """
     flags = milter.ProtocolFlag
     protocol = (
         flags.HDR_LEADSPC
         | flags.NOHELO
-        | flags.NORCPT
         | flags.NODATA
         | flags.NOUNKNOWN
         | flags.NR_HELO
@@ -554,11 +662,15 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
         | flags.NR_HDR
         | flags.NR_BODY
     )
+    if not needs_recipients(config):
+        protocol |= flags.NORCPT
     if len(config.peer_list) == 0:
         protocol |= flags.NR_CONN
-    if config.verifies:
+    if not decides_at_eoh(config):
         protocol |= flags.NR_EOH
-    actions = milter.ActionFlag.ADDHDRS | milter.ActionFlag.CHGHDRS | milter.ActionFlag.QUARANTINE
+    actions = milter.ActionFlag.ADDHDRS
+    if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
+        actions |= milter.ActionFlag.CHGHDRS
     return milter.FilterOptions(actions=actions, protocol=protocol)
 
 
@@ -572,10 +684,14 @@ def handler_factory(
 
 
 __all__ = [
+    "UNKNOWN_HOST",
+    "UNKNOWN_JOB_ID",
     "MilterSession",
     "Runtime",
     "RuntimeHolder",
     "SessionStats",
+    "decides_at_eoh",
     "filter_options_for",
     "handler_factory",
+    "verification_status",
 ]

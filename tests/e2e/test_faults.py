@@ -67,7 +67,7 @@ class MilterError(Exception):
 @dataclass
 class MilterReply:
     code: bytes  # the final reply's command byte (b"c", b"y", ...)
-    text: str = ""  # SMFIR_REPLYCODE text, e.g. "451 4.7.1 ..."
+    text: str = ""  # SMFIR_REPLYCODE text, e.g. "451 4.7.5 DKIM key retrieval failed"
     inserted: list[tuple[str, str]] = field(default_factory=list)  # (name, value) added
     elapsed: float = 0.0
 
@@ -341,7 +341,7 @@ def fake_for(dns: Port53, key: DkimKey, *selectors: str) -> FakeDns:
 
 
 def assert_signed(key: DkimKey, reply: MilterReply, raw: bytes) -> None:
-    assert reply.code == b"c", reply
+    assert reply.code == b"a", reply
     sigs = [v for n, v in reply.inserted if n == "DKIM-Signature"]
     assert len(sigs) == 1, reply
     out = (
@@ -373,10 +373,9 @@ def test_dns_fault_default_action_is_tempfail(
     d = start_dkimd(dkim_key, dns=dns53, options={"DNSTimeout": "1"})
     reply = milter_message(d.port, signed(dkim_key, f"dns {fault}"), client_addr=OUTSIDE)
     assert reply.code == b"y", reply
-    assert reply.text.startswith("451 4.7.1 "), reply
-    assert "DKIM key lookup failed temporarily" in reply.text
+    assert reply.text == "451 4.7.5 DKIM key retrieval failed", reply
     assert fake.count(dkim_key.dns_name) >= 1
-    assert "action tempfail" in d.log_text()
+    assert "key retrieval failed (s=mail, d=example.com)" in d.log_text()
     # the daemon still serves: a message to sign right after
     raw = message("after the fault")
     assert_signed(dkim_key, milter_message(d.port, raw), raw)
@@ -393,7 +392,7 @@ def test_dns_fault_accept_adds_temperror(
         fake.rcode(dkim_key.dns_name, dns.rcode.SERVFAIL)
     d = start_dkimd(dkim_key, dns=dns53, options={"DNSTimeout": "1", "On-DNSError": "accept"})
     reply = milter_message(d.port, signed(dkim_key, f"dns {fault}"), client_addr=OUTSIDE)
-    assert reply.code == b"c", reply
+    assert reply.code == b"a", reply
     [ar] = reply.headers("Authentication-Results")
     assert ar.startswith(f"{AUTHSERV};"), ar
     assert "dkim=temperror" in ar and "header.d=example.com" in ar, ar
@@ -452,13 +451,13 @@ def test_slow_key_lookup_does_not_stall_other_messages(
         if kind == "sign":
             assert_signed(dkim_key, reply, raw)
         else:
-            assert reply.code == b"c", reply
+            assert reply.code == b"a", reply
             assert "dkim=pass" in reply.headers("Authentication-Results")[0], reply
     assert wall < 2.0, wall
     print(f"16 messages during a 3 s lookup: slowest {max(r.elapsed for _, r, _ in others):.3f}s")
     thread.join(timeout=10)
     [reply] = slow_done
-    assert reply.code == b"c", reply
+    assert reply.code == b"a", reply
     assert "dkim=pass" in reply.headers("Authentication-Results")[0], reply
     assert reply.elapsed >= 2.9, reply.elapsed
 
@@ -480,7 +479,7 @@ def test_dns_fault_through_postfix(
     code, text = pf.send_smtp("alice@example.com", "bob@example.net", raw, xclient_addr=OUTSIDE)
     if action == "tempfail":
         assert code == 451, (code, text)
-        assert b"4.7.1" in text and b"DKIM key lookup failed temporarily" in text
+        assert b"4.7.5" in text and b"DKIM key retrieval failed" in text
         assert pf.queue_count() == 0 and pf.delivered() == []
         return
     assert code == 250, (code, text)
@@ -528,14 +527,11 @@ def test_broken_reload_keeps_the_old_configuration(
     assert "configuration reloaded" in d.log_text()
 
 
-@pytest.mark.parametrize(
-    ("action", "code", "text"),
-    [(None, b"y", "550 5.7.1 "), ("tempfail", b"y", "451 4.7.1 "), ("accept", b"c", "")],
-)
+# OpenDKIM tempfails a message whose key will not load ("error loading key", mlfi_eoh), with
+# no reply text and whatever On-SignatureError says.
+@pytest.mark.parametrize("action", [None, "accept"])
 def test_removed_key_file_gives_a_clear_error_and_recovers(
     action: str | None,
-    code: bytes,
-    text: str,
     tmp_path: Path,
     dkim_key: DkimKey,
     start_dkimd: Callable[..., Dkimd],
@@ -551,13 +547,9 @@ def test_removed_key_file_gives_a_clear_error_and_recovers(
     keyfile.unlink()
     for i in range(3):
         reply = milter_message(d.port, message(f"key gone {i}"))
-        assert reply.code == code, reply
-        assert reply.text.startswith(text), reply
+        assert reply.code == b"t", reply
+        assert reply.text == "", reply  # the file's path stays in the log
         assert [n for n, _ in reply.inserted if n == "DKIM-Signature"] == [], reply
-        if text:
-            # The client is told which key; the file's path stays in the log.
-            assert "mail._domainkey.example.com" in reply.text, reply
-            assert str(keyfile) not in reply.text, reply
     log = d.log_text()
     lines = [ln for ln in log.splitlines() if str(keyfile) in ln]
     assert len(lines) >= 3, log

@@ -145,7 +145,7 @@ def test_bad_signature_reject_gives_5xx(
         xclient_addr=OUTSIDE,
     )
     assert code == 550, (code, reply)
-    assert b"5.7.20" in reply and b"DKIM signature verification failed" in reply
+    assert b"5.7.0" in reply and b"bad DKIM signature data" in reply  # as OpenDKIM
     assert pf.queue_count() == 0
     assert pf.delivered() == []
     # the good one still goes through on the same daemon

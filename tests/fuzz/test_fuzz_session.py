@@ -81,4 +81,4 @@ def test_session_signs_and_verifies() -> None:
     assert b"dkim=pass" in out
     out = run_session(0x01, signed, b"tampered\r\n")  # On-BadSignature reject
     assert b"dkim=fail" in out and b"y\x00\x00" not in out
-    assert b"550 5.7.20" in out
+    assert b"550 5.7.0 bad DKIM signature data" in out

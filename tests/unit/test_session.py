@@ -126,17 +126,20 @@ def make_config(tmp: Path, keys: FakeKeyTable, extra: str = "") -> str:
 class Driver:
     """Plays the MTA: bytes into a Connection, events into the session, replies collected."""
 
-    def __init__(self, config_text: str, resolver: TxtLookup) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        resolver: TxtLookup,
+        protocol: milter.ProtocolFlag = (
+            milter.ProtocolFlag.HDR_LEADSPC
+            | milter.ProtocolFlag.NR_HDR
+            | milter.ProtocolFlag.NR_BODY
+        ),
+    ) -> None:
         config = parse_config_text(config_text)
         self.holder = RuntimeHolder(Runtime.build(config, resolver))
         self.stats = SessionStats()
-        self.conn = milter.Connection(
-            milter.FilterOptions(
-                protocol=milter.ProtocolFlag.HDR_LEADSPC
-                | milter.ProtocolFlag.NR_HDR
-                | milter.ProtocolFlag.NR_BODY
-            )
-        )
+        self.conn = milter.Connection(milter.FilterOptions(protocol=protocol))
         self.session = MilterSession(ConnectionInfo(self.conn, "test"), self.holder, self.stats)
 
     async def feed(self, data: bytes) -> list[milter.Action]:
@@ -210,7 +213,7 @@ def test_internal_client_is_signed_and_dkimpy_verifies(tmp_path: Path, keys: Fak
     d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
     actions = run(d.message(MESSAGE_HEADERS, BODY))
     [sig] = inserted(actions, b"DKIM-Signature")
-    assert isinstance(actions[-1], milter.Continue)
+    assert isinstance(actions[-1], milter.Accept)  # OpenDKIM ends every message with ACCEPT
     assert b"d=example.com" in sig and b"s=mail" in sig and b"c=relaxed/relaxed" in sig
     signed = wire(MESSAGE_HEADERS, BODY, [(b"DKIM-Signature", sig)])
     assert dkim.verify(signed, dnsfunc=keys.dnsfunc)
@@ -256,7 +259,7 @@ def test_external_signed_mail_gets_pass(tmp_path: Path, keys: FakeKeyTable) -> N
     assert ar.startswith(b"mx.test; dkim=pass (1024-bit key")
     assert b"header.d=example.com" in ar and b"header.s=mail" in ar
     assert inserted(actions, b"DKIM-Signature") == []
-    assert isinstance(actions[-1], milter.Continue)
+    assert isinstance(actions[-1], milter.Accept)
 
 
 def test_tampered_mail_fails_and_reject_gives_550(tmp_path: Path, keys: FakeKeyTable) -> None:
@@ -267,10 +270,8 @@ def test_tampered_mail_fails_and_reject_gives_550(tmp_path: Path, keys: FakeKeyT
     actions = run(d.message(_signed_headers(keys, BODY), BODY + b"PS\r\n", client=OUTSIDE))
     [ar] = inserted(actions, b"Authentication-Results")
     assert b"dkim=fail" in ar
-    final = actions[-1]
-    assert isinstance(final, milter.ReplyCode)
-    assert (final.code, final.enhanced) == (550, "5.7.20")
-    assert "verification failed" in final.text and "\n" not in final.text
+    # OpenDKIM's dkimf_libstatus: "550 5.7.0 bad DKIM signature data", sent as REPLYCODE.
+    assert actions[-1] == milter.ReplyCode(550, "5.7.0", "bad DKIM signature data")
 
 
 def test_forged_authentication_results_are_deleted_by_index(
@@ -335,8 +336,8 @@ def test_dns_timeout_is_temperror_and_tempfail(tmp_path: Path, keys: FakeKeyTabl
     actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
     [ar] = inserted(actions, b"Authentication-Results")
     assert b"dkim=temperror" in ar
-    final = actions[-1]
-    assert isinstance(final, milter.ReplyCode) and final.code == 451
+    # On-DNSError (default tempfail) with OpenDKIM's text and 4.7.5 for key retrieval.
+    assert actions[-1] == milter.ReplyCode(451, "4.7.5", "DKIM key retrieval failed")
 
 
 def test_missing_key_file_applies_on_signature_error(
@@ -351,11 +352,9 @@ def test_missing_key_file_applies_on_signature_error(
     d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
     keys.rsa_path.unlink()
     actions = run(d.message(MESSAGE_HEADERS, BODY))
-    final = actions[-1]
-    assert isinstance(final, milter.ReplyCode) and final.code == 550
-    # The SMTP client learns which key, not where it lives; the log has the path.
-    assert "mail._domainkey.example.com" in final.text
-    assert str(keys.rsa_path) not in final.text
+    # OpenDKIM (mlfi_eoh, "error loading key"): a bare TEMPFAIL at end-of-headers, so the
+    # SMTP client learns nothing about the key; the log has the path.
+    assert actions == [milter.TempFail()]
     assert str(keys.rsa_path) in caplog.text
 
 
@@ -385,9 +384,7 @@ def test_key_file_rotated_or_removed_between_messages_is_noticed(
 
     keys.rsa_path.unlink()
     third = run(d.message(MESSAGE_HEADERS, BODY, new_connection=False))
-    assert not inserted(third, b"DKIM-Signature")
-    final = third[-1]
-    assert isinstance(final, milter.ReplyCode) and final.code == 550
+    assert third == [milter.TempFail()]
 
 
 def test_unsigned_external_mail_gets_no_header_unless_asked(
@@ -401,7 +398,9 @@ def test_unsigned_external_mail_gets_no_header_unless_asked(
         TestDnsFile.from_records(keys.records),
     )
     actions = run(d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE))
-    assert inserted(actions, b"Authentication-Results") == [b" mx.test; dkim=none"]
+    assert inserted(actions, b"Authentication-Results") == [
+        b" mx.test; dkim=none; dkim-atps=neutral"
+    ]
     [software] = inserted(actions, b"DKIM-Filter")
     assert software.startswith(b" dkimd v") and software.endswith(b" QID1")
 
@@ -517,7 +516,7 @@ def test_cached_keys_need_no_request(tmp_path: Path, keys: FakeKeyTable) -> None
     d = Driver(make_config(tmp_path, keys), TestDnsFile.from_records(keys.records))
     steps = _steps_up_to_eom(d, _signed_headers(keys, BODY))
     assert not any(isinstance(s, Prefetch | Request) for s in steps)
-    assert isinstance(steps[-1], list) and isinstance(steps[-1][-1], milter.Continue)
+    assert isinstance(steps[-1], list) and isinstance(steps[-1][-1], milter.Accept)
 
 
 def test_raising_resolver_is_a_temporary_failure(
@@ -529,9 +528,8 @@ def test_raising_resolver_is_a_temporary_failure(
     [ar] = inserted(actions, b"Authentication-Results")
     assert b"dkim=temperror" in ar
     final = actions[-1]
-    assert isinstance(final, milter.ReplyCode) and final.code == 451
+    assert final == milter.ReplyCode(451, "4.7.5", "DKIM key retrieval failed")
     assert "resolver bug" in caplog.text  # the traceback is in our log, not the reply
-    assert "resolver bug" not in final.text
 
 
 def test_key_request_that_times_out_is_temperror(tmp_path: Path, keys: FakeKeyTable) -> None:
@@ -551,3 +549,222 @@ def test_close_while_owed_a_reply_drops_the_message(tmp_path: Path, keys: FakeKe
     d.session.close()
     with pytest.raises(RuntimeError):
         d.session.provide({})
+
+
+# -- replies as OpenDKIM 2.11 sends them (dkimd.replies, dkimd.recipients) ---------------
+
+
+def test_dont_sign_mail_to_accepts_at_end_of_headers(tmp_path: Path, keys: FakeKeyTable) -> None:
+    """OpenDKIM mlfi_eoh: a listed recipient (brackets stripped, any case) ends a message
+    that would be signed with ACCEPT at end-of-headers, before any body is read."""
+    config = make_config(tmp_path, keys, "DontSignMailTo csl:Bob@Example.NET\n")
+    d = Driver(config, TestDnsFile.from_records(keys.records))
+    assert run(d.message(MESSAGE_HEADERS, BODY)) == [milter.Accept()]
+    # Mail that is only verified is not affected, nor mail to other recipients.
+    d = Driver(config, TestDnsFile.from_records(keys.records))
+    actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    assert b"dkim=pass" in inserted(actions, b"Authentication-Results")[0]
+    other = make_config(tmp_path, keys, "DontSignMailTo csl:carol@example.net\n")
+    d = Driver(other, TestDnsFile.from_records(keys.records))
+    assert len(inserted(run(d.message(MESSAGE_HEADERS, BODY)), b"DKIM-Signature")) == 1
+
+
+def test_recipients_are_kept_only_when_an_option_reads_them(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    for extra, kept in (("", ()), ("DontSignMailTo csl:x@example.org\n", ("bob@example.net",))):
+        d = Driver(make_config(tmp_path, keys, extra), TestDnsFile.from_records(keys.records))
+        run(
+            d.feed(
+                optneg()
+                + connect(INTERNAL)
+                + pkt(b"M", b"<alice@example.com>\0")
+                + pkt(b"R", b"<bob@example.net>\0")
+            )
+        )
+        assert d.session.recipients == kept
+
+
+def test_verdict_at_end_of_headers_waits_for_end_of_message_under_nr_eoh(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    """With SMFIP_NR_EOH the MTA reads no reply at end-of-headers: the ACCEPT comes at
+    end-of-message, with no header changes, and the body is not hashed."""
+    flags = milter.ProtocolFlag
+    d = Driver(
+        make_config(tmp_path, keys, "DontSignMailTo csl:bob@example.net\n"),
+        TestDnsFile.from_records(keys.records),
+        protocol=flags.HDR_LEADSPC | flags.NR_HDR | flags.NR_BODY | flags.NR_EOH,
+    )
+    assert run(d.message(MESSAGE_HEADERS, BODY)) == [milter.Accept()]
+    assert d.stats.signed == 0
+
+
+def _verify_outcome(
+    tmp_path: Path, keys: FakeKeyTable, extra: str, body: bytes, records: dict[str, str]
+) -> list[milter.Action]:
+    d = Driver(make_config(tmp_path, keys, extra), TestDnsFile.from_records(records))
+    return run(d.message(_signed_headers(keys, BODY), body, client=OUTSIDE))
+
+
+@pytest.mark.parametrize(
+    ("extra", "final"),
+    [
+        ("", milter.Accept()),
+        ("On-BadSignature reject\n", milter.ReplyCode(550, "5.7.0", "bad DKIM signature data")),
+        ("On-BadSignature tempfail\n", milter.ReplyCode(451, "4.7.0", "bad DKIM signature data")),
+        ("On-BadSignature discard\n", milter.Discard()),
+        # No SMFIF_QUARANTINE is negotiated (as OpenDKIM without CaptureUnknownErrors).
+        ("On-BadSignature quarantine\n", milter.Accept()),
+        ("On-Default reject\nOn-BadSignature accept\n", milter.Accept()),
+    ],
+)
+def test_bad_signature_replies(
+    tmp_path: Path, keys: FakeKeyTable, extra: str, final: milter.Action
+) -> None:
+    actions = _verify_outcome(tmp_path, keys, extra, BODY + b"PS\r\n", keys.records)
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b'dkim=fail reason="signature verification failed"' in ar
+    assert actions[-1] == final
+
+
+def test_revoked_key_rejects_without_text(tmp_path: Path, keys: FakeKeyTable) -> None:
+    records = {**keys.records, "mail._domainkey.example.com": "v=DKIM1; p="}
+    actions = _verify_outcome(tmp_path, keys, "On-BadSignature reject\n", BODY, records)
+    assert b'dkim=fail reason="key revoked"' in inserted(actions, b"Authentication-Results")[0]
+    assert actions[-1] == milter.Reject()
+
+
+@pytest.mark.parametrize(
+    ("action", "final"),
+    [
+        ("reject", milter.ReplyCode(550, "5.7.0", "DKIM key retrieval failed")),
+        ("tempfail", milter.ReplyCode(451, "4.7.5", "DKIM key retrieval failed")),
+        ("accept", milter.Accept()),
+    ],
+)
+def test_key_not_found_replies(
+    tmp_path: Path, keys: FakeKeyTable, action: str, final: milter.Action
+) -> None:
+    actions = _verify_outcome(tmp_path, keys, f"On-KeyNotFound {action}\n", BODY, {})
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b'dkim=fail reason="key not found in DNS"' in ar
+    assert actions[-1] == final
+
+
+def test_testing_key_failure_is_delivered(tmp_path: Path, keys: FakeKeyTable) -> None:
+    records = {
+        **keys.records,
+        "mail._domainkey.example.com": keys.records["mail._domainkey.example.com"] + "; t=y",
+    }
+    actions = _verify_outcome(tmp_path, keys, "On-BadSignature reject\n", BODY + b"PS\r\n", records)
+    assert actions[-1] == milter.Accept()
+
+
+@pytest.mark.parametrize(
+    ("extra", "ar", "final"),
+    [
+        ("", [], milter.Accept()),
+        (
+            "On-NoSignature reject\n",
+            [],
+            milter.ReplyCode(550, "5.7.0", "no DKIM signature data"),
+        ),
+        (
+            "On-NoSignature tempfail\n",
+            [],
+            milter.ReplyCode(451, "4.7.0", "no DKIM signature data"),
+        ),
+        # OpenDKIM applies On-NoSignature only when it adds no A-R.
+        (
+            "On-NoSignature reject\nAlwaysAddARHeader yes\n",
+            [b" mx.test; dkim=none; dkim-atps=neutral"],
+            milter.Accept(),
+        ),
+    ],
+)
+def test_unsigned_message_replies(
+    tmp_path: Path, keys: FakeKeyTable, extra: str, ar: list[bytes], final: milter.Action
+) -> None:
+    d = Driver(make_config(tmp_path, keys, extra), TestDnsFile.from_records(keys.records))
+    actions = run(d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE))
+    assert inserted(actions, b"Authentication-Results") == ar
+    assert actions[-1] == final
+
+
+@pytest.mark.parametrize(
+    ("extra", "macros_at_connect", "authserv_id"),
+    [
+        ("", {}, b"unknown-host"),
+        ("", {"j": "mx.example.org"}, b"mx.example.org"),
+        ("AuthservID relay.example\n", {"j": "mx.example.org"}, b"relay.example"),
+        ("AuthservIDWithJobID yes\n", {"j": "mx.example.org"}, b"mx.example.org/QID1"),
+    ],
+)
+def test_authserv_id_falls_back_as_opendkim_does(
+    tmp_path: Path,
+    keys: FakeKeyTable,
+    extra: str,
+    macros_at_connect: dict[str, str],
+    authserv_id: bytes,
+) -> None:
+    text = make_config(tmp_path, keys, extra + "AlwaysAddARHeader yes\n").replace(
+        "AuthservID mx.test\n", ""
+    )
+    d = Driver(text, TestDnsFile.from_records(keys.records))
+    run(d.feed(optneg() + macros(b"C", macros_at_connect) + connect(OUTSIDE)))
+    actions = run(d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE, new_connection=False))
+    assert inserted(actions, b"Authentication-Results") == [
+        b" " + authserv_id + b"; dkim=none; dkim-atps=neutral"
+    ]
+
+
+def test_filter_options_ask_for_recipients_and_end_of_headers_only_when_needed() -> None:
+    from dkimd.session import filter_options_for
+
+    flags = milter.ProtocolFlag
+    plain = filter_options_for(parse_config_text("Mode sv\n"))
+    assert milter.ActionFlag.QUARANTINE not in plain.actions
+    dont_sign = filter_options_for(parse_config_text("DontSignMailTo csl:a@example.org\n"))
+    assert flags.NORCPT not in dont_sign.protocol
+    assert flags.NR_EOH not in dont_sign.protocol
+    assert flags.NR_RCPT in dont_sign.protocol  # the reply to RCPT is always CONTINUE
+
+
+@pytest.mark.parametrize(
+    ("extra", "deleted", "chghdrs"),
+    [
+        ("", [(3, b""), (1, b"")], True),
+        ("KeepAuthResults yes\n", [], False),
+        ("RemoveARAll yes\n", [(4, b""), (3, b""), (1, b"")], True),
+        ("RemoveARFrom csl:.other.example\n", [(2, b"")], True),
+    ],
+)
+def test_incoming_authentication_results_options(
+    tmp_path: Path, keys: FakeKeyTable, extra: str, deleted: list[tuple[int, bytes]], chghdrs: bool
+) -> None:
+    from dkimd.session import filter_options_for
+
+    config = make_config(tmp_path, keys, extra)
+    assert (milter.ActionFlag.CHGHDRS in filter_options_for(parse_config_text(config)).actions) is (
+        chghdrs
+    )
+    d = Driver(config, TestDnsFile.from_records(keys.records))
+    headers = [
+        (b"Authentication-Results", b" mx.test; dkim=pass header.d=example.com"),
+        (b"Authentication-Results", b" relay.other.example; dkim=pass"),
+        (b"Authentication-Results", b" mx.test; dkim=none"),
+        (b"Authentication-Results", b" mx.test; spf=pass"),
+        *_signed_headers(keys, BODY),
+    ]
+    actions = run(d.message(headers, BODY, client=OUTSIDE))
+    assert [(a.index, a.value) for a in actions if isinstance(a, milter.ChangeHeader)] == deleted
+
+
+def test_no_header_b(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(
+        make_config(tmp_path, keys, "NoHeaderB yes\n"), TestDnsFile.from_records(keys.records)
+    )
+    actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=pass" in ar and b"header.s=mail" in ar and b"header.b=" not in ar

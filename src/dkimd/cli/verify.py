@@ -169,7 +169,9 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: Txt
     results = verifier.results()
     eol = b"\r\n" if normalizer.crlf_input else b"\n"
     lines = [describe(r).encode("ascii", "replace") for r in results]
-    ar = AR_FIELD_NAME + b": " + authentication_results_value(args.authserv_id, results)
+    # No ATPS check is made here, so no dkim-atps item (the milter writes OpenDKIM's).
+    value = authentication_results_value(args.authserv_id, results, atps=None)
+    ar = AR_FIELD_NAME + b": " + value
     lines.append(ar.replace(b"\r\n", eol))
     stdout.write(eol.join(lines) + eol)
     stdout.flush()

@@ -194,6 +194,7 @@ class _Builder:
         self.headers()
         self.hosts()
         self.results()
+        self.recipients()
         self.dns()
         self.daemon()
         self.logging()
@@ -372,31 +373,43 @@ class _Builder:
     def results(self) -> None:
         actions = dict(DEFAULT_ACTIONS)
         default = self.get("On-Default")
-        parsed_default = self.action(default) if default is not None else None
-        if parsed_default is not None:
-            actions = dict.fromkeys(actions, parsed_default)
+        if default is not None:
+            actions = dict.fromkeys(actions, self.action(default))
         for condition in Condition:
             setting = self.get(condition.option)
             if setting is not None:
-                action = self.action(setting)
-                if action is not None:
-                    actions[condition] = action
+                actions[condition] = self.action(setting)
         self.values["on_actions"] = MappingProxyType(actions)
 
         setting = self.get("AuthservID")
         if setting is not None:
             self.values["authserv_id"] = setting.value
         self.flag("AlwaysAddARHeader", "always_add_ar_header")
+        self.flag("AuthservIDWithJobID", "authserv_id_with_job_id")
+        self.flag("NoHeaderB", "no_header_b")
+        self.flag("KeepAuthResults", "keep_auth_results")
+        self.flag("RemoveARAll", "remove_ar_all")
+        found = self.dataset("RemoveARFrom")
+        if found is not None:
+            self.values["remove_ar_from"] = found[1]
         self.flag("SoftwareHeader", "software_header")
 
-    def action(self, setting: Setting) -> Action | None:
+    def recipients(self) -> None:
+        found = self.dataset("DontSignMailTo")
+        if found is not None:
+            self.values["dont_sign_mail_to"] = found[1]
+
+    def action(self, setting: Setting) -> Action:
         action = _ACTION_WORDS.get(setting.value.lower())
         if action is None:
-            self.error(
+            # OpenDKIM 2.11 takes any value here (dkimf_parsehandler's -1 reads as success)
+            # and then falls through to accept: serve such a configuration the same way.
+            self.warn(
                 setting,
-                f'{setting.name}: unknown action "{setting.value}"',
+                f'{setting.name}: unknown action "{setting.value}"; the message is accepted',
                 "use accept, discard, quarantine, reject or tempfail",
             )
+            return Action.ACCEPT
         return action
 
     def dns(self) -> None:

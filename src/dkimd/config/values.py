@@ -223,10 +223,19 @@ class Config:
     external_ignore_list: HostList = field(default_factory=_empty_hosts)
     peer_list: HostList = field(default_factory=_empty_hosts)
     macro_list: tuple[MacroRequirement, ...] = ()
+    # recipients
+    dont_sign_mail_to: Dataset | None = None  # recipients whose mail is never signed
     # results
     on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
     authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
     always_add_ar_header: bool = False
+    authserv_id_with_job_id: bool = False  # authserv-id "<id>/<job id>"
+    no_header_b: bool = False  # leave header.b= out of A-R items
+    # Incoming A-R removal (KeepAuthResults no): ours, or those of RemoveARFrom's hosts;
+    # only those with a dkim result unless RemoveARAll.
+    keep_auth_results: bool = False
+    remove_ar_all: bool = False
+    remove_ar_from: Dataset | None = None
     software_header: bool = False
     # DNS
     nameservers: tuple[str, ...] = ()

@@ -40,7 +40,9 @@ from dkimd.dkim.results import (
     DkimResult,
     SignatureResult,
     VerifyError,
+    ar_result,
     authentication_results_value,
+    bad_format_value,
     format_result,
 )
 from dkimd.dkim.signature import (
@@ -86,7 +88,9 @@ __all__ = [
     "Verifier",
     "VerifyError",
     "VerifyOptions",
+    "ar_result",
     "authentication_results_value",
+    "bad_format_value",
     "build_signature_field",
     "canonicalize_body",
     "canonicalize_header",

@@ -1,17 +1,17 @@
 """Verification outcomes as values, and the Authentication-Results text OpenDKIM writes.
 
 Result words are RFC 8601 section 2.7.1's dkim results. Observed from opendkim 2.11 (see
-tests/unit/dkim/test_results.py for the exact strings):
+tests/unit/dkim/test_results.py for the exact strings)::
 
-    mx.example.com;
-    \tdkim=pass (2048-bit key; unprotected) header.d=example.com header.i=@example.com
-    \t  header.a=rsa-sha256 header.s=mail header.b=AbCdEfGh
-    dkim=fail reason="signature verification failed" (2048-bit key) header.d=...
-    mx.example.com; dkim=none
+    unknown-host;
+    \tdkim=pass (1024-bit key) header.d=example.com header.i=@example.com ...
+    (the item goes on to header.a=rsa-sha256 header.s=test header.b=RNAhx6cV; on the same line)
+    \tdkim-atps=neutral
+    unknown-host; dkim=none; dkim-atps=neutral
 
 header.b is the shortest prefix of b= (at least 8 characters) that tells the message's
-signatures apart (libopendkim dkim_get_sigsubstring). OpenDKIM's "dkim-atps=neutral" item is
-not produced: ATPS (RFC 6541) is not implemented.
+signatures apart (libopendkim dkim_get_sigsubstring). The closing "dkim-atps=" item is the
+RFC 6541 result Debian's OpenDKIM always writes ("neutral" when nothing was checked).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Final
 
 AR_FIELD_NAME = b"Authentication-Results"
 _MIN_B_PREFIX = 8
-_LINE = 78
+_HDR_MARGIN = 75  # libopendkim DKIM_HDRMARGIN
 
 
 class DkimResult(enum.Enum):
@@ -171,15 +171,68 @@ def _b_prefixes(results: Sequence[SignatureResult]) -> list[str | None]:
     return [b[:n] if b else None for b in bs]
 
 
+# What OpenDKIM's A-R says for each error (opendkim.c dkimf_ar_all_sigs): temperror for key
+# lookups that failed or answered garbage (KEYFAIL, DNSSYNTAX), policy for a key that is too
+# small, fail for every signature whose key was looked for, permerror for one rejected
+# before that. Errors OpenDKIM does not have take the nearest of these.
+_AR_RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
+    VerifyError.NO_SIGNATURE: DkimResult.NONE,
+    VerifyError.SIGNATURE_SYNTAX: DkimResult.PERMERROR,
+    VerifyError.SHA1_REFUSED: DkimResult.PERMERROR,
+    VerifyError.EXPIRED: DkimResult.PERMERROR,
+    VerifyError.KEY_NOT_RETRIEVED: DkimResult.TEMPERROR,
+    VerifyError.KEY_QUERY_TEMPFAIL: DkimResult.TEMPERROR,
+    VerifyError.KEY_QUERY_FAILED: DkimResult.TEMPERROR,
+    VerifyError.KEY_MISSING: DkimResult.TEMPERROR,
+    VerifyError.KEY_SYNTAX: DkimResult.TEMPERROR,
+    VerifyError.KEY_TOO_SHORT: DkimResult.POLICY,
+    VerifyError.KEY_BELOW_MINIMUM: DkimResult.POLICY,
+}
+
+# libopendkim's dkim_sig_geterrorstr() words, where OpenDKIM has the same error. The A-R
+# carries them (only for fail and policy); logs keep dkimd's own wording (`reason`).
+_AR_REASONS: Final[Mapping[VerifyError, str]] = {
+    VerifyError.KEY_NOT_FOUND: "key not found in DNS",
+    VerifyError.KEY_REVOKED: "key revoked",
+    VerifyError.KEY_TYPE_MISMATCH: "unknown key type",
+    VerifyError.KEY_HASH_REFUSED: "signature-key hash mismatch",
+    VerifyError.KEY_NOT_FOR_EMAIL: "not an e-mail key",
+    VerifyError.KEY_STRICT_IDENTITY: "unauthorized subdomain",
+    VerifyError.KEY_TOO_SHORT: "signing key too small",
+    VerifyError.KEY_BELOW_MINIMUM: "signing key too small",
+    # libopendkim reports a changed body the same way as a bad b= (observed, 2.11).
+    VerifyError.BODY_HASH_MISMATCH: "signature verification failed",
+    VerifyError.BODY_TRUNCATED: "signature verification failed",
+    VerifyError.SIGNATURE_MISMATCH: "signature verification failed",
+}
+
+
+def ar_result(result: SignatureResult) -> DkimResult:
+    """The result word OpenDKIM's A-R gives this signature (a t=y key changes nothing)."""
+    if result.error is None:
+        return DkimResult.PASS
+    return _AR_RESULT_OF.get(result.error, DkimResult.FAIL)
+
+
 def format_result(
-    result: SignatureResult, b_prefix: str | None = None, dnssec: str | None = None
+    result: SignatureResult,
+    b_prefix: str | None = None,
+    dnssec: str | None = None,
 ) -> str:
-    """One "dkim=..." resinfo in OpenDKIM's layout."""
-    parts = [f"dkim={result.result.value}"]
-    if result.result is DkimResult.NONE:
+    """One "dkim=..." resinfo, as OpenDKIM 2.11 writes it:
+
+        dkim=<result>[ reason="<why>"][ (<bits>-bit key[; <dnssec>])] header.d=<d>
+        header.i=<i> header.a=<a> header.s=<s>[ header.b=<b prefix>]
+
+    on one line (the item is never folded inside). The reason is given for fail and policy
+    only; the key size only when the key was read.
+    """
+    word = ar_result(result)
+    parts = [f"dkim={word.value}"]
+    if word is DkimResult.NONE:
         return parts[0]
-    reason = result.reason
-    if result.result is not DkimResult.PASS and reason:
+    if word in (DkimResult.FAIL, DkimResult.POLICY) and result.error is not None:
+        reason = _AR_REASONS.get(result.error) or result.reason
         parts.append(f"reason={_quoted(reason)}")
     if result.key_bits:
         comment = f"{result.key_bits}-bit key"
@@ -201,23 +254,62 @@ def format_result(
     return " ".join(parts)
 
 
-def authentication_results_value(
-    authserv_id: str, results: Sequence[SignatureResult], *, dnssec: str | None = "unprotected"
-) -> bytes:
-    """The value of an Authentication-Results field (no leading space, no trailing CRLF).
+def fold_tokens(tokens: Sequence[str]) -> str:
+    """Join A-R tokens as OpenDKIM does (opendkim.c, DKIM_HDRMARGIN).
 
-    `dnssec` is the word OpenDKIM puts after the key size ("unprotected" when the key record
-    was not DNSSEC-signed, "secure" when it was, None to omit it as OpenDKIM does when it
-    cannot tell). No results means dkim=none. A value that fits on one line (78 columns with
-    the field name) stays on one line; otherwise each result gets its own line, joined with
-    ";" CRLF TAB, as OpenDKIM does.
+    The column starts after "Authentication-Results: " (25, counting as OpenDKIM does);
+    a token that would reach column 75 starts a new line (CRLF TAB, column 8), any other
+    follows a space. A token is never split, however long.
+    """
+    column = len(AR_FIELD_NAME) + 3
+    out: list[str] = []
+    for i, token in enumerate(tokens):
+        if i:
+            if column + len(token) >= _HDR_MARGIN:
+                out.append("\r\n\t")
+                column = 8
+            else:
+                out.append(" ")
+        out.append(token)
+        column += len(token)
+    return "".join(out)
+
+
+def authentication_results_value(
+    authserv_id: str,
+    results: Sequence[SignatureResult],
+    *,
+    dnssec: str | None = "unprotected",
+    atps: str | None = "neutral",
+    header_b: bool = True,
+) -> bytes:
+    """The value of an Authentication-Results field (no leading space, no trailing CRLF),
+    byte for byte as OpenDKIM 2.11 writes it, e.g.::
+
+        unknown-host; dkim=none; dkim-atps=neutral
+        mx.example.org;
+        \tdkim=pass (1024-bit key) header.d=example.com ... header.b=RNAhx6cV;
+        \tdkim-atps=neutral
+
+    One item per signature, in header order. `dnssec` is the word after the key size
+    ("unprotected" for a key from an unsigned zone, None when unknown, as with test
+    keys). `atps` is the RFC 6541 result Debian's build (_FFR_ATPS) always reports,
+    "neutral" when no ATPS check was made; None leaves the item out. `header_b=False`
+    is NoHeaderB.
     """
     if not results:
         results = [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
-    prefixes = _b_prefixes(results)
-    items = [_clean(authserv_id) or "localhost"]
-    items += [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]
-    one_line = "; ".join(items)
-    if len(AR_FIELD_NAME) + 2 + len(one_line) <= _LINE:
-        return one_line.encode("ascii")
-    return ";\r\n\t".join(items).encode("ascii")
+    prefixes = _b_prefixes(results) if header_b else [None] * len(results)
+    items = [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]
+    if atps is not None:
+        items.append(f"dkim-atps={_value(atps)}")
+    tokens = [f"{_clean(authserv_id) or 'localhost'};"]
+    tokens += [f"{item};" for item in items[:-1]] + items[-1:]
+    return fold_tokens(tokens).encode("ascii")
+
+
+def bad_format_value(authserv_id: str) -> bytes:
+    """The A-R OpenDKIM writes for a message it cannot process (its BADFORMAT status: no or
+    unparseable From, StrictHeaders): one line, no ATPS item."""
+    authserv = _clean(authserv_id) or "localhost"
+    return f"{authserv}; dkim=permerror (bad message/signature format)".encode("ascii")

@@ -137,6 +137,17 @@ def test_on_default_applies_first_whatever_the_order() -> None:
     assert q.action_for(Condition.SECURITY) is Action.QUARANTINE
 
 
+def test_unknown_on_action_is_a_warning_and_accepts() -> None:
+    """OpenDKIM 2.11 starts with "On-BadSignature bounce" and accepts such messages."""
+    report = analyze_config_text(f"{SOCKET}On-BadSignature bounce\nOn-Default Explode\n")
+    assert report.config is not None and not report.errors
+    unknown = sorted((w.line, w.message) for w in report.warnings if "unknown action" in w.message)
+    assert [line for line, _ in unknown] == [2, 3]
+    assert 'unknown action "bounce"' in unknown[0][1]
+    for condition in Condition:
+        assert report.config.action_for(condition) is Action.ACCEPT
+
+
 def test_header_lists() -> None:
     config = parse_config_text(
         SOCKET + "OmitHeaders *,+X-Foo,-Bcc\nSignHeaders From,To,Subject\n"
@@ -216,7 +227,6 @@ def test_signing_table_needs_keytable_and_known_keys(write: Writer) -> None:
         ("Canonicalization loose", 'unknown method "loose"'),
         ("SignatureAlgorithm rsa-md5", "unknown algorithm"),
         ("SignatureAlgorithm rsa-sha1", "RFC 8301"),
-        ("On-BadSignature bounce", 'unknown action "bounce"'),
         ("Socket tcp:8891", 'unknown socket type "tcp"'),
         ("Socket inet:99999@localhost", "out of range"),
         ("Socket inet:8891@[::1]", "not an IPv4 address"),
