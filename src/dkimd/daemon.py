@@ -42,6 +42,7 @@ from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -108,13 +109,20 @@ def read_config(options: DaemonOptions) -> Config:
 
 
 def make_resolver(config: Config) -> TxtLookup:
+    """Where TXT records come from: TestDNSData or DNS, with key records from
+    TestPublicKeys in front when that is set (as OpenDKIM: both may be set at once)."""
+    resolver: TxtLookup
     if config.test_dns_data is not None:
         records: dict[str, list[str]] = {}
         for entry in config.test_dns_data:
             records.setdefault(entry.key, []).append(entry.value or "")
-        return TestDnsFile.from_records(records)
-    timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-    return DnsResolver(list(config.nameservers) or None, timeout=timeout)
+        resolver = TestDnsFile.from_records(records)
+    else:
+        timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
+        resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
+    if config.test_public_keys is not None:
+        return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
+    return resolver
 
 
 def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
@@ -295,6 +303,8 @@ class _Reloader:
         log.info("reloading configuration from %s", self.options.config_path)
         try:
             config = read_config(self.options)
+            # OpenDKIM reads TestPublicKeys once, at start (main), not on reload.
+            config = replace(config, test_public_keys=self.holder.current.config.test_public_keys)
             new = build_runtime(config, self.run_as)
         except ConfigError as exc:
             _config_problems(exc)

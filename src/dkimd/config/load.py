@@ -422,6 +422,19 @@ class _Builder:
         found = self.dataset("TestDNSData")
         if found is not None:
             self.values["test_dns_data"] = found[1]
+        setting = self.get("TestPublicKeys")
+        if setting is not None:
+            # OpenDKIM opens the file per key lookup, so a missing one does not stop it
+            # from starting; every signature then meets a key retrieval failure.
+            if not os.access(setting.value, os.R_OK):
+                self.warn(
+                    setting,
+                    f'TestPublicKeys: cannot read "{setting.value}"; '
+                    "every key lookup will fail temporarily",
+                )
+            # Relative to the directory the filter starts in (OpenDKIM reads it once, in
+            # main); absolute from here on, so no later chdir moves it.
+            self.values["test_public_keys"] = os.path.abspath(setting.value)
 
     def daemon(self) -> None:
         setting = self.get("Socket")

@@ -232,6 +232,8 @@ class Config:
     nameservers: tuple[str, ...] = ()
     dns_timeout: int = 5  # seconds; 0: wait forever
     test_dns_data: Dataset | None = None
+    # TestPublicKeys: key records from this file instead of DNS (dkimd.dns.testkeys)
+    test_public_keys: str | None = None
     # daemon
     socket: SocketSpec | None = None
     pid_file: str | None = None
