@@ -191,22 +191,28 @@ def _read_config_or_report(options: DaemonOptions) -> Config | None:
 
 
 def check(options: DaemonOptions) -> int:
-    """`-n`: read the configuration and the command line, report problems, exit (0 or 78)."""
+    """`-n`: read the configuration, report problems, exit 0 or 78.
+
+    As opendkim -n: only what loading the configuration finds decides the exit status; it
+    returns before the socket and the user are looked at, so a file without Socket passes.
+    A socket or user given that could not be used is still worth saying (as a warning).
+    """
     config = _read_config_or_report(options)
     if config is None:
         return EX_CONFIG
     for warning in config.warnings:
         sys.stderr.write(f"dkimd: {warning}\n")
     try:
-        spec = parse_socket_spec(socket_spec(config, options))
-        if spec.family != "local":
-            resolve_port(spec)
+        given = options.socket or (str(config.socket) if config.socket is not None else None)
+        if given:
+            spec = parse_socket_spec(given)
+            if spec.family != "local":
+                resolve_port(spec)
         wanted = user_spec(config, options)
         if wanted:
             resolve_user(wanted)
-    except (StartupError, ValueError, ProcessError) as exc:
-        sys.stderr.write(f"dkimd: {exc}\n")
-        return EX_CONFIG
+    except (ValueError, ProcessError) as exc:
+        sys.stderr.write(f"dkimd: warning: {exc}; the daemon would not start\n")
     return 0
 
 
@@ -294,17 +300,25 @@ def _os_error_text(exc: Exception, spec: SocketSpec | None) -> str:
 class _Reloader:
     """SIGHUP/SIGUSR1: build a new Runtime from the files; keep the old one on any error."""
 
-    def __init__(self, options: DaemonOptions, holder: RuntimeHolder, run_as: RunAs | None):
+    def __init__(
+        self,
+        options: DaemonOptions,
+        holder: RuntimeHolder,
+        run_as: RunAs | None,
+        *,
+        test_public_keys: str | None = None,
+    ):
         self.options = options
         self.holder = holder
         self.run_as = run_as
+        # OpenDKIM reads TestPublicKeys once, at start (main), not on reload.
+        self.test_public_keys = test_public_keys
 
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
         try:
             config = read_config(self.options)
-            # OpenDKIM reads TestPublicKeys once, at start (main), not on reload.
-            config = replace(config, test_public_keys=self.holder.current.config.test_public_keys)
+            config = replace(config, test_public_keys=self.test_public_keys)
             new = build_runtime(config, self.run_as)
         except ConfigError as exc:
             _config_problems(exc)
@@ -341,7 +355,7 @@ async def _serve(
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    reload = _Reloader(options, holder, run_as)
+    reload = _Reloader(options, holder, run_as, test_public_keys=runtime.config.test_public_keys)
 
     def stop(signum: int) -> None:
         # From here on further signals stay blocked: a second SIGTERM while in-flight

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dkimd import daemon
-from dkimd.config import parse_config_text
+from dkimd.config import Config, parse_config_text
 from dkimd.daemon import (
     DaemonOptions,
     _Reloader,
@@ -117,3 +117,26 @@ def test_reload_keeps_the_old_runtime_on_any_error(
     assert "reload failed (resolver exploded); keeping the previous configuration" in messages
     assert any(f'cannot read configuration file "{conf}"' in m for m in messages)
     assert messages[-1] == "reload failed; keeping the previous configuration"
+
+
+def test_reload_keeps_the_test_public_keys_of_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # opendkim reads TestPublicKeys in main() only; after the detach (cwd /) a relative
+    # name would point elsewhere anyway.
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(BASE + "TestPublicKeys changed-keys\n")
+    seen: list[str | None] = []
+
+    def fake_build(config: Config, run_as: RunAs | None) -> object:
+        seen.append(config.test_public_keys)
+        return object()
+
+    monkeypatch.setattr(daemon, "build_runtime", fake_build)
+
+    class Current:
+        config = parse_config_text(BASE)
+
+    holder = RuntimeHolder(Current())  # type: ignore[arg-type]
+    _Reloader(DaemonOptions(str(conf)), holder, None, test_public_keys="/start/pubkeys")()
+    assert seen == ["/start/pubkeys"]

@@ -437,10 +437,10 @@ class _Builder:
             self.values["test_public_keys"] = os.path.abspath(setting.value)
 
     def daemon(self) -> None:
+        # No Socket is no problem of the file: -p may give one (OpenDKIM: -p wins, and
+        # only a start with neither is refused).
         setting = self.get("Socket")
-        if setting is None:
-            self.warn(None, "no Socket is set", "set Socket, or give one with -p")
-        else:
+        if setting is not None:
             try:
                 spec = self.values["socket"] = parse_socket_spec(setting.value)
             except ValueError as e:

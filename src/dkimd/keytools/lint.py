@@ -274,9 +274,17 @@ class _Linter:
 
     def check_socket(self, config: Config) -> None:
         spec = config.socket
-        if spec is None:
-            return
         where = self.setting_place("Socket")
+        if spec is None:
+            # The daemon then needs -p; OpenDKIM refuses to start without either.
+            self.add(
+                Severity.WARNING,
+                where,
+                "no Socket is set",
+                "set Socket, or give one with -p",
+                "Socket",
+            )
+            return
         if spec.family == "local":
             assert spec.path is not None
             directory = os.path.dirname(spec.path) or "."
