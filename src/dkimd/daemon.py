@@ -39,6 +39,7 @@ from typing import NoReturn
 
 from dkimd import __version__
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
+from dkimd.config.load import daemon_refusals
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
@@ -100,6 +101,9 @@ class DaemonOptions:
 
 def read_config(options: DaemonOptions) -> Config:
     config = load_config(options.config_path)
+    refusals = daemon_refusals(config)
+    if refusals:
+        raise ConfigError([*refusals, *config.warnings])
     changes: dict[str, object] = {}
     if options.pid_file is not None:
         changes["pid_file"] = options.pid_file

@@ -5,6 +5,9 @@
   (`{auth_authen}` / `{auth_type}` macros). Originating mail whose sender (the first of
   SenderHeaders present, default From) matches the SigningTable — or Domain/SubDomains in
   single-key mode — is signed; with MultipleSignatures every match signs.
+* A sender whose SigningTable match names a key that cannot be had (not in the KeyTable,
+  a malformed KeyTable line, a key file that will not load) is tempfailed at end of headers
+  (`Decision.TEMPFAIL`), as OpenDKIM does; it starts with such tables all the same.
 * Everything not signed is verified when Mode includes v.
 * Verification outcomes map onto the On-* conditions; the configured Action decides.
 
@@ -44,6 +47,9 @@ class Decision(enum.Enum):
     SIGN = "sign"
     VERIFY = "verify"
     NOTHING = "nothing"
+    # A key the tables name for this sender cannot be had (not in the KeyTable, a broken
+    # entry, a key file that will not load): OpenDKIM replies a bare TEMPFAIL at EOH.
+    TEMPFAIL = "tempfail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +174,13 @@ class SigningPolicy:
             if why_not is None:
                 assert sender is not None
                 requests, problems = self.keys.for_sender(sender)
-                if requests or problems:
-                    return MessagePlan(Decision.SIGN, "originating", sender, requests, problems)
+                if problems:
+                    # The first problem ends the SigningTable walk in OpenDKIM
+                    # (dkimf_apply_signtable), whatever else matched.
+                    why = "; ".join(p.message for p in problems)
+                    return MessagePlan(Decision.TEMPFAIL, why, sender, [], problems, notable=True)
+                if requests:
+                    return MessagePlan(Decision.SIGN, "originating", sender, requests)
                 why_not = f"no signing table match for '{sender}'"
             if not config.verifies:
                 return MessagePlan(Decision.NOTHING, why_not, sender)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from dkimd import __version__, milter
 from dkimd.authres import forged_result_indexes
-from dkimd.config import Action, Condition, Config
+from dkimd.config import Action, Condition, Config, KeySource
 from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
@@ -279,6 +279,9 @@ class MilterSession:
         msg.plan = plan
         if plan.notable:
             self._log.info(plan.why)  # no args: no %-formatting of the text itself
+        if plan.decision is Decision.TEMPFAIL:  # a key the tables name cannot be had
+            self._drop_message()
+            return milter.TempFail()
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
@@ -556,8 +559,8 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     )
     if len(config.peer_list) == 0:
         protocol |= flags.NR_CONN
-    if config.verifies:
-        protocol |= flags.NR_EOH
+    if config.verifies and not (config.signs and config.key_source is not KeySource.NONE):
+        protocol |= flags.NR_EOH  # signing may tempfail at EOH (Decision.TEMPFAIL)
     actions = milter.ActionFlag.ADDHDRS | milter.ActionFlag.CHGHDRS | milter.ActionFlag.QUARANTINE
     return milter.FilterOptions(actions=actions, protocol=protocol)
 

@@ -130,11 +130,14 @@ class SigningKeys:
             for key_name, signer in wanted:
                 entry = config.key_table.get(key_name)
                 if entry is None:
-                    routes.append(
-                        KeyProblem(
-                            key_name, Condition.SIGNATURE_ERROR, f'key "{key_name}" not in KeyTable'
-                        )
+                    # opendkim.c logs these two, then tempfails the message at EOH.
+                    broken = config.key_table.broken(key_name)
+                    message = (
+                        f"error loading key '{key_name}': {broken}"
+                        if broken is not None
+                        else f"signing table references unknown key '{key_name}'"
                     )
+                    routes.append(KeyProblem(key_name, Condition.SIGNATURE_ERROR, message))
                     continue
                 routes.append((entry.resolve(domain), signer))
         elif config.key_source is KeySource.SINGLE_KEY and config.single_key is not None:

@@ -528,18 +528,15 @@ def test_broken_reload_keeps_the_old_configuration(
     assert "configuration reloaded" in d.log_text()
 
 
-@pytest.mark.parametrize(
-    ("action", "code", "text"),
-    [(None, b"y", "550 5.7.1 "), ("tempfail", b"y", "451 4.7.1 "), ("accept", b"c", "")],
-)
+@pytest.mark.parametrize("action", [None, "tempfail", "accept"])
 def test_removed_key_file_gives_a_clear_error_and_recovers(
     action: str | None,
-    code: bytes,
-    text: str,
     tmp_path: Path,
     dkim_key: DkimKey,
     start_dkimd: Callable[..., Dkimd],
 ) -> None:
+    """As OpenDKIM ("error loading key"): a bare TEMPFAIL at end-of-headers, whatever
+    On-SignatureError says; the reason, with the path, is in the log only."""
     keyfile = tmp_path / "keys" / "mail.private"
     keyfile.parent.mkdir()
     shutil.copy(dkim_key.private_key, keyfile)
@@ -551,13 +548,8 @@ def test_removed_key_file_gives_a_clear_error_and_recovers(
     keyfile.unlink()
     for i in range(3):
         reply = milter_message(d.port, message(f"key gone {i}"))
-        assert reply.code == code, reply
-        assert reply.text.startswith(text), reply
+        assert reply.code == b"t", reply
         assert [n for n, _ in reply.inserted if n == "DKIM-Signature"] == [], reply
-        if text:
-            # The client is told which key; the file's path stays in the log.
-            assert "mail._domainkey.example.com" in reply.text, reply
-            assert str(keyfile) not in reply.text, reply
     log = d.log_text()
     lines = [ln for ln in log.splitlines() if str(keyfile) in ln]
     assert len(lines) >= 3, log

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dkimd import daemon
-from dkimd.config import Config, parse_config_text
+from dkimd.config import Config, ConfigError, parse_config_text
 from dkimd.daemon import (
     DaemonOptions,
     _Reloader,
@@ -140,3 +140,12 @@ def test_reload_keeps_the_test_public_keys_of_the_start(
     holder = RuntimeHolder(Current())  # type: ignore[arg-type]
     _Reloader(DaemonOptions(str(conf)), holder, None, test_public_keys="/start/pubkeys")()
     assert seen == ["/start/pubkeys"]
+
+
+def test_daemon_refuses_what_opendkim_refuses_at_start(tmp_path: Path) -> None:
+    (tmp_path / "kt").write_text("k example.com:s:/k\n")
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(BASE.replace("Mode v", "Mode s") + f"KeyTable file:{tmp_path / 'kt'}\n")
+    with pytest.raises(ConfigError, match="KeyTable requires either SigningTable"):
+        daemon.read_config(DaemonOptions(str(conf)))
+    assert daemon.check(DaemonOptions(str(conf))) == 78

@@ -14,6 +14,7 @@ from dkimd.dkim import DkimResult, HeaderField, SignatureResult, VerifyError
 from dkimd.policy import (
     Client,
     Decision,
+    MessagePlan,
     SigningPolicy,
     count_fields,
     parse_address,
@@ -207,6 +208,50 @@ def test_bad_selector_is_a_key_problem_not_a_crash(tmp_path: Path) -> None:
     requests, [problem] = policy.keys.for_sender("a@example.com")
     assert requests == []
     assert problem.key_name == "k" and problem.condition is Condition.SIGNATURE_ERROR
+
+
+def test_broken_keytable_entry_starts_and_tempfails_its_senders(tmp_path: Path) -> None:
+    """t-sign-rs-tables-bad: a KeyTable line in the wrong shape does not stop OpenDKIM; the
+    first line for a name wins, so the good duplicate below it does not help, and a sender
+    routed to it is tempfailed at end-of-headers. Other senders still sign."""
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(
+        tmp_path,
+        f"bad\texample.com test {key}\nbad example.com:test:{key}\ngood example.net:s:{key}",
+        "*@example.com bad\n*@example.net good\n*@example.org missing",
+    )
+    assert policy.config.key_table is not None
+    assert policy.config.key_table.broken("bad") is not None
+    assert policy.config.key_table.get("bad") is None and "bad" in policy.config.key_table
+    assert policy.config.key_table.broken("good") is None
+    problems = [w for w in policy.config.warnings if w.fails_messages]
+    assert [(w.option, w.line) for w in problems] == [("KeyTable", 1), ("SigningTable", 3)]
+    internal = Client("127.0.0.1", "localhost")
+
+    def plan(sender: str) -> MessagePlan:
+        return policy.plan(internal, [HeaderField(b"From", f" {sender}".encode())])
+
+    broken = plan("user@example.com")
+    assert broken.decision is Decision.TEMPFAIL and broken.requests == []
+    assert "error loading key 'bad'" in broken.why and broken.notable
+    unknown = plan("user@example.org")
+    assert unknown.decision is Decision.TEMPFAIL
+    assert unknown.why == "signing table references unknown key 'missing'"
+    assert plan("user@example.net").decision is Decision.SIGN
+
+
+def test_any_unusable_key_tempfails_even_with_good_ones(tmp_path: Path) -> None:
+    """MultipleSignatures: OpenDKIM's SigningTable walk stops at the first key it cannot
+    load and tempfails the message, whatever it found before."""
+    key = _key_file(tmp_path / "mail.private")
+    (tmp_path / "KeyTable").write_text(f"good example.com:s:{key}\n")
+    (tmp_path / "SigningTable").write_text("user@example.com good\nexample.com gone\n")
+    policy = _policy(
+        f"RequireSafeKeys no\nKeyTable file:{tmp_path / 'KeyTable'}\n"
+        f"SigningTable file:{tmp_path / 'SigningTable'}\nMultipleSignatures yes\n"
+    )
+    header = [HeaderField(b"From", b" user@example.com")]
+    assert policy.plan(Client("127.0.0.1", None), header).decision is Decision.TEMPFAIL
 
 
 def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:

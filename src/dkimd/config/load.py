@@ -62,6 +62,7 @@ __all__ = [
     "analyze_config",
     "analyze_config_text",
     "build_config",
+    "daemon_refusals",
     "load_config",
     "parse_config_text",
 ]
@@ -285,11 +286,12 @@ class _Builder:
                 self.problems.extend(signing_table.check_against(key_table))
 
         single = {n: self.get(n) for n in ("Domain", "Selector", "KeyFile")}
+        signs = Mode.SIGN in self.values.get("mode", Mode.SIGN | Mode.VERIFY)
         if self.get("KeyTable") is not None:
             for setting in single.values():
                 if setting is not None:
                     self.warn(setting, f"{setting.name} is ignored because a KeyTable is set")
-            if self.get("SigningTable") is None:
+            if self.get("SigningTable") is None and not daemon_refusals_of(self.raw, signs):
                 self.warn(
                     self.get("KeyTable"),
                     "KeyTable without a SigningTable: no message will be signed",
@@ -301,26 +303,42 @@ class _Builder:
         given = {n: s for n, s in single.items() if s is not None}
         if not given:
             return
-        if len(given) < 3:
-            missing = [n for n in single if n not in given]
-            first = next(iter(given.values()))
+        key_setting = given.get("KeyFile")
+        # OpenDKIM opens KeyFile whatever the Mode, and refuses to start without it.
+        if key_setting is not None and (
+            not os.path.isfile(key_setting.value) or not os.access(key_setting.value, os.R_OK)
+        ):
+            self.error(key_setting, f'KeyFile: cannot read "{key_setting.value}"')
+        selector = given.get("Selector")
+        first = next(iter(given.values()))
+        if signs and (key_setting is None) != (selector is None):
             self.error(
                 first,
-                f"single-key signing needs Domain, Selector and KeyFile; "
-                f"{' and '.join(missing)} missing",
+                "KeyFile and Selector must both be defined or both be undefined",
                 "or use KeyTable and SigningTable",
             )
             return
-        key_setting = given["KeyFile"]
-        if not os.path.isfile(key_setting.value) or not os.access(key_setting.value, os.R_OK):
-            self.error(key_setting, f'KeyFile: cannot read "{key_setting.value}"')
+        if signs and key_setting is None:
+            self.error(first, "Domain requires KeyFile and Selector")
+            return
+        if len(given) < 3:
+            missing = " and ".join(n for n in single if n not in given)
+            # OpenDKIM starts so (Mode v, or KeyFile and Selector without Domain) and
+            # signs nothing.
+            self.warn(
+                first,
+                f"single-key signing needs Domain, Selector and KeyFile; {missing} missing: "
+                "no mail is signed",
+            )
+            return
+        assert key_setting is not None and selector is not None
         domains = self.dataset("Domain")
         if domains is None:
             return
         subdomains = self.get("SubDomains")
         self.values["single_key"] = SingleKey(
             domains[1],
-            given["Selector"].value,
+            selector.value,
             key_setting.value,
             bool(subdomains.parsed) if subdomains else False,
         )
@@ -500,6 +518,38 @@ class _Builder:
                 )
             else:
                 self.values["syslog_facility"] = facility
+
+
+def daemon_refusals_of(raw: RawConfig, signs: bool) -> list[Problem]:
+    """What the filter refuses to start with although the key tools take it.
+
+    opendkim's dkimf_config_load refuses a KeyTable with neither a SigningTable nor a
+    SetupPolicyScript when it signs (in Mode v it does not mind); opendkim-testkey and
+    opendkim-genzone read the same file happily, and so do `dkimd testkey` and `genzone`.
+    """
+    key_table = raw.get("KeyTable")
+    if (
+        signs
+        and key_table is not None
+        and raw.get("SigningTable") is None
+        and raw.get("SetupPolicyScript") is None
+    ):
+        return [
+            Problem(
+                key_table.file,
+                key_table.line,
+                Severity.ERROR,
+                "KeyTable requires either SigningTable or SetupPolicyScript",
+                "add a SigningTable",
+                "KeyTable",
+            )
+        ]
+    return []
+
+
+def daemon_refusals(config: Config) -> list[Problem]:
+    """`daemon_refusals_of` for a loaded Config (the daemon and `dkimd check` ask)."""
+    return daemon_refusals_of(config.raw, config.signs) if config.raw is not None else []
 
 
 def build_config(raw: RawConfig) -> ConfigReport:
