@@ -368,8 +368,8 @@ class MilterSession:
         if config.remove_old_signatures:
             count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
             actions += [milter.ChangeHeader(i, _DKIM_SIGNATURE, b"") for i in range(count, 0, -1)]
-        # Insert in reverse so the first request's signature ends up on top.
-        for request, sig in reversed(list(zip(msg.signing, fields, strict=True))):
+        # In request order, each at the top, as OpenDKIM: the last request's ends up on top.
+        for request, sig in zip(msg.signing, fields, strict=True):
             actions.append(_insert_at_top(sig.name, sig.value))
             if config.syslog_success:
                 self._log.info(

@@ -254,6 +254,29 @@ def test_any_unusable_key_tempfails_even_with_good_ones(tmp_path: Path) -> None:
     assert policy.plan(Client("127.0.0.1", None), header).decision is Decision.TEMPFAIL
 
 
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [("True", 2), ("yes", 2), ("1", 2), ("Y", 2), ("False", 1), ("no", 1), ("0", 1)],
+)
+def test_multiple_signatures_walks_every_lookup_key(tmp_path: Path, value: str, count: int) -> None:
+    """t-sign-rs-multiple: `user@domain` then `domain` both hit; with MultipleSignatures
+    each hit is a request, in lookup order, signed with its own KeyTable domain."""
+    key = _key_file(tmp_path / "mail.private")
+    (tmp_path / "keys").write_text(
+        f"testkey\t\texample.com:test:{key}\ntestkey2\texample.net:test2:{key}\n"
+    )
+    (tmp_path / "sign").write_text("user@example.com\ttestkey\nexample.com\t\ttestkey2\n")
+    policy = _policy(
+        f"RequireSafeKeys no\nKeyTable file:{tmp_path / 'keys'}\n"
+        f"SigningTable file:{tmp_path / 'sign'}\nMultipleSignatures {value}\n"
+    )
+    header = [HeaderField(b"From", b" user@example.com")]
+    plan = policy.plan(Client("127.0.0.1", None), header)
+    assert plan.decision is Decision.SIGN
+    made = [(r.domain, r.selector) for r in plan.requests]
+    assert made == [("example.com", "test"), ("example.net", "test2")][:count]
+
+
 def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:
     """A KeyTable entry carrying the key itself (base64 DER) gives the same key and request
     message after message, not a fresh parse (and a kept copy) per message."""
