@@ -41,6 +41,8 @@ class RequestShape:
     ttl: int | None = None
     #: SignatureAlgorithm: used for RSA keys when it names an RSA algorithm.
     rsa_algorithm: str = "rsa-sha256"
+    #: Tags every signature carries after i= (RequestReports: r=y).
+    extension_tags: tuple[tuple[str, str], ...] = ()
 
 
 # (inode, size, mtime_ns, ctime_ns, mode): ctime also moves on chown and on a rewrite that
@@ -190,6 +192,7 @@ class SigningKeys:
                 identity=signer,
                 ttl=shape.ttl,
                 algorithm=algorithm,
+                extension_tags=shape.extension_tags,
             )
         except Exception as exc:  # a bad d=, s= or i=: a config/key problem, not a crash
             return KeyProblem(entry.name, Condition.SIGNATURE_ERROR, str(exc))

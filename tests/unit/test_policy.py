@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dkimd.config import Condition, parse_config_text
+from dkimd.config import Condition, analyze_config_text, parse_config_text
 from dkimd.dkim import DkimResult, HeaderField, SignatureResult, VerifyError
 from dkimd.policy import (
     Client,
@@ -275,6 +275,50 @@ def test_multiple_signatures_walks_every_lookup_key(tmp_path: Path, value: str, 
     assert plan.decision is Decision.SIGN
     made = [(r.domain, r.selector) for r in plan.requests]
     assert made == [("example.com", "test"), ("example.net", "test2")][:count]
+
+
+def _single_key_policy(tmp_path: Path, extra: str) -> SigningPolicy:
+    key = _key_file(tmp_path / "mail.private")
+    return _policy(
+        f"RequireSafeKeys no\nDomain example.com,example.net\nSelector test\nKeyFile {key}\n{extra}"
+    )
+
+
+def _plan_for(policy: SigningPolicy, sender: str, recipients: list[str]) -> MessagePlan:
+    header = [HeaderField(b"From", f" {sender}".encode())]
+    return policy.plan(Client("127.0.0.1", None), header, recipients=recipients)
+
+
+def test_body_length_db_asks_for_l_per_message(tmp_path: Path) -> None:
+    policy = _single_key_policy(tmp_path, "BodyLengthDB csl:*@lists.example.org\n")
+    plain = _plan_for(policy, "a@example.com", ["<bob@example.net>"])
+    [request] = plain.requests
+    assert not request.body_length and not plain.notable
+    # the shared request is left alone: the message gets a copy
+    listed = _plan_for(policy, "a@example.com", ["<x@example.net>", "<ml@lists.example.org>"])
+    [with_l] = listed.requests
+    assert with_l.body_length and with_l is not request and not request.body_length
+    assert listed.why == "BodyLengthDB matched *@lists.example.org, signing with l= requested"
+    assert listed.notable
+    assert _plan_for(policy, "a@example.com", []).requests == [request]
+
+
+def test_request_reports_and_atps_tags(tmp_path: Path) -> None:
+    policy = _single_key_policy(
+        tmp_path, "RequestReports yes\nATPSDomains example.net\nATPSHashAlgorithm SHA1\n"
+    )
+    [to_com] = _plan_for(policy, "a@example.com", []).requests
+    assert to_com.extension_tags == (("r", "y"),)
+    [to_net] = _plan_for(policy, "a@Example.NET", []).requests
+    # the From domain is listed: atpsh, atps, then r (OpenDKIM's order)
+    assert to_net.extension_tags == (("atpsh", "sha1"), ("atps", "example.net"), ("r", "y"))
+
+
+def test_unknown_atps_hash_is_refused() -> None:
+    report = analyze_config_text("ATPSHashAlgorithm md5\n")
+    assert [e.message for e in report.errors] == ['unknown ATPS hash "md5"']
+    config = parse_config_text("ATPSHashAlgorithm None\n")
+    assert config.atps_hash == "none" and not config.warnings
 
 
 def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from dkimd.config.values import (
     SingleKey,
     UserGroup,
 )
+from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
 from dkimd.sockets import parse_socket_spec
@@ -192,6 +193,7 @@ class _Builder:
     def build(self) -> Config | None:
         self.operation()
         self.keys()
+        self.signature_tags()
         self.headers()
         self.hosts()
         self.results()
@@ -343,6 +345,26 @@ class _Builder:
             bool(subdomains.parsed) if subdomains else False,
         )
         self.values["key_source"] = KeySource.SINGLE_KEY
+
+    def signature_tags(self) -> None:
+        """Options that add tags to our signatures: l=, r=y, atps=/atpsh=."""
+        found = self.dataset("BodyLengthDB")
+        if found is not None:
+            self.values["body_length_db"] = found[1]
+        self.flag("RequestReports", "request_reports")
+        found = self.dataset("ATPSDomains")
+        if found is not None:
+            self.values["atps_domains"] = found[1]
+        setting = self.get("ATPSHashAlgorithm")
+        if setting is not None:
+            name = setting.value.lower()
+            if name not in ATPS_HASHES:
+                # dkimf_config_load's words
+                self.error(
+                    setting, f'unknown ATPS hash "{setting.value}"', "use sha256, sha1 or none"
+                )
+            else:
+                self.values["atps_hash"] = name
 
     def header_names(self, name: str) -> tuple[Setting, list[str]] | None:
         found = self.dataset(name)

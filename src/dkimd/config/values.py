@@ -218,6 +218,11 @@ class Config:
     omit_headers: HeaderList | None = None  # None: DEFAULT_OMIT_HEADERS
     oversign_headers: tuple[str, ...] = ()
     sender_headers: tuple[str, ...] = ("from",)
+    # tags of the signatures we make
+    body_length_db: Dataset | None = None  # recipients whose mail is signed with l=
+    request_reports: bool = False  # r=y (RFC 6651)
+    atps_domains: Dataset | None = None  # From domains that get atps= (RFC 6541)
+    atps_hash: str = "sha256"  # ATPSHashAlgorithm: sha256, sha1 or none
     # hosts and macros
     internal_hosts: HostList = field(default_factory=HostList.default_internal)
     external_ignore_list: HostList = field(default_factory=_empty_hosts)

@@ -179,6 +179,31 @@ def test_body_length_tag(rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes]) -> N
     assert results(truncated.replace(b"world", b"w"), dns)[0] == ("fail", "body shorter than l=")
 
 
+def test_extension_tags_and_l_in_opendkim_s_places(
+    rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes]
+) -> None:
+    """OpenDKIM 2.11: v a c d s t x i, its extension tags (atpsh, atps, r), bh, l, h, b."""
+    tags = (("atpsh", "sha256"), ("atps", "example.net"), ("r", "y"))
+    req = rsa_req(rsa_key, ttl=60, identity="a@example.com", body_length=True, extension_tags=tags)
+    signed = sign(MESSAGE, req)
+    headers, _ = split_message(signed)
+    sig = parse_signature(headers[0].value)
+    order = ["v", "a", "c", "d", "s", "t", "x", "i", "atpsh", "atps", "r", "bh", "l", "h", "b"]
+    assert list(sig.tags) == order
+    assert (sig.tags["atps"], sig.tags["r"]) == ("example.net", "y")
+    assert results(signed, dns) == [("pass", "")]
+
+
+@pytest.mark.parametrize(
+    "tag", [("b", "x"), ("1x", "y"), ("r", "a;b"), ("r", ""), ("r", "a b"), ("l", "5")]
+)
+def test_extension_tags_must_be_new_well_formed_tags(
+    rsa_key: rsa.RSAPrivateKey, tag: tuple[str, str]
+) -> None:
+    with pytest.raises(SigningError, match="invalid extension tag"):
+        rsa_req(rsa_key, extension_tags=(tag,))
+
+
 def test_one_body_pass_for_two_signatures(
     rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey
 ) -> None:
