@@ -147,6 +147,7 @@ class SigningPolicy:
             rsa_algorithm=config.signature_algorithm,
             # RequestReports: r=y on every signature, after any atps= (observed order)
             extension_tags=(("r", "y"),) if config.request_reports else (),
+            max_body_bytes=config.maximum_signed_bytes,
         )
         self.body_length_db = (
             BodyLengthDb(config.body_length_db) if config.body_length_db is not None else None

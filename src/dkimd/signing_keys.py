@@ -43,6 +43,8 @@ class RequestShape:
     rsa_algorithm: str = "rsa-sha256"
     #: Tags every signature carries after i= (RequestReports: r=y).
     extension_tags: tuple[tuple[str, str], ...] = ()
+    #: MaximumSignedBytes: sign at most this much of the body, with l=.
+    max_body_bytes: int | None = None
 
 
 # (inode, size, mtime_ns, ctime_ns, mode): ctime also moves on chown and on a rewrite that
@@ -193,6 +195,7 @@ class SigningKeys:
                 ttl=shape.ttl,
                 algorithm=algorithm,
                 extension_tags=shape.extension_tags,
+                max_body_bytes=shape.max_body_bytes,
             )
         except Exception as exc:  # a bad d=, s= or i=: a config/key problem, not a crash
             return KeyProblem(entry.name, Condition.SIGNATURE_ERROR, str(exc))

@@ -314,6 +314,12 @@ def test_request_reports_and_atps_tags(tmp_path: Path) -> None:
     assert to_net.extension_tags == (("atpsh", "sha1"), ("atps", "example.net"), ("r", "y"))
 
 
+def test_maximum_signed_bytes_reaches_every_request(tmp_path: Path) -> None:
+    policy = _single_key_policy(tmp_path, "MaximumSignedBytes 10\n")
+    [request] = _plan_for(policy, "a@example.com", []).requests
+    assert request.max_body_bytes == 10 and request.body_hash_key[2] == 10
+
+
 def test_unknown_atps_hash_is_refused() -> None:
     report = analyze_config_text("ATPSHashAlgorithm md5\n")
     assert [e.message for e in report.errors] == ['unknown ATPS hash "md5"']

@@ -352,6 +352,7 @@ class _Builder:
         if found is not None:
             self.values["body_length_db"] = found[1]
         self.flag("RequestReports", "request_reports")
+        self.number("MaximumSignedBytes", "maximum_signed_bytes")
         found = self.dataset("ATPSDomains")
         if found is not None:
             self.values["atps_domains"] = found[1]

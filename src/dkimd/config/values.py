@@ -220,6 +220,7 @@ class Config:
     sender_headers: tuple[str, ...] = ("from",)
     # tags of the signatures we make
     body_length_db: Dataset | None = None  # recipients whose mail is signed with l=
+    maximum_signed_bytes: int | None = None  # sign at most this much body, always with l=
     request_reports: bool = False  # r=y (RFC 6651)
     atps_domains: Dataset | None = None  # From domains that get atps= (RFC 6541)
     atps_hash: str = "sha256"  # ATPSHashAlgorithm: sha256, sha1 or none

@@ -69,7 +69,8 @@ class SigningRequest:
     that a field added in transit breaks the signature. `ttl` adds x= = t= + ttl; `body_length`
     adds l=; `timestamp` fixes t= (default: now). `extension_tags` are more (name, value)
     tags, written in order after i= and before bh=, where OpenDKIM writes the tags of
-    dkim_add_xtag (RFC 6541 atpsh=/atps=, RFC 6651 r=y).
+    dkim_add_xtag (RFC 6541 atpsh=/atps=, RFC 6651 r=y). `max_body_bytes` signs at most
+    that many canonical body bytes and always writes l= (OpenDKIM's MaximumSignedBytes).
     """
 
     domain: str
@@ -86,6 +87,7 @@ class SigningRequest:
     timestamp: int | None = None
     algorithm: str | None = None
     extension_tags: tuple[tuple[str, str], ...] = ()
+    max_body_bytes: int | None = None
     hash_name: str = field(init=False, default="sha256")
     # The keys (`name_key`) of the fields h= takes, worked out once: a request is shared by
     # messages.
@@ -114,6 +116,8 @@ class SigningRequest:
                 raise SigningError("identity must be in the signing domain or a subdomain")
         if self.ttl is not None and self.ttl <= 0:
             raise SigningError("signature TTL must be positive")
+        if self.max_body_bytes is not None and self.max_body_bytes < 0:
+            raise SigningError("the body length limit cannot be negative")
         for tag, value in self.extension_tags:
             # RFC 6376 3.2: tag-name ALPHA *ALNUMPUNC; a value without ";" or line breaks.
             if not _TAG_NAME.fullmatch(tag) or tag in _OWN_TAGS or not _TAG_VALUE.fullmatch(value):
@@ -125,7 +129,7 @@ class SigningRequest:
 
     @property
     def body_hash_key(self) -> tuple[str, str, int | None]:
-        return (self.body_canon, self.hash_name, None)
+        return (self.body_canon, self.hash_name, self.max_body_bytes)
 
     def header_names(self, headers: Sequence[HeaderField]) -> list[str]:
         """The h= list for these headers (see the class docstring)."""
@@ -193,8 +197,8 @@ class Signer:
             tags.append(("i", req.identity))
         tags += req.extension_tags
         tags.append(("bh", base64.b64encode(body.digest()).decode("ascii")))
-        if req.body_length:
-            tags.append(("l", str(body.length)))
+        if req.body_length or req.max_body_bytes is not None:
+            tags.append(("l", str(body.hashed)))  # what was signed, as libopendkim counts
         tags.append(("h", ":".join(names)))
         # Lay the field out once, with b= empty: that is the form the signature covers
         # (RFC 6376 3.7), and b= is the last tag, alone on its new line, so the signature

@@ -20,6 +20,7 @@ from dkimd.dkim import (
     parse_signature,
     split_message,
 )
+from dkimd.dkim.canonicalization import canonicalize_body
 from dkimd.dns.base import TxtResult, TxtStatus
 
 MESSAGE = (
@@ -191,6 +192,20 @@ def test_extension_tags_and_l_in_opendkim_s_places(
     order = ["v", "a", "c", "d", "s", "t", "x", "i", "atpsh", "atps", "r", "bh", "l", "h", "b"]
     assert list(sig.tags) == order
     assert (sig.tags["atps"], sig.tags["r"]) == ("example.net", "y")
+    assert results(signed, dns) == [("pass", "")]
+
+
+@pytest.mark.parametrize("limit", [0, 5, 10_000])
+def test_max_body_bytes_signs_a_prefix_with_l(
+    rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes], limit: int
+) -> None:
+    """MaximumSignedBytes: at most `limit` canonical bytes signed, l= = what was signed
+    (opendkim 2.11, MaximumSignedBytes 10 and 0: l=10 and l=0 for a 17-byte body)."""
+    signed = sign(MESSAGE, rsa_req(rsa_key, max_body_bytes=limit))
+    headers, offset = split_message(signed)
+    sig = parse_signature(headers[0].value)
+    canonical = canonicalize_body(signed[offset:], "relaxed")
+    assert sig.body_length == min(limit, len(canonical))
     assert results(signed, dns) == [("pass", "")]
 
 
