@@ -232,6 +232,7 @@ def run(options: DaemonOptions) -> int:
         facility=config.syslog_facility,
         stderr=True,
         verbose=options.verbose,
+        ident=config.syslog_name,
     )
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -261,6 +262,7 @@ def run(options: DaemonOptions) -> int:
             facility=config.syslog_facility,
             stderr=False,
             verbose=options.verbose,
+            ident=config.syslog_name,
         )
     pid_file = PidFile(config.pid_file) if config.pid_file else None
     try:

@@ -149,3 +149,15 @@ def test_daemon_refuses_what_opendkim_refuses_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="KeyTable requires either SigningTable"):
         daemon.read_config(DaemonOptions(str(conf)))
     assert daemon.check(DaemonOptions(str(conf))) == 78
+
+
+def test_syslog_name_is_the_ident_of_the_log_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_config_text("SyslogName mail-dkim\n").syslog_name == "mail-dkim"
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text("Mode v\nSyslogName mail-dkim\n")  # no Socket: it stops before serving
+    assert daemon.run(DaemonOptions(str(conf))) == 78
+    assert "mail-dkim[" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="cannot be a syslog tag"):
+        parse_config_text("SyslogName two words\n")

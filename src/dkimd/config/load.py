@@ -530,6 +530,13 @@ class _Builder:
         self.flag("Syslog", "syslog")
         self.flag("SyslogSuccess", "syslog_success")
         self.flag("LogWhy", "log_why")
+        setting = self.get("SyslogName")
+        if setting is not None:
+            if not setting.value or any(c.isspace() or c in "[]:" for c in setting.value):
+                # it ends up as "NAME[pid]:" at the start of every line
+                self.error(setting, f'SyslogName: "{setting.value}" cannot be a syslog tag')
+            else:
+                self.values["syslog_name"] = setting.value
         setting = self.get("SyslogFacility")
         if setting is not None:
             facility = setting.value.lower()

@@ -253,6 +253,7 @@ class Config:
     # logging
     syslog: bool = False
     syslog_facility: str = "mail"
+    syslog_name: str = "dkimd"  # the ident of our log lines; OpenDKIM's default is its name
     syslog_success: bool = False
     log_why: bool = False
     # what loading found
