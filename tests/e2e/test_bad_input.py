@@ -1031,7 +1031,8 @@ def test_rows_are_documented() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rows: broken configuration. The daemon refuses to start with file:line; -n says the same.
+# Rows: broken configuration. The daemon refuses to start with file:line; -n says the same
+# (except what OpenDKIM starts with: `starts`).
 
 
 @dataclass(frozen=True)
@@ -1040,6 +1041,8 @@ class ConfigRow:
     conf: str  # opendkim.conf text; {dir} is the row's directory
     files: dict[str, str]  # extra files in {dir}
     message: str  # regex; {conf} stands for the config path
+    # OpenDKIM starts with it (the messages it concerns fail): -n exits 0, with the warning
+    starts: bool = False
 
 
 CONFIG_ROWS = [
@@ -1061,7 +1064,8 @@ CONFIG_ROWS = [
         "conf-keytable-line-no-value",
         "Mode s\nKeyTable file:{dir}/KeyTable\nSigningTable refile:{dir}/SigningTable\n",
         {"KeyTable": "# keys\nonlykey\n", "SigningTable": "*@example.com onlykey\n"},
-        r'{dir}/KeyTable:2: KeyTable entry "onlykey" has no value',
+        r'{dir}/KeyTable:2: warning: KeyTable entry "onlykey" has no value',
+        starts=True,
     ),
     ConfigRow(
         "conf-signingtable-bad-pattern",
@@ -1089,13 +1093,15 @@ def test_config_row(tmp_path: Path, row: ConfigRow) -> None:
     conf.write_text(row.conf.format(dir=tmp_path))
     expected = row.message.format(conf=re.escape(str(conf)), dir=re.escape(str(tmp_path)))
     for args in (["-n"], ["-f"]):
+        if row.starts and args == ["-f"]:
+            continue  # it serves: tests/interop/test_options_interop.py checks the replies
         proc = subprocess.run(
             [sys.executable, "-m", "dkimd", "-x", str(conf), *args],
             capture_output=True,
             text=True,
             timeout=30,
         )
-        assert proc.returncode == 78, (args, proc.returncode, proc.stderr)
+        assert proc.returncode == (0 if row.starts else 78), (args, proc.returncode, proc.stderr)
         assert re.search(expected, proc.stderr), (args, expected, proc.stderr)
         assert "Traceback" not in proc.stderr
 
