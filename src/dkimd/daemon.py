@@ -39,9 +39,11 @@ from typing import NoReturn
 
 from dkimd import __version__
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
+from dkimd.config.load import daemon_refusals
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -99,6 +101,9 @@ class DaemonOptions:
 
 def read_config(options: DaemonOptions) -> Config:
     config = load_config(options.config_path)
+    refusals = daemon_refusals(config)
+    if refusals:
+        raise ConfigError([*refusals, *config.warnings])
     changes: dict[str, object] = {}
     if options.pid_file is not None:
         changes["pid_file"] = options.pid_file
@@ -108,13 +113,20 @@ def read_config(options: DaemonOptions) -> Config:
 
 
 def make_resolver(config: Config) -> TxtLookup:
+    """Where TXT records come from: TestDNSData or DNS, with key records from
+    TestPublicKeys in front when that is set (as OpenDKIM: both may be set at once)."""
+    resolver: TxtLookup
     if config.test_dns_data is not None:
         records: dict[str, list[str]] = {}
         for entry in config.test_dns_data:
             records.setdefault(entry.key, []).append(entry.value or "")
-        return TestDnsFile.from_records(records)
-    timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-    return DnsResolver(list(config.nameservers) or None, timeout=timeout)
+        resolver = TestDnsFile.from_records(records)
+    else:
+        timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
+        resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
+    if config.test_public_keys is not None:
+        return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
+    return resolver
 
 
 def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
@@ -183,22 +195,28 @@ def _read_config_or_report(options: DaemonOptions) -> Config | None:
 
 
 def check(options: DaemonOptions) -> int:
-    """`-n`: read the configuration and the command line, report problems, exit (0 or 78)."""
+    """`-n`: read the configuration, report problems, exit 0 or 78.
+
+    As opendkim -n: only what loading the configuration finds decides the exit status; it
+    returns before the socket and the user are looked at, so a file without Socket passes.
+    A socket or user given that could not be used is still worth saying (as a warning).
+    """
     config = _read_config_or_report(options)
     if config is None:
         return EX_CONFIG
     for warning in config.warnings:
         sys.stderr.write(f"dkimd: {warning}\n")
     try:
-        spec = parse_socket_spec(socket_spec(config, options))
-        if spec.family != "local":
-            resolve_port(spec)
+        given = options.socket or (str(config.socket) if config.socket is not None else None)
+        if given:
+            spec = parse_socket_spec(given)
+            if spec.family != "local":
+                resolve_port(spec)
         wanted = user_spec(config, options)
         if wanted:
             resolve_user(wanted)
-    except (StartupError, ValueError, ProcessError) as exc:
-        sys.stderr.write(f"dkimd: {exc}\n")
-        return EX_CONFIG
+    except (ValueError, ProcessError) as exc:
+        sys.stderr.write(f"dkimd: warning: {exc}; the daemon would not start\n")
     return 0
 
 
@@ -214,6 +232,7 @@ def run(options: DaemonOptions) -> int:
         facility=config.syslog_facility,
         stderr=True,
         verbose=options.verbose,
+        ident=config.syslog_name,
     )
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -243,6 +262,7 @@ def run(options: DaemonOptions) -> int:
             facility=config.syslog_facility,
             stderr=False,
             verbose=options.verbose,
+            ident=config.syslog_name,
         )
     pid_file = PidFile(config.pid_file) if config.pid_file else None
     try:
@@ -286,15 +306,25 @@ def _os_error_text(exc: Exception, spec: SocketSpec | None) -> str:
 class _Reloader:
     """SIGHUP/SIGUSR1: build a new Runtime from the files; keep the old one on any error."""
 
-    def __init__(self, options: DaemonOptions, holder: RuntimeHolder, run_as: RunAs | None):
+    def __init__(
+        self,
+        options: DaemonOptions,
+        holder: RuntimeHolder,
+        run_as: RunAs | None,
+        *,
+        test_public_keys: str | None = None,
+    ):
         self.options = options
         self.holder = holder
         self.run_as = run_as
+        # OpenDKIM reads TestPublicKeys once, at start (main), not on reload.
+        self.test_public_keys = test_public_keys
 
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
         try:
             config = read_config(self.options)
+            config = replace(config, test_public_keys=self.test_public_keys)
             new = build_runtime(config, self.run_as)
         except ConfigError as exc:
             _config_problems(exc)
@@ -331,7 +361,7 @@ async def _serve(
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    reload = _Reloader(options, holder, run_as)
+    reload = _Reloader(options, holder, run_as, test_public_keys=runtime.config.test_public_keys)
 
     def stop(signum: int) -> None:
         # From here on further signals stay blocked: a second SIGTERM while in-flight

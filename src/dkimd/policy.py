@@ -5,6 +5,9 @@
   (`{auth_authen}` / `{auth_type}` macros). Originating mail whose sender (the first of
   SenderHeaders present, default From) matches the SigningTable — or Domain/SubDomains in
   single-key mode — is signed; with MultipleSignatures every match signs.
+* A sender whose SigningTable match names a key that cannot be had (not in the KeyTable,
+  a malformed KeyTable line, a key file that will not load) is tempfailed at end of headers
+  (`Decision.TEMPFAIL`), as OpenDKIM does; it starts with such tables all the same.
 * Everything not signed is verified when Mode includes v.
 * Verification outcomes map onto the On-* conditions; the configured Action decides.
 
@@ -17,8 +20,9 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from dkimd.body_length import BodyLengthDb
 from dkimd.config import Action, Condition, Config, KeySource
 from dkimd.dkim import (
     DEFAULT_SIGNED_HEADERS,
@@ -30,6 +34,7 @@ from dkimd.dkim import (
     field_key,
     name_key,
 )
+from dkimd.dkim.atps import atps_tags
 from dkimd.signing_keys import KeyProblem, RequestShape, SigningKeys
 
 DEFAULT_OVERSIGN_HEADERS = ("from",)
@@ -44,6 +49,9 @@ class Decision(enum.Enum):
     SIGN = "sign"
     VERIFY = "verify"
     NOTHING = "nothing"
+    # A key the tables name for this sender cannot be had (not in the KeyTable, a broken
+    # entry, a key file that will not load): OpenDKIM replies a bare TEMPFAIL at EOH.
+    TEMPFAIL = "tempfail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,12 @@ def parse_address(value: bytes) -> str | None:
         return None
 
 
+def _recipient_address(recipient: str) -> str | None:
+    """An envelope recipient as `user@domain` (brackets stripped), None if it does not parse
+    (dkim_mail_parse in dkimf_checkbldb; OpenDKIM skips such a recipient)."""
+    return parse_address(recipient.encode("utf-8", "surrogateescape"))
+
+
 def count_fields(headers: Sequence[HeaderField], name: bytes) -> int:
     """How many of `headers` are `name` fields, by the one rule (`HeaderField.key`)."""
     key = field_key(name)
@@ -131,6 +145,12 @@ class SigningPolicy:
             oversign_headers=self.oversign_headers,
             ttl=config.signature_ttl,
             rsa_algorithm=config.signature_algorithm,
+            # RequestReports: r=y on every signature, after any atps= (observed order)
+            extension_tags=(("r", "y"),) if config.request_reports else (),
+            max_body_bytes=config.maximum_signed_bytes,
+        )
+        self.body_length_db = (
+            BodyLengthDb(config.body_length_db) if config.body_length_db is not None else None
         )
         #: The key store: ready SigningRequests per sender (check_uid: judge key file
         #: safety for the daemon's user, not root).
@@ -157,7 +177,10 @@ class SigningPolicy:
         client: Client,
         headers: Sequence[HeaderField],
         macro: Callable[[str], str | None] = lambda name: None,
+        recipients: Sequence[str] = (),
     ) -> MessagePlan:
+        """What to do with one message. `recipients` are its envelope recipients (RCPT TO,
+        in order); BodyLengthDB needs them."""
         config = self.config
         originating = (
             client.authenticated or self.is_internal(client) or self.local_by_macros(macro)
@@ -168,8 +191,16 @@ class SigningPolicy:
             if why_not is None:
                 assert sender is not None
                 requests, problems = self.keys.for_sender(sender)
-                if requests or problems:
-                    return MessagePlan(Decision.SIGN, "originating", sender, requests, problems)
+                if problems:
+                    # The first problem ends the SigningTable walk in OpenDKIM
+                    # (dkimf_apply_signtable), whatever else matched.
+                    why = "; ".join(p.message for p in problems)
+                    return MessagePlan(Decision.TEMPFAIL, why, sender, [], problems, notable=True)
+                if requests:
+                    requests, note = self._message_tags(requests, sender, recipients)
+                    if note is not None:  # logged whatever LogWhy says, as OpenDKIM does
+                        return MessagePlan(Decision.SIGN, note, sender, requests, notable=True)
+                    return MessagePlan(Decision.SIGN, "originating", sender, requests)
                 why_not = f"no signing table match for '{sender}'"
             if not config.verifies:
                 return MessagePlan(Decision.NOTHING, why_not, sender)
@@ -185,6 +216,39 @@ class SigningPolicy:
         if not config.verifies:
             return MessagePlan(Decision.NOTHING, f"{why}; Mode lacks v", sender, notable=notable)
         return MessagePlan(Decision.VERIFY, why, sender, notable=notable)
+
+    def _message_tags(
+        self, requests: list[SigningRequest], sender: str, recipients: Sequence[str]
+    ) -> tuple[list[SigningRequest], str | None]:
+        """The requests with this message's own tags (mlfi_eoh): atpsh=/atps= when the From
+        domain is in ATPSDomains, l= when a recipient is in BodyLengthDB; and what to log.
+
+        The requests as the key store made them are shared by messages: these copies are
+        made only for a message that needs them.
+        """
+        config = self.config
+        extra: tuple[tuple[str, str], ...] = ()
+        domain = sender.rpartition("@")[2]
+        if config.atps_domains is not None and domain in config.atps_domains:
+            extra = atps_tags(domain, config.atps_hash)
+        why: str | None = None
+        body_length = False
+        if self.body_length_db is not None:
+            addresses = [a for a in map(_recipient_address, recipients) if a is not None]
+            matched = self.body_length_db.match(addresses)
+            if matched is not None:
+                body_length = True
+                why = f"BodyLengthDB matched {matched}, signing with l= requested"
+        if not extra and not body_length:
+            return requests, why
+        return [
+            replace(
+                r,
+                extension_tags=extra + r.extension_tags,
+                body_length=r.body_length or body_length,
+            )
+            for r in requests
+        ], why
 
     def _claims_signing_domain(self, client: Client, sender: str) -> bool:
         """An outside client sending as one of our signing domains (OpenDKIM logs this,

@@ -27,7 +27,7 @@ RECIPIENT_OPTIONS = ("DontSignMailTo", "BodyLengthDB", "RedirectFailuresTo", "Re
 def needs_recipients(config: Config) -> bool:
     """Whether any option that reads envelope recipients is set."""
     raw = config.raw
-    if config.dont_sign_mail_to is not None:
+    if config.dont_sign_mail_to is not None or config.body_length_db is not None:
         return True
     return raw is not None and any(raw.get(name) is not None for name in RECIPIENT_OPTIONS)
 

@@ -337,23 +337,24 @@ class MilterSession:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
-        plan = runtime.policy.plan(self._client, msg.headers, self._conn.macro)
+        plan = runtime.policy.plan(
+            self._client, msg.headers, self._conn.macro, recipients=msg.recipients
+        )
         msg.plan = plan
         if plan.notable:
             self._log.info(plan.why)  # no args: no %-formatting of the text itself
+        if plan.decision is Decision.TEMPFAIL:
+            # OpenDKIM (mlfi_eoh): a key the SigningTable names that cannot be had (not in
+            # the KeyTable, a broken line, a file that will not load) tempfails the message
+            # at end-of-headers, with no reply text.
+            self._stats.errors += 1
+            return self._eoh_verdict(msg, milter.TempFail())
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
             self._drop_message()
             return milter.Accept()
         if plan.decision is Decision.SIGN:
-            if plan.key_problems:
-                # OpenDKIM (mlfi_eoh): a key the SigningTable names that cannot be loaded
-                # tempfails the message at end-of-headers, with no reply text.
-                for problem in plan.key_problems:
-                    self._log.error("%s", problem.message)
-                self._stats.errors += 1
-                return self._eoh_verdict(msg, milter.TempFail())
             hit = dont_sign_hit(runtime.config, msg.recipients)
             if hit is not None:
                 if runtime.config.log_why:
@@ -446,8 +447,8 @@ class MilterSession:
         if config.remove_old_signatures:
             count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
             actions += [milter.ChangeHeader(i, _DKIM_SIGNATURE, b"") for i in range(count, 0, -1)]
-        # Insert in reverse so the first request's signature ends up on top.
-        for request, sig in reversed(list(zip(msg.signing, fields, strict=True))):
+        # In request order, each at the top, as OpenDKIM: the last request's ends up on top.
+        for request, sig in zip(msg.signing, fields, strict=True):
             actions.append(_insert_at_top(sig.name, sig.value))
             if config.syslog_success:
                 self._log.info(
@@ -624,11 +625,17 @@ def decides_at_eoh(config: Config) -> bool:
     """Whether a message can get its final reply at end-of-headers under `config`.
 
     OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, and when a
-    DontSignMailTo recipient is seen. Key loading problems also end a message there, but
-    they are rare and unforeseeable: when the MTA expects no reply at end-of-headers the
-    session gives such a verdict at end-of-message instead.
+    DontSignMailTo recipient is seen, and tempfails a sender whose SigningTable entry names
+    a key that cannot be had: the tables' broken entries are known at load, so only such a
+    configuration asks for the reply. A key file that stops loading later is unforeseeable:
+    when the MTA expects no reply at end-of-headers, that verdict goes out at end-of-message
+    instead (the outcome for the message is the same).
     """
-    return not config.verifies or config.dont_sign_mail_to is not None
+    return (
+        not config.verifies
+        or config.dont_sign_mail_to is not None
+        or (config.signs and any(p.fails_messages for p in config.warnings))
+    )
 
 
 def filter_options_for(config: Config) -> milter.FilterOptions:

@@ -41,6 +41,10 @@ class RequestShape:
     ttl: int | None = None
     #: SignatureAlgorithm: used for RSA keys when it names an RSA algorithm.
     rsa_algorithm: str = "rsa-sha256"
+    #: Tags every signature carries after i= (RequestReports: r=y).
+    extension_tags: tuple[tuple[str, str], ...] = ()
+    #: MaximumSignedBytes: sign at most this much of the body, with l=.
+    max_body_bytes: int | None = None
 
 
 # (inode, size, mtime_ns, ctime_ns, mode): ctime also moves on chown and on a rewrite that
@@ -130,11 +134,14 @@ class SigningKeys:
             for key_name, signer in wanted:
                 entry = config.key_table.get(key_name)
                 if entry is None:
-                    routes.append(
-                        KeyProblem(
-                            key_name, Condition.SIGNATURE_ERROR, f'key "{key_name}" not in KeyTable'
-                        )
+                    # opendkim.c logs these two, then tempfails the message at EOH.
+                    broken = config.key_table.broken(key_name)
+                    message = (
+                        f"error loading key '{key_name}': {broken}"
+                        if broken is not None
+                        else f"signing table references unknown key '{key_name}'"
                     )
+                    routes.append(KeyProblem(key_name, Condition.SIGNATURE_ERROR, message))
                     continue
                 routes.append((entry.resolve(domain), signer))
         elif config.key_source is KeySource.SINGLE_KEY and config.single_key is not None:
@@ -187,6 +194,8 @@ class SigningKeys:
                 identity=signer,
                 ttl=shape.ttl,
                 algorithm=algorithm,
+                extension_tags=shape.extension_tags,
+                max_body_bytes=shape.max_body_bytes,
             )
         except Exception as exc:  # a bad d=, s= or i=: a config/key problem, not a crash
             return KeyProblem(entry.name, Condition.SIGNATURE_ERROR, str(exc))

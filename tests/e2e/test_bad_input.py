@@ -1094,7 +1094,8 @@ def test_rows_are_documented() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rows: broken configuration. The daemon refuses to start with file:line; -n says the same.
+# Rows: broken configuration. The daemon refuses to start with file:line; -n says the same
+# (except what OpenDKIM starts with: `starts`).
 
 
 @dataclass(frozen=True)
@@ -1132,7 +1133,8 @@ CONFIG_ROWS = [
         "conf-keytable-line-no-value",
         "Mode s\nKeyTable file:{dir}/KeyTable\nSigningTable refile:{dir}/SigningTable\n",
         {"KeyTable": "# keys\nonlykey\n", "SigningTable": "*@example.com onlykey\n"},
-        r'{dir}/KeyTable:2: KeyTable entry "onlykey" has no value',
+        r'{dir}/KeyTable:2: warning: KeyTable entry "onlykey" has no value',
+        starts=True,
     ),
     ConfigRow(
         "conf-signingtable-bad-pattern",
@@ -1176,7 +1178,7 @@ def test_config_row(tmp_path: Path, row: ConfigRow) -> None:
             text=True,
             timeout=30,
         )
-        assert proc.returncode == 78, (args, proc.returncode, proc.stderr)
+        assert proc.returncode == (0 if row.starts else 78), (args, proc.returncode, proc.stderr)
         assert re.search(expected, proc.stderr), (args, expected, proc.stderr)
         assert "Traceback" not in proc.stderr
 

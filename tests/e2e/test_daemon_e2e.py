@@ -234,10 +234,18 @@ def test_version_and_check_flags(tmp_path: Path, key: DkimKey) -> None:
     assert version.returncode == 0 and version.stdout.startswith("dkimd ")
     assert dkimd("-n", "-x", str(conf)).returncode == 0
     assert dkimd("serve", "-n", "-x", str(conf)).returncode == 0
+    # As opendkim -n: the socket and the user are not part of the check (it exits before
+    # looking at them), so they do not change the status; dkimd still warns.
     bad_user = dkimd("-n", "-x", str(conf), "-u", "no-such-user-dkimd")
-    assert bad_user.returncode == 78 and "no such user" in bad_user.stderr
+    assert bad_user.returncode == 0 and "warning: UserID: no such user" in bad_user.stderr
     bad_socket = dkimd("-n", "-x", str(conf), "-p", "inet:notaport@localhost")
-    assert bad_socket.returncode == 78 and "bad port" in bad_socket.stderr
+    assert bad_socket.returncode == 0 and "bad port" in bad_socket.stderr
+    no_socket = tmp_path / "no-socket.conf"
+    no_socket.write_text("Mode v\n# " + "x" * 25000 + "\n")
+    check = dkimd("-n", "-x", str(no_socket))
+    assert (check.returncode, check.stderr) == (0, "")
+    start = dkimd("-f", "-x", str(no_socket))
+    assert start.returncode == 78 and "no milter socket" in start.stderr
 
 
 # -- sockets ---------------------------------------------------------------------------------

@@ -529,13 +529,15 @@ def test_broken_reload_keeps_the_old_configuration(
 
 # OpenDKIM tempfails a message whose key will not load ("error loading key", mlfi_eoh), with
 # no reply text and whatever On-SignatureError says.
-@pytest.mark.parametrize("action", [None, "accept"])
+@pytest.mark.parametrize("action", [None, "tempfail", "accept"])
 def test_removed_key_file_gives_a_clear_error_and_recovers(
     action: str | None,
     tmp_path: Path,
     dkim_key: DkimKey,
     start_dkimd: Callable[..., Dkimd],
 ) -> None:
+    """As OpenDKIM ("error loading key"): a bare TEMPFAIL at end-of-headers, whatever
+    On-SignatureError says; the reason, with the path, is in the log only."""
     keyfile = tmp_path / "keys" / "mail.private"
     keyfile.parent.mkdir()
     shutil.copy(dkim_key.private_key, keyfile)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dkimd import daemon
-from dkimd.config import parse_config_text
+from dkimd.config import Config, ConfigError, parse_config_text
 from dkimd.daemon import (
     DaemonOptions,
     _Reloader,
@@ -117,3 +117,47 @@ def test_reload_keeps_the_old_runtime_on_any_error(
     assert "reload failed (resolver exploded); keeping the previous configuration" in messages
     assert any(f'cannot read configuration file "{conf}"' in m for m in messages)
     assert messages[-1] == "reload failed; keeping the previous configuration"
+
+
+def test_reload_keeps_the_test_public_keys_of_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # opendkim reads TestPublicKeys in main() only; after the detach (cwd /) a relative
+    # name would point elsewhere anyway.
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(BASE + "TestPublicKeys changed-keys\n")
+    seen: list[str | None] = []
+
+    def fake_build(config: Config, run_as: RunAs | None) -> object:
+        seen.append(config.test_public_keys)
+        return object()
+
+    monkeypatch.setattr(daemon, "build_runtime", fake_build)
+
+    class Current:
+        config = parse_config_text(BASE)
+
+    holder = RuntimeHolder(Current())  # type: ignore[arg-type]
+    _Reloader(DaemonOptions(str(conf)), holder, None, test_public_keys="/start/pubkeys")()
+    assert seen == ["/start/pubkeys"]
+
+
+def test_daemon_refuses_what_opendkim_refuses_at_start(tmp_path: Path) -> None:
+    (tmp_path / "kt").write_text("k example.com:s:/k\n")
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(BASE.replace("Mode v", "Mode s") + f"KeyTable file:{tmp_path / 'kt'}\n")
+    with pytest.raises(ConfigError, match="KeyTable requires either SigningTable"):
+        daemon.read_config(DaemonOptions(str(conf)))
+    assert daemon.check(DaemonOptions(str(conf))) == 78
+
+
+def test_syslog_name_is_the_ident_of_the_log_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_config_text("SyslogName mail-dkim\n").syslog_name == "mail-dkim"
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text("Mode v\nSyslogName mail-dkim\n")  # no Socket: it stops before serving
+    assert daemon.run(DaemonOptions(str(conf))) == 78
+    assert "mail-dkim[" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="cannot be a syslog tag"):
+        parse_config_text("SyslogName two words\n")

@@ -9,11 +9,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dkimd.config import Condition, parse_config_text
+from dkimd.config import Condition, analyze_config_text, parse_config_text
 from dkimd.dkim import DkimResult, HeaderField, SignatureResult, VerifyError
 from dkimd.policy import (
     Client,
     Decision,
+    MessagePlan,
     SigningPolicy,
     count_fields,
     parse_address,
@@ -207,6 +208,123 @@ def test_bad_selector_is_a_key_problem_not_a_crash(tmp_path: Path) -> None:
     requests, [problem] = policy.keys.for_sender("a@example.com")
     assert requests == []
     assert problem.key_name == "k" and problem.condition is Condition.SIGNATURE_ERROR
+
+
+def test_broken_keytable_entry_starts_and_tempfails_its_senders(tmp_path: Path) -> None:
+    """t-sign-rs-tables-bad: a KeyTable line in the wrong shape does not stop OpenDKIM; the
+    first line for a name wins, so the good duplicate below it does not help, and a sender
+    routed to it is tempfailed at end-of-headers. Other senders still sign."""
+    key = _key_file(tmp_path / "mail.private")
+    policy = _table_policy(
+        tmp_path,
+        f"bad\texample.com test {key}\nbad example.com:test:{key}\ngood example.net:s:{key}",
+        "*@example.com bad\n*@example.net good\n*@example.org missing",
+    )
+    assert policy.config.key_table is not None
+    assert policy.config.key_table.broken("bad") is not None
+    assert policy.config.key_table.get("bad") is None and "bad" in policy.config.key_table
+    assert policy.config.key_table.broken("good") is None
+    problems = [w for w in policy.config.warnings if w.fails_messages]
+    assert [(w.option, w.line) for w in problems] == [("KeyTable", 1), ("SigningTable", 3)]
+    internal = Client("127.0.0.1", "localhost")
+
+    def plan(sender: str) -> MessagePlan:
+        return policy.plan(internal, [HeaderField(b"From", f" {sender}".encode())])
+
+    broken = plan("user@example.com")
+    assert broken.decision is Decision.TEMPFAIL and broken.requests == []
+    assert "error loading key 'bad'" in broken.why and broken.notable
+    unknown = plan("user@example.org")
+    assert unknown.decision is Decision.TEMPFAIL
+    assert unknown.why == "signing table references unknown key 'missing'"
+    assert plan("user@example.net").decision is Decision.SIGN
+
+
+def test_any_unusable_key_tempfails_even_with_good_ones(tmp_path: Path) -> None:
+    """MultipleSignatures: OpenDKIM's SigningTable walk stops at the first key it cannot
+    load and tempfails the message, whatever it found before."""
+    key = _key_file(tmp_path / "mail.private")
+    (tmp_path / "KeyTable").write_text(f"good example.com:s:{key}\n")
+    (tmp_path / "SigningTable").write_text("user@example.com good\nexample.com gone\n")
+    policy = _policy(
+        f"RequireSafeKeys no\nKeyTable file:{tmp_path / 'KeyTable'}\n"
+        f"SigningTable file:{tmp_path / 'SigningTable'}\nMultipleSignatures yes\n"
+    )
+    header = [HeaderField(b"From", b" user@example.com")]
+    assert policy.plan(Client("127.0.0.1", None), header).decision is Decision.TEMPFAIL
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [("True", 2), ("yes", 2), ("1", 2), ("Y", 2), ("False", 1), ("no", 1), ("0", 1)],
+)
+def test_multiple_signatures_walks_every_lookup_key(tmp_path: Path, value: str, count: int) -> None:
+    """t-sign-rs-multiple: `user@domain` then `domain` both hit; with MultipleSignatures
+    each hit is a request, in lookup order, signed with its own KeyTable domain."""
+    key = _key_file(tmp_path / "mail.private")
+    (tmp_path / "keys").write_text(
+        f"testkey\t\texample.com:test:{key}\ntestkey2\texample.net:test2:{key}\n"
+    )
+    (tmp_path / "sign").write_text("user@example.com\ttestkey\nexample.com\t\ttestkey2\n")
+    policy = _policy(
+        f"RequireSafeKeys no\nKeyTable file:{tmp_path / 'keys'}\n"
+        f"SigningTable file:{tmp_path / 'sign'}\nMultipleSignatures {value}\n"
+    )
+    header = [HeaderField(b"From", b" user@example.com")]
+    plan = policy.plan(Client("127.0.0.1", None), header)
+    assert plan.decision is Decision.SIGN
+    made = [(r.domain, r.selector) for r in plan.requests]
+    assert made == [("example.com", "test"), ("example.net", "test2")][:count]
+
+
+def _single_key_policy(tmp_path: Path, extra: str) -> SigningPolicy:
+    key = _key_file(tmp_path / "mail.private")
+    return _policy(
+        f"RequireSafeKeys no\nDomain example.com,example.net\nSelector test\nKeyFile {key}\n{extra}"
+    )
+
+
+def _plan_for(policy: SigningPolicy, sender: str, recipients: list[str]) -> MessagePlan:
+    header = [HeaderField(b"From", f" {sender}".encode())]
+    return policy.plan(Client("127.0.0.1", None), header, recipients=recipients)
+
+
+def test_body_length_db_asks_for_l_per_message(tmp_path: Path) -> None:
+    policy = _single_key_policy(tmp_path, "BodyLengthDB csl:*@lists.example.org\n")
+    plain = _plan_for(policy, "a@example.com", ["<bob@example.net>"])
+    [request] = plain.requests
+    assert not request.body_length and not plain.notable
+    # the shared request is left alone: the message gets a copy
+    listed = _plan_for(policy, "a@example.com", ["<x@example.net>", "<ml@lists.example.org>"])
+    [with_l] = listed.requests
+    assert with_l.body_length and with_l is not request and not request.body_length
+    assert listed.why == "BodyLengthDB matched *@lists.example.org, signing with l= requested"
+    assert listed.notable
+    assert _plan_for(policy, "a@example.com", []).requests == [request]
+
+
+def test_request_reports_and_atps_tags(tmp_path: Path) -> None:
+    policy = _single_key_policy(
+        tmp_path, "RequestReports yes\nATPSDomains example.net\nATPSHashAlgorithm SHA1\n"
+    )
+    [to_com] = _plan_for(policy, "a@example.com", []).requests
+    assert to_com.extension_tags == (("r", "y"),)
+    [to_net] = _plan_for(policy, "a@Example.NET", []).requests
+    # the From domain is listed: atpsh, atps, then r (OpenDKIM's order)
+    assert to_net.extension_tags == (("atpsh", "sha1"), ("atps", "example.net"), ("r", "y"))
+
+
+def test_maximum_signed_bytes_reaches_every_request(tmp_path: Path) -> None:
+    policy = _single_key_policy(tmp_path, "MaximumSignedBytes 10\n")
+    [request] = _plan_for(policy, "a@example.com", []).requests
+    assert request.max_body_bytes == 10 and request.body_hash_key[2] == 10
+
+
+def test_unknown_atps_hash_is_refused() -> None:
+    report = analyze_config_text("ATPSHashAlgorithm md5\n")
+    assert [e.message for e in report.errors] == ['unknown ATPS hash "md5"']
+    config = parse_config_text("ATPSHashAlgorithm None\n")
+    assert config.atps_hash == "none" and not config.warnings
 
 
 def test_inline_keytable_key_is_parsed_once(tmp_path: Path) -> None:

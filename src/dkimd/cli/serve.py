@@ -15,7 +15,9 @@ Runs in the background unless -f or `Background no`; the command returns only on
 daemon serves (socket bound, PidFile written, UserID taken), with 0, or with 1 and why.
 Exit status: 0 after a clean stop (SIGTERM/SIGINT) or a good -n check; 78 for
 configuration errors (unsafe keys under RequireSafeKeys included); 1 when the daemon
-cannot start otherwise (socket in use, pid file of a running instance).
+cannot start otherwise (socket in use, pid file of a running instance). As opendkim -n,
+-n checks the configuration only: no Socket is fine, and a socket or user that would not
+work is a warning (`dkimd check` looks deeper).
 Signals: SIGTERM/SIGINT finish in-flight messages and exit; SIGHUP/SIGUSR1 reload.
 """
 

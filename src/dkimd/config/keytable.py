@@ -110,22 +110,45 @@ def parse_keytable_value(
 
 
 class KeyTable:
-    """The KeyTable data set, parsed: key name -> `KeyTableEntry`."""
+    """The KeyTable data set, parsed: key name -> `KeyTableEntry`.
 
-    __slots__ = ("dataset", "entries")
+    A line whose value is not `domain:selector:key` does not stop OpenDKIM from starting:
+    it is kept here as broken (`broken(name)` says why), and a message whose SigningTable
+    match names it is tempfailed (opendkim.c: "error loading key"). As in OpenDKIM the first
+    line for a name wins, broken or not.
+    """
 
-    def __init__(self, dataset: Dataset, entries: dict[int, KeyTableEntry]) -> None:
+    __slots__ = ("_broken", "dataset", "entries")
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        entries: dict[int, KeyTableEntry],
+        broken: dict[int, str] | None = None,
+    ) -> None:
         self.dataset = dataset
         self.entries = entries  # keyed by id() of the dataset entry, see _entry_for
+        self._broken = broken or {}  # id() of the dataset entry -> why it cannot be used
 
     @classmethod
     def build(cls, dataset: Dataset, option: str = "KeyTable") -> tuple[KeyTable, list[Problem]]:
         problems: list[Problem] = []
         entries: dict[int, KeyTableEntry] = {}
+        broken: dict[int, str] = {}
         for raw in dataset.entries:
             parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
             if isinstance(parsed, str):
-                problems.append(Problem(raw.file, raw.line, Severity.ERROR, parsed, option=option))
+                broken[id(raw)] = parsed
+                problems.append(
+                    Problem(
+                        raw.file,
+                        raw.line,
+                        Severity.WARNING,
+                        f"{parsed}; messages signed with it are tempfailed",
+                        option=option,
+                        fails_messages=True,
+                    )
+                )
                 continue
             entries[id(raw)] = parsed
             if parsed.key_path is not None and "%" not in parsed.key_path:
@@ -149,7 +172,7 @@ class KeyTable:
                             option=option,
                         )
                     )
-        return cls(dataset, entries), problems
+        return cls(dataset, entries, broken), problems
 
     def _entry_for(self, raw: DatasetEntry | None, name: str) -> KeyTableEntry | None:
         if raw is None:
@@ -164,8 +187,14 @@ class KeyTable:
         """The key called `name` (case-sensitive, as in OpenDKIM), or None."""
         return self._entry_for(self.dataset.match(name), name)
 
+    def broken(self, name: str) -> str | None:
+        """Why the entry called `name` cannot be used, or None (a good entry, or none)."""
+        raw = self.dataset.match(name)
+        return None if raw is None else self._broken.get(id(raw))
+
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        """Whether the table has a line for `name`, usable or broken."""
+        return isinstance(name, str) and self.dataset.match(name) is not None
 
     def __iter__(self) -> Iterator[KeyTableEntry]:
         return iter(self.entries.values())
@@ -249,7 +278,11 @@ class SigningTable:
         return hits[0] if hits else None
 
     def check_against(self, keys: KeyTable, option: str = "SigningTable") -> list[Problem]:
-        """An error for each entry naming a key the KeyTable doesn't have (except `%`)."""
+        """A problem for each entry naming a key the KeyTable doesn't have (except `%`).
+
+        OpenDKIM starts with such a table and tempfails the messages the entry matches
+        ("signing table references unknown key"): warnings that fail messages, not errors.
+        """
         problems: list[Problem] = []
         for entry in self.dataset.entries:
             value = entry.value or ""
@@ -259,9 +292,11 @@ class SigningTable:
                     Problem(
                         entry.file,
                         entry.line,
-                        Severity.ERROR,
-                        f'SigningTable entry "{entry.key}" names no key',
+                        Severity.WARNING,
+                        f'SigningTable entry "{entry.key}" names no key; '
+                        "messages it matches are tempfailed",
                         option=option,
+                        fails_messages=True,
                     )
                 )
             elif key_name != "%" and key_name not in keys:
@@ -269,10 +304,12 @@ class SigningTable:
                     Problem(
                         entry.file,
                         entry.line,
-                        Severity.ERROR,
+                        Severity.WARNING,
                         f'SigningTable entry "{entry.key}" names key '
-                        f'"{key_name}", which is not in the KeyTable',
+                        f'"{key_name}", which is not in the KeyTable; '
+                        "messages it matches are tempfailed",
                         option=option,
+                        fails_messages=True,
                     )
                 )
         return problems

@@ -53,6 +53,7 @@ from dkimd.config.values import (
     SingleKey,
     UserGroup,
 )
+from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
 from dkimd.sockets import parse_socket_spec
@@ -62,6 +63,7 @@ __all__ = [
     "analyze_config",
     "analyze_config_text",
     "build_config",
+    "daemon_refusals",
     "load_config",
     "parse_config_text",
 ]
@@ -191,6 +193,7 @@ class _Builder:
     def build(self) -> Config | None:
         self.operation()
         self.keys()
+        self.signature_tags()
         self.headers()
         self.hosts()
         self.results()
@@ -286,11 +289,12 @@ class _Builder:
                 self.problems.extend(signing_table.check_against(key_table))
 
         single = {n: self.get(n) for n in ("Domain", "Selector", "KeyFile")}
+        signs = Mode.SIGN in self.values.get("mode", Mode.SIGN | Mode.VERIFY)
         if self.get("KeyTable") is not None:
             for setting in single.values():
                 if setting is not None:
                     self.warn(setting, f"{setting.name} is ignored because a KeyTable is set")
-            if self.get("SigningTable") is None:
+            if self.get("SigningTable") is None and not daemon_refusals_of(self.raw, signs):
                 self.warn(
                     self.get("KeyTable"),
                     "KeyTable without a SigningTable: no message will be signed",
@@ -302,30 +306,67 @@ class _Builder:
         given = {n: s for n, s in single.items() if s is not None}
         if not given:
             return
-        if len(given) < 3:
-            missing = [n for n in single if n not in given]
-            first = next(iter(given.values()))
+        key_setting = given.get("KeyFile")
+        # OpenDKIM opens KeyFile whatever the Mode, and refuses to start without it.
+        if key_setting is not None and (
+            not os.path.isfile(key_setting.value) or not os.access(key_setting.value, os.R_OK)
+        ):
+            self.error(key_setting, f'KeyFile: cannot read "{key_setting.value}"')
+        selector = given.get("Selector")
+        first = next(iter(given.values()))
+        if signs and (key_setting is None) != (selector is None):
             self.error(
                 first,
-                f"single-key signing needs Domain, Selector and KeyFile; "
-                f"{' and '.join(missing)} missing",
+                "KeyFile and Selector must both be defined or both be undefined",
                 "or use KeyTable and SigningTable",
             )
             return
-        key_setting = given["KeyFile"]
-        if not os.path.isfile(key_setting.value) or not os.access(key_setting.value, os.R_OK):
-            self.error(key_setting, f'KeyFile: cannot read "{key_setting.value}"')
+        if signs and key_setting is None:
+            self.error(first, "Domain requires KeyFile and Selector")
+            return
+        if len(given) < 3:
+            missing = " and ".join(n for n in single if n not in given)
+            # OpenDKIM starts so (Mode v, or KeyFile and Selector without Domain) and
+            # signs nothing.
+            self.warn(
+                first,
+                f"single-key signing needs Domain, Selector and KeyFile; {missing} missing: "
+                "no mail is signed",
+            )
+            return
+        assert key_setting is not None and selector is not None
         domains = self.dataset("Domain")
         if domains is None:
             return
         subdomains = self.get("SubDomains")
         self.values["single_key"] = SingleKey(
             domains[1],
-            given["Selector"].value,
+            selector.value,
             key_setting.value,
             bool(subdomains.parsed) if subdomains else False,
         )
         self.values["key_source"] = KeySource.SINGLE_KEY
+
+    def signature_tags(self) -> None:
+        """Options that add tags to our signatures: l=, r=y, atps=/atpsh=."""
+        found = self.dataset("BodyLengthDB")
+        if found is not None:
+            self.values["body_length_db"] = found[1]
+        self.flag("RequestReports", "request_reports")
+        self.number("MaximumSignedBytes", "maximum_signed_bytes")
+        found = self.dataset("ATPSDomains")
+        if found is not None:
+            self.values["atps_domains"] = found[1]
+        setting = self.get("ATPSHashAlgorithm")
+        if setting is not None:
+            name = setting.value.lower()
+            if name not in ATPS_HASHES:
+                # dkimf_config_load's words
+                self.error(
+                    setting, f'unknown ATPS hash "{setting.value}"', "use sha256, sha1 or none"
+                )
+            else:
+                self.values["atps_hash"] = name
 
     def header_names(self, name: str) -> tuple[Setting, list[str]] | None:
         found = self.dataset(name)
@@ -435,12 +476,25 @@ class _Builder:
         found = self.dataset("TestDNSData")
         if found is not None:
             self.values["test_dns_data"] = found[1]
+        setting = self.get("TestPublicKeys")
+        if setting is not None:
+            # OpenDKIM opens the file per key lookup, so a missing one does not stop it
+            # from starting; every signature then meets a key retrieval failure.
+            if not os.access(setting.value, os.R_OK):
+                self.warn(
+                    setting,
+                    f'TestPublicKeys: cannot read "{setting.value}"; '
+                    "every key lookup will fail temporarily",
+                )
+            # Relative to the directory the filter starts in (OpenDKIM reads it once, in
+            # main); absolute from here on, so no later chdir moves it.
+            self.values["test_public_keys"] = os.path.abspath(setting.value)
 
     def daemon(self) -> None:
+        # No Socket is no problem of the file: -p may give one (OpenDKIM: -p wins, and
+        # only a start with neither is refused).
         setting = self.get("Socket")
-        if setting is None:
-            self.warn(None, "no Socket is set", "set Socket, or give one with -p")
-        else:
+        if setting is not None:
             try:
                 spec = self.values["socket"] = parse_socket_spec(setting.value)
             except ValueError as e:
@@ -489,6 +543,13 @@ class _Builder:
         self.flag("Syslog", "syslog")
         self.flag("SyslogSuccess", "syslog_success")
         self.flag("LogWhy", "log_why")
+        setting = self.get("SyslogName")
+        if setting is not None:
+            if not setting.value or any(c.isspace() or c in "[]:" for c in setting.value):
+                # it ends up as "NAME[pid]:" at the start of every line
+                self.error(setting, f'SyslogName: "{setting.value}" cannot be a syslog tag')
+            else:
+                self.values["syslog_name"] = setting.value
         setting = self.get("SyslogFacility")
         if setting is not None:
             facility = setting.value.lower()
@@ -500,6 +561,38 @@ class _Builder:
                 )
             else:
                 self.values["syslog_facility"] = facility
+
+
+def daemon_refusals_of(raw: RawConfig, signs: bool) -> list[Problem]:
+    """What the filter refuses to start with although the key tools take it.
+
+    opendkim's dkimf_config_load refuses a KeyTable with neither a SigningTable nor a
+    SetupPolicyScript when it signs (in Mode v it does not mind); opendkim-testkey and
+    opendkim-genzone read the same file happily, and so do `dkimd testkey` and `genzone`.
+    """
+    key_table = raw.get("KeyTable")
+    if (
+        signs
+        and key_table is not None
+        and raw.get("SigningTable") is None
+        and raw.get("SetupPolicyScript") is None
+    ):
+        return [
+            Problem(
+                key_table.file,
+                key_table.line,
+                Severity.ERROR,
+                "KeyTable requires either SigningTable or SetupPolicyScript",
+                "add a SigningTable",
+                "KeyTable",
+            )
+        ]
+    return []
+
+
+def daemon_refusals(config: Config) -> list[Problem]:
+    """`daemon_refusals_of` for a loaded Config (the daemon and `dkimd check` ask)."""
+    return daemon_refusals_of(config.raw, config.signs) if config.raw is not None else []
 
 
 def build_config(raw: RawConfig) -> ConfigReport:

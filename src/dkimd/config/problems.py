@@ -35,6 +35,9 @@ class Problem:
     message: str
     hint: str | None = None
     option: str | None = None  # the canonical option name concerned, when there is one
+    # A warning the daemon starts with, as OpenDKIM does, though the messages that need
+    # this entry fail (a malformed KeyTable line...); `dkimd check` counts it as an error.
+    fails_messages: bool = False
 
     @property
     def is_error(self) -> bool:

@@ -218,6 +218,12 @@ class Config:
     omit_headers: HeaderList | None = None  # None: DEFAULT_OMIT_HEADERS
     oversign_headers: tuple[str, ...] = ()
     sender_headers: tuple[str, ...] = ("from",)
+    # tags of the signatures we make
+    body_length_db: Dataset | None = None  # recipients whose mail is signed with l=
+    maximum_signed_bytes: int | None = None  # sign at most this much body, always with l=
+    request_reports: bool = False  # r=y (RFC 6651)
+    atps_domains: Dataset | None = None  # From domains that get atps= (RFC 6541)
+    atps_hash: str = "sha256"  # ATPSHashAlgorithm: sha256, sha1 or none
     # hosts and macros
     internal_hosts: HostList = field(default_factory=HostList.default_internal)
     external_ignore_list: HostList = field(default_factory=_empty_hosts)
@@ -241,6 +247,8 @@ class Config:
     nameservers: tuple[str, ...] = ()
     dns_timeout: int = 5  # seconds; 0: wait forever
     test_dns_data: Dataset | None = None
+    # TestPublicKeys: key records from this file instead of DNS (dkimd.dns.testkeys)
+    test_public_keys: str | None = None
     # daemon
     socket: SocketSpec | None = None
     pid_file: str | None = None
@@ -254,6 +262,7 @@ class Config:
     # logging
     syslog: bool = False
     syslog_facility: str = "mail"
+    syslog_name: str = "dkimd"  # the ident of our log lines; OpenDKIM's default is its name
     syslog_success: bool = False
     log_why: bool = False
     # what loading found

@@ -5,6 +5,7 @@ and produces the DKIM-Signature field(s) at the end (RFC 6376 section 5).
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ DEFAULT_SIGNED_HEADERS: Final = (
 # RFC 6376 5.4: From MUST be signed, whatever the configuration says.
 REQUIRED_SIGNED_HEADERS: Final = ("from",)
 
+_TAG_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_TAG_VALUE: Final = re.compile(r"[\x21-\x3a\x3c-\x7e]+")  # VALCHAR, no WSP
+# The tags the signer writes itself: an extension tag must not repeat one (RFC 6376 3.2).
+_OWN_TAGS: Final = frozenset({"v", "a", "c", "d", "s", "t", "x", "i", "bh", "l", "h", "b"})
+
 
 @dataclass(frozen=True, slots=True)
 class SigningRequest:
@@ -61,7 +67,10 @@ class SigningRequest:
     and listed in h= as spelled in the message, in message order, once per instance.
     `oversign_headers` are listed once more than they occur (OpenDKIM's OversignHeaders), so
     that a field added in transit breaks the signature. `ttl` adds x= = t= + ttl; `body_length`
-    adds l=; `timestamp` fixes t= (default: now).
+    adds l=; `timestamp` fixes t= (default: now). `extension_tags` are more (name, value)
+    tags, written in order after i= and before bh=, where OpenDKIM writes the tags of
+    dkim_add_xtag (RFC 6541 atpsh=/atps=, RFC 6651 r=y). `max_body_bytes` signs at most
+    that many canonical body bytes and always writes l= (OpenDKIM's MaximumSignedBytes).
     """
 
     domain: str
@@ -77,6 +86,8 @@ class SigningRequest:
     ttl: int | None = None
     timestamp: int | None = None
     algorithm: str | None = None
+    extension_tags: tuple[tuple[str, str], ...] = ()
+    max_body_bytes: int | None = None
     hash_name: str = field(init=False, default="sha256")
     # The keys (`name_key`) of the fields h= takes, worked out once: a request is shared by
     # messages.
@@ -105,6 +116,12 @@ class SigningRequest:
                 raise SigningError("identity must be in the signing domain or a subdomain")
         if self.ttl is not None and self.ttl <= 0:
             raise SigningError("signature TTL must be positive")
+        if self.max_body_bytes is not None and self.max_body_bytes < 0:
+            raise SigningError("the body length limit cannot be negative")
+        for tag, value in self.extension_tags:
+            # RFC 6376 3.2: tag-name ALPHA *ALNUMPUNC; a value without ";" or line breaks.
+            if not _TAG_NAME.fullmatch(tag) or tag in _OWN_TAGS or not _TAG_VALUE.fullmatch(value):
+                raise SigningError(f"invalid extension tag {tag!r}")
         base = DEFAULT_SIGNED_HEADERS if self.signed_headers is None else self.signed_headers
         wanted = {name_key(n) for n in base} - {name_key(n) for n in self.omit_headers}
         required = {name_key(n) for n in REQUIRED_SIGNED_HEADERS}
@@ -112,7 +129,7 @@ class SigningRequest:
 
     @property
     def body_hash_key(self) -> tuple[str, str, int | None]:
-        return (self.body_canon, self.hash_name, None)
+        return (self.body_canon, self.hash_name, self.max_body_bytes)
 
     def header_names(self, headers: Sequence[HeaderField]) -> list[str]:
         """The h= list for these headers (see the class docstring)."""
@@ -164,7 +181,8 @@ class Signer:
         assert algo is not None  # checked in SigningRequest.__post_init__
         names = req.header_names(headers)
         now = int(time.time()) if req.timestamp is None else req.timestamp
-        # Tag order as OpenDKIM writes it: v a c d s t x i l bh h b (checked against 2.11).
+        # Tag order as OpenDKIM 2.11 writes it: v a c d s t x i, the extension tags (atpsh,
+        # atps, r), bh l h b (observed; see issue 14's spec, t-sign-atps and t-sign-ss-ltag).
         tags: list[tuple[str, str]] = [
             ("v", "1"),
             ("a", algo.name),
@@ -177,9 +195,10 @@ class Signer:
             tags.append(("x", str(now + req.ttl)))
         if req.identity is not None:
             tags.append(("i", req.identity))
-        if req.body_length:
-            tags.append(("l", str(body.length)))
+        tags += req.extension_tags
         tags.append(("bh", base64.b64encode(body.digest()).decode("ascii")))
+        if req.body_length or req.max_body_bytes is not None:
+            tags.append(("l", str(body.hashed)))  # what was signed, as libopendkim counts
         tags.append(("h", ":".join(names)))
         # Lay the field out once, with b= empty: that is the form the signature covers
         # (RFC 6376 3.7), and b= is the last tag, alone on its new line, so the signature

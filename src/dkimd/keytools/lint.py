@@ -22,10 +22,11 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dkimd.config import Config, ConfigReport, DatasetKind, HostList, Mode, Problem, Severity
 from dkimd.config.keytable import KeyTableEntry
+from dkimd.config.load import daemon_refusals
 from dkimd.dkim.errors import KeyLoadError
 from dkimd.dkim.keys import PrivateKey, load_private_key, load_private_key_file
 from dkimd.dns.zonetext import ZoneSyntaxError, entry_start
@@ -87,7 +88,14 @@ class _Linter:
         self.report = report
         self.config = report.config
         self.postconf = postconf
-        self.out = LintReport(list(report.problems))
+        # The daemon starts with a problem that fails messages (OpenDKIM does); for the
+        # admin asking what is wrong it is an error all the same.
+        self.out = LintReport(
+            [
+                replace(p, severity=Severity.ERROR) if p.fails_messages else p
+                for p in report.problems
+            ]
+        )
         self.keys: dict[str, KeyInfo] = {}
         self.serving: str | None = None  # the Socket, when our own running daemon holds it
 
@@ -274,9 +282,17 @@ class _Linter:
 
     def check_socket(self, config: Config) -> None:
         spec = config.socket
-        if spec is None:
-            return
         where = self.setting_place("Socket")
+        if spec is None:
+            # The daemon then needs -p; OpenDKIM refuses to start without either.
+            self.add(
+                Severity.WARNING,
+                where,
+                "no Socket is set",
+                "set Socket, or give one with -p",
+                "Socket",
+            )
+            return
         if spec.family == "local":
             assert spec.path is not None
             directory = os.path.dirname(spec.path) or "."
@@ -569,7 +585,9 @@ class _Linter:
             return "the KeyTable key named after the sender's domain"
         info = self.keys.get(key_name)
         if info is None:
-            return f'key "{key_name}" (NOT IN THE KEYTABLE: not signed)'
+            if config.key_table is not None and config.key_table.broken(key_name):
+                return f'key "{key_name}" (BROKEN KEYTABLE ENTRY: mail tempfailed)'
+            return f'key "{key_name}" (NOT IN THE KEYTABLE: mail tempfailed)'
         domain = "the sender's domain" if info.domain == "%" else info.domain
         if info.key is None:
             state = "key missing or unreadable: NOT SIGNED"
@@ -671,6 +689,7 @@ def lint(report: ConfigReport, *, postconf: PostconfRunner | None = run_postconf
     config = report.config
     if config is None:
         return linter.out
+    linter.out.problems += daemon_refusals(config)
     linter.check_keys(config)
     linter.check_unused_keys(config)
     linter.check_socket(config)

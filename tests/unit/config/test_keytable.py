@@ -149,5 +149,9 @@ def test_check_against_keytable(write: Writer) -> None:
     keys, _ = KeyTable.build(keys.dataset)
     table = signing(write, "a@x known\nb@x unknown\nc@x %\nd@x\n")
     problems = table.check_against(keys)
-    assert [(p.line, p.is_error) for p in problems] == [(2, True), (4, True)]
+    # OpenDKIM starts with such a table and tempfails what these entries match
+    assert [(p.line, p.is_error, p.fails_messages) for p in problems] == [
+        (2, False, True),
+        (4, False, True),
+    ]
     assert '"unknown", which is not in the KeyTable' in problems[0].message

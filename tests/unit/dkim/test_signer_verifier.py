@@ -20,6 +20,7 @@ from dkimd.dkim import (
     parse_signature,
     split_message,
 )
+from dkimd.dkim.canonicalization import canonicalize_body
 from dkimd.dns.base import TxtResult, TxtStatus
 
 MESSAGE = (
@@ -177,6 +178,45 @@ def test_body_length_tag(rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes]) -> N
     )
     truncated = signed[: -len(b"\r\n\r\n")] + b"\r\n"
     assert results(truncated.replace(b"world", b"w"), dns)[0] == ("fail", "body shorter than l=")
+
+
+def test_extension_tags_and_l_in_opendkim_s_places(
+    rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes]
+) -> None:
+    """OpenDKIM 2.11: v a c d s t x i, its extension tags (atpsh, atps, r), bh, l, h, b."""
+    tags = (("atpsh", "sha256"), ("atps", "example.net"), ("r", "y"))
+    req = rsa_req(rsa_key, ttl=60, identity="a@example.com", body_length=True, extension_tags=tags)
+    signed = sign(MESSAGE, req)
+    headers, _ = split_message(signed)
+    sig = parse_signature(headers[0].value)
+    order = ["v", "a", "c", "d", "s", "t", "x", "i", "atpsh", "atps", "r", "bh", "l", "h", "b"]
+    assert list(sig.tags) == order
+    assert (sig.tags["atps"], sig.tags["r"]) == ("example.net", "y")
+    assert results(signed, dns) == [("pass", "")]
+
+
+@pytest.mark.parametrize("limit", [0, 5, 10_000])
+def test_max_body_bytes_signs_a_prefix_with_l(
+    rsa_key: rsa.RSAPrivateKey, dns: dict[str, bytes], limit: int
+) -> None:
+    """MaximumSignedBytes: at most `limit` canonical bytes signed, l= = what was signed
+    (opendkim 2.11, MaximumSignedBytes 10 and 0: l=10 and l=0 for a 17-byte body)."""
+    signed = sign(MESSAGE, rsa_req(rsa_key, max_body_bytes=limit))
+    headers, offset = split_message(signed)
+    sig = parse_signature(headers[0].value)
+    canonical = canonicalize_body(signed[offset:], "relaxed")
+    assert sig.body_length == min(limit, len(canonical))
+    assert results(signed, dns) == [("pass", "")]
+
+
+@pytest.mark.parametrize(
+    "tag", [("b", "x"), ("1x", "y"), ("r", "a;b"), ("r", ""), ("r", "a b"), ("l", "5")]
+)
+def test_extension_tags_must_be_new_well_formed_tags(
+    rsa_key: rsa.RSAPrivateKey, tag: tuple[str, str]
+) -> None:
+    with pytest.raises(SigningError, match="invalid extension tag"):
+        rsa_req(rsa_key, extension_tags=(tag,))
 
 
 def test_one_body_pass_for_two_signatures(

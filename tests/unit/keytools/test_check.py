@@ -208,6 +208,15 @@ def test_invalid_socket(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     assert "port 99999 is out of range" in out and "fix: inet:PORT@HOST" in out
 
 
+def test_no_socket_is_a_check_warning(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    # The daemon takes one from -p; the file alone cannot say, so only `check` warns.
+    site.set("Socket", None)
+    assert site.run() == 0
+    assert site.run("--strict") == 1
+    out = capsys.readouterr().out
+    assert "warning: no Socket is set" in out and "fix: set Socket, or give one with -p" in out
+
+
 def test_socket_port_in_use(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
