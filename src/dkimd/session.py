@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, milter
+from dkimd import __version__, malformed, milter
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Condition, Config
 from dkimd.dkim import (
@@ -142,11 +142,13 @@ class _Message:
     """Per-message state; dropped at abort, end of message or a new MAIL FROM."""
 
     __slots__ = (
+        "bad_format",
         "headers",
         "key_problems",
         "keys_wanted",
         "plan",
         "runtime",
+        "settled",
         "signer",
         "signing",
         "started",
@@ -164,6 +166,11 @@ class _Message:
         # Key records the verifier still needs: prefetched at end-of-headers, asked for
         # (the same request) at end-of-message.
         self.keys_wanted: NeedKeys | None = None
+        # The header-only path (dkimd.malformed): nothing signed or verified.
+        self.bad_format: malformed.BadFormat | None = None
+        # A reply decided at end-of-headers when the MTA waited for none there: it is the
+        # end-of-message reply, and the body is skipped.
+        self.settled: milter.FinalAction | None = None
         self.started = time.monotonic()
 
 
@@ -275,6 +282,9 @@ class MilterSession:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
+        bad = malformed.check_sender(msg.headers, runtime.config)
+        if bad is not None:
+            return self._bad_format(msg, bad)
         plan = runtime.policy.plan(self._client, msg.headers, self._conn.macro)
         msg.plan = plan
         if plan.notable:
@@ -284,6 +294,13 @@ class MilterSession:
                 self._log.info("%s; not signing or verifying", plan.why)
             self._drop_message()
             return milter.Accept()
+        problem = malformed.check_processing(
+            msg.headers, runtime.config, verifying=plan.decision is Decision.VERIFY
+        )
+        if isinstance(problem, malformed.BrokenSignature):
+            return self._broken_signature(msg, problem)
+        if problem is not None:
+            return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
         else:
@@ -302,6 +319,21 @@ class MilterSession:
             msg.signer.feed_body(event.data)
         elif msg.verifier is not None:
             msg.verifier.feed_body(event.data)
+            if msg.verifier.needs_body():
+                return None
+        elif msg.bad_format is None and msg.settled is None:
+            return None
+        # OpenDKIM answers SKIP once no handle wants more of the body (dkim_minbody() 0).
+        return self._skip_body()
+
+    def _skip_body(self) -> HandlerResult:
+        negotiated = self._conn.negotiated
+        if (
+            self._conn.reply_expected
+            and negotiated is not None
+            and negotiated.protocol & milter.ProtocolFlag.SKIP
+        ):
+            return milter.Skip()
         return None
 
     def _on_abort(self, event: milter.Event) -> HandlerResult:
@@ -310,7 +342,7 @@ class MilterSession:
 
     def _on_eom(self, event: milter.EndOfMessage) -> Step:
         msg = self._message
-        if msg is None or msg.plan is None:
+        if msg is None or (msg.plan is None and msg.bad_format is None):
             # No headers at all (an empty message): nothing to sign; verify an empty header
             # block the same way as any other message.
             msg = self._message_state()
@@ -318,6 +350,9 @@ class MilterSession:
             msg = self._message
             if msg is None:
                 return milter.Accept()
+        if msg.settled is not None or msg.bad_format is not None:
+            self._drop_message()
+            return self._finish_early(msg)
         if event.data:
             self._on_body(milter.BodyChunk(event.data))
         self._stats.messages += 1
@@ -338,6 +373,40 @@ class MilterSession:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
         return self._apply(msg.runtime, Condition.INTERNAL_ERROR, "internal error")
+
+    # -- stopped at end-of-headers (dkimd.malformed) --
+
+    def _bad_format(self, msg: _Message, bad: malformed.BadFormat) -> HandlerResult:
+        msg.bad_format = bad
+        self._log.info("%s; bad message format", bad.reason)
+        return None
+
+    def _broken_signature(self, msg: _Message, broken: malformed.BrokenSignature) -> HandlerResult:
+        action = msg.runtime.policy.action_for(Condition.BAD_SIGNATURE)
+        self._log.info("syntax error: %s; action %s", broken.reason, action.value)
+        reply = malformed.libstatus_reply(action, malformed.SYNTAX_ERROR_TEXT)
+        if self._conn.reply_expected:
+            self._drop_message()
+            return reply
+        msg.settled = reply
+        return None
+
+    def _finish_early(self, msg: _Message) -> HandlerResult:
+        if msg.settled is not None:
+            return msg.settled
+        bad = msg.bad_format
+        assert bad is not None
+        config = msg.runtime.config
+        if config.ignore_malformed_mail:
+            return milter.Accept()
+        authserv_id = msg.runtime.authserv_id(self._mta_name or self._conn.macro("j"))
+        actions: list[milter.Action] = []
+        if bad.verifying:
+            actions += self._remove_forged_results(msg.headers, authserv_id)
+        value = malformed.bad_format_ar_value(authserv_id)
+        actions.append(_insert_at_top(AR_FIELD_NAME, value))
+        actions.append(milter.Accept())
+        return actions
 
     # -- signing --
 
@@ -557,7 +626,11 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     if len(config.peer_list) == 0:
         protocol |= flags.NR_CONN
     if config.verifies:
-        protocol |= flags.NR_EOH
+        # Body chunks are answered, so that a message with nothing (more) to verify is
+        # skipped as OpenDKIM skips it.
+        protocol = (protocol & ~flags.NR_BODY) | flags.SKIP
+        if not malformed.eoh_reply_needed(config):
+            protocol |= flags.NR_EOH
     actions = milter.ActionFlag.ADDHDRS | milter.ActionFlag.CHGHDRS | milter.ActionFlag.QUARANTINE
     return milter.FilterOptions(actions=actions, protocol=protocol)
 

@@ -388,6 +388,8 @@ class _Builder:
             self.values["authserv_id"] = setting.value
         self.flag("AlwaysAddARHeader", "always_add_ar_header")
         self.flag("SoftwareHeader", "software_header")
+        self.flag("StrictHeaders", "strict_headers")
+        self.flag("IgnoreMalformedMail", "ignore_malformed_mail")
 
     def action(self, setting: Setting) -> Action | None:
         action = _ACTION_WORDS.get(setting.value.lower())

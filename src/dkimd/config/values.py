@@ -227,6 +227,8 @@ class Config:
     on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
     authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
     always_add_ar_header: bool = False
+    strict_headers: bool = False  # RFC 5322 3.6 field counts, else the bad-format path
+    ignore_malformed_mail: bool = False  # bad-format path: accept with no A-R field
     software_header: bool = False
     # DNS
     nameservers: tuple[str, ...] = ()

@@ -150,6 +150,10 @@ class Verifier:
     def feed_body(self, chunk: bytes) -> None:
         self._bodies.update(chunk)
 
+    def needs_body(self) -> bool:
+        """Whether any signature still hashes the body (none does on an unsigned message)."""
+        return any(p.sig is not None for p in self._pending)
+
     def results(self) -> list[SignatureResult]:
         """One result per verified signature, top-down; [none] if the message has none."""
         if not self._pending:
