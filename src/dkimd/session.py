@@ -275,7 +275,12 @@ class MilterSession:
         return self._message
 
     def _on_header(self, event: milter.Header) -> HandlerResult:
-        self._message_state().headers.append(HeaderField(event.name, _crlf(event.value)))
+        msg = self._message_state()
+        value = event.value
+        rules = msg.runtime.config.replace_rules
+        if rules is not None:  # ReplaceRules: only our copy changes, never the message
+            value = rules.rewrite(event.name, value)
+        msg.headers.append(HeaderField(event.name, _crlf(value)))
         return None
 
     def _on_eoh(self, event: milter.EndOfHeaders) -> Step:
@@ -317,7 +322,8 @@ class MilterSession:
             return None
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
-        elif msg.verifier is not None:
+            return None
+        if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
             if msg.verifier.needs_body():
                 return None

@@ -55,6 +55,7 @@ from dkimd.config.values import (
 )
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
+from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
 from dkimd.sockets import parse_socket_spec
 
 __all__ = [
@@ -344,6 +345,19 @@ class _Builder:
         found = self.header_names("SenderHeaders")
         if found is not None:
             self.values["sender_headers"] = tuple(h.lower() for h in found[1])
+        self.replace_rules()
+
+    def replace_rules(self) -> None:
+        setting = self.get("ReplaceRules")
+        limit = self.dataset("ReplaceHeaders")
+        if setting is None:
+            return
+        try:
+            rules = ReplaceRules.load(setting.value)
+        except ReplaceRulesError as exc:
+            self.error(setting, f"failed to load ReplaceRules from {setting.value}: {exc}")
+            return
+        self.values["replace_rules"] = rules_for(rules, None if limit is None else limit[1])
 
     def hosts(self) -> None:
         for option, attr in (

@@ -18,6 +18,7 @@ from dkimd.config.hosts import HostList
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import Problem
 from dkimd.config.reader import RawConfig
+from dkimd.replace_rules import ReplaceRules
 from dkimd.sockets import SocketSpec
 
 __all__ = [
@@ -218,6 +219,8 @@ class Config:
     omit_headers: HeaderList | None = None  # None: DEFAULT_OMIT_HEADERS
     oversign_headers: tuple[str, ...] = ()
     sender_headers: tuple[str, ...] = ("from",)
+    # ReplaceRules (limited to ReplaceHeaders): our copy of each field is rewritten
+    replace_rules: ReplaceRules | None = None
     # hosts and macros
     internal_hosts: HostList = field(default_factory=HostList.default_internal)
     external_ignore_list: HostList = field(default_factory=_empty_hosts)
