@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, malformed, milter
+from dkimd import __version__, malformed, milter, reports
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Condition, Config
 from dkimd.dkim import (
@@ -37,8 +37,9 @@ from dkimd.dkim import (
     Verifier,
     VerifyOptions,
     authentication_results_value,
+    canonicalize_body,
 )
-from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
@@ -147,6 +148,8 @@ class _Message:
         "key_problems",
         "keys_wanted",
         "plan",
+        "report_body",
+        "report_records",
         "runtime",
         "settled",
         "signer",
@@ -171,6 +174,11 @@ class _Message:
         # A reply decided at end-of-headers when the MTA waited for none there: it is the
         # end-of-message reply, and the body is skipped.
         self.settled: milter.FinalAction | None = None
+        # SendReports with a signature asking for reports (r=y): the body as received (for
+        # its canonical form in a failure report; None once over the limit) and the
+        # `_report` TXT records, fetched with the keys.
+        self.report_body: bytearray | None = None
+        self.report_records: dict[str, TxtResult] = {}
         self.started = time.monotonic()
 
 
@@ -207,6 +215,10 @@ class MilterSession:
         self._message: _Message | None = None
         # The message whose end-of-message reply waits for `provide` (key records).
         self._owed: _Message | None = None
+        # The end-of-message reply held back while a failure report is being sent.
+        self._after_report: HandlerResult = None
+        self._reporting = False
+        self._envelope_sender = ""
         self._handlers: dict[type[milter.Event], Callable[..., Step]] = {
             milter.Connect: self._on_connect,
             milter.MailFrom: self._on_mail,
@@ -228,6 +240,8 @@ class MilterSession:
 
     def provide(self, answer: object) -> Step:
         """The key records asked for at end-of-message: the reply to it."""
+        if self._reporting:
+            return self._report_sent(answer)
         msg = self._owed
         if msg is None:
             raise RuntimeError("provide() without a pending request")
@@ -236,7 +250,7 @@ class MilterSession:
             if not isinstance(answer, dict):
                 raise TypeError(f"key records expected, got {type(answer).__name__}")
             self._take_keys(msg, answer)
-            return self._finish_verifying(msg)
+            return self._with_report(msg, self._finish_verifying(msg))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -244,6 +258,8 @@ class MilterSession:
 
     def close(self) -> None:
         self._owed = None
+        self._reporting = False
+        self._after_report = None
         self._drop_message()
 
     # -- events --
@@ -263,6 +279,10 @@ class MilterSession:
 
     def _on_mail(self, event: milter.MailFrom) -> HandlerResult:
         self._drop_message()
+        sender = event.address
+        if sender.startswith("<") and sender.endswith(">"):
+            sender = sender[1:-1]
+        self._envelope_sender = sender
         auth = self._conn.macro("{auth_authen}") or self._conn.macro("{auth_type}")
         client = self._client
         self._client = Client(client.address, client.hostname, authenticated=bool(auth))
@@ -325,6 +345,11 @@ class MilterSession:
             return None
         if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
+            body = msg.report_body
+            if body is not None:
+                body += event.data
+                if len(body) > reports.BODY_COPY_LIMIT:
+                    msg.report_body = None
             if msg.verifier.needs_body():
                 return None
         elif msg.bad_format is None and msg.settled is None:
@@ -369,7 +394,7 @@ class MilterSession:
         try:
             if msg.signer is not None or msg.key_problems:
                 return self._finish_signing(msg)
-            return self._finish_verifying(msg)
+            return self._with_report(msg, self._finish_verifying(msg))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -379,6 +404,89 @@ class MilterSession:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
         return self._apply(msg.runtime, Condition.INTERNAL_ERROR, "internal error")
+
+    # -- failure reports (dkimd.reports) --
+
+    def _report_names(self, msg: _Message, verifier: Verifier) -> list[str]:
+        """The `_report` TXT names to fetch with the keys, when a report may be due."""
+        if not msg.runtime.config.send_reports:
+            return []
+        names: list[str] = []
+        for index in range(verifier.signature_count()):
+            found = verifier.signature(index)
+            if found is not None and found[0].tags.get("r", "").strip() == "y":
+                name = reports.report_record_name(found[0].domain)
+                if name not in names:
+                    names.append(name)
+        if names:
+            msg.report_body = bytearray()
+            msg.report_records = dict.fromkeys(names, TxtResult(names[0], TxtStatus.ERROR))
+        return names
+
+    def _with_report(self, msg: _Message, result: HandlerResult) -> Step:
+        """`result`, after a failure report is sent when one is due (before the reply, as
+        OpenDKIM does); a report that cannot be sent changes nothing for the message."""
+        try:
+            request = self._failure_report(msg)
+        except Exception:
+            self._log.exception("failure report not sent")
+            request = None
+        if request is None:
+            return result
+        self._after_report = result
+        self._reporting = True
+        return request
+
+    def _report_sent(self, answer: object) -> HandlerResult:
+        result, self._after_report, self._reporting = self._after_report, None, False
+        if isinstance(answer, reports.ReportOutcome) and answer.status != 0:
+            if answer.status is None:
+                self._log.error("failure report: %s", answer.error)
+            else:
+                self._log.error("pclose(): returned status %d", answer.status)
+        return result
+
+    def _failure_report(self, msg: _Message) -> reports.SendReport | None:
+        verifier = msg.verifier
+        body = msg.report_body
+        if verifier is None or body is None:
+            return None
+        results = verifier.results()
+        if any(r.passed for r in results):
+            return None
+        first = results[0]
+        found = verifier.signature(0)
+        if found is None:
+            return None
+        sig, header_data = found
+        record = msg.report_records.get(reports.report_record_name(sig.domain))
+        txt = record.records[0] if record is not None and record.ok and record.records else None
+        report = reports.report_for(first.error, sig.tags, txt)
+        if report is None:
+            return None
+        config = msg.runtime.config
+        from_text, address, unparsed = reports.report_address(config.report_address)
+        if unparsed:
+            self._log.warning("error parsing ReportAddress; using default")
+        canonical_body = canonicalize_body(bytes(body), sig.body_canon)
+        if sig.body_length is not None:
+            canonical_body = canonical_body[: sig.body_length]
+        negotiated = self._conn.negotiated
+        text = reports.report_text(
+            report,
+            from_text=from_text,
+            bcc=config.report_bcc_address,
+            jobid=self._conn.macro("i") or "(unknown-jobid)",
+            hostname=self._mta_name or self._conn.macro("j") or "unknown-host",
+            envelope_sender=self._envelope_sender,
+            client_ip=self._client.address or "",
+            headers=msg.headers,
+            canonical_header=header_data,
+            canonical_body=canonical_body,
+            leading_space=negotiated is not None and negotiated.leading_space,
+        )
+        self._log.info("sending failure report to %s", report.recipient)
+        return reports.SendReport(config.mta_command, address, text)
 
     # -- stopped at end-of-headers (dkimd.malformed) --
 
@@ -462,6 +570,7 @@ class MilterSession:
         names = verifier.key_queries()
         if not names:
             return None
+        names += self._report_names(msg, verifier)
         wanted = runtime.key_request(names)
         known = wanted.answer_now()
         if known is not None:  # all cached, the usual case on a busy server
@@ -477,6 +586,8 @@ class MilterSession:
             if not result.ok and result.detail:
                 self._log.info("key lookup %s: %s (%s)", name, result.status.value, result.detail)
             verifier.provide_key(name, result)
+            if msg.report_body is not None and name in msg.report_records:
+                msg.report_records[name] = result
         msg.keys_wanted = None
 
     def _finish_verifying(self, msg: _Message) -> HandlerResult:

@@ -25,11 +25,19 @@ def pkt(cmd: bytes, payload: bytes = b"") -> bytes:
 class Mta:
     """Plays the MTA; `replies` maps each stage to what the filter answered there."""
 
-    def __init__(self, config_text: str, client: str = "198.51.100.7") -> None:
+    def __init__(
+        self,
+        config_text: str,
+        client: str = "198.51.100.7",
+        *,
+        records: dict[str, str] | None = None,
+        mail_macros: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
+        self.mail_macros = mail_macros or {}
         config = parse_config_text(config_text + "AuthservID unknown.example\n")
         self.conn = milter.Connection(filter_options_for(config))
-        holder = RuntimeHolder(Runtime.build(config, TestDnsFile.from_records({})))
+        holder = RuntimeHolder(Runtime.build(config, TestDnsFile.from_records(records or {})))
         self.session = MilterSession(ConnectionInfo(self.conn, "test"), holder)
         self.replies: list[tuple[str, list[milter.Action]]] = []
 
@@ -54,7 +62,10 @@ class Mta:
         offer = struct.pack(">III", 6, 0x1FF, 0x1FFFFF)
         client = b"client.example\x004" + struct.pack(">H", 2525) + self.client.encode() + b"\x00"
         await self._feed("connect", pkt(b"O", offer) + pkt(b"C", client))
-        await self._feed("mail", pkt(b"M", b"<user@example.com>\x00"))
+        macros = b"".join(
+            k.encode() + b"\0" + v.encode() + b"\0" for k, v in self.mail_macros.items()
+        )
+        await self._feed("mail", pkt(b"D", b"M" + macros) + pkt(b"M", b"<user@example.com>\x00"))
         for name, value in headers:
             await self._feed("header", pkt(b"L", name + b"\x00" + value + b"\x00"))
         await self._feed("eoh", pkt(b"N"))

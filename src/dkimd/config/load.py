@@ -404,6 +404,15 @@ class _Builder:
         self.flag("SoftwareHeader", "software_header")
         self.flag("StrictHeaders", "strict_headers")
         self.flag("IgnoreMalformedMail", "ignore_malformed_mail")
+        self.flag("SendReports", "send_reports")
+        for option, attr in (
+            ("ReportAddress", "report_address"),
+            ("ReportBccAddress", "report_bcc_address"),
+            ("MTACommand", "mta_command"),
+        ):
+            setting = self.get(option)
+            if setting is not None:
+                self.values[attr] = setting.value
 
     def action(self, setting: Setting) -> Action | None:
         action = _ACTION_WORDS.get(setting.value.lower())

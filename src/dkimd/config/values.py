@@ -232,6 +232,11 @@ class Config:
     always_add_ar_header: bool = False
     strict_headers: bool = False  # RFC 5322 3.6 field counts, else the bad-format path
     ignore_malformed_mail: bool = False  # bad-format path: accept with no A-R field
+    # RFC 6651 failure reports (dkimd.reports)
+    send_reports: bool = False
+    report_address: str | None = None  # None: the effective user at this host
+    report_bcc_address: str | None = None
+    mta_command: str = "/usr/sbin/sendmail"
     software_header: bool = False
     # DNS
     nameservers: tuple[str, ...] = ()

@@ -118,6 +118,7 @@ class Verifier:
         keys = [f.key for f in self._headers]
         self._from_count = keys.count(b"from")
         self._pending: list[_Pending] = []
+        self._results: list[SignatureResult] | None = None
         for f, key in zip(self._headers, keys, strict=True):
             if key != _SIG_KEY:
                 continue
@@ -157,12 +158,28 @@ class Verifier:
         return any(p.sig is not None for p in self._pending)
 
     def results(self) -> list[SignatureResult]:
-        """One result per verified signature, top-down; [none] if the message has none."""
+        """One result per verified signature, top-down; [none] if the message has none.
+
+        Worked out once (after the whole body and every key record); later calls repeat it.
+        """
+        if self._results is not None:
+            return list(self._results)
         if not self._pending:
             return [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
         self._bodies.finish()
         now = self.options.now if self.options.now is not None else int(time.time())
-        return [self._result(p, now) for p in self._pending]
+        self._results = [self._result(p, now) for p in self._pending]
+        return list(self._results)
+
+    def signature_count(self) -> int:
+        """How many signatures are verified (as many as `results()` has, when any)."""
+        return len(self._pending)
+
+    def signature(self, index: int) -> tuple[DkimSignature, bytes] | None:
+        """The parsed signature `index` (as in `results()`) and the header bytes its b=
+        covers (what a failure report carries), or None if it did not parse."""
+        p = self._pending[index]
+        return None if p.sig is None else (p.sig, p.header_data)
 
     # --- one signature: each step either finds the error or hands on to the next ---
 
