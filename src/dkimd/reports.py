@@ -246,6 +246,9 @@ class SendReport(Request[ReportOutcome]):
         self.text = text
         self.timeout = timeout
 
+    def __repr__(self) -> str:
+        return f"SendReport({self.command!r})"
+
     async def perform(self) -> ReportOutcome:
         proc = await asyncio.create_subprocess_shell(
             self.command,

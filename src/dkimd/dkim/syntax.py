@@ -18,6 +18,7 @@ later, per signature, as a failed signature and not as a syntax error. Pure; nev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from dkimd.dkim.headers import HeaderField
@@ -28,7 +29,13 @@ _DKIM_SIGNATURE = b"dkim-signature"
 # dkim_process_set: a signature set lacking any of these is DKIM_STAT_SYNTAX.
 _REQUIRED_TAGS = (b"s", b"h", b"d", b"b", b"v", b"a")
 # C isspace() in the "C" locale.
-_SPACE = frozenset(b" \t\n\v\f\r")
+_WHITESPACE = b" \t\n\v\f\r"
+# dkim_process_set: a byte that is neither printable ASCII nor whitespace.
+_BAD_BYTE = re.compile(rb"[^\x20-\x7e\t\n\v\f\r]")
+# dkim_header: a field name byte outside printable ASCII.
+_BAD_NAME_BYTE = re.compile(rb"[^\x20-\x7e]")
+# A tag name: a letter or digit first, then anything up to "=" but whitespace or ";".
+_TAG_NAME = re.compile(rb"[A-Za-z0-9][^\s;=]*")
 _UINT64_MAX = 2**64 - 1
 
 # dkim_headercheck: fields allowed at most once, in libopendkim's order of checks.
@@ -45,19 +52,6 @@ _AT_MOST_ONCE = (
 )
 
 
-def _isprint(c: int) -> bool:
-    return 0x20 <= c <= 0x7E
-
-
-def _isalnum(c: int) -> bool:
-    return 0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
-
-
-def _collapse(text: bytes) -> bytes:
-    """dkim_collapse: every whitespace byte removed."""
-    return bytes(c for c in text if c not in _SPACE)
-
-
 def _bad_time(value: bytes) -> bool:
     """t= and x= as dkim_process_set reads them with strtoull(value, &end, 10)."""
     if not value or value[:1] == b"-":
@@ -72,46 +66,37 @@ def signature_tag_list_error(value: bytes) -> str | None:
     """Why libopendkim's tag-list reader refuses a DKIM-Signature value, or None.
 
     `value` is everything after the colon. The reader stops at a NUL (the C string ends
-    there), so bytes after one are never seen.
+    there), so bytes after one are never seen. Its byte-by-byte state machine
+    (`dkim_process_set`) comes down to: every byte printable ASCII or whitespace; every
+    ";"-separated tag-spec, bar an empty last one, a tag name starting with a letter or a
+    digit, with no whitespace inside it, then "=" and a value (possibly empty).
     """
     value = value.split(b"\0", 1)[0]
+    bad = _BAD_BYTE.search(value)
+    if bad is not None:
+        return (
+            f"invalid character (ASCII 0x{value[bad.start()]:02x} at offset {bad.start()}) "
+            "in signature data"
+        )
     tags: dict[bytes, bytes] = {}
-    state = 0  # 0 before a tag, 1 in a tag name, 2 before a value, 3 in a value
-    spaced = False
-    name_start = value_start = 0
-    for i, c in enumerate(value):
-        if c > 0x7F or (not _isprint(c) and c not in _SPACE):
-            return f"invalid character (ASCII 0x{c:02x} at offset {i}) in signature data"
-        if state == 0:
-            if c in _SPACE:
-                continue
-            if not _isalnum(c):
-                return f"syntax error in signature data (ASCII 0x{c:02x} at offset {i})"
-            name_start, state = i, 1
-        elif state == 1:
-            if c in _SPACE:
-                spaced = True
-            elif c == 0x3D:  # "="
-                name_end, state, spaced = i, 2, False
-            elif c == 0x3B or spaced:  # ";" or a second word in the tag name
-                return f"syntax error in signature data (ASCII 0x{c:02x} at offset {i})"
-        elif state == 2:
-            if c in _SPACE:
-                continue
-            if c == 0x3B:
-                tags[_collapse(value[name_start:name_end])] = b""
-                state = 0
-            else:
-                value_start, state = i, 3
-        elif c == 0x3B:  # state 3: the value ends
-            tags[_collapse(value[name_start:name_end])] = _collapse(value[value_start:i])
-            state = 0
-    if state == 1:
-        return "tag without value at end of signature data"
-    if state == 2:
-        tags[_collapse(value[name_start:name_end])] = b""
-    elif state == 3:
-        tags[_collapse(value[name_start:name_end])] = _collapse(value[value_start:])
+    specs = value.split(b";")
+    last = len(specs) - 1
+    for n, spec in enumerate(specs):
+        name, eq, text = spec.partition(b"=")
+        name = name.strip(_WHITESPACE)
+        if not eq:
+            if not name and n == last:
+                break  # whitespace after the last ";"
+            if name and n == last and _TAG_NAME.fullmatch(name):
+                return "tag without value at end of signature data"
+            return (
+                "syntax error in signature data (ASCII 0x3b)"
+                if not name
+                else ("syntax error in signature data (tag-spec without a value)")
+            )
+        if not _TAG_NAME.fullmatch(name):
+            return "syntax error in signature data (bad tag name)"
+        tags[name] = text.translate(None, _WHITESPACE)
     if any(tag not in tags for tag in _REQUIRED_TAGS):
         return "missing parameter(s) in signature data"
     for tag in (b"t", b"x"):
@@ -128,7 +113,7 @@ def header_syntax_error(headers: Sequence[HeaderField]) -> str | None:
     for h in headers:
         if b";" in h.name:
             continue
-        if any(not _isprint(c) for c in h.name):
+        if _BAD_NAME_BYTE.search(h.name):
             return "invalid character in header field name"
         if h.key == _DKIM_SIGNATURE:
             problem = signature_tag_list_error(h.value)

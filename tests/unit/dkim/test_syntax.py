@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dkimd.dkim import HeaderField
 from dkimd.dkim.syntax import header_syntax_error, signature_tag_list_error, strict_header_error
@@ -91,3 +93,75 @@ def test_strict_headers_counts() -> None:
     assert strict_header_error(_fields("Date", "Subject"), True) == "From: header field absent"
     # Fields that may repeat.
     assert strict_header_error([*ok, *_fields("Received", "Received", "Comments")], True) is None
+
+
+# -- the fast reader against a literal port of libopendkim's dkim_process_set -------------
+
+_SPACE = frozenset(b" \t\n\v\f\r")
+
+
+def _process_set_refuses(value: bytes) -> bool:
+    """dkim_process_set for a signature, byte by byte as in libopendkim/dkim.c."""
+    value = value.split(b"\0", 1)[0]
+    tags: dict[bytes, bytes] = {}
+    state, spaced = 0, False
+    name = b""
+    start = 0
+
+    def collapse(text: bytes) -> bytes:
+        return bytes(c for c in text if c not in _SPACE)
+
+    for i, c in enumerate(value):
+        if c > 0x7F or (not 0x20 <= c <= 0x7E and c not in _SPACE):
+            return True
+        if state == 0:
+            if c in _SPACE:
+                continue
+            if not chr(c).isalnum():
+                return True
+            start, state = i, 1
+        elif state == 1:
+            if c in _SPACE:
+                spaced = True
+            elif c == 0x3D:
+                name, state, spaced = collapse(value[start:i]), 2, False
+            elif c == 0x3B or spaced:
+                return True
+        elif state == 2:
+            if c in _SPACE:
+                continue
+            if c == 0x3B:
+                tags[name], state = b"", 0
+            else:
+                start, state = i, 3
+        elif c == 0x3B:
+            tags[name], state = collapse(value[start:i]), 0
+    if state == 1:
+        return True
+    if state == 2:
+        tags[name] = b""
+    elif state == 3:
+        tags[name] = collapse(value[start:])
+    if any(t not in tags for t in (b"s", b"h", b"d", b"b", b"v", b"a")):
+        return True
+    for t in (b"t", b"x"):
+        v = tags.get(t)
+        if v is not None:
+            digits = v[1:] if v[:1] == b"+" else v
+            if not digits.isdigit() or int(digits) >= 2**64 - 1:
+                return True
+    return False
+
+
+_PIECES = [b"v=1", b"a=rsa-sha256", b"d=x", b"s=y", b"h=from", b"b=AA", b"t=5", b"x=+7"]
+_NOISE = [b";", b" ", b"\t", b"\r\n\t", b"=", b"a", b"1", b"_", b"\x01", b"\xff", b"t=", b"x=-"]
+
+
+@given(
+    st.lists(st.sampled_from(_PIECES + _NOISE), max_size=20).map(b"".join)
+    | st.lists(st.sampled_from(_PIECES), max_size=8).map(b"; ".join)
+    | st.binary(max_size=40)
+)
+@settings(max_examples=3000, deadline=None)
+def test_fast_reader_agrees_with_libopendkim(value: bytes) -> None:
+    assert (signature_tag_list_error(value) is not None) == _process_set_refuses(value)
