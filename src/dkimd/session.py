@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, milter
+from dkimd import __version__, malformed, milter, reports
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -38,8 +38,9 @@ from dkimd.dkim import (
     VerifyError,
     VerifyOptions,
     authentication_results_value,
+    canonicalize_body,
 )
-from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.log import QueueIdAdapter, get_logger
@@ -181,11 +182,14 @@ class _Message:
     """Per-message state; dropped at abort, end of message or a new MAIL FROM."""
 
     __slots__ = (
+        "bad_format",
         "headers",
         "key_problems",
         "keys_wanted",
         "plan",
         "recipients",
+        "report_body",
+        "report_records",
         "runtime",
         "signer",
         "signing",
@@ -208,8 +212,16 @@ class _Message:
         # Envelope recipients, brackets stripped, when the configuration reads them.
         self.recipients: list[str] = []
         # A reply decided at end-of-headers while the MTA expected none there (SMFIP_NR_EOH):
-        # given at end-of-message instead, which ends the message the same way.
+        # given at end-of-message instead, which ends the message the same way; the body
+        # is skipped meanwhile.
         self.verdict: milter.FinalAction | None = None
+        # The header-only path (dkimd.malformed): nothing signed or verified.
+        self.bad_format: malformed.BadFormat | None = None
+        # SendReports with a signature asking for reports (r=y): the body as received (for
+        # its canonical form in a failure report; None once over the limit) and the
+        # `_report` TXT records, fetched with the keys.
+        self.report_body: bytearray | None = None
+        self.report_records: dict[str, TxtResult] = {}
         self.started = time.monotonic()
 
 
@@ -246,6 +258,10 @@ class MilterSession:
         self._message: _Message | None = None
         # The message whose end-of-message reply waits for `provide` (key records).
         self._owed: _Message | None = None
+        # The end-of-message reply held back while a failure report is being sent.
+        self._after_report: HandlerResult = None
+        self._reporting = False
+        self._envelope_sender = ""
         self._handlers: dict[type[milter.Event], Callable[..., Step]] = {
             milter.Connect: self._on_connect,
             milter.MailFrom: self._on_mail,
@@ -268,6 +284,8 @@ class MilterSession:
 
     def provide(self, answer: object) -> Step:
         """The key records asked for at end-of-message: the reply to it."""
+        if self._reporting:
+            return self._report_sent(answer)
         msg = self._owed
         if msg is None:
             raise RuntimeError("provide() without a pending request")
@@ -276,7 +294,7 @@ class MilterSession:
             if not isinstance(answer, dict):
                 raise TypeError(f"key records expected, got {type(answer).__name__}")
             self._take_keys(msg, answer)
-            return self._finish_verifying(msg)
+            return self._with_report(msg, self._finish_verifying(msg))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -284,6 +302,8 @@ class MilterSession:
 
     def close(self) -> None:
         self._owed = None
+        self._reporting = False
+        self._after_report = None
         self._drop_message()
 
     # -- events --
@@ -303,6 +323,10 @@ class MilterSession:
 
     def _on_mail(self, event: milter.MailFrom) -> HandlerResult:
         self._drop_message()
+        sender = event.address
+        if sender.startswith("<") and sender.endswith(">"):
+            sender = sender[1:-1]
+        self._envelope_sender = sender
         auth = self._conn.macro("{auth_authen}") or self._conn.macro("{auth_type}")
         client = self._client
         self._client = Client(client.address, client.hostname, authenticated=bool(auth))
@@ -330,13 +354,21 @@ class MilterSession:
         return self._message
 
     def _on_header(self, event: milter.Header) -> HandlerResult:
-        self._message_state().headers.append(HeaderField(event.name, _crlf(event.value)))
+        msg = self._message_state()
+        value = event.value
+        rules = msg.runtime.config.replace_rules
+        if rules is not None:  # ReplaceRules: only our copy changes, never the message
+            value = rules.rewrite(event.name, value)
+        msg.headers.append(HeaderField(event.name, _crlf(value)))
         return None
 
     def _on_eoh(self, event: milter.EndOfHeaders) -> Step:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
+        bad = malformed.check_sender(msg.headers, runtime.config)
+        if bad is not None:
+            return self._bad_format(msg, bad)
         plan = runtime.policy.plan(
             self._client, msg.headers, self._conn.macro, recipients=msg.recipients
         )
@@ -354,6 +386,13 @@ class MilterSession:
                 self._log.info("%s; not signing or verifying", plan.why)
             self._drop_message()
             return milter.Accept()
+        problem = malformed.check_processing(
+            msg.headers, runtime.config, verifying=plan.decision is Decision.VERIFY
+        )
+        if isinstance(problem, malformed.BrokenSignature):
+            return self._broken_signature(msg, problem)
+        if problem is not None:
+            return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
             hit = dont_sign_hit(runtime.config, msg.recipients)
             if hit is not None:
@@ -380,12 +419,35 @@ class MilterSession:
 
     def _on_body(self, event: milter.BodyChunk) -> HandlerResult:
         msg = self._message
-        if msg is None or msg.verdict is not None:
+        if msg is None:
             return None
+        if msg.verdict is not None:
+            return self._skip_body()
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
-        elif msg.verifier is not None:
+            return None
+        if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
+            body = msg.report_body
+            if body is not None:
+                body += event.data
+                if len(body) > reports.BODY_COPY_LIMIT:
+                    msg.report_body = None
+            if msg.verifier.needs_body():
+                return None
+        elif msg.bad_format is None:
+            return None
+        # OpenDKIM answers SKIP once no handle wants more of the body (dkim_minbody() 0).
+        return self._skip_body()
+
+    def _skip_body(self) -> HandlerResult:
+        negotiated = self._conn.negotiated
+        if (
+            self._conn.reply_expected
+            and negotiated is not None
+            and negotiated.protocol & milter.ProtocolFlag.SKIP
+        ):
+            return milter.Skip()
         return None
 
     def _on_abort(self, event: milter.Event) -> HandlerResult:
@@ -394,7 +456,7 @@ class MilterSession:
 
     def _on_eom(self, event: milter.EndOfMessage) -> Step:
         msg = self._message
-        if msg is None or msg.plan is None:
+        if msg is None or (msg.plan is None and msg.bad_format is None):
             # No headers at all (an empty message): nothing to sign; verify an empty header
             # block the same way as any other message.
             msg = self._message_state()
@@ -402,9 +464,9 @@ class MilterSession:
             msg = self._message
             if msg is None:
                 return milter.Accept()
-        if msg.verdict is not None:
+        if msg.verdict is not None or msg.bad_format is not None:
             self._drop_message()
-            return msg.verdict
+            return self._finish_early(msg)
         if event.data:
             self._on_body(milter.BodyChunk(event.data))
         self._stats.messages += 1
@@ -415,7 +477,7 @@ class MilterSession:
         try:
             if msg.signer is not None or msg.key_problems:
                 return self._finish_signing(msg)
-            return self._finish_verifying(msg)
+            return self._with_report(msg, self._finish_verifying(msg))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -425,6 +487,120 @@ class MilterSession:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
         return self._libstatus(msg.runtime, DkimStatus.INTERNAL)
+
+    # -- failure reports (dkimd.reports) --
+
+    def _report_names(self, msg: _Message, verifier: Verifier) -> list[str]:
+        """The `_report` TXT names to fetch with the keys, when a report may be due."""
+        if not msg.runtime.config.send_reports:
+            return []
+        names: list[str] = []
+        for index in range(verifier.signature_count()):
+            found = verifier.signature(index)
+            if found is not None and found[0].tags.get("r", "").strip() == "y":
+                name = reports.report_record_name(found[0].domain)
+                if name not in names:
+                    names.append(name)
+        if names:
+            msg.report_body = bytearray()
+            msg.report_records = dict.fromkeys(names, TxtResult(names[0], TxtStatus.ERROR))
+        return names
+
+    def _with_report(self, msg: _Message, result: HandlerResult) -> Step:
+        """`result`, after a failure report is sent when one is due (before the reply, as
+        OpenDKIM does); a report that cannot be sent changes nothing for the message."""
+        try:
+            request = self._failure_report(msg)
+        except Exception:
+            self._log.exception("failure report not sent")
+            request = None
+        if request is None:
+            return result
+        self._after_report = result
+        self._reporting = True
+        return request
+
+    def _report_sent(self, answer: object) -> HandlerResult:
+        result, self._after_report, self._reporting = self._after_report, None, False
+        if isinstance(answer, reports.ReportOutcome) and answer.status != 0:
+            if answer.status is None:
+                self._log.error("failure report: %s", answer.error)
+            else:
+                self._log.error("pclose(): returned status %d", answer.status)
+        return result
+
+    def _failure_report(self, msg: _Message) -> reports.SendReport | None:
+        verifier = msg.verifier
+        body = msg.report_body
+        if verifier is None or body is None:
+            return None
+        results = verifier.results()
+        if any(r.passed for r in results):
+            return None
+        first = results[0]
+        found = verifier.signature(0)
+        if found is None:
+            return None
+        sig, header_data = found
+        record = msg.report_records.get(reports.report_record_name(sig.domain))
+        txt = record.records[0] if record is not None and record.ok and record.records else None
+        report = reports.report_for(first.error, sig.tags, txt)
+        if report is None:
+            return None
+        config = msg.runtime.config
+        from_text, address, unparsed = reports.report_address(config.report_address)
+        if unparsed:
+            self._log.warning("error parsing ReportAddress; using default")
+        canonical_body = canonicalize_body(bytes(body), sig.body_canon)
+        if sig.body_length is not None:
+            canonical_body = canonical_body[: sig.body_length]
+        negotiated = self._conn.negotiated
+        text = reports.report_text(
+            report,
+            from_text=from_text,
+            bcc=config.report_bcc_address,
+            jobid=self._conn.macro("i") or "(unknown-jobid)",
+            hostname=self._mta_name or self._conn.macro("j") or "unknown-host",
+            envelope_sender=self._envelope_sender,
+            client_ip=self._client.address or "",
+            headers=msg.headers,
+            canonical_header=header_data,
+            canonical_body=canonical_body,
+            leading_space=negotiated is not None and negotiated.leading_space,
+        )
+        self._log.info("sending failure report to %s", report.recipient)
+        return reports.SendReport(config.mta_command, address, text)
+
+    # -- stopped at end-of-headers (dkimd.malformed) --
+
+    def _bad_format(self, msg: _Message, bad: malformed.BadFormat) -> HandlerResult:
+        msg.bad_format = bad
+        self._log.info("%s; bad message format", bad.reason)
+        return None
+
+    def _broken_signature(self, msg: _Message, broken: malformed.BrokenSignature) -> HandlerResult:
+        # OpenDKIM (mlfi_eoh): dkimf_libstatus(SYNTAX), the On-BadSignature action with its
+        # reply text, and the parser's reason in the log.
+        action = msg.runtime.policy.action_for(DkimStatus.SYNTAX.condition)
+        self._log.info("syntax error: %s", _one_line(broken.reason))
+        return self._eoh_verdict(msg, final_reply(action, DkimStatus.SYNTAX))
+
+    def _finish_early(self, msg: _Message) -> HandlerResult:
+        if msg.verdict is not None:
+            return msg.verdict
+        bad = msg.bad_format
+        assert bad is not None
+        config = msg.runtime.config
+        if config.ignore_malformed_mail:
+            return milter.Accept()
+        authserv_id = msg.runtime.authserv_id(self._mta_name or self._conn.macro("j"))
+        actions: list[milter.Action] = []
+        if bad.verifying:
+            actions += self._remove_forged_results(config, msg.headers, authserv_id)
+        value = malformed.bad_format_ar_value(authserv_id)
+        actions.append(_insert_at_top(AR_FIELD_NAME, value))
+        actions.append(milter.Accept())
+        return actions
 
     # -- signing --
 
@@ -469,6 +645,7 @@ class MilterSession:
         names = verifier.key_queries()
         if not names:
             return None
+        names += self._report_names(msg, verifier)
         wanted = runtime.key_request(names)
         known = wanted.answer_now()
         if known is not None:  # all cached, the usual case on a busy server
@@ -484,6 +661,8 @@ class MilterSession:
             if not result.ok and result.detail:
                 self._log.info("key lookup %s: %s (%s)", name, result.status.value, result.detail)
             verifier.provide_key(name, result)
+            if msg.report_body is not None and name in msg.report_records:
+                msg.report_records[name] = result
         msg.keys_wanted = None
 
     def _finish_verifying(self, msg: _Message) -> HandlerResult:
@@ -627,14 +806,17 @@ def decides_at_eoh(config: Config) -> bool:
     OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, and when a
     DontSignMailTo recipient is seen, and tempfails a sender whose SigningTable entry names
     a key that cannot be had: the tables' broken entries are known at load, so only such a
-    configuration asks for the reply. A key file that stops loading later is unforeseeable:
-    when the MTA expects no reply at end-of-headers, that verdict goes out at end-of-message
-    instead (the outcome for the message is the same).
+    configuration asks for the reply. A DKIM-Signature field it cannot read gets the
+    On-BadSignature action there (dkimd.malformed), which needs the reply unless that action
+    is accept. A key file that stops loading later is unforeseeable: when the MTA expects no
+    reply at end-of-headers, that verdict goes out at end-of-message instead (the outcome for
+    the message is the same).
     """
     return (
         not config.verifies
         or config.dont_sign_mail_to is not None
         or (config.signs and any(p.fails_messages for p in config.warnings))
+        or (config.verifies and malformed.eoh_reply_needed(config))
     )
 
 
@@ -673,6 +855,10 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
         protocol |= flags.NORCPT
     if len(config.peer_list) == 0:
         protocol |= flags.NR_CONN
+    if config.verifies:
+        # Body chunks are answered, so that a message with nothing (more) to verify is
+        # skipped as OpenDKIM skips it.
+        protocol = (protocol & ~flags.NR_BODY) | flags.SKIP
     if not decides_at_eoh(config):
         protocol |= flags.NR_EOH
     actions = milter.ActionFlag.ADDHDRS

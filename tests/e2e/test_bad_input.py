@@ -223,6 +223,8 @@ def send_message(
             return Outcome(r)
         for i in range(0, len(body), 65535):
             r = m.command("B", body[i : i + 65535])
+            if r is not None and r[0] == ord("s"):
+                break  # SMFIR_SKIP: the rest of the body is not wanted (Postfix stops too)
             if r is not None and r[0] != ord("c"):
                 return Outcome(r)
         m.send(pkt("E"))
@@ -654,10 +656,15 @@ def _tags(**change: str | None) -> bytes:
 R = "reject"
 T = "tempfail"
 C = "accept"
+A = C
 PERM = r"dkim=permerror"
 # A key record that cannot be parsed is "key DNS reply corrupt" to libopendkim, which
 # OpenDKIM's A-R reports as temperror (dkimf_ar_all_sigs).
 KEY_CORRUPT = r"dkim=temperror"
+# OpenDKIM's bad-format path (no usable From): permerror A-R, accepted (dkimd.malformed).
+BAD_FORMAT = r"^ ?mx\.test\.example; dkim=permerror \(bad message/signature format\)$"
+BAD_FORMAT_LOG = r"can't determine message sender; bad message format"
+SYNTAX = r"syntax error: "  # then the reason, logged with the On-BadSignature action
 
 MESSAGE_ROWS = [
     # -- signing side (internal client) --
@@ -701,8 +708,18 @@ MESSAGE_ROWS = [
         signed=True,
     ),
     MessageRow(
+        # libopendkim refuses a field name outside printable ASCII (observed: opendkim 2.11
+        # answers On-BadSignature at end of headers); 8-bit values are fine.
         "8bit-garbage-in-headers",
         _plain((b"X-\xff\xfe", b" \x80\x81\xc3\x28 \xff"), (b"Subject", b" \xe9t\xe9")),
+        INTERNAL,
+        R,
+        r"syntax error: invalid character in header field name",
+        signed=False,
+    ),
+    MessageRow(
+        "8bit-header-values",
+        _plain((b"X-8bit", b" \x80\x81\xc3\x28 \xff"), (b"Subject", b" \xe9t\xe9")),
         INTERNAL,
         C,
         r"DKIM-Signature field added",
@@ -712,17 +729,18 @@ MESSAGE_ROWS = [
         "empty-message",
         lambda w: ([], b""),
         INTERNAL,
-        C,
-        r"(?i)no sender address found in From; verifying",
-        ar=r"dkim=none",
+        A,
+        BAD_FORMAT_LOG,
+        ar=BAD_FORMAT,
         signed=False,
     ),
     MessageRow(
         "missing-from",
         lambda w: ([(b"To", b" b@example.net"), (b"Subject", b" x")], GOOD_BODY),
         INTERNAL,
-        C,
-        r"(?i)no sender address found in From",
+        A,
+        BAD_FORMAT_LOG,
+        ar=BAD_FORMAT,
         signed=False,
     ),
     MessageRow(
@@ -737,8 +755,9 @@ MESSAGE_ROWS = [
         "from-unparsable",
         lambda w: ([(b"From", b" <<<@@@>>>"), (b"To", b" b@x")], GOOD_BODY),
         INTERNAL,
-        C,
-        r"(?i)no sender address found in From",
+        A,
+        BAD_FORMAT_LOG,
+        ar=BAD_FORMAT,
         signed=False,
     ),
     MessageRow(
@@ -754,16 +773,10 @@ MESSAGE_ROWS = [
     MessageRow(
         "good-signature", _signed(), EXTERNAL, C, r"DKIM verification successful", ar="dkim=pass"
     ),
+    # A tag-list libopendkim cannot read: On-BadSignature at end of headers, no A-R.
+    MessageRow("sig-missing-b", _sig(_tags(b=None)), EXTERNAL, R, SYNTAX + "missing parameter"),
     MessageRow(
-        "sig-missing-b", _sig(_tags(b=None)), EXTERNAL, R, r"missing required tag\(s\): b=", PERM
-    ),
-    MessageRow(
-        "sig-missing-d-s",
-        _sig(_tags(d=None, s=None)),
-        EXTERNAL,
-        R,
-        r"missing required tag\(s\): d= s=",
-        PERM,
+        "sig-missing-d-s", _sig(_tags(d=None, s=None)), EXTERNAL, R, SYNTAX + "missing parameter"
     ),
     MessageRow(
         "sig-duplicate-tag",
@@ -773,19 +786,12 @@ MESSAGE_ROWS = [
         r"duplicate tag 'a'",
         PERM,
     ),
+    MessageRow("sig-garbage", _sig(b"this is not a tag list"), EXTERNAL, R, SYNTAX + "syntax"),
     MessageRow(
-        "sig-garbage", _sig(b"this is not a tag list"), EXTERNAL, R, r"tag-spec without '='", PERM
+        "sig-empty-tag-spec", _sig(b"v=1;; a=rsa-sha256"), EXTERNAL, R, SYNTAX + r"syntax.*0x3b"
     ),
     MessageRow(
-        "sig-empty-tag-spec", _sig(b"v=1;; a=rsa-sha256"), EXTERNAL, R, r"empty tag-spec", PERM
-    ),
-    MessageRow(
-        "sig-control-char",
-        _sig(_tags(s="ma\x01il")),
-        EXTERNAL,
-        R,
-        r"invalid character in value of tag 's'",
-        PERM,
+        "sig-control-char", _sig(_tags(s="ma\x01il")), EXTERNAL, R, SYNTAX + r"invalid character"
     ),
     MessageRow(
         "sig-bad-base64-b", _sig(_tags(b="YW!j")), EXTERNAL, R, r"b= is not valid base64", PERM
@@ -892,8 +898,7 @@ MESSAGE_ROWS = [
         _many_sigs,
         EXTERNAL,
         R,
-        r"DKIM verification: permerror",
-        PERM,
+        SYNTAX + "syntax error in signature data",
     ),
     MessageRow(
         "forged-ar-claiming-our-id",

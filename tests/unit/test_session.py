@@ -441,9 +441,17 @@ def test_filter_options_follow_the_config() -> None:
 
     flags = milter.ProtocolFlag
     plain = filter_options_for(parse_config_text("Mode sv\n")).protocol
-    for wanted in (flags.NR_CONN, flags.NR_EOH, flags.NR_HDR, flags.NR_BODY, flags.NORCPT):
+    for wanted in (flags.NR_CONN, flags.NR_EOH, flags.NR_HDR, flags.NORCPT):
         assert wanted in plain
     assert flags.HDR_LEADSPC in plain
+    # A verifier answers body chunks, with SKIP once it needs no more of the body (as
+    # OpenDKIM); a signer needs every chunk and answers none.
+    assert flags.NR_BODY not in plain and flags.SKIP in plain
+    assert flags.NR_BODY in filter_options_for(parse_config_text("Mode s\n")).protocol
+    # A broken signature field gets On-BadSignature at end-of-headers: a reply is needed
+    # there unless that action is accept (then the end-of-message reply carries it).
+    strict = filter_options_for(parse_config_text("Mode v\nOn-BadSignature reject\n"))
+    assert flags.NR_EOH not in strict.protocol
     # A PeerList answers at connect; Mode s alone may accept at end-of-headers.
     assert (
         flags.NR_CONN not in filter_options_for(parse_config_text("PeerList 10.0.0.1\n")).protocol

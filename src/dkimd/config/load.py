@@ -56,6 +56,7 @@ from dkimd.config.values import (
 from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
+from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
 from dkimd.sockets import parse_socket_spec
 
 __all__ = [
@@ -386,6 +387,19 @@ class _Builder:
         found = self.header_names("SenderHeaders")
         if found is not None:
             self.values["sender_headers"] = tuple(h.lower() for h in found[1])
+        self.replace_rules()
+
+    def replace_rules(self) -> None:
+        setting = self.get("ReplaceRules")
+        limit = self.dataset("ReplaceHeaders")
+        if setting is None:
+            return
+        try:
+            rules = ReplaceRules.load(setting.value)
+        except ReplaceRulesError as exc:
+            self.error(setting, f"failed to load ReplaceRules from {setting.value}: {exc}")
+            return
+        self.values["replace_rules"] = rules_for(rules, None if limit is None else limit[1])
 
     def hosts(self) -> None:
         for option, attr in (
@@ -434,6 +448,17 @@ class _Builder:
         if found is not None:
             self.values["remove_ar_from"] = found[1]
         self.flag("SoftwareHeader", "software_header")
+        self.flag("StrictHeaders", "strict_headers")
+        self.flag("IgnoreMalformedMail", "ignore_malformed_mail")
+        self.flag("SendReports", "send_reports")
+        for option, attr in (
+            ("ReportAddress", "report_address"),
+            ("ReportBccAddress", "report_bcc_address"),
+            ("MTACommand", "mta_command"),
+        ):
+            setting = self.get(option)
+            if setting is not None:
+                self.values[attr] = setting.value
 
     def recipients(self) -> None:
         found = self.dataset("DontSignMailTo")

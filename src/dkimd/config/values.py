@@ -18,6 +18,7 @@ from dkimd.config.hosts import HostList
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import Problem
 from dkimd.config.reader import RawConfig
+from dkimd.replace_rules import ReplaceRules
 from dkimd.sockets import SocketSpec
 
 __all__ = [
@@ -224,6 +225,8 @@ class Config:
     request_reports: bool = False  # r=y (RFC 6651)
     atps_domains: Dataset | None = None  # From domains that get atps= (RFC 6541)
     atps_hash: str = "sha256"  # ATPSHashAlgorithm: sha256, sha1 or none
+    # ReplaceRules (limited to ReplaceHeaders): our copy of each field is rewritten
+    replace_rules: ReplaceRules | None = None
     # hosts and macros
     internal_hosts: HostList = field(default_factory=HostList.default_internal)
     external_ignore_list: HostList = field(default_factory=_empty_hosts)
@@ -242,6 +245,13 @@ class Config:
     keep_auth_results: bool = False
     remove_ar_all: bool = False
     remove_ar_from: Dataset | None = None
+    strict_headers: bool = False  # RFC 5322 3.6 field counts, else the bad-format path
+    ignore_malformed_mail: bool = False  # bad-format path: accept with no A-R field
+    # RFC 6651 failure reports (dkimd.reports)
+    send_reports: bool = False
+    report_address: str | None = None  # None: the effective user at this host
+    report_bcc_address: str | None = None
+    mta_command: str = "/usr/sbin/sendmail"
     software_header: bool = False
     # DNS
     nameservers: tuple[str, ...] = ()

@@ -17,7 +17,8 @@ Choices where the RFCs leave room, each visible in the result's error (and its r
 * RFC 8301: rsa-sha1 signatures are permerror unless `allow_sha1`; RSA keys under 1024 bits
   are permerror; keys of at least 1024 but under `min_key_bits` are "policy".
 * A key record with t=y (testing): a failing signature is reported neutral, not fail (3.6.1:
-  verifiers must not treat testing-mode failures differently from unsigned mail).
+  verifiers must not treat testing-mode failures differently from unsigned mail). A revoked
+  key (empty p=, 3.6.1) is a fail even so, as in OpenDKIM: there is no key to test with.
 * l=: content after the signed length is reported in `body_length_extra`; with
   `body_length="fail"` such a signature fails. A body shorter than l= fails (6.1.3).
 * More than one From field: every signature fails (RFC 6376 8.15, the classic From-prepending
@@ -82,7 +83,8 @@ _RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
     VerifyError.KEY_QUERY_FAILED: _PERM,
     VerifyError.KEY_MISSING: _PERM,
     VerifyError.KEY_SYNTAX: _PERM,
-    VerifyError.KEY_REVOKED: _PERM,
+    # OpenDKIM: dkim=fail reason="key revoked" (DKIMF_STATUS_REVOKED), never neutral.
+    VerifyError.KEY_REVOKED: DkimResult.FAIL,
     VerifyError.KEY_TYPE_MISMATCH: _PERM,
     VerifyError.KEY_HASH_REFUSED: _PERM,
     VerifyError.KEY_NOT_FOR_EMAIL: _PERM,
@@ -116,6 +118,7 @@ class Verifier:
         keys = [f.key for f in self._headers]
         self._from_count = keys.count(b"from")
         self._pending: list[_Pending] = []
+        self._results: list[SignatureResult] | None = None
         for f, key in zip(self._headers, keys, strict=True):
             if key != _SIG_KEY:
                 continue
@@ -150,13 +153,33 @@ class Verifier:
     def feed_body(self, chunk: bytes) -> None:
         self._bodies.update(chunk)
 
+    def needs_body(self) -> bool:
+        """Whether any signature still hashes the body (none does on an unsigned message)."""
+        return any(p.sig is not None for p in self._pending)
+
     def results(self) -> list[SignatureResult]:
-        """One result per verified signature, top-down; [none] if the message has none."""
+        """One result per verified signature, top-down; [none] if the message has none.
+
+        Worked out once (after the whole body and every key record); later calls repeat it.
+        """
+        if self._results is not None:
+            return list(self._results)
         if not self._pending:
             return [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
         self._bodies.finish()
         now = self.options.now if self.options.now is not None else int(time.time())
-        return [self._result(p, now) for p in self._pending]
+        self._results = [self._result(p, now) for p in self._pending]
+        return list(self._results)
+
+    def signature_count(self) -> int:
+        """How many signatures are verified (as many as `results()` has, when any)."""
+        return len(self._pending)
+
+    def signature(self, index: int) -> tuple[DkimSignature, bytes] | None:
+        """The parsed signature `index` (as in `results()`) and the header bytes its b=
+        covers (what a failure report carries), or None if it did not parse."""
+        p = self._pending[index]
+        return None if p.sig is None else (p.sig, p.header_data)
 
     # --- one signature: each step either finds the error or hands on to the next ---
 
@@ -225,7 +248,7 @@ class Verifier:
     ) -> SignatureResult:
         testing = record.testing if record is not None else False
         result = DkimResult.PASS if error is None else _RESULT_OF[error]
-        if result is DkimResult.FAIL and testing:
+        if result is DkimResult.FAIL and testing and error is not VerifyError.KEY_REVOKED:
             result = DkimResult.NEUTRAL
         extra = None
         if sig.body_length is not None and p.body_key is not None:
