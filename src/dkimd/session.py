@@ -559,8 +559,8 @@ class MilterSession:
             report,
             from_text=from_text,
             bcc=config.report_bcc_address,
-            jobid=self._conn.macro("i") or "(unknown-jobid)",
-            hostname=self._mta_name or self._conn.macro("j") or "unknown-host",
+            jobid=self._job_id() or UNKNOWN_JOB_ID,
+            hostname=self._mta_host() or UNKNOWN_HOST,
             envelope_sender=self._envelope_sender,
             client_ip=self._client.address or "",
             headers=msg.headers,
@@ -593,7 +593,7 @@ class MilterSession:
         config = msg.runtime.config
         if config.ignore_malformed_mail:
             return milter.Accept()
-        authserv_id = msg.runtime.authserv_id(self._mta_name or self._conn.macro("j"))
+        authserv_id = msg.runtime.authserv_id(self._mta_host(), self._job_id())
         actions: list[milter.Action] = []
         if bad.verifying:
             actions += self._remove_forged_results(config, msg.headers, authserv_id)
