@@ -138,10 +138,10 @@ class Replay:
                 rec.send(cast(bytes, arg).replace(b"QQQQQQQQ", qid))
             elif op == "body":
                 rec.send(*arg)  # type: ignore[misc]
-            elif op == "decide":
-                raise RuntimeError("the filter wants a reply before end of message")
-            # "body-decide": a verifier answers body chunks (continue, or skip when it needs
-            # no more); the chunks go out without waiting, the replies come with the rest.
+            # "decide"/"body-decide": a reply the driver reads before going on (dkimd
+            # replies at end-of-headers when it signs: it may tempfail there). Replayed as
+            # one stream, the conversation goes on as after a "continue"; _final shows the
+            # last reply only.
         # Then QUIT, as smtpd's milter8_disc_event(): the filter closes the connection.
         return self.connect + b"".join(rec.data) + mc.packet(mc.CMD_QUIT)
 
@@ -166,16 +166,14 @@ class Replay:
 def _final(reply: bytes) -> list[str]:
     """The edits and final reply, as the driver names them."""
     out = []
-    packets = mc.split_packets(bytearray(reply))
-    for i, (code, data) in enumerate(packets):
-        if code in (b"c", b"s") and i != len(packets) - 1:
-            continue  # the answer to a body chunk, not the end of the message
+    last = None
+    for code, data in mc.split_packets(bytearray(reply)):
         if code in mc.MODIFICATIONS:
             m = mc.parse_modification(code, data)
             out.append(f"{m.action} {m.name}: {m.value[:60]}")
         elif code != mc.CMD_OPTNEG:
-            out.append(mc.reply_name(code, data))
-    return out
+            last = mc.reply_name(code, data)  # replies before end of message: continue
+    return out if last is None else [*out, last]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
