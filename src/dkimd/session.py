@@ -11,6 +11,12 @@ the header fields, then at end-of-headers asks the policy what to do:
   same request, the server hands the answer back through `provide`, and the results
   become an Authentication-Results field and, through the On-* actions, the final reply.
 
+Before either, as OpenDKIM does (dkimd.malformed): a message without a usable sender, or
+breaking StrictHeaders, takes the bad-format path (body skipped, a permerror
+Authentication-Results field); a DKIM-Signature field libopendkim cannot read gets the
+On-BadSignature action at end-of-headers. A failure report (dkimd.reports) is one more
+request at end-of-message, before the reply.
+
 Synchronous and sans-IO (dkimd.milter.handler): nothing here awaits, and nothing buffers
 the body. Runtime objects (config, policy, keys, resolver) come from
 a `RuntimeHolder`, read at the start of each message, so a reload applies from the next

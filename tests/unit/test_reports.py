@@ -91,6 +91,23 @@ def test_base64_wrapping_matches_opendkim() -> None:
     )
 
 
+# t-verify-report's message: signed for From user@example.com, which now reads ex4mple.com.
+_T_VERIFY_REPORT_SIGNATURE = (
+    b" v=1; a=rsa-sha256; c=simple/simple; d=example.com; s=test;\n"
+    b"\tt=1329113412; r=y; bh=3VWGQGY+cSNYd1MGM+X6hRXU0stl8JCaQtl4mbX/j2I=;\n"
+    b"\th=From:Date:Subject;\n"
+    b"\tb=J4DYccKlZx8+EFXvnUEZyiQn2JNpQ0JSvTT1PeyGfrYPAux//SHXb/K/Z6jYzqH5z\n"
+    b"\t ZkiQ5UutfDjkkW2WsRCilkvodnp0PGrLK5fDFHBK7vGTLzXyhI/zubkeYVZufd+9U7\n"
+    b"\t kuVE9jz2Vb4YDL8DC9EZJ5SyAY8uNnsrky8gQ948="
+)
+_T_VERIFY_REPORT_HEADERS = [
+    (b"From", b" user@ex4mple.com"),
+    (b"Date", b" Tue, 22 Dec 2009 13:04:12 -0800"),
+    (b"Subject", b" Signing test"),
+    (b"Message-ID", b" <184510.abcdefg@example.com>"),
+]
+
+
 def _comparable(text: str) -> list[str]:
     # What OpenDKIM's runner compares: everything but these lines.
     return [
@@ -112,28 +129,29 @@ def test_the_session_sends_opendkim_s_report(tmp_path: Path) -> None:
         f"MTACommand {mta_script}\n"
     )
     mta = Mta(config, client="127.0.0.1", records=_records(), mail_macros={"i": "t-verify-report"})
-    signature = (
-        b" v=1; a=rsa-sha256; c=simple/simple; d=example.com; s=test;\n"
-        b"\tt=1329113412; r=y; bh=3VWGQGY+cSNYd1MGM+X6hRXU0stl8JCaQtl4mbX/j2I=;\n"
-        b"\th=From:Date:Subject;\n"
-        b"\tb=J4DYccKlZx8+EFXvnUEZyiQn2JNpQ0JSvTT1PeyGfrYPAux//SHXb/K/Z6jYzqH5z\n"
-        b"\t ZkiQ5UutfDjkkW2WsRCilkvodnp0PGrLK5fDFHBK7vGTLzXyhI/zubkeYVZufd+9U7\n"
-        b"\t kuVE9jz2Vb4YDL8DC9EZJ5SyAY8uNnsrky8gQ948="
-    )
     mta.run(
-        [
-            (b"DKIM-Signature", signature),
-            (b"From", b" user@ex4mple.com"),
-            (b"Date", b" Tue, 22 Dec 2009 13:04:12 -0800"),
-            (b"Subject", b" Signing test"),
-            (b"Message-ID", b" <184510.abcdefg@example.com>"),
-        ],
+        [(b"DKIM-Signature", _T_VERIFY_REPORT_SIGNATURE), *_T_VERIFY_REPORT_HEADERS],
         b"This is a test!\r\n",
     )
     ar = [a.value for a in mta.at("eom") if isinstance(a, milter.InsertHeader)]
     assert ar and b"signature verification failed" in ar[0]
     expected = (DATA / "t-verify-report.txt").read_text()
     assert _comparable(out.read_text()) == _comparable(expected)
+
+
+def test_a_failing_report_command_changes_nothing_for_the_message(tmp_path: Path) -> None:
+    mta = Mta(
+        "Mode v\nSendReports yes\nOn-BadSignature reject\nMTACommand exit 1; :\n",
+        client="127.0.0.1",
+        records=_records(),
+    )
+    signature = _T_VERIFY_REPORT_SIGNATURE
+    mta.run([(b"DKIM-Signature", signature), *_T_VERIFY_REPORT_HEADERS], b"This is a test!\r\n")
+    eom = mta.at("eom")
+    assert [a.name for a in eom if isinstance(a, milter.InsertHeader)] == [
+        b"Authentication-Results"
+    ]
+    assert isinstance(eom[-1], milter.ReplyCode) and eom[-1].code == 550
 
 
 def test_no_report_without_send_reports(tmp_path: Path) -> None:
