@@ -506,7 +506,8 @@ class MilterSession:
             self._stats.passed += 1
         elif status is not DkimStatus.NOSIG:
             self._stats.failed += 1
-        authserv_id = runtime.authserv_id(self._mta_host(), self._job_id())
+        job_id = self._job_id() if config.authserv_id_with_job_id else None
+        authserv_id = runtime.authserv_id(self._mta_host(), job_id)
         actions = self._remove_forged_results(config, msg.headers, authserv_id)
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(
