@@ -211,12 +211,12 @@ def test_inproc_replays_the_conversation_without_sockets(
     work: workload.Workload, tmp_path: Path
 ) -> None:
     """bench/inproc.py (dkimd's own CPU per message, no sockets) signs for an internal client
-    and verifies for an external one, with the replies the real daemon gives."""
+    and verifies for an external one, with the replies the real daemon gives (ACCEPT at end of message, as OpenDKIM)."""
     import dkim
 
     lines = _inproc(str(work.conf_rsa), str(work.msg_4k))
     assert lines[0].startswith("insheader DKIM-Signature:  v=1; a=rsa-sha256; c=relaxed/relaxed;")
-    assert lines[1] == "continue"
+    assert lines[1] == "accept"
     assert lines[2].startswith("3 messages, CPU ")
 
     raw = work.msg_4k.read_bytes()
@@ -229,5 +229,5 @@ def test_inproc_replays_the_conversation_without_sockets(
     lines = _inproc(str(work.conf_rsa), str(signed), "--client-addr", "192.0.2.77")
     assert lines[0].startswith("insheader Authentication-Results:")
     assert "dkim=pass" in lines[1]
-    assert lines[2] == "continue"
+    assert lines[2] == "accept"
     assert lines[3].startswith("3 messages, CPU ")
