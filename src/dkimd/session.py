@@ -344,8 +344,9 @@ class MilterSession:
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
-            self._drop_message()
-            return milter.Accept()
+            # Through _eoh_verdict: a connection negotiated before a reload changed Mode may
+            # have asked for no reply here.
+            return self._eoh_verdict(msg, milter.Accept())
         if plan.decision is Decision.SIGN:
             if plan.key_problems:
                 # OpenDKIM (mlfi_eoh): a key the SigningTable names that cannot be loaded
