@@ -787,3 +787,22 @@ def test_reload_to_mode_s_on_a_connection_without_end_of_headers_replies(
     config = parse_config_text(make_config(tmp_path, keys).replace("Mode sv", "Mode s"))
     d.holder.current = Runtime.build(config, TestDnsFile.from_records(keys.records))
     assert run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE)) == [milter.Accept()]
+
+
+@pytest.mark.parametrize(
+    ("record_tail", "ar"),
+    [
+        ("; h=sha1", b'dkim=fail reason="signature-key hash mismatch" header.d=example.com'),
+        ("; s=ftp", b'dkim=fail reason="not an e-mail key" header.d=example.com'),
+        ("; p=again", b"dkim=temperror header.d=example.com"),  # a record that does not parse
+    ],
+)
+def test_key_record_problems_get_no_on_action(
+    tmp_path: Path, keys: FakeKeyTable, record_tail: str, ar: bytes
+) -> None:
+    """As OpenDKIM 2.11 (observed): the A-R says why, and On-BadSignature reject does not apply."""
+    name = "mail._domainkey.example.com"
+    records = {**keys.records, name: keys.records[name] + record_tail}
+    actions = _verify_outcome(tmp_path, keys, "On-BadSignature reject\n", BODY, records)
+    assert ar in inserted(actions, b"Authentication-Results")[0]
+    assert actions[-1] == milter.Accept()
