@@ -80,6 +80,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             MESSAGE, revoked.private_key, "example.com", "revoked", "relaxed/relaxed"
         ),
     }
+    # A failing signature on top of a good one: the message passes.
+    messages["revoked-over-good"] = opendkim_sign(
+        signed, revoked.private_key, "example.com", "revoked", "relaxed/relaxed"
+    )
     messages["expired"] = opendkim_sign(
         MESSAGE, com.private_key, "example.com", "mail", options={"SignatureTTL": "1"}
     )
@@ -106,6 +110,7 @@ CASES = [
     "key-sha1only",
     "key-ftponly",
     "expired",
+    "revoked-over-good",
 ]
 
 
