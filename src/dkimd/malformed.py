@@ -30,7 +30,6 @@ __all__ = [
     "BadFormat",
     "BrokenSignature",
     "author_address",
-    "bad_format_ar_value",
     "check_processing",
     "check_sender",
     "eoh_reply_needed",
@@ -38,7 +37,6 @@ __all__ = [
 
 #: dkimf_libstatus's reply text for DKIM_STAT_SYNTAX.
 #: dkimf_statusstrings[DKIMF_STATUS_BADFORMAT].
-_BAD_FORMAT_TEXT = "bad message/signature format"
 _FROM = name_key("from")
 
 
@@ -99,13 +97,6 @@ def check_processing(
         if problem is not None:
             return BadFormat(problem, verifying=verifying)
     return None
-
-
-def bad_format_ar_value(authserv_id: str) -> bytes:
-    """The Authentication-Results value of the header-only path (one snprintf in
-    OpenDKIM: not folded, no other result)."""
-    text = f"{authserv_id}; dkim=permerror ({_BAD_FORMAT_TEXT})"
-    return "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text).encode("ascii")
 
 
 def eoh_reply_needed(config: Config) -> bool:

@@ -44,6 +44,7 @@ from dkimd.dkim import (
     VerifyError,
     VerifyOptions,
     authentication_results_value,
+    bad_format_value,
     canonicalize_body,
 )
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
@@ -92,13 +93,31 @@ _STATUS_OF_ERROR: dict[VerifyError, DkimStatus] = {
 _KEYED = frozenset({DkimStatus.KEYFAIL, DkimStatus.NOKEY, DkimStatus.REVOKED})
 
 
+# A key record that does not parse, or does not fit the signature (h=, s=, t=s, k=): OpenDKIM
+# adds its A-R (temperror or fail) and applies no On-* action (observed: delivered under
+# On-BadSignature reject; tests/interop/test_authres_differential.py).
+_NO_ACTION = frozenset(
+    {
+        VerifyError.KEY_SYNTAX,
+        VerifyError.KEY_MISSING,
+        VerifyError.KEY_TYPE_MISMATCH,
+        VerifyError.KEY_HASH_REFUSED,
+        VerifyError.KEY_NOT_FOR_EMAIL,
+        VerifyError.KEY_STRICT_IDENTITY,
+    }
+)
+
+
 def verification_status(results: Sequence[SignatureResult]) -> DkimStatus | None:
-    """The message's status as dkim_eom gives it to OpenDKIM: None when a signature passed."""
+    """The status OpenDKIM applies an On-* action for: None when a signature passed, or when
+    the first signature's key record could not be parsed."""
     if any(r.passed for r in results):
         return None
     first = results[0] if results else None
     if first is None or first.error is None:
         return DkimStatus.NOSIG
+    if first.error in _NO_ACTION:
+        return None
     return _STATUS_OF_ERROR.get(first.error, DkimStatus.CANTVRFY)
 
 
@@ -390,8 +409,9 @@ class MilterSession:
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
-            self._drop_message()
-            return milter.Accept()
+            # Through _eoh_verdict: a connection negotiated before a reload changed Mode may
+            # have asked for no reply here.
+            return self._eoh_verdict(msg, milter.Accept())
         problem = malformed.check_processing(
             msg.headers, runtime.config, verifying=plan.decision is Decision.VERIFY
         )
@@ -603,7 +623,7 @@ class MilterSession:
         actions: list[milter.Action] = []
         if bad.verifying:
             actions += self._remove_forged_results(config, msg.headers, authserv_id)
-        value = malformed.bad_format_ar_value(authserv_id)
+        value = bad_format_value(authserv_id)
         actions.append(_insert_at_top(AR_FIELD_NAME, value))
         actions.append(milter.Accept())
         return actions
@@ -688,11 +708,12 @@ class MilterSession:
         self._stats.verified += 1
         self._log_results(config, results)
         status = verification_status(results)
-        if status is None:
+        if any(r.passed for r in results):
             self._stats.passed += 1
-        elif status is not DkimStatus.NOSIG:
+        elif results[0].result is not DkimResult.NONE:
             self._stats.failed += 1
-        authserv_id = runtime.authserv_id(self._mta_host(), self._job_id())
+        job_id = self._job_id() if config.authserv_id_with_job_id else None
+        authserv_id = runtime.authserv_id(self._mta_host(), job_id)
         actions = self._remove_forged_results(config, msg.headers, authserv_id)
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(

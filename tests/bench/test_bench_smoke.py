@@ -211,7 +211,8 @@ def test_inproc_replays_the_conversation_without_sockets(
     work: workload.Workload, tmp_path: Path
 ) -> None:
     """bench/inproc.py (dkimd's own CPU per message, no sockets) signs for an internal client
-    and verifies for an external one, with the replies the real daemon gives."""
+    and verifies for an external one, with the replies the real daemon gives (ACCEPT at end
+    of message, as OpenDKIM)."""
     import dkim
 
     lines = _inproc(str(work.conf_rsa), str(work.msg_4k))

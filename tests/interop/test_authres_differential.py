@@ -59,6 +59,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         **com.records,
         **second.records,
         revoked.dns_name: "v=DKIM1; k=rsa; p=",
+        "badp._domainkey.example.com": "v=DKIM1; k=rsa; p=!!not-base64!!",
+        "edkey._domainkey.example.com": com.txt.replace("k=rsa", "k=ed25519"),
+        "sha1only._domainkey.example.com": com.txt.replace("h=sha256", "h=sha1"),
+        "ftponly._domainkey.example.com": com.txt + "; s=ftp",
         # gone's record is not published at all: key not found.
     }
     signed = opendkim_sign(MESSAGE, com.private_key, "example.com", "mail", "relaxed/simple")
@@ -76,6 +80,17 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             MESSAGE, revoked.private_key, "example.com", "revoked", "relaxed/relaxed"
         ),
     }
+    # A failing signature on top of a good one: the message passes.
+    messages["revoked-over-good"] = opendkim_sign(
+        signed, revoked.private_key, "example.com", "revoked", "relaxed/relaxed"
+    )
+    messages["expired"] = opendkim_sign(
+        MESSAGE, com.private_key, "example.com", "mail", options={"SignatureTTL": "1"}
+    )
+    for selector in ("badp", "edkey", "sha1only", "ftponly"):
+        messages[f"key-{selector}"] = opendkim_sign(
+            MESSAGE, com.private_key, "example.com", selector, "relaxed/relaxed"
+        )
     common = {"mode": "v", "dns_records": records, "options": OPTIONS}
     with (
         OpenDKIM(tmp / "opendkim", **common) as od,  # type: ignore[arg-type]
@@ -91,6 +106,11 @@ CASES = [
     "body-changed",
     "header-changed",
     "key-revoked",
+    "key-badp",
+    "key-sha1only",
+    "key-ftponly",
+    "expired",
+    "revoked-over-good",
 ]
 
 
@@ -127,3 +147,20 @@ def test_key_lookup_error_differs_on_purpose(pair: Pair) -> None:
     [ar] = ours.headers("Authentication-Results")
     assert ar.startswith(' mx.test.example;\n\tdkim=fail reason="key not found in DNS" '), ar
     assert ours.reply == "a", ours.output  # On-KeyNotFound accept
+
+
+def test_key_type_mismatch_differs_on_purpose(pair: Pair) -> None:
+    """A key record saying k=ed25519 over an RSA key: OpenDKIM 2.11 ignores k= and passes
+    the rsa-sha256 signature; dkimd reads the record as an ed25519 key, which p= is not
+    (RFC 6376 3.6.1: k= names the key type), and reports a corrupt key record. Neither
+    applies an On-* action."""
+    message = pair.messages["key-edkey"]
+    theirs = milter_transaction(
+        pair.opendkim.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
+    )
+    ours = milter_transaction(
+        pair.dkimd.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
+    )
+    assert "dkim=pass" in theirs.headers("Authentication-Results")[0], theirs.output
+    assert "dkim=temperror" in ours.headers("Authentication-Results")[0], ours.output
+    assert ours.reply == theirs.reply == "a", (ours.output, theirs.output)

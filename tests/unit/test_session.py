@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -711,6 +712,8 @@ def test_unsigned_message_replies(
         ("", {"j": "mx.example.org"}, b"mx.example.org"),
         ("AuthservID relay.example\n", {"j": "mx.example.org"}, b"relay.example"),
         ("AuthservIDWithJobID yes\n", {"j": "mx.example.org"}, b"mx.example.org/QID1"),
+        # HOSTNAME is this machine's name (gethostname), not the MTA's.
+        ("AuthservID HOSTNAME\n", {"j": "mx.example.org"}, socket.gethostname().encode()),
     ],
 )
 def test_authserv_id_falls_back_as_opendkim_does(
@@ -780,3 +783,38 @@ def test_no_header_b(tmp_path: Path, keys: FakeKeyTable) -> None:
     actions = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
     [ar] = inserted(actions, b"Authentication-Results")
     assert b"dkim=pass" in ar and b"header.s=mail" in ar and b"header.b=" not in ar
+
+
+def test_reload_to_mode_s_on_a_connection_without_end_of_headers_replies(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    """A connection that agreed SMFIP_NR_EOH under Mode sv, then a reload to Mode s: the
+    early ACCEPT for mail that is not signed waits for end-of-message."""
+    flags = milter.ProtocolFlag
+    d = Driver(
+        make_config(tmp_path, keys),
+        TestDnsFile.from_records(keys.records),
+        protocol=flags.HDR_LEADSPC | flags.NR_HDR | flags.NR_BODY | flags.NR_EOH,
+    )
+    config = parse_config_text(make_config(tmp_path, keys).replace("Mode sv", "Mode s"))
+    d.holder.current = Runtime.build(config, TestDnsFile.from_records(keys.records))
+    assert run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE)) == [milter.Accept()]
+
+
+@pytest.mark.parametrize(
+    ("record_tail", "ar"),
+    [
+        ("; h=sha1", b'dkim=fail reason="signature-key hash mismatch" header.d=example.com'),
+        ("; s=ftp", b'dkim=fail reason="not an e-mail key" header.d=example.com'),
+        ("; p=again", b"dkim=temperror header.d=example.com"),  # a record that does not parse
+    ],
+)
+def test_key_record_problems_get_no_on_action(
+    tmp_path: Path, keys: FakeKeyTable, record_tail: str, ar: bytes
+) -> None:
+    """As OpenDKIM 2.11 (observed): the A-R says why, and On-BadSignature reject does not apply."""
+    name = "mail._domainkey.example.com"
+    records = {**keys.records, name: keys.records[name] + record_tail}
+    actions = _verify_outcome(tmp_path, keys, "On-BadSignature reject\n", BODY, records)
+    assert ar in inserted(actions, b"Authentication-Results")[0]
+    assert actions[-1] == milter.Accept()

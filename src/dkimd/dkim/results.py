@@ -207,6 +207,18 @@ _AR_REASONS: Final[Mapping[VerifyError, str]] = {
 }
 
 
+# Errors found in the key record before the key is put to use: libopendkim knows no key size
+# then, and OpenDKIM's A-R has no "(N-bit key)" comment (observed for h= and s= mismatches).
+_KEY_UNUSED: Final = frozenset(
+    {
+        VerifyError.KEY_TYPE_MISMATCH,
+        VerifyError.KEY_HASH_REFUSED,
+        VerifyError.KEY_NOT_FOR_EMAIL,
+        VerifyError.KEY_STRICT_IDENTITY,
+    }
+)
+
+
 def ar_result(result: SignatureResult) -> DkimResult:
     """The result word OpenDKIM's A-R gives this signature (a t=y key changes nothing)."""
     if result.error is None:
@@ -225,7 +237,7 @@ def format_result(
         header.i=<i> header.a=<a> header.s=<s>[ header.b=<b prefix>]
 
     on one line (the item is never folded inside). The reason is given for fail and policy
-    only; the key size only when the key was read.
+    only; the key size only when the key was put to use.
     """
     word = ar_result(result)
     parts = [f"dkim={word.value}"]
@@ -234,7 +246,7 @@ def format_result(
     if word in (DkimResult.FAIL, DkimResult.POLICY) and result.error is not None:
         reason = _AR_REASONS.get(result.error) or result.reason
         parts.append(f"reason={_quoted(reason)}")
-    if result.key_bits:
+    if result.key_bits and result.error not in _KEY_UNUSED:
         comment = f"{result.key_bits}-bit key"
         if dnssec:
             comment += f"; {_clean(dnssec)}"
