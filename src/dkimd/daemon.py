@@ -40,7 +40,7 @@ from typing import NoReturn
 from dkimd import __version__
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.config.load import daemon_refusals
-from dkimd.dns.base import TxtLookup
+from dkimd.dns.base import TxtLookup, TxtStatus
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
@@ -120,7 +120,7 @@ def make_resolver(config: Config) -> TxtLookup:
         records: dict[str, list[str]] = {}
         for entry in config.test_dns_data:
             records.setdefault(entry.key, []).append(entry.value or "")
-        resolver = TestDnsFile.from_records(records)
+        resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
         resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
