@@ -197,15 +197,17 @@ def _read_config_or_report(options: DaemonOptions) -> Config | None:
 def check(options: DaemonOptions) -> int:
     """`-n`: read the configuration, report problems, exit 0 or 78.
 
-    As opendkim -n: only what loading the configuration finds decides the exit status; it
-    returns before the socket and the user are looked at, so a file without Socket passes.
-    A socket or user given that could not be used is still worth saying (as a warning).
+    As opendkim -n: only what loading the configuration finds decides the exit status (an
+    unsafe key under RequireSafeKeys included, which start-up refuses too); it returns
+    before the socket and the user are looked at, so a file without Socket passes. A
+    socket or user given that could not be used is still worth saying (as a warning).
     """
     config = _read_config_or_report(options)
     if config is None:
         return EX_CONFIG
     for warning in config.warnings:
         sys.stderr.write(f"dkimd: {warning}\n")
+    run_as: RunAs | None = None
     try:
         given = options.socket or (str(config.socket) if config.socket is not None else None)
         if given:
@@ -214,9 +216,14 @@ def check(options: DaemonOptions) -> int:
                 resolve_port(spec)
         wanted = user_spec(config, options)
         if wanted:
-            resolve_user(wanted)
+            run_as = resolve_user(wanted)
     except (ValueError, ProcessError) as exc:
         sys.stderr.write(f"dkimd: warning: {exc}; the daemon would not start\n")
+    try:
+        build_runtime(config, run_as)
+    except StartupError as exc:
+        sys.stderr.write(f"dkimd: {exc}\n")
+        return exc.exit_code
     return 0
 
 
