@@ -40,7 +40,7 @@ from typing import NoReturn
 from dkimd import __version__
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.config.load import daemon_refusals
-from dkimd.dns.base import TxtLookup
+from dkimd.dns.base import TxtLookup, TxtStatus
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
@@ -120,7 +120,7 @@ def make_resolver(config: Config) -> TxtLookup:
         records: dict[str, list[str]] = {}
         for entry in config.test_dns_data:
             records.setdefault(entry.key, []).append(entry.value or "")
-        resolver = TestDnsFile.from_records(records)
+        resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
         resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
@@ -197,15 +197,17 @@ def _read_config_or_report(options: DaemonOptions) -> Config | None:
 def check(options: DaemonOptions) -> int:
     """`-n`: read the configuration, report problems, exit 0 or 78.
 
-    As opendkim -n: only what loading the configuration finds decides the exit status; it
-    returns before the socket and the user are looked at, so a file without Socket passes.
-    A socket or user given that could not be used is still worth saying (as a warning).
+    As opendkim -n: only what loading the configuration finds decides the exit status (an
+    unsafe key under RequireSafeKeys included, which start-up refuses too); it returns
+    before the socket and the user are looked at, so a file without Socket passes. A
+    socket or user given that could not be used is still worth saying (as a warning).
     """
     config = _read_config_or_report(options)
     if config is None:
         return EX_CONFIG
     for warning in config.warnings:
         sys.stderr.write(f"dkimd: {warning}\n")
+    run_as: RunAs | None = None
     try:
         given = options.socket or (str(config.socket) if config.socket is not None else None)
         if given:
@@ -214,9 +216,14 @@ def check(options: DaemonOptions) -> int:
                 resolve_port(spec)
         wanted = user_spec(config, options)
         if wanted:
-            resolve_user(wanted)
+            run_as = resolve_user(wanted)
     except (ValueError, ProcessError) as exc:
         sys.stderr.write(f"dkimd: warning: {exc}; the daemon would not start\n")
+    try:
+        build_runtime(config, run_as)
+    except StartupError as exc:
+        sys.stderr.write(f"dkimd: {exc}\n")
+        return exc.exit_code
     return 0
 
 

@@ -23,7 +23,8 @@ Canonicalization, TestDNSData, InternalHosts, PidFile, Socket, extra `options`) 
 directory and runs `/usr/sbin/opendkim -f -x opendkim.conf` with stdout/stderr in
 `opendkim.stderr` there; it waits for the socket to listen and stops (SIGTERM, then SIGKILL)
 on exit. DNS always comes from `TestDNSData file:` (written from `dns_records`), so no test ever
-queries real DNS; a name missing from it is NXDOMAIN.
+queries real DNS; OpenDKIM takes a name missing from it as a failed lookup (KEYFAIL), not
+NXDOMAIN, and so does dkimd.
 
 Gotchas (handled here):
 

@@ -3,8 +3,10 @@ restart limits, and reload keeping the run-as user for key safety."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from dkimd.daemon import (
     supervised,
     user_spec,
 )
+from dkimd.keytools.generate import generate_rsa
 from dkimd.process import RunAs
 from dkimd.session import RuntimeHolder
 from dkimd.sockets import parse_socket_spec
@@ -161,3 +164,24 @@ def test_syslog_name_is_the_ident_of_the_log_lines(
     assert "mail-dkim[" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="cannot be a syslog tag"):
         parse_config_text("SyslogName two words\n")
+
+
+def test_check_refuses_an_unsafe_key_file_as_start_up_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """opendkim -n loads KeyFile (dkimf_config_load) and refuses an unsafe one."""
+    # Reachable by others (pytest's tmp_path is not: its key would be safe whatever its mode).
+    root = Path(tempfile.mkdtemp(prefix="dkimd-unsafe-"))
+    try:
+        root.chmod(0o755)
+        key = root / "mail.private"
+        key.write_bytes(generate_rsa(1024).private_pem)
+        key.chmod(0o666)  # anyone may write it
+        conf = root / "opendkim.conf"
+        conf.write_text(f"Domain example.com\nSelector mail\nKeyFile {key}\n")
+        assert daemon.check(DaemonOptions(str(conf))) == 78
+        assert "not secure" in capsys.readouterr().err
+        conf.write_text(conf.read_text() + "RequireSafeKeys no\n")
+        assert daemon.check(DaemonOptions(str(conf))) == 0
+    finally:
+        shutil.rmtree(root)

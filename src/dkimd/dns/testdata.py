@@ -8,8 +8,9 @@ The `file:` data set format (opendkim-db.c, DKIMF_DB_TYPE_FILE):
 * the key is the first run of non-blank characters (the DNS name, no trailing dot), the value is
   the rest of the line after the following blanks, trimmed: the TXT record text, verbatim
   (no zone-file quoting: `"a" "b"` stays as those six characters);
-* a name that is not in the file answers NXDOMAIN; a key with no value is a record with
-  empty text.
+* a name that is not in the file answers NXDOMAIN, except for opendkim.conf's TestDNSData,
+  where OpenDKIM takes it as a failed lookup (`from_records(..., missing=)`); a key with no
+  value is a record with empty text.
 
     mail._domainkey.example.com v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA...
 
@@ -181,6 +182,7 @@ class TestDnsFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         spec = os.fspath(path)
         self.path = spec
+        self._missing = TxtStatus.NXDOMAIN
         if spec.startswith("file:"):
             spec = spec[5:]
         with open(spec, "rb") as f:
@@ -188,11 +190,21 @@ class TestDnsFile:
 
     @classmethod
     def from_records(
-        cls, records: Mapping[str, str | bytes | Iterable[str | bytes]]
+        cls,
+        records: Mapping[str, str | bytes | Iterable[str | bytes]],
+        *,
+        missing: TxtStatus = TxtStatus.NXDOMAIN,
     ) -> TestDnsFile:
-        """Build from a mapping name -> record text, or name -> several record texts."""
+        """Build from a mapping name -> record text, or name -> several record texts.
+
+        `missing` is the answer for a name that is not there: NXDOMAIN for a records file
+        standing in for a zone, SERVFAIL for opendkim.conf's TestDNSData, where OpenDKIM
+        2.11 takes a name it lacks as a failed lookup, not as a name that does not exist
+        (observed: no Authentication-Results for such a key, dkim-atps=neutral for ATPS).
+        """
         self = cls.__new__(cls)
         self.path = "<records>"
+        self._missing = missing
         table: dict[str, list[bytes]] = {}
         for name, value in records.items():
             values = [value] if isinstance(value, str | bytes) else list(value)
@@ -213,11 +225,11 @@ class TestDnsFile:
         """Every answer is at hand: the same as lookup_txt, without the coroutine."""
         found = self._records.get(_normalize(name))
         if found is None:
-            return TxtResult(name, TxtStatus.NXDOMAIN, detail="not in TestDNSData")
+            return TxtResult(name, self._missing, detail="not in TestDNSData")
         return TxtResult(name, TxtStatus.OK, tuple(found))
 
     async def lookup_txt(self, name: str) -> TxtResult:
         found = self._records.get(_normalize(name))
         if found is None:
-            return TxtResult(name, TxtStatus.NXDOMAIN, detail="not in TestDNSData")
+            return TxtResult(name, self._missing, detail="not in TestDNSData")
         return TxtResult(name, TxtStatus.OK, tuple(found))

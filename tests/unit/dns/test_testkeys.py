@@ -9,7 +9,7 @@ import pytest
 
 from dkimd.config import analyze_config_text
 from dkimd.daemon import make_resolver
-from dkimd.dns.base import CachingTxtLookup, TxtResult, TxtStatus
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import (
     KeyRecordsFirst,
@@ -32,7 +32,7 @@ PUBKEYS = (
 )
 
 
-def lookup(source: TestPublicKeysFile | KeyRecordsFirst, name: str) -> TxtResult:
+def lookup(source: TxtLookup, name: str) -> TxtResult:
     return asyncio.run(source.lookup_txt(name))
 
 
@@ -129,6 +129,23 @@ def test_config_combines_test_public_keys_with_test_dns_data(
     assert isinstance(resolver, KeyRecordsFirst)
     assert lookup(resolver, "revoked._domainkey.example.com").records == (b"k=rsa; t=y; p=",)
     assert lookup(resolver, "_report._domainkey.example.com").records == (b"ra=reports",)
+
+
+def test_a_name_test_dns_data_lacks_is_a_failed_lookup(tmp_path: Path) -> None:
+    """OpenDKIM 2.11 (observed): a key TestDNSData lacks is KEYFAIL, not NOKEY; an ATPS name
+    it lacks leaves dkim-atps neutral. A --dns-file zone stand-in keeps NXDOMAIN."""
+    data = tmp_path / "dns.data"
+    data.write_text("test._domainkey.example.com v=DKIM1; p=abc\n")
+    config = analyze_config_text(f"Mode v\nTestDNSData file:{data}\n").config
+    assert config is not None
+    resolver = make_resolver(config)
+    assert lookup(resolver, "test._domainkey.example.com").ok
+    missing = lookup(resolver, "gone._domainkey.example.com")
+    assert missing.status is TxtStatus.SERVFAIL and missing.status.is_temporary
+    assert isinstance(resolver, CachingTxtLookup)
+    assert resolver.cached("gone._domainkey.example.com") == missing
+    zone = TestDnsFile.from_records({"a.example": "x"})
+    assert lookup(zone, "gone.example").status is TxtStatus.NXDOMAIN
 
 
 def test_unreadable_test_public_keys_is_a_warning_not_an_error(tmp_path: Path) -> None:
