@@ -549,7 +549,10 @@ class MilterSession:
 
     def _atps_names(self, msg: _Message, verifier: Verifier) -> list[str]:
         """The `_atps` TXT names to fetch with the keys, when a check can be due."""
-        names = atps_queries(_atps_signatures(verifier), self._author_domain(msg))
+        signatures = _atps_signatures(verifier)
+        if not any("atps" in sig.tags for sig in signatures):
+            return []  # the usual case: no From parsed again, nothing asked for
+        names = atps_queries(signatures, self._author_domain(msg))
         failed = TxtResult("", TxtStatus.ERROR, detail="not fetched")
         msg.atps_records = dict.fromkeys(names, failed)
         return names

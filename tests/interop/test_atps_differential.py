@@ -72,11 +72,15 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     org = genkey(tmp / "keys-org", "example.org", "mail", bits=1024)
     biz = genkey(tmp / "keys-biz", "example.biz", "mail", bits=1024)
     net = genkey(tmp / "keys-net", "example.net", "mail", bits=1024)
+    # d=Example.COM: libopendkim hashes d= as written, so the label is not example.com's.
+    mixed = genkey(tmp / "keys-mixed", "Example.COM", "mixed", bits=1024)
     records = {
         **com.records,
         **org.records,
         **biz.records,
         **net.records,
+        "mixed._domainkey.example.com": mixed.txt,
+        f"{atps_label('Example.COM')}._atps.example.net": "v=ATPS1",
         f"{atps_label('example.com')}._atps.example.net": "v=ATPS1",
         f"{atps_label('example.com', 'sha1')}._atps.example.net": "v=ATPS1",
         f"{atps_label('example.org')}._atps.example.net": "foo=bar",
@@ -89,6 +93,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         "not-authorised": third_party_sign(tmp / "s3", MESSAGE, org),
         "no-record": third_party_sign(tmp / "s4", MESSAGE, biz),
         "no-atps-tag": third_party_sign(tmp / "s5", MESSAGE, com, None),
+        "mixed-case-signer": third_party_sign(tmp / "s9", MESSAGE, mixed),
         "body-changed": signed.replace(b"Signed on", b"Changed on"),
         "author-signed-too": third_party_sign(tmp / "s6", signed, net, None),
         "refused-then-authorised": third_party_sign(
@@ -115,6 +120,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         ("not-authorised", "fail"),
         ("no-record", "neutral"),
         ("no-atps-tag", "neutral"),
+        ("mixed-case-signer", "pass"),
         ("body-changed", "neutral"),
         ("author-signed-too", "neutral"),
         ("refused-then-authorised", "neutral"),

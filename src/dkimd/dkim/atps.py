@@ -83,14 +83,15 @@ def atps_tags(author_domain: str, hash_name: str = "sha256") -> tuple[tuple[str,
 
 def atps_label(signing_domain: str, hash_name: str = "sha256") -> str:
     """The first label of the ATPS query name for d= (RFC 6541 4.3): upper-case base32 of
-    the hash of the lower-cased domain, `=` padding kept as libopendkim keeps it; the
-    domain itself for `none`."""
-    domain = signing_domain.rstrip(".").lower()
+    the hash of the domain, `=` padding kept as libopendkim keeps it; the domain itself
+    for `none`. The domain is hashed as the signature spells it: libopendkim does not
+    lower-case it (observed: d=Example.COM is looked for under the hash of "Example.COM").
+    Tag values are Latin-1 text (dkimd.dkim.tags), so this hashes the signature's bytes."""
     if hash_name == "none":
-        return domain
+        return signing_domain
     if hash_name not in ATPS_HASHES:
         raise ValueError(f"unknown ATPS hash {hash_name!r}")
-    digest = hashlib.new(hash_name, domain.encode("ascii", "replace")).digest()
+    digest = hashlib.new(hash_name, signing_domain.encode("latin-1", "replace")).digest()
     return base64.b32encode(digest).decode("ascii")
 
 
