@@ -138,3 +138,28 @@ def test_same_atps_result_and_reply(pair: Pair, case: str, expected: str) -> Non
     assert ar.endswith(f"dkim-atps={expected}"), theirs.output  # what the reference says
     assert ours.headers("Authentication-Results") == [ar], (ours.output, theirs.output)
     assert ours.reply == theirs.reply, (ours.output, theirs.output)
+
+
+def test_atpsh_none_differs_on_purpose(tmp_path: Path) -> None:
+    """`atpsh=none` names d= itself. OpenDKIM 2.11 dies reading the record at that name
+    (dkim_atps_check copies the payload with a length set only for the hashed forms);
+    dkimd judges it as any other ATPS record (README, "Where dkimd differs")."""
+    require("opendkim")
+    require("miltertest")
+    key = genkey(tmp_path / "keys", "example.com", "mail", bits=1024)
+    message = third_party_sign(tmp_path / "sign", MESSAGE, key, "none")
+    assert b"atpsh=none; atps=example.net;" in message
+    records = {**key.records, "example.com._atps.example.net": "v=ATPS1"}
+    options = {"AlwaysAddARHeader": "yes"}
+    with Dkimd(tmp_path / "dkimd", mode="v", dns_records=records, options=options) as d:
+        ours = milter_transaction(
+            d.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
+        )
+    [ar] = ours.headers("Authentication-Results")
+    assert "dkim=pass" in ar and ar.endswith("dkim-atps=pass"), ours.output
+    assert ours.reply == "a", ours.output
+    with (
+        OpenDKIM(tmp_path / "opendkim", mode="v", dns_records=records, options=options) as od,
+        pytest.raises(RuntimeError, match="miltertest failed"),
+    ):
+        milter_transaction(od.socket_spec, message, client_addr=OUTSIDE)
