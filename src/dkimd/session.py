@@ -549,10 +549,13 @@ class MilterSession:
 
     def _atps_names(self, msg: _Message, verifier: Verifier) -> list[str]:
         """The `_atps` TXT names to fetch with the keys, when a check can be due."""
-        signatures = _atps_signatures(verifier)
-        if not any("atps" in sig.tags for sig in signatures):
-            return []  # the usual case: no From parsed again, nothing asked for
-        names = atps_queries(signatures, self._author_domain(msg))
+        for index in range(verifier.signature_count()):
+            parsed = verifier.signature(index)
+            if parsed is not None and "atps" in parsed[0].tags:
+                break
+        else:
+            return []  # the usual case: nothing built, no From parsed again, nothing asked
+        names = atps_queries(_atps_signatures(verifier), self._author_domain(msg))
         failed = TxtResult("", TxtStatus.ERROR, detail="not fetched")
         msg.atps_records = dict.fromkeys(names, failed)
         return names
