@@ -47,6 +47,7 @@ from dkimd.dkim import (
     bad_format_value,
     canonicalize_body,
 )
+from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
@@ -137,6 +138,9 @@ class Runtime:
     dnssec_word: str | None = "unprotected"
     #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
     keeps_recipients: bool = False
+    #: TestDNSData: a name it does not hold is a failed lookup to OpenDKIM, which leaves
+    #: the ATPS result neutral where DNS's NXDOMAIN would make it fail (dkimd.dkim.atps).
+    atps_missing_is_error: bool = False
     # The resolver's memory, if it has one; a runtime Protocol check per message cost more
     # than the lookup it saves.
     cached_lookup: Callable[[str], TxtResult | None] | None = field(init=False, default=None)
@@ -163,6 +167,7 @@ class Runtime:
             dns_timeout + _KEY_WAIT_MARGIN,
             dnssec_word=None if isinstance(resolver, TestDnsFile) else "unprotected",
             keeps_recipients=needs_recipients(config),
+            atps_missing_is_error=config.test_dns_data is not None,
         )
 
     def key_request(self, names: Sequence[str]) -> NeedKeys:
@@ -207,6 +212,7 @@ class _Message:
     """Per-message state; dropped at abort, end of message or a new MAIL FROM."""
 
     __slots__ = (
+        "atps_records",
         "bad_format",
         "headers",
         "key_problems",
@@ -247,6 +253,9 @@ class _Message:
         # `_report` TXT records, fetched with the keys.
         self.report_body: bytearray | None = None
         self.report_records: dict[str, TxtResult] = {}
+        # ATPS (RFC 6541): the `_atps` TXT records a third-party signature asks to be
+        # checked against, fetched with the keys; empty for mail without atps= tags.
+        self.atps_records: dict[str, TxtResult] = {}
         self.started = time.monotonic()
 
 
@@ -532,6 +541,38 @@ class MilterSession:
             msg.report_records = dict.fromkeys(names, TxtResult(names[0], TxtStatus.ERROR))
         return names
 
+    # -- ATPS (dkimd.dkim.atps) --
+
+    def _author_domain(self, msg: _Message) -> str | None:
+        address = malformed.author_address(msg.headers, msg.runtime.config.sender_headers)
+        return address.rpartition("@")[2] if address else None
+
+    def _atps_names(self, msg: _Message, verifier: Verifier) -> list[str]:
+        """The `_atps` TXT names to fetch with the keys, when a check can be due."""
+        for index in range(verifier.signature_count()):
+            parsed = verifier.signature(index)
+            if parsed is not None and "atps" in parsed[0].tags:
+                break
+        else:
+            return []  # the usual case: nothing built, no From parsed again, nothing asked
+        names = atps_queries(_atps_signatures(verifier), self._author_domain(msg))
+        failed = TxtResult("", TxtStatus.ERROR, detail="not fetched")
+        msg.atps_records = dict.fromkeys(names, failed)
+        return names
+
+    def _atps_outcome(
+        self, msg: _Message, verifier: Verifier, results: Sequence[SignatureResult]
+    ) -> str:
+        if not msg.atps_records:
+            return "neutral"
+        outcome = atps_result(
+            _atps_signatures(verifier, results),
+            self._author_domain(msg),
+            msg.atps_records,
+            missing_is_error=msg.runtime.atps_missing_is_error,
+        )
+        return outcome.value
+
     def _with_report(self, msg: _Message, result: HandlerResult) -> Step:
         """`result`, after a failure report is sent when one is due (before the reply, as
         OpenDKIM does); a report that cannot be sent changes nothing for the message."""
@@ -672,6 +713,7 @@ class MilterSession:
         if not names:
             return None
         names += self._report_names(msg, verifier)
+        names += self._atps_names(msg, verifier)
         wanted = runtime.key_request(names)
         known = wanted.answer_now()
         if known is not None:  # all cached, the usual case on a busy server
@@ -689,6 +731,8 @@ class MilterSession:
             verifier.provide_key(name, result)
             if msg.report_body is not None and name in msg.report_records:
                 msg.report_records[name] = result
+            if name in msg.atps_records:
+                msg.atps_records[name] = result
         msg.keys_wanted = None
 
     def _finish_verifying(self, msg: _Message) -> HandlerResult:
@@ -717,7 +761,11 @@ class MilterSession:
         actions = self._remove_forged_results(config, msg.headers, authserv_id)
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(
-                authserv_id, results, dnssec=runtime.dnssec_word, header_b=not config.no_header_b
+                authserv_id,
+                results,
+                dnssec=runtime.dnssec_word,
+                atps=self._atps_outcome(msg, verifier, results),
+                header_b=not config.no_header_b,
             )
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         actions += self._software_header(runtime)
@@ -819,6 +867,21 @@ class MilterSession:
 
     def _drop_message(self) -> None:
         self._message = None
+
+
+def _atps_signatures(
+    verifier: Verifier, results: Sequence[SignatureResult] | None = None
+) -> list[AtpsSignature]:
+    """The verified signatures that parsed, in header order, for the ATPS walk; `passed`
+    from `results` (all False before they are known)."""
+    found: list[AtpsSignature] = []
+    for index in range(verifier.signature_count()):
+        parsed = verifier.signature(index)
+        if parsed is None:
+            continue  # cannot pass, names no domain
+        passed = results is not None and index < len(results) and results[index].passed
+        found.append(AtpsSignature(parsed[0].domain, parsed[0].tags, passed))
+    return found
 
 
 def _one_line(text: str) -> str:

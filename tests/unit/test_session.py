@@ -818,3 +818,72 @@ def test_key_record_problems_get_no_on_action(
     actions = _verify_outcome(tmp_path, keys, "On-BadSignature reject\n", BODY, records)
     assert ar in inserted(actions, b"Authentication-Results")[0]
     assert actions[-1] == milter.Accept()
+
+
+# -- ATPS (RFC 6541) verification: dkimd.dkim.atps ------------------------------------------
+
+ATPS_NAME = "UN42N5XOV642KXRXRQIYANHCOUPGQL5LT4WTBKYT2IJFLBWODFDQ====._atps.example.net"
+
+
+def _third_party_headers(keys: FakeKeyTable, *, atps: bool) -> list[tuple[bytes, bytes]]:
+    """Mail from example.net signed by example.com, asking for ATPS or not."""
+    headers = [(b"From", b" Carol <carol@example.net>"), *MESSAGE_HEADERS[1:]]
+    key = load_private_key(keys.rsa_path.read_bytes())
+    tags = (("atpsh", "sha256"), ("atps", "example.net")) if atps else ()
+    signer = Signer(SigningRequest("example.com", "mail", key, extension_tags=tags))
+    signer.feed_body(BODY)
+    sig = signer.sign([HeaderField(n, v.replace(b"\n", b"\r\n")) for n, v in headers])
+    return [(sig.name, sig.value), *headers]
+
+
+@pytest.mark.parametrize(
+    ("record", "test_dns_data", "expected"),
+    [
+        ("v=ATPS1", False, b"dkim-atps=pass"),
+        ("foo=bar", False, b"dkim-atps=fail"),
+        (None, False, b"dkim-atps=fail"),  # NXDOMAIN
+        (None, True, b"dkim-atps=neutral"),  # not in TestDNSData: a lookup failure to OpenDKIM
+    ],
+)
+def test_atps_result_in_authentication_results(
+    tmp_path: Path, keys: FakeKeyTable, record: str | None, test_dns_data: bool, expected: bytes
+) -> None:
+    records = dict(keys.records)
+    if record is not None:
+        records[ATPS_NAME] = record
+    extra = ""
+    if test_dns_data:
+        (tmp_path / "dnsdata").write_text("".join(f"{k} {v}\n" for k, v in records.items()))
+        extra = f"TestDNSData file:{tmp_path / 'dnsdata'}\n"
+    d = Driver(make_config(tmp_path, keys, extra), TestDnsFile.from_records(records))
+    actions = run(d.message(_third_party_headers(keys, atps=True), BODY, client=OUTSIDE))
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert b"dkim=pass" in ar
+    assert ar.endswith(b";\n\t" + expected)  # the last item, on its own folded line
+    assert isinstance(actions[-1], milter.Accept)
+
+
+def test_atps_record_is_fetched_with_the_keys_only_when_asked_for(
+    tmp_path: Path, keys: FakeKeyTable
+) -> None:
+    dns = NoCache({**keys.records, ATPS_NAME: "v=ATPS1"})
+    d = Driver(make_config(tmp_path, keys), dns)
+    steps = _steps_up_to_eom(d, _third_party_headers(keys, atps=True))
+    prefetch = steps[-3]
+    assert isinstance(prefetch, Prefetch) and isinstance(prefetch.request, NeedKeys)
+    assert prefetch.request.names == ("mail._domainkey.example.com", ATPS_NAME)
+    actions = d.session.provide(asyncio.run(perform_request(prefetch.request)))
+    assert isinstance(actions, list)
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert ar.endswith(b"dkim-atps=pass")
+    # Without atps= nothing more is asked for, and the result is neutral.
+    dns = NoCache(keys.records)
+    d = Driver(make_config(tmp_path, keys), dns)
+    steps = _steps_up_to_eom(d, _third_party_headers(keys, atps=False))
+    prefetch = steps[-3]
+    assert isinstance(prefetch, Prefetch) and isinstance(prefetch.request, NeedKeys)
+    assert prefetch.request.names == ("mail._domainkey.example.com",)
+    actions = d.session.provide(asyncio.run(perform_request(prefetch.request)))
+    assert isinstance(actions, list)
+    [ar] = inserted(actions, b"Authentication-Results")
+    assert ar.endswith(b"dkim-atps=neutral")
