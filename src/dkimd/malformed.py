@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dkimd.config import Action, Condition, Config
-from dkimd.dkim import HeaderField, name_key
+from dkimd.dkim import HeaderField, SignatureField, name_key
 from dkimd.dkim.syntax import header_syntax_error, strict_header_error
 from dkimd.policy import parse_address
 
@@ -84,11 +84,18 @@ def check_sender(headers: Sequence[HeaderField], config: Config) -> BadFormat | 
 
 
 def check_processing(
-    headers: Sequence[HeaderField], config: Config, *, verifying: bool
+    headers: Sequence[HeaderField],
+    config: Config,
+    *,
+    verifying: bool,
+    signatures: Sequence[SignatureField] | None = None,
 ) -> BadFormat | BrokenSignature | None:
     """The tests libopendkim makes once the message is signed or verified, in its order:
-    every field as it is read, then the header block as a whole (StrictHeaders)."""
-    problem = header_syntax_error(headers)
+    every field as it is read, then the header block as a whole (StrictHeaders).
+
+    `signatures`: the DKIM-Signature fields as `dkimd.dkim.signature.signature_fields`
+    reads them, when the caller has them (to hand the same reading to the verifier)."""
+    problem = header_syntax_error(headers, signatures)
     if problem is not None:
         return BrokenSignature(problem)
     if config.strict_headers:

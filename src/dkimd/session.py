@@ -31,6 +31,7 @@ from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
     HeaderField,
+    SignatureField,
     SignatureResult,
     Signer,
     SigningRequest,
@@ -39,6 +40,7 @@ from dkimd.dkim import (
     VerifyOptions,
     authentication_results_value,
     canonicalize_body,
+    signature_fields,
 )
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
@@ -386,8 +388,13 @@ class MilterSession:
                 self._log.info("%s; not signing or verifying", plan.why)
             self._drop_message()
             return milter.Accept()
+        # Each DKIM-Signature is read once, for the syntax check and then the verifier.
+        signatures = signature_fields(msg.headers)
         problem = malformed.check_processing(
-            msg.headers, runtime.config, verifying=plan.decision is Decision.VERIFY
+            msg.headers,
+            runtime.config,
+            verifying=plan.decision is Decision.VERIFY,
+            signatures=signatures,
         )
         if isinstance(problem, malformed.BrokenSignature):
             return self._broken_signature(msg, problem)
@@ -403,7 +410,7 @@ class MilterSession:
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
-            wanted = self._start_verifying(msg)
+            wanted = self._start_verifying(msg, signatures)
             if wanted is not None:
                 return Prefetch(wanted)
         return None
@@ -637,10 +644,12 @@ class MilterSession:
 
     # -- verifying --
 
-    def _start_verifying(self, msg: _Message) -> NeedKeys | None:
+    def _start_verifying(
+        self, msg: _Message, signatures: Sequence[SignatureField]
+    ) -> NeedKeys | None:
         """Build the verifier; the key records it still needs, if any, as a request."""
         runtime = msg.runtime
-        verifier = Verifier(msg.headers, runtime.verify_options)
+        verifier = Verifier(msg.headers, runtime.verify_options, signatures)
         msg.verifier = verifier
         names = verifier.key_queries()
         if not names:
