@@ -146,9 +146,11 @@ class Runtime:
         """Key records at `names`, as a request for the server to perform."""
         return NeedKeys(names, self.resolver, cached=self.cached_lookup, timeout=self.key_timeout)
 
-    def authserv_id(self, mta_name: str | None, job_id: str | None = None) -> str:
+    def authserv_id(
+        self, mta_name: str | None, job_id: Callable[[], str | None] | None = None
+    ) -> str:
         """AuthservID, else the MTA's name ("j"), else "unknown-host", as OpenDKIM picks it;
-        "/<job id>" appended under AuthservIDWithJobID."""
+        "/<job id>" appended under AuthservIDWithJobID (the only case `job_id` is asked)."""
         configured = self.config.authserv_id
         if configured is None:
             chosen = mta_name or UNKNOWN_HOST
@@ -157,7 +159,8 @@ class Runtime:
         else:
             chosen = configured
         if self.config.authserv_id_with_job_id:
-            chosen = f"{chosen}/{job_id or UNKNOWN_JOB_ID}"
+            job = job_id() if job_id is not None else None
+            chosen = f"{chosen}/{job or UNKNOWN_JOB_ID}"
         return chosen
 
 
@@ -695,7 +698,7 @@ class MilterSession:
             self._stats.passed += 1
         elif status is not DkimStatus.NOSIG:
             self._stats.failed += 1
-        authserv_id = runtime.authserv_id(self._mta_host(), self._job_id())
+        authserv_id = runtime.authserv_id(self._mta_host(), self._job_id)
         actions = self._remove_forged_results(config, msg.headers, authserv_id)
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(
