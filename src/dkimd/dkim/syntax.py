@@ -28,7 +28,7 @@ from dkimd.dkim.tags import TagList, strip_fws
 __all__ = ["header_syntax_error", "signature_tag_list_error", "strict_header_error"]
 
 # dkim_process_set: a signature set lacking any of these is DKIM_STAT_SYNTAX.
-_REQUIRED_TAGS = ("s", "h", "d", "b", "v", "a")
+_REQUIRED_TAGS = frozenset(("s", "h", "d", "b", "v", "a"))
 # C isspace() in the "C" locale.
 _WHITESPACE = b" \t\n\v\f\r"
 # dkim_process_set: a byte that is neither printable ASCII nor whitespace.
@@ -112,7 +112,7 @@ def signature_tag_list_error(value: bytes, tags: TagList | None = None) -> str |
 def _tags_error(tags: Mapping[str, str]) -> str | None:
     """dkim_process_set on the tags it has read: a required tag absent (a repeated one
     counts once, the last wins), or a t= or x= that strtoull does not take whole."""
-    if any(tag not in tags for tag in _REQUIRED_TAGS):
+    if not tags.keys() >= _REQUIRED_TAGS:
         return "missing parameter(s) in signature data"
     for tag in ("t", "x"):
         value = tags.get(tag)
