@@ -76,9 +76,16 @@ def author_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]
     return None
 
 
-def check_sender(headers: Sequence[HeaderField], config: Config) -> BadFormat | None:
-    """The first test of end of headers, before anything else is decided."""
-    if author_address(headers, config.sender_headers) is None:
+def check_sender(
+    headers: Sequence[HeaderField], config: Config, sender: str | None = None
+) -> BadFormat | None:
+    """The first test of end of headers: its outcome stands whatever else is decided.
+
+    `sender`: the address `policy.sender_address` found in the SenderHeaders fields, when
+    the caller has it. Both look at the first SenderHeaders field present first, so with
+    such an address there is an author; only without one is the search taken further.
+    """
+    if sender is None and author_address(headers, config.sender_headers) is None:
         return BadFormat("can't determine message sender")
     return None
 

@@ -371,12 +371,14 @@ class MilterSession:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
-        bad = malformed.check_sender(msg.headers, runtime.config)
-        if bad is not None:
-            return self._bad_format(msg, bad)
+        # The plan first, for the sender address it finds (the author check needs no second
+        # look then); a plan without a sender has had no effect but to be made.
         plan = runtime.policy.plan(
             self._client, msg.headers, self._conn.macro, recipients=msg.recipients
         )
+        bad = malformed.check_sender(msg.headers, runtime.config, plan.sender)
+        if bad is not None:
+            return self._bad_format(msg, bad)
         msg.plan = plan
         if plan.notable:
             self._log.info(plan.why)  # no args: no %-formatting of the text itself
