@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dkimd.config import Action, Condition, Config
-from dkimd.dkim import HeaderField, name_key
+from dkimd.dkim import HeaderField, SignatureField, name_key
 from dkimd.dkim.syntax import header_syntax_error, strict_header_error
 from dkimd.policy import parse_address
 
@@ -74,19 +74,33 @@ def author_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]
     return None
 
 
-def check_sender(headers: Sequence[HeaderField], config: Config) -> BadFormat | None:
-    """The first test of end of headers, before anything else is decided."""
-    if author_address(headers, config.sender_headers) is None:
+def check_sender(
+    headers: Sequence[HeaderField], config: Config, sender: str | None = None
+) -> BadFormat | None:
+    """The first test of end of headers: its outcome stands whatever else is decided.
+
+    `sender`: the address `policy.sender_address` found in the SenderHeaders fields, when
+    the caller has it. Both look at the first SenderHeaders field present first, so with
+    such an address there is an author; only without one is the search taken further.
+    """
+    if sender is None and author_address(headers, config.sender_headers) is None:
         return BadFormat("can't determine message sender")
     return None
 
 
 def check_processing(
-    headers: Sequence[HeaderField], config: Config, *, verifying: bool
+    headers: Sequence[HeaderField],
+    config: Config,
+    *,
+    verifying: bool,
+    signatures: Sequence[SignatureField] | None = None,
 ) -> BadFormat | BrokenSignature | None:
     """The tests libopendkim makes once the message is signed or verified, in its order:
-    every field as it is read, then the header block as a whole (StrictHeaders)."""
-    problem = header_syntax_error(headers)
+    every field as it is read, then the header block as a whole (StrictHeaders).
+
+    `signatures`: the DKIM-Signature fields as `dkimd.dkim.signature.signature_fields`
+    reads them, when the caller has them (to hand the same reading to the verifier)."""
+    problem = header_syntax_error(headers, signatures)
     if problem is not None:
         return BrokenSignature(problem)
     if config.strict_headers:

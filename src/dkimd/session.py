@@ -37,6 +37,7 @@ from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
     HeaderField,
+    SignatureField,
     SignatureResult,
     Signer,
     SigningRequest,
@@ -46,6 +47,7 @@ from dkimd.dkim import (
     authentication_results_value,
     bad_format_value,
     canonicalize_body,
+    signature_fields,
 )
 from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
@@ -174,9 +176,11 @@ class Runtime:
         """Key records at `names`, as a request for the server to perform."""
         return NeedKeys(names, self.resolver, cached=self.cached_lookup, timeout=self.key_timeout)
 
-    def authserv_id(self, mta_name: str | None, job_id: str | None = None) -> str:
+    def authserv_id(
+        self, mta_name: str | None, job_id: Callable[[], str | None] | None = None
+    ) -> str:
         """AuthservID, else the MTA's name ("j"), else "unknown-host", as OpenDKIM picks it;
-        "/<job id>" appended under AuthservIDWithJobID."""
+        "/<job id>" appended under AuthservIDWithJobID (the only case `job_id` is asked)."""
         configured = self.config.authserv_id
         if configured is None:
             chosen = mta_name or UNKNOWN_HOST
@@ -185,7 +189,8 @@ class Runtime:
         else:
             chosen = configured
         if self.config.authserv_id_with_job_id:
-            chosen = f"{chosen}/{job_id or UNKNOWN_JOB_ID}"
+            job = job_id() if job_id is not None else None
+            chosen = f"{chosen}/{job or UNKNOWN_JOB_ID}"
         return chosen
 
 
@@ -400,12 +405,14 @@ class MilterSession:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
-        bad = malformed.check_sender(msg.headers, runtime.config)
-        if bad is not None:
-            return self._bad_format(msg, bad)
+        # The plan first, for the sender address it finds (the author check needs no second
+        # look then); a plan without a sender has had no effect but to be made.
         plan = runtime.policy.plan(
             self._client, msg.headers, self._conn.macro, recipients=msg.recipients
         )
+        bad = malformed.check_sender(msg.headers, runtime.config, plan.sender)
+        if bad is not None:
+            return self._bad_format(msg, bad)
         msg.plan = plan
         if plan.notable:
             self._log.info(plan.why)  # no args: no %-formatting of the text itself
@@ -421,8 +428,13 @@ class MilterSession:
             # Through _eoh_verdict: a connection negotiated before a reload changed Mode may
             # have asked for no reply here.
             return self._eoh_verdict(msg, milter.Accept())
+        # Each DKIM-Signature is read once, for the syntax check and then the verifier.
+        signatures = signature_fields(msg.headers)
         problem = malformed.check_processing(
-            msg.headers, runtime.config, verifying=plan.decision is Decision.VERIFY
+            msg.headers,
+            runtime.config,
+            verifying=plan.decision is Decision.VERIFY,
+            signatures=signatures,
         )
         if isinstance(problem, malformed.BrokenSignature):
             return self._broken_signature(msg, problem)
@@ -438,7 +450,7 @@ class MilterSession:
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
-            wanted = self._start_verifying(msg)
+            wanted = self._start_verifying(msg, signatures)
             if wanted is not None:
                 return Prefetch(wanted)
         return None
@@ -660,7 +672,7 @@ class MilterSession:
         config = msg.runtime.config
         if config.ignore_malformed_mail:
             return milter.Accept()
-        authserv_id = msg.runtime.authserv_id(self._mta_host(), self._job_id())
+        authserv_id = msg.runtime.authserv_id(self._mta_host(), self._job_id)
         actions: list[milter.Action] = []
         if bad.verifying:
             actions += self._remove_forged_results(config, msg.headers, authserv_id)
@@ -704,10 +716,12 @@ class MilterSession:
 
     # -- verifying --
 
-    def _start_verifying(self, msg: _Message) -> NeedKeys | None:
+    def _start_verifying(
+        self, msg: _Message, signatures: Sequence[SignatureField]
+    ) -> NeedKeys | None:
         """Build the verifier; the key records it still needs, if any, as a request."""
         runtime = msg.runtime
-        verifier = Verifier(msg.headers, runtime.verify_options)
+        verifier = Verifier(msg.headers, runtime.verify_options, signatures)
         msg.verifier = verifier
         names = verifier.key_queries()
         if not names:
@@ -756,8 +770,7 @@ class MilterSession:
             self._stats.passed += 1
         elif results[0].result is not DkimResult.NONE:
             self._stats.failed += 1
-        job_id = self._job_id() if config.authserv_id_with_job_id else None
-        authserv_id = runtime.authserv_id(self._mta_host(), job_id)
+        authserv_id = runtime.authserv_id(self._mta_host(), self._job_id)
         actions = self._remove_forged_results(config, msg.headers, authserv_id)
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(

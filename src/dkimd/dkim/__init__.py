@@ -47,12 +47,14 @@ from dkimd.dkim.results import (
 )
 from dkimd.dkim.signature import (
     DkimSignature,
+    SignatureField,
     build_signature_field,
     fold_b_value,
     fold_signature,
     header_hash_input,
     parse_signature,
     select_headers,
+    signature_fields,
     strip_b_value,
     unsigned_header_hash_input,
 )
@@ -80,6 +82,7 @@ __all__ = [
     "PrivateKey",
     "SignatureAlgorithm",
     "SignatureError",
+    "SignatureField",
     "SignatureResult",
     "Signer",
     "SigningError",
@@ -108,6 +111,7 @@ __all__ = [
     "parse_signature",
     "parse_tag_list",
     "select_headers",
+    "signature_fields",
     "split_message",
     "strip_b_value",
     "unsigned_header_hash_input",

@@ -7,17 +7,18 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from dkimd.dkim.algorithms import get_algorithm
 from dkimd.dkim.canonicalization import CANONS, canonicalize_header
 from dkimd.dkim.errors import SignatureError, TagListError
-from dkimd.dkim.headers import HeaderField, name_key
+from dkimd.dkim.headers import HeaderField, field_key, name_key
 from dkimd.dkim.tags import TagList, parse_tag_list, strip_fws
 
 FIELD_NAME = b"DKIM-Signature"
+FIELD_KEY = field_key(FIELD_NAME)
 REQUIRED_TAGS = ("v", "a", "b", "bh", "d", "h", "s")
 # A 16384-bit RSA signature is 2732 base64 characters; anything far beyond is hostile.
 MAX_SIGNATURE_BYTES = 4096
@@ -101,6 +102,11 @@ def parse_signature(value: bytes | str) -> DkimSignature:
         tags = parse_tag_list(value)
     except TagListError as exc:
         raise SignatureError(exc.reason) from None
+    return signature_from_tags(tags)
+
+
+def signature_from_tags(tags: TagList) -> DkimSignature:
+    """`parse_signature` of a value whose tag-list is read already. Raises SignatureError."""
     missing = [t for t in REQUIRED_TAGS if t not in tags]
     if missing:
         raise SignatureError("missing required tag(s): " + " ".join(f"{t}=" for t in missing))
@@ -166,6 +172,39 @@ def parse_signature(value: bytes | str) -> DkimSignature:
         copied_headers=tags.get("z"),
         tags=tags,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureField:
+    """A DKIM-Signature field with its tag-list read once (RFC 6376 3.2).
+
+    At end of headers two readers judge every such field: libopendkim's syntax check
+    (`dkimd.dkim.syntax`) and then the verifier (`parse`). Both start from this reading, so
+    the milter reads each signature once, not once per reader.
+    """
+
+    header: HeaderField
+    tags: TagList | None  # None: the value is not a tag-list, `error` says why
+    error: str = ""
+
+    def parse(self) -> DkimSignature:
+        """The validated signature, as `parse_signature` gives it. Raises SignatureError."""
+        if self.tags is None:
+            raise SignatureError(self.error)
+        return signature_from_tags(self.tags)
+
+
+def read_signature_field(header: HeaderField) -> SignatureField:
+    """One DKIM-Signature field's tag-list, or why it is not one (never raises)."""
+    try:
+        return SignatureField(header, parse_tag_list(header.value))
+    except TagListError as exc:
+        return SignatureField(header, None, exc.reason)
+
+
+def signature_fields(headers: Iterable[HeaderField]) -> list[SignatureField]:
+    """The DKIM-Signature fields of a header block, top-down, each read once."""
+    return [read_signature_field(h) for h in headers if h.key == FIELD_KEY]
 
 
 def strip_b_value(value: bytes) -> bytes:

@@ -19,15 +19,16 @@ later, per signature, as a failed signature and not as a syntax error. Pure; nev
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dkimd.dkim.headers import HeaderField
+from dkimd.dkim.signature import FIELD_KEY, SignatureField, signature_fields
+from dkimd.dkim.tags import TagList, strip_fws
 
 __all__ = ["header_syntax_error", "signature_tag_list_error", "strict_header_error"]
 
-_DKIM_SIGNATURE = b"dkim-signature"
 # dkim_process_set: a signature set lacking any of these is DKIM_STAT_SYNTAX.
-_REQUIRED_TAGS = (b"s", b"h", b"d", b"b", b"v", b"a")
+_REQUIRED_TAGS = frozenset(("s", "h", "d", "b", "v", "a"))
 # C isspace() in the "C" locale.
 _WHITESPACE = b" \t\n\v\f\r"
 # dkim_process_set: a byte that is neither printable ASCII nor whitespace.
@@ -52,17 +53,17 @@ _AT_MOST_ONCE = (
 )
 
 
-def _bad_time(value: bytes) -> bool:
+def _bad_time(value: str) -> bool:
     """t= and x= as dkim_process_set reads them with strtoull(value, &end, 10)."""
-    if not value or value[:1] == b"-":
+    if not value or value[:1] == "-":
         return True
-    digits = value[1:] if value[:1] == b"+" else value
-    if not digits or not digits.isdigit():
+    digits = value[1:] if value[:1] == "+" else value
+    if not (digits.isascii() and digits.isdigit()):
         return True
     return int(digits) >= _UINT64_MAX
 
 
-def signature_tag_list_error(value: bytes) -> str | None:
+def signature_tag_list_error(value: bytes, tags: TagList | None = None) -> str | None:
     """Why libopendkim's tag-list reader refuses a DKIM-Signature value, or None.
 
     `value` is everything after the colon. The reader stops at a NUL (the C string ends
@@ -70,7 +71,14 @@ def signature_tag_list_error(value: bytes) -> str | None:
     (`dkim_process_set`) comes down to: every byte printable ASCII or whitespace; every
     ";"-separated tag-spec, bar an empty last one, a tag name starting with a letter or a
     digit, with no whitespace inside it, then "=" and a value (possibly empty).
+
+    `tags`, when given, is RFC 6376's reading of the same value (`parse_tag_list`). That
+    grammar is the stricter one: a value it reads holds no NUL and no byte libopendkim
+    refuses except those above 0x7e, and each of its tag-specs is one libopendkim reads
+    the same way. So for an ASCII value only the tags themselves are left to judge.
     """
+    if tags is not None and value.isascii():
+        return _tags_error(tags)
     value = value.split(b"\0", 1)[0]
     bad = _BAD_BYTE.search(value)
     if bad is not None:
@@ -78,7 +86,8 @@ def signature_tag_list_error(value: bytes) -> str | None:
             f"invalid character (ASCII 0x{value[bad.start()]:02x} at offset {bad.start()}) "
             "in signature data"
         )
-    tags: dict[bytes, bytes] = {}
+    # From here on every byte is ASCII.
+    read: dict[str, str] = {}
     specs = value.split(b";")
     last = len(specs) - 1
     for n, spec in enumerate(specs):
@@ -96,27 +105,51 @@ def signature_tag_list_error(value: bytes) -> str | None:
             )
         if not _TAG_NAME.fullmatch(name):
             return "syntax error in signature data (bad tag name)"
-        tags[name] = text.translate(None, _WHITESPACE)
-    if any(tag not in tags for tag in _REQUIRED_TAGS):
+        read[name.decode("ascii")] = text.translate(None, _WHITESPACE).decode("ascii")
+    return _tags_error(read)
+
+
+def _tags_error(tags: Mapping[str, str]) -> str | None:
+    """dkim_process_set on the tags it has read: a required tag absent (a repeated one
+    counts once, the last wins), or a t= or x= that strtoull does not take whole."""
+    if not tags.keys() >= _REQUIRED_TAGS:
         return "missing parameter(s) in signature data"
-    for tag in (b"t", b"x"):
-        if tag in tags and _bad_time(tags[tag]):
-            return f'invalid "{tag.decode()}" value in signature data'
+    for tag in ("t", "x"):
+        value = tags.get(tag)
+        # dkim_process_set drops every whitespace byte of a value; in an RFC 6376 tag
+        # value (the other reading) only folding whitespace can be left inside.
+        if value is not None and _bad_time(strip_fws(value)):
+            return f'invalid "{tag}" value in signature data'
     return None
 
 
-def header_syntax_error(headers: Sequence[HeaderField]) -> str | None:
+def header_syntax_error(
+    headers: Sequence[HeaderField], signatures: Sequence[SignatureField] | None = None
+) -> str | None:
     """The first field `dkim_header()` refuses, as a log reason, or None.
 
     Field names holding ";" never get that far: the filter drops such fields on arrival.
+    `signatures`: the DKIM-Signature fields of `headers` as `signature_fields` reads them,
+    when the caller has read them already (the verifier takes the same reading).
     """
+    if signatures is None:
+        signatures = signature_fields(headers)
+    if _BAD_NAME_BYTE.search(b"".join([h.name for h in headers])) is None:
+        # No field name to refuse (the usual case, found in one pass over all of them):
+        # only the signatures are left, and they come in header order.
+        for s in signatures:
+            problem = signature_tag_list_error(s.header.value, s.tags)
+            if problem is not None:
+                return problem
+        return None
+    read = {s.header: s.tags for s in signatures}
     for h in headers:
         if b";" in h.name:
             continue
         if _BAD_NAME_BYTE.search(h.name):
             return "invalid character in header field name"
-        if h.key == _DKIM_SIGNATURE:
-            problem = signature_tag_list_error(h.value)
+        if h.key == FIELD_KEY:
+            problem = signature_tag_list_error(h.value, read.get(h))
             if problem is not None:
                 return problem
     return None

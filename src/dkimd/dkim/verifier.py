@@ -40,10 +40,14 @@ from dkimd.dkim.errors import KeyRecordError, SignatureError
 from dkimd.dkim.headers import HeaderField
 from dkimd.dkim.keys import KeyRecord, parse_key_record
 from dkimd.dkim.results import DkimResult, SignatureResult, VerifyError
-from dkimd.dkim.signature import DkimSignature, header_hash_input, parse_signature
+from dkimd.dkim.signature import (
+    DkimSignature,
+    SignatureField,
+    header_hash_input,
+    signature_fields,
+)
 from dkimd.dns.base import TxtResult, TxtStatus
 
-_SIG_KEY = b"dkim-signature"
 RSA_MIN_BITS = 1024  # RFC 8301 section 3.2: verifiers MUST NOT consider smaller keys valid
 
 
@@ -109,27 +113,29 @@ class _KeyProblem:
 
 class Verifier:
     def __init__(
-        self, headers: Sequence[HeaderField], options: VerifyOptions | None = None
+        self,
+        headers: Sequence[HeaderField],
+        options: VerifyOptions | None = None,
+        signatures: Sequence[SignatureField] | None = None,
     ) -> None:
+        """`signatures`: the DKIM-Signature fields of `headers` as `signature_fields` reads
+        them, when the caller has read them already (the milter checks their syntax first)."""
         self.options = options or VerifyOptions()
         self._headers = list(headers)
         self._bodies = BodyHashSet()
         self._keys: dict[str, TxtResult] = {}
-        keys = [f.key for f in self._headers]
-        self._from_count = keys.count(b"from")
-        self._pending: list[_Pending] = []
+        self._from_count = [f.key for f in self._headers].count(b"from")
         self._results: list[SignatureResult] | None = None
-        for f, key in zip(self._headers, keys, strict=True):
-            if key != _SIG_KEY:
-                continue
-            if len(self._pending) >= max(0, self.options.max_signatures):
-                break
-            self._pending.append(self._prepare(f))
+        if signatures is None:
+            signatures = signature_fields(self._headers)
+        limit = max(0, self.options.max_signatures)
+        self._pending = [self._prepare(s) for s in signatures[:limit]]
 
-    def _prepare(self, f: HeaderField) -> _Pending:
+    def _prepare(self, field: SignatureField) -> _Pending:
+        f = field.header
         p = _Pending(f)
         try:
-            sig = parse_signature(f.value)
+            sig = field.parse()
         except SignatureError as exc:
             p.error = exc.reason
             return p
@@ -188,7 +194,7 @@ class Verifier:
         if sig is None:
             return SignatureResult(_PERM, VerifyError.SIGNATURE_SYNTAX, p.error, b=_raw_b(p.header))
         algo = get_algorithm(sig.algorithm)
-        assert algo is not None  # parse_signature only accepts known algorithms
+        assert algo is not None  # a parsed signature has a known algorithm
         refused = _signature_refused(sig, algo, self.options, now)
         if refused is not None:
             return self._report(p, sig, refused)

@@ -267,36 +267,42 @@ class Connection:
 
     def macro(self, name: str) -> str | None:
         """One macro, by name with or without braces (``"i"`` finds ``"{i}"``)."""
-        find = self._merged.get if self._merged is not None else self._find
-        value = find(name)
-        if value is None:
-            alt = name[1:-1] if name.startswith("{") and name.endswith("}") else f"{{{name}}}"
-            value = find(alt)
-        return value
+        alt = name[1:-1] if name.startswith("{") and name.endswith("}") else f"{{{name}}}"
+        merged = self._merged
+        if merged is not None:
+            value = merged.get(name)
+            return value if value is not None else merged.get(alt)
+        return self._find(name, alt)
 
-    def _find(self, name: str) -> str | None:
-        # What the merged view would hold for name, without building it: the stages are
-        # searched in precedence order, and a stage is only decoded if its bytes hold
-        # "name\0". A lookup (the queue id, the auth macros, j) reads one or two stages
-        # of the seven a message brings; building the merged view decoded them all.
+    def _find(self, name: str, alt: str) -> str | None:
+        # What the merged view would hold for name, else for alt, without building it: the
+        # stages are searched in precedence order, once for both spellings, and a stage is
+        # only decoded if its bytes hold "name\0" or "alt\0". A lookup (the queue id, the
+        # auth macros, j) reads one or two stages of the seven a message brings; building
+        # the merged view decoded them all.
         order = self._order
         if order is None:
             order = self._order = self._precedence()
         decoded = self._decoded
         raw = self._raw_macros
-        key = None
+        keys: tuple[bytes, bytes] | None = None
+        other = None  # alt's value in the first stage that has it
         for stage in order:
             values = decoded.get(stage)
             if values is None:
-                if key is None:
-                    key = _raw_name(name)
-                if key and key not in raw[stage]:
+                if keys is None:
+                    keys = (_raw_name(name), _raw_name(alt))
+                payload = raw[stage]
+                first, second = keys
+                if first and second and first not in payload and second not in payload:
                     continue
                 values = self._stage_values(stage)
             value = values.get(name)
             if value is not None:
-                return value
-        return None
+                return value  # name in any stage wins over alt, as in the merged view
+            if other is None:
+                other = values.get(alt)
+        return other
 
     def _precedence(self) -> list[int]:
         """The stages present, the one that wins a clash in the merged view first."""

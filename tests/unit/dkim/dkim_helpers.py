@@ -12,7 +12,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from dkimd.dkim import HeaderField, PrivateKey, Verifier, VerifyOptions, split_message
+from dkimd.dkim import (
+    HeaderField,
+    PrivateKey,
+    Verifier,
+    VerifyOptions,
+    signature_fields,
+    split_message,
+)
 from dkimd.dkim.results import SignatureResult
 from dkimd.dns.base import TxtResult, TxtStatus
 
@@ -36,10 +43,14 @@ def verify_message(
     records: Mapping[str, bytes | TxtResult],
     options: VerifyOptions | None = None,
     chunk: int = 0,
+    read_first: bool = False,
 ) -> list[SignatureResult]:
-    """Run the sans-IO verifier over a CRLF message with a dict standing in for DNS."""
+    """Run the sans-IO verifier over a CRLF message with a dict standing in for DNS.
+
+    `read_first`: hand it the DKIM-Signature fields read beforehand, as the milter does."""
     headers, offset = split_message(message)
-    verifier = Verifier(headers, options or VerifyOptions())
+    given = signature_fields(headers) if read_first else None
+    verifier = Verifier(headers, options or VerifyOptions(), given)
     for name in verifier.key_queries():
         value = records.get(name)
         if isinstance(value, TxtResult):

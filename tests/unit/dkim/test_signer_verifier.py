@@ -394,6 +394,27 @@ def test_unparseable_signature_is_permerror_with_reason(dns: dict[str, bytes]) -
     )
 
 
+def test_signatures_read_beforehand_verify_the_same(
+    rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey, dns: dict[str, bytes]
+) -> None:
+    # The milter reads the DKIM-Signature fields once, for its syntax check, and hands that
+    # reading to the verifier: what the verifier finds must not depend on who read them.
+    signed = sign(MESSAGE, rsa_req(rsa_key), ed_req(ed_key))
+    broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; b=AAAA\r\n" + signed
+    repeated = b"DKIM-Signature: v=1; v=1\r\n" + signed
+    tampered = signed.replace(b"hello", b"help")
+    for message in (signed, broken, repeated, tampered, MESSAGE):
+        for limit in (1, 2, 3):
+            opts = VerifyOptions(now=NOW, max_signatures=limit)
+            by_itself = verify_message(message, dns, opts)
+            assert verify_message(message, dns, opts, read_first=True) == by_itself
+    assert [r.result for r in verify_message(signed, dns, read_first=True)] == [
+        DkimResult.PASS,
+        DkimResult.PASS,
+    ]
+    assert verify_message(repeated, dns, read_first=True)[0].reason == "duplicate tag 'v'"
+
+
 def test_key_not_provided_is_temperror(rsa_key: rsa.RSAPrivateKey) -> None:
     from dkimd.dkim import Verifier
 

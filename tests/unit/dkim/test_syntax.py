@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dkimd.dkim import HeaderField
+from dkimd.dkim import HeaderField, TagListError, parse_tag_list, signature_fields
 from dkimd.dkim.syntax import header_syntax_error, signature_tag_list_error, strict_header_error
+from dkimd.dkim.tags import TagList
 
 # The signature of OpenDKIM's t-verify-syntax, with the missing ";" put back.
 GOOD = (
@@ -165,3 +166,73 @@ _NOISE = [b";", b" ", b"\t", b"\r\n\t", b"=", b"a", b"1", b"_", b"\x01", b"\xff"
 @settings(max_examples=3000, deadline=None)
 def test_fast_reader_agrees_with_libopendkim(value: bytes) -> None:
     assert (signature_tag_list_error(value) is not None) == _process_set_refuses(value)
+
+
+def _rfc_tags(value: bytes) -> TagList | None:
+    try:
+        return parse_tag_list(value)
+    except TagListError:
+        return None
+
+
+_VALUE_BITS = [b"1", b"7", b"+", b"-", b"x", b" ", b"\r\n ", b"\xff", b"18446744073709551615"]
+_SPEC = st.tuples(
+    st.sampled_from([b"v", b"a", b"d", b"s", b"h", b"b", b"t", b"x", b"bh", b"q"]),
+    st.lists(st.sampled_from(_VALUE_BITS), max_size=4).map(b"".join),
+    st.sampled_from([b"", b" ", b"\r\n\t"]),
+)
+# Tag-lists RFC 6376's grammar reads (distinct names, FWS around names and values), with
+# the values libopendkim judges differently: signs, spaces and folding in t= and x=,
+# numbers too big, bytes above 0x7e.
+_READABLE = st.tuples(
+    st.lists(_SPEC, max_size=10, unique_by=lambda spec: spec[0]),
+    st.sampled_from([b"", b";", b"; ", b";\r\n "]),
+).map(lambda t: b";".join(ws + name + b"=" + value for name, value, ws in t[0]) + t[1])
+
+
+@given(
+    _READABLE.filter(lambda v: _rfc_tags(v) is not None)
+    | st.lists(st.sampled_from(_PIECES), max_size=8, unique=True).map(b"; ".join)
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_rfc_reading_gives_the_same_verdict(value: bytes) -> None:
+    # The milter hands the verifier's tag-list reading to the check: a value RFC 6376's
+    # grammar reads must get the very reason the byte-by-byte reader gives.
+    tags = _rfc_tags(value)
+    assert tags is not None
+    assert signature_tag_list_error(value, tags) == signature_tag_list_error(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        GOOD,
+        GOOD.replace(b"d=example.com", b"d=ex\xc3\xa4mple.com"),  # above 0x7e: both refuse
+        GOOD.replace(b"t=1283905216", b"t=12\r\n 83"),  # folding inside t= is dropped
+        GOOD.replace(b"t=1283905216", b"t=12 x"),
+        GOOD.replace(b"v=1;", b"v=1"),
+        GOOD.replace(b"t=1283905216", b"t=+12"),
+    ],
+)
+def test_the_rfc_reading_of_known_values(value: bytes) -> None:
+    tags = parse_tag_list(value)
+    assert signature_tag_list_error(value, tags) == signature_tag_list_error(value)
+
+
+def test_header_syntax_error_takes_the_reading_it_is_given() -> None:
+    from_ = HeaderField(b"From", b" user@example.com")
+    broken = HeaderField(b"DKIM-Signature", GOOD.replace(b"v=1;", b"v=1"))
+    bad_name = HeaderField(b"X-\x01", b" x")
+    for headers in (
+        [from_, HeaderField(b"DKIM-Signature", GOOD), broken],
+        [bad_name, broken],
+        [broken, bad_name],
+        [HeaderField(b"DKIM-Signature\t", GOOD), from_],
+        [HeaderField(b"X;\x01", b" x"), HeaderField(b"dkim-signature", b" v=1\0")],
+    ):
+        expected = header_syntax_error(headers)
+        assert header_syntax_error(headers, signature_fields(headers)) == expected
+    assert header_syntax_error([broken, bad_name]) == "missing parameter(s) in signature data"
+    assert header_syntax_error([bad_name, broken]) == "invalid character in header field name"
+    tab = [HeaderField(b"DKIM-Signature\t", GOOD)]
+    assert header_syntax_error(tab) == "invalid character in header field name"
