@@ -445,10 +445,13 @@ def test_filter_options_follow_the_config() -> None:
     for wanted in (flags.NR_CONN, flags.NR_EOH, flags.NR_HDR, flags.NORCPT):
         assert wanted in plain
     assert flags.HDR_LEADSPC in plain
-    # A verifier answers body chunks, with SKIP once it needs no more of the body (as
-    # OpenDKIM); a signer needs every chunk and answers none.
-    assert flags.NR_BODY not in plain and flags.SKIP in plain
+    # A verify-only filter answers body chunks, with SKIP once it needs no more of the body
+    # (as OpenDKIM); one that also signs (or only signs) answers none: a signed message
+    # needs every chunk, and a reply per chunk would cost it a round trip each.
+    assert flags.NR_BODY in plain and flags.SKIP not in plain
     assert flags.NR_BODY in filter_options_for(parse_config_text("Mode s\n")).protocol
+    verify_only = filter_options_for(parse_config_text("Mode v\n")).protocol
+    assert flags.NR_BODY not in verify_only and flags.SKIP in verify_only
     # A broken signature field gets On-BadSignature at end-of-headers: a reply is needed
     # there unless that action is accept (then the end-of-message reply carries it).
     strict = filter_options_for(parse_config_text("Mode v\nOn-BadSignature reject\n"))
