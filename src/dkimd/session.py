@@ -58,7 +58,6 @@ from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
 from dkimd.replies import DkimStatus, final_reply
-from dkimd.signing_keys import KeyProblem
 
 _log = get_logger("session")
 
@@ -220,7 +219,6 @@ class _Message:
         "atps_records",
         "bad_format",
         "headers",
-        "key_problems",
         "keys_wanted",
         "plan",
         "recipients",
@@ -240,7 +238,6 @@ class _Message:
         self.plan: MessagePlan | None = None
         self.signer: Signer | None = None
         self.signing: list[SigningRequest] = []
-        self.key_problems: list[KeyProblem] = []
         self.verifier: Verifier | None = None
         # Key records the verifier still needs: prefetched at end-of-headers, asked for
         # (the same request) at end-of-message.
@@ -522,8 +519,8 @@ class MilterSession:
             self._owed = msg
             return msg.keys_wanted
         try:
-            if msg.signer is not None or msg.key_problems:
-                return self._finish_signing(msg)
+            if msg.signer is not None:
+                return self._finish_signing(msg, msg.signer)
             return self._with_report(msg, self._finish_verifying(msg))
         except Exception:
             return self._internal_error(msg)
@@ -684,20 +681,14 @@ class MilterSession:
     # -- signing --
 
     def _start_signing(self, msg: _Message, plan: MessagePlan) -> None:
-        msg.key_problems = plan.key_problems
         msg.signing = plan.requests
         if plan.requests:
             msg.signer = Signer(*plan.requests)
 
-    def _finish_signing(self, msg: _Message) -> HandlerResult:
+    def _finish_signing(self, msg: _Message, signer: Signer) -> HandlerResult:
         runtime = msg.runtime
         config = runtime.config
-        if msg.signer is None:
-            # Key problems end the message at end-of-headers; nothing else leaves a
-            # signing message without a signer.
-            self._stats.errors += 1
-            return self._libstatus(runtime, DkimStatus.SIGGEN)
-        fields = msg.signer.sign_all(msg.headers)
+        fields = signer.sign_all(msg.headers)
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
             count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
