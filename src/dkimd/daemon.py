@@ -97,11 +97,12 @@ class DaemonOptions:
     user: str | None = None
     foreground: bool = False
     verbose: bool = False
+    check_signing_table: bool | None = None  # -G (True) / -g (False) over CheckSigningTable
 
 
 def read_config(options: DaemonOptions) -> Config:
     config = load_config(options.config_path)
-    refusals = daemon_refusals(config)
+    refusals = daemon_refusals(config, options.check_signing_table)
     if refusals:
         raise ConfigError([*refusals, *config.warnings])
     changes: dict[str, object] = {}

@@ -177,7 +177,15 @@ class SigningKeys:
         self, entry: KeyTableEntry, signer: str | None, key: PrivateKey
     ) -> SigningRequest | KeyProblem:
         shape = self.shape
-        if key.key_type == "ed25519":
+        if entry.algorithm is not None:
+            algorithm = entry.algorithm
+            if not algorithm.startswith(key.key_type + "-"):
+                return KeyProblem(
+                    entry.name,
+                    Condition.SIGNATURE_ERROR,
+                    f"KeyTable entry '{entry.name}' names {algorithm} for a {key.key_type} key",
+                )
+        elif key.key_type == "ed25519":
             algorithm = "ed25519-sha256"
         else:
             wanted = shape.rsa_algorithm

@@ -364,3 +364,64 @@ def test_overlong_sender_address_is_answered_but_not_remembered(tmp_path: Path) 
     [signing], _ = policy.keys.for_sender(long_sender)
     assert signing is short  # answered as any other sender of the domain
     assert long_sender not in routes
+
+
+def _ed25519_pem(path: Path) -> Path:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    path.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_keytable_fourth_field_names_the_algorithm(tmp_path: Path) -> None:
+    """OpenDKIM's development branch: `domain:selector:key:algorithm`, one RSA and one
+    Ed25519 signature per message from two KeyTable lines and MultipleSignatures."""
+    rsa_key = _key_file(tmp_path / "rsa.private")
+    ed_key = _ed25519_pem(tmp_path / "ed.private")
+    (tmp_path / "KeyTable").write_text(
+        f"rsa example.com:r2026:{rsa_key}:rsa-sha256\n"
+        f"ed example.com:e2026:{ed_key}:ED25519-SHA256\n"
+    )
+    (tmp_path / "SigningTable").write_text("*@example.com rsa\n*@example.com ed\n")
+    policy = _policy(
+        f"Mode sv\nRequireSafeKeys no\nMultipleSignatures yes\nKeyTable {tmp_path / 'KeyTable'}\n"
+        f"SigningTable refile:{tmp_path / 'SigningTable'}\n"
+    )
+    requests, problems = policy.keys.for_sender("a@example.com")
+    assert problems == []
+    assert [(r.selector, r.algorithm) for r in requests] == [
+        ("r2026", "rsa-sha256"),
+        ("e2026", "ed25519-sha256"),
+    ]
+
+
+def test_keytable_algorithm_that_does_not_fit_the_key_fails_its_senders(tmp_path: Path) -> None:
+    rsa_key = _key_file(tmp_path / "rsa.private")
+    policy = _table_policy(tmp_path, f"k example.com:s:{rsa_key}:ed25519-sha256", "*@example.com k")
+    requests, [problem] = policy.keys.for_sender("a@example.com")
+    assert requests == [] and problem.condition is Condition.SIGNATURE_ERROR
+    assert "names ed25519-sha256 for a rsa key" in problem.message
+
+
+def test_keytable_unknown_algorithm_refuses_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "KeyTable").write_text(
+        "k example.com:s:/etc/dkimkeys/k.private:rsa-sha512\n"
+        "old example.com:t:/etc/dkimkeys/t.private:rsa-sha1\n"
+    )
+    (tmp_path / "SigningTable").write_text("*@example.com k\n")
+    report = analyze_config_text(
+        f"KeyTable {tmp_path / 'KeyTable'}\nSigningTable refile:{tmp_path / 'SigningTable'}\n"
+    )
+    assert [p.message for p in report.errors] == [
+        'KeyTable entry "k": unknown signing algorithm "rsa-sha512" '
+        "(use rsa-sha256, ed25519-sha256)",
+        'KeyTable entry "old": rsa-sha1 signatures are forbidden by RFC 8301 and rejected '
+        "by most verifiers",
+    ]

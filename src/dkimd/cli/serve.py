@@ -56,6 +56,21 @@ def build_parser(prog: str = "dkimd serve") -> argparse.ArgumentParser:
     p.add_argument(
         "-n", dest="check_only", action="store_true", help="check the configuration and exit"
     )
+    walk = p.add_mutually_exclusive_group()
+    walk.add_argument(
+        "-G",
+        dest="check_signing_table",
+        action="store_const",
+        const=True,
+        help="refuse a SigningTable entry naming a missing or broken key (CheckSigningTable yes)",
+    )
+    walk.add_argument(
+        "-g",
+        dest="check_signing_table",
+        action="store_const",
+        const=False,
+        help="start despite such entries, tempfailing their senders (CheckSigningTable no)",
+    )
     p.add_argument("-v", dest="verbose", action="store_true", help="verbose logging")
     p.add_argument("-V", dest="version", action="store_true", help="print the version and exit")
     return p
@@ -73,6 +88,7 @@ def main(argv: list[str], *, prog: str = "dkimd serve") -> int:
         user=args.user,
         foreground=args.foreground,
         verbose=args.verbose,
+        check_signing_table=args.check_signing_table,
     )
     if args.check_only:
         return check(options)

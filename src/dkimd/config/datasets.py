@@ -12,7 +12,8 @@ A data set option's value names its type and location:
 * `csl:a,b=c,...` -- a comma-separated list in the option value itself; `key=value` gives a
   value.
 * no prefix: a value starting with `/` is a `file:`, anything else is a `csl:`. A colon in
-  a csl's later entries does not count as a type prefix (`127.0.0.1,::1` is a csl).
+  a csl's later entries does not count as a type prefix (`127.0.0.1,::1` is a csl), nor
+  does one inside a bracketed IPv6 address (`[fd00:368::]/40,10.0.0.0/8`).
 
 File details that matter, all as in dkimf_db_open():
 
@@ -97,6 +98,10 @@ def parse_dataset_spec(text: str) -> DatasetSpec:
     comma = text.find(",")
     if colon != -1 and comma != -1 and comma < colon:
         colon = -1  # "a,b:c" is a csl whose later entries contain colons
+    if colon != -1 and "[" in text[:colon]:
+        # "[fd00:368::]/40,..." is a csl starting with a bracketed IPv6 address, as OpenDKIM's
+        # development branch reads it; Debian's 2.11 took "[fd00" for a type and refused it.
+        colon = -1
     if colon == -1:
         if text.endswith(".db"):
             # With Berkeley DB compiled in, OpenDKIM opens "/x/y.db" as a db: data set.

@@ -6,7 +6,13 @@ KeyTable: each entry maps a key name to `domain:selector:key` (dkimf_add_signreq
 * `key` starting with `/`, `./` or `../` is the path of a private key file (a `%` in it is
   replaced by the sender's domain, dkimf_reptoken); anything else is the key itself, PEM or
   base64-encoded DER;
-* the value is split at the first two colons, so the key part may contain colons.
+* the value is split at the first two colons, so the key part may contain colons;
+* OpenDKIM's development branch adds an optional fourth field naming the signing algorithm
+  (`example.com:mail:/etc/dkimkeys/mail.private:ed25519-sha256`), which overrides
+  SignatureAlgorithm for that key. A last `:` field shaped like an algorithm name
+  (`word-shaNNN`) is taken as that field; one that is not rsa-sha256 or ed25519-sha256
+  refuses the configuration, as the development branch does at start (rsa-sha1 too: dkimd
+  does not make RFC 8301's forbidden signatures).
 KeyTable lookups are case-sensitive (OpenDKIM opens it without DKIMF_DB_FLAG_ICASE).
 
 SigningTable: each entry maps a sender pattern to `keyname[:signer]`
@@ -27,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -34,7 +41,9 @@ from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind
 from dkimd.config.problems import Problem, Severity
 
 __all__ = [
+    "KEYTABLE_ALGORITHMS",
     "KeyTable",
+    "KeyTableAlgorithmError",
     "KeyTableEntry",
     "SigningMatch",
     "SigningTable",
@@ -58,6 +67,7 @@ class KeyTableEntry:
     key_data: bytes | None
     file: str | None = None
     line: int | None = None
+    algorithm: str | None = None  # the fourth field; None: SignatureAlgorithm / the key type
 
     @property
     def needs_sender_domain(self) -> bool:
@@ -78,27 +88,59 @@ class KeyTableEntry:
         return f"{self.file}:{self.line}"
 
 
+KEYTABLE_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+_ALGORITHM_SHAPE = re.compile(r"[a-z0-9]+-sha[0-9]+", re.IGNORECASE)
+
+
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../"))
+
+
+class KeyTableAlgorithmError(ValueError):
+    """The fourth KeyTable field names an algorithm dkimd cannot sign with."""
+
+
+def split_algorithm(key: str) -> tuple[str, str | None]:
+    """`key[:algorithm]` -> (key, algorithm or None); raises KeyTableAlgorithmError."""
+    head, colon, last = key.rpartition(":")
+    if not colon or not _ALGORITHM_SHAPE.fullmatch(last.strip()):
+        return key, None
+    algorithm = last.strip().lower()
+    if algorithm == "rsa-sha1":
+        raise KeyTableAlgorithmError(
+            "rsa-sha1 signatures are forbidden by RFC 8301 and rejected by most verifiers"
+        )
+    if algorithm not in KEYTABLE_ALGORITHMS:
+        raise KeyTableAlgorithmError(
+            f'unknown signing algorithm "{last.strip()}" (use '
+            + ", ".join(KEYTABLE_ALGORITHMS)
+            + ")"
+        )
+    return head.strip(), algorithm
 
 
 def parse_keytable_value(
     name: str, value: str | None, file: str | None = None, line: int | None = None
 ) -> KeyTableEntry | str:
-    """Parse `domain:selector:key`; returns the entry, or an error message."""
+    """Parse `domain:selector:key[:algorithm]`; returns the entry, or an error message.
+
+    An unknown algorithm in the fourth field raises KeyTableAlgorithmError: unlike a
+    malformed line, it refuses the configuration.
+    """
     if not value:
         return f'KeyTable entry "{name}" has no value (expected domain:selector:keyfile)'
     parts = value.split(":", 2)
     if len(parts) != 3:
         return f'KeyTable entry "{name}": "{value}" is not domain:selector:keyfile'
     domain, selector, key = (p.strip() for p in parts)
+    key, algorithm = split_algorithm(key)
     if not domain or not selector or not key:
         return f'KeyTable entry "{name}": empty domain, selector or key in "{value}"'
     if _looks_like_path(key):
-        return KeyTableEntry(name, domain, selector, key, None, file, line)
+        return KeyTableEntry(name, domain, selector, key, None, file, line, algorithm)
     # Inline key: PEM text or base64 DER; kept as bytes for dkim.keys.load_private_key.
     if key.startswith("-----BEGIN"):
-        return KeyTableEntry(name, domain, selector, None, key.encode(), file, line)
+        return KeyTableEntry(name, domain, selector, None, key.encode(), file, line, algorithm)
     try:
         der = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
@@ -106,7 +148,7 @@ def parse_keytable_value(
             f'KeyTable entry "{name}": "{key[:40]}" is neither a key file path '
             "(starting with /, ./ or ../) nor a base64 key"
         )
-    return KeyTableEntry(name, domain, selector, None, der, file, line)
+    return KeyTableEntry(name, domain, selector, None, der, file, line, algorithm)
 
 
 class KeyTable:
@@ -136,7 +178,20 @@ class KeyTable:
         entries: dict[int, KeyTableEntry] = {}
         broken: dict[int, str] = {}
         for raw in dataset.entries:
-            parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            try:
+                parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            except KeyTableAlgorithmError as exc:
+                broken[id(raw)] = str(exc)
+                problems.append(
+                    Problem(
+                        raw.file,
+                        raw.line,
+                        Severity.ERROR,
+                        f'KeyTable entry "{raw.key}": {exc}',
+                        option=option,
+                    )
+                )
+                continue
             if isinstance(parsed, str):
                 broken[id(raw)] = parsed
                 problems.append(

@@ -39,6 +39,7 @@ from dkimd.config.hosts import check_host_entries
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import ConfigError, Problem, Severity, errors_in, warnings_in
 from dkimd.config.reader import RawConfig, Setting, read_config_file, read_config_text
+from dkimd.config.signing_walk import walk_signing_table
 from dkimd.config.values import (
     DEFAULT_ACTIONS,
     Action,
@@ -270,6 +271,7 @@ class _Builder:
         self.flag("MultipleSignatures", "multiple_signatures")
         self.flag("RemoveOldSignatures", "remove_old_signatures")
         self.flag("RequireSafeKeys", "require_safe_keys")
+        self.flag("CheckSigningTable", "check_signing_table")
 
     def keys(self) -> None:
         key_table = signing_table = None
@@ -615,9 +617,14 @@ def daemon_refusals_of(raw: RawConfig, signs: bool) -> list[Problem]:
     return []
 
 
-def daemon_refusals(config: Config) -> list[Problem]:
-    """`daemon_refusals_of` for a loaded Config (the daemon and `dkimd check` ask)."""
-    return daemon_refusals_of(config.raw, config.signs) if config.raw is not None else []
+def daemon_refusals(config: Config, check_signing_table: bool | None = None) -> list[Problem]:
+    """`daemon_refusals_of` for a loaded Config (the daemon and `dkimd check` ask), and the
+    SigningTable walk when CheckSigningTable (or `check_signing_table`, from -G/-g) says so."""
+    refusals = daemon_refusals_of(config.raw, config.signs) if config.raw is not None else []
+    walk = config.check_signing_table if check_signing_table is None else check_signing_table
+    if walk and config.signing_table is not None and config.key_table is not None:
+        refusals.extend(walk_signing_table(config.signing_table, config.key_table))
+    return refusals
 
 
 def build_config(raw: RawConfig) -> ConfigReport:

@@ -19,6 +19,11 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
 * `AllowSHA1` (bool, default no): accept rsa-sha1 signatures when verifying and allow
   `SignatureAlgorithm rsa-sha1` when signing. RFC 8301 section 3.1 forbids both; this is the
   legacy switch for sites that still need it.
+* `CheckSigningTable` (bool, default no), from OpenDKIM's development branch (Debian's 2.11
+  rejects the name): yes refuses to start when a SigningTable entry names a key the KeyTable
+  lacks or a KeyTable line it names is malformed (the start-up walk of that branch). The
+  default is Debian 2.11's behaviour: start, and tempfail the messages such an entry
+  matches. `dkimd -G` / `-g` set it yes / no from the command line, as there.
 """
 
 from __future__ import annotations
@@ -149,6 +154,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     # -- dkimd extensions -------------------------------------------------------------------
     _spec("Workers", _I, 1, implemented=True, extension=True),
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
+    _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("AllowSHA1Only", _B),
     _spec("BaseDirectory", _S),

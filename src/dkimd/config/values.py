@@ -209,6 +209,7 @@ class Config:
     remove_old_signatures: bool = False
     require_safe_keys: bool = True
     allow_sha1: bool = False  # dkimd extension
+    check_signing_table: bool = False  # OpenDKIM develop's start-up walk (signing_walk.py)
     # which keys
     key_source: KeySource = KeySource.NONE
     single_key: SingleKey | None = None

@@ -145,7 +145,8 @@ class _Linter:
             if path is not None:
                 self.check_safety(where, name, path, uid, config.require_safe_keys, info)
                 self.check_readable(where, name, path, uid, info)
-            self.check_size(where, name, info.key, config)
+            algorithm = entry.algorithm if entry is not None else None
+            self.check_size(where, name, info.key, config, algorithm)
 
     def load_key(
         self, where: tuple[str | None, int | None], name: str, path: str | None, data: bytes | None
@@ -224,10 +225,26 @@ class _Linter:
         )
 
     def check_size(
-        self, where: tuple[str | None, int | None], name: str, key: PrivateKey, config: Config
+        self,
+        where: tuple[str | None, int | None],
+        name: str,
+        key: PrivateKey,
+        config: Config,
+        algorithm: str | None = None,
     ) -> None:
+        if algorithm is not None and not algorithm.startswith(key.key_type + "-"):
+            self.add(
+                Severity.ERROR,
+                where,
+                f'key "{name}" is {key.key_type} but its KeyTable entry names {algorithm}: '
+                "messages signed with it are tempfailed",
+                "name the algorithm of the key, or drop the fourth field",
+                "KeyTable",
+            )
+            return
         if key.key_type != "rsa":
-            if not config.signature_algorithm.startswith(key.key_type):
+            # A KeyTable fourth field chooses per key; only SignatureAlgorithm can disagree.
+            if algorithm is None and not config.signature_algorithm.startswith(key.key_type):
                 self.add(
                     Severity.WARNING,
                     where,
@@ -689,7 +706,8 @@ def lint(report: ConfigReport, *, postconf: PostconfRunner | None = run_postconf
     config = report.config
     if config is None:
         return linter.out
-    linter.out.problems += daemon_refusals(config)
+    # The walk's findings are already errors here (fails_messages), whatever CheckSigningTable.
+    linter.out.problems += daemon_refusals(config, check_signing_table=False)
     linter.check_keys(config)
     linter.check_unused_keys(config)
     linter.check_socket(config)

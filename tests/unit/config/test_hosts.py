@@ -189,3 +189,12 @@ def test_candidate_keys_order() -> None:
 )
 def test_inet_ntop6(address: str, text: str) -> None:
     assert inet_ntop6(ipaddress.IPv6Address(address)) == text
+
+
+def test_inline_list_may_start_with_a_bracketed_ipv6_address() -> None:
+    """OpenDKIM's development branch: `[fd00:368::]/40,...` without `csl:` is a list, not a
+    data set of type "[fd00"."""
+    h = hosts("[fd00:368::]/40, 192.0.2.0/24, ![fd00:368:1::]/48")
+    assert h.matches("fd00:368::5", None) and h.matches("192.0.2.7", None)
+    assert not h.matches("fd00:368:1::5", None)
+    assert not h.matches("fd00:400::1", None)

@@ -155,3 +155,16 @@ def test_check_against_keytable(write: Writer) -> None:
         (4, False, True),
     ]
     assert '"unknown", which is not in the KeyTable' in problems[0].message
+
+
+def test_keytable_fourth_field_only_when_shaped_like_an_algorithm() -> None:
+    entry = parse_keytable_value("k", "example.com:s:/keys/k.private:ed25519-sha256")
+    assert isinstance(entry, KeyTableEntry)
+    assert (entry.key_path, entry.algorithm) == ("/keys/k.private", "ed25519-sha256")
+    # 2.11 gives the key part everything after the second colon: a path may hold colons.
+    path = parse_keytable_value("k", "example.com:s:/keys/a:b.private")
+    assert isinstance(path, KeyTableEntry)
+    assert (path.key_path, path.algorithm) == ("/keys/a:b.private", None)
+    bare = parse_keytable_value("k", "example.com:s:/keys/k.private")
+    assert isinstance(bare, KeyTableEntry) and bare.algorithm is None
+    assert isinstance(parse_keytable_value("k", "example.com:s:rsa-sha256"), str)  # no key

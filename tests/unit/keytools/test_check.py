@@ -288,3 +288,13 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert check.main(["-x", str(tmp_path / "nope.conf"), "--no-postfix"]) == 2
     out = capsys.readouterr().out
     assert "nope.conf" in out and "No such file or directory" in out
+
+
+def test_keytable_algorithm_that_does_not_fit_the_key(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.edit("KeyTable", f":{site.key_path}", f":{site.key_path}:ed25519-sha256")
+    assert site.run() == 2
+    out = capsys.readouterr().out
+    assert f"{site.root}/KeyTable:2: error:" in out
+    assert "is rsa but its KeyTable entry names ed25519-sha256" in out
