@@ -39,7 +39,8 @@ from typing import NoReturn
 
 from dkimd import __version__
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
-from dkimd.config.load import daemon_refusals
+from dkimd.config.load import analyze_config, build_config, daemon_refusals
+from dkimd.config.operational import split_check_problems, without_operational
 from dkimd.dns.base import TxtLookup, TxtStatus
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
@@ -198,15 +199,14 @@ def check(options: DaemonOptions) -> int:
     """`-n`: read the configuration, report problems, exit 0 or 78.
 
     As opendkim -n: only what loading the configuration finds decides the exit status (an
-    unsafe key under RequireSafeKeys included, which start-up refuses too); it returns
-    before the socket and the user are looked at, so a file without Socket passes. A
-    socket or user given that could not be used is still worth saying (as a warning).
+    unsafe key under RequireSafeKeys included, which start-up refuses too); the options
+    opendkim reads only when really starting (Socket, UserID, AutoRestartRate...:
+    `dkimd.config.operational`) are not checked, so a file without Socket, or with one that
+    would not work, passes. What would stop a real start is still said, as a warning.
     """
-    config = _read_config_or_report(options)
+    config = _check_config(options)
     if config is None:
         return EX_CONFIG
-    for warning in config.warnings:
-        sys.stderr.write(f"dkimd: {warning}\n")
     run_as: RunAs | None = None
     try:
         given = options.socket or (str(config.socket) if config.socket is not None else None)
@@ -225,6 +225,23 @@ def check(options: DaemonOptions) -> int:
         sys.stderr.write(f"dkimd: {exc}\n")
         return exc.exit_code
     return 0
+
+
+def _check_config(options: DaemonOptions) -> Config | None:
+    """The configuration as `-n` judges it, or None after saying on stderr why it fails."""
+    report = analyze_config(options.config_path)
+    failing, warnings = split_check_problems(report.problems)
+    config = report.config
+    if config is None and not failing:
+        # Only operational options are wrong: check the rest as opendkim -n does.
+        stripped = build_config(without_operational(report.raw))
+        failing = list(stripped.errors)
+        config = stripped.config
+    if config is not None and not failing:
+        failing = daemon_refusals(config)
+    for problem in [*failing, *warnings]:
+        sys.stderr.write(f"dkimd: {problem}\n")
+    return None if failing or config is None else config
 
 
 def run(options: DaemonOptions) -> int:
