@@ -39,10 +39,11 @@ from typing import NoReturn
 
 from dkimd import __version__
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
+from dkimd.config.basedir import kept_on_failure
 from dkimd.config.load import analyze_config, build_config, daemon_refusals
 from dkimd.config.operational import split_check_problems, without_operational
 from dkimd.dns.base import TxtLookup, TxtStatus
-from dkimd.dns.resolver import DnsResolver
+from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
 from dkimd.log import flush_logging, get_logger, setup_logging
@@ -124,7 +125,10 @@ def make_resolver(config: Config) -> TxtLookup:
         resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-        resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
+        try:
+            resolver = build_resolver(config.nameservers, timeout, config.resolver)
+        except ResolverConfigError as exc:
+            raise StartupError(str(exc), exit_code=EX_SOFTWARE) from None
     if config.test_public_keys is not None:
         return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
     return resolver
@@ -247,9 +251,12 @@ def _check_config(options: DaemonOptions) -> Config | None:
 def run(options: DaemonOptions) -> int:
     """Start the daemon; returns the exit code (0 after a clean stop)."""
     setup_logging(syslog=False, stderr=True, verbose=options.verbose)
+    # Reloads read the file again after BaseDirectory has moved us: keep where it is.
+    config_path = os.path.abspath(options.config_path)
     config = _read_config_or_report(options)
     if config is None:
         return EX_CONFIG
+    options = replace(options, config_path=config_path)
     # Until we detach, stderr is the admin's terminal (or the journal): say everything there.
     setup_logging(
         syslog=config.syslog,
@@ -280,7 +287,7 @@ def run(options: DaemonOptions) -> int:
         return 1
     channel = StartupChannel(None)
     if config.background:
-        channel = detach()
+        channel = detach(keep_directory=config.base_directory is not None)
         setup_logging(
             syslog=config.syslog,
             facility=config.syslog_facility,
@@ -347,9 +354,11 @@ class _Reloader:
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
         try:
-            config = read_config(self.options)
-            config = replace(config, test_public_keys=self.test_public_keys)
-            new = build_runtime(config, self.run_as)
+            # BaseDirectory: a failed reload must leave the running one's directory
+            with kept_on_failure():
+                config = read_config(self.options)
+                config = replace(config, test_public_keys=self.test_public_keys)
+                new = build_runtime(config, self.run_as)
         except ConfigError as exc:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")

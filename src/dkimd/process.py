@@ -163,8 +163,12 @@ def _wait_for_daemon(fd: int) -> int:
     return 1
 
 
-def detach() -> StartupChannel:
+def detach(*, keep_directory: bool = False) -> StartupChannel:
     """Go to the background the classic way (fork, setsid, fork), as opendkim does by default.
+
+    The daemon then works in `/` (it holds no directory busy), unless `keep_directory`:
+    with BaseDirectory it stays there, as opendkim does, since relative KeyTable key paths
+    are read from it per message.
 
     Returns, in the daemon, the channel on which it reports start-up success or failure;
     the calling process waits for that report and exits with 0 or 1 (`StartupChannel`).
@@ -179,7 +183,8 @@ def detach() -> StartupChannel:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    os.chdir("/")
+    if not keep_directory:
+        os.chdir("/")
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from dkimd.config.basedir import enter_base_directory
 from dkimd.config.datasets import Dataset, DatasetKind, open_dataset
 from dkimd.config.hosts import check_host_entries
 from dkimd.config.keytable import KeyTable, SigningTable
@@ -54,6 +55,7 @@ from dkimd.config.values import (
     UserGroup,
 )
 from dkimd.dkim.atps import ATPS_HASHES
+from dkimd.dns.options import ResolverOptions
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
@@ -192,6 +194,7 @@ class _Builder:
 
     # -- stages ----------------------------------------------------------------------------
     def build(self) -> Config | None:
+        self.base_directory()
         self.operation()
         self.keys()
         self.signature_tags()
@@ -210,6 +213,16 @@ class _Builder:
             raw=self.raw,
             **self.values,
         )
+
+    def base_directory(self) -> None:
+        # First, as in opendkim: every relative path below is relative to it.
+        setting = self.get("BaseDirectory")
+        if setting is not None:
+            failure = enter_base_directory(setting.value)
+            if failure is not None:
+                self.error(setting, failure)
+            else:
+                self.values["base_directory"] = setting.value
 
     def operation(self) -> None:
         setting = self.get("Mode")
@@ -514,6 +527,18 @@ class _Builder:
             # Relative to the directory the filter starts in (OpenDKIM reads it once, in
             # main); absolute from here on, so no later chdir moves it.
             self.values["test_public_keys"] = os.path.abspath(setting.value)
+        self.resolver()
+
+    def resolver(self) -> None:
+        flags = {n: self.get(n) for n in ("DNSConnect", "ResolverTracing", "QueryCache")}
+        setting = self.get("ResolverConfiguration")
+        self.values["resolver"] = ResolverOptions(
+            tcp=bool(flags["DNSConnect"] and flags["DNSConnect"].parsed),
+            tracing=bool(flags["ResolverTracing"] and flags["ResolverTracing"].parsed),
+            query_cache=None if flags["QueryCache"] is None else bool(flags["QueryCache"].parsed),
+            # read when the resolver is built (start, reload): relative to BaseDirectory
+            configuration=None if setting is None else os.path.abspath(setting.value),
+        )
 
     def daemon(self) -> None:
         # No Socket is no problem of the file: -p may give one (OpenDKIM: -p wins, and
