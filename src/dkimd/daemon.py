@@ -391,6 +391,8 @@ async def _serve(
         # Fixed at start: a reload that adds a PeerList or drops Mode v needs a restart.
         filter_options_for(runtime.config),
         progress_interval=30.0,
+        # read at start, not on reload, as opendkim
+        milter_debug=runtime.config.milter_debug,
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.dkimd import Dkimd
 from support.opendkim import milter_transaction
 from support.tools import free_port, require
 
@@ -90,3 +91,12 @@ def test_base_directory_in_the_background(tmp_path: Path) -> None:
     finally:
         os.kill(pid, signal.SIGTERM)
         assert _wait_gone(pid)
+
+
+def test_milter_debug_traces_the_protocol(tmp_path: Path) -> None:
+    require("miltertest")
+    with Dkimd(tmp_path / "d", mode="v", options={"MilterDebug": "2"}) as d:
+        result = milter_transaction(d.socket_spec, MESSAGE)
+        assert result.reply == "a", result.output
+        d.wait_for_log("milter #1: MTA: EndOfMessage")
+        assert "milter #1: agreed: " in d.log_text()

@@ -588,6 +588,7 @@ class _Builder:
                 seconds = int(match[2]) * _UNIT_SECONDS[match[3].lower()]
                 self.values["auto_restart_rate"] = RestartRate(int(match[1]), seconds)
         self.number("Workers", "workers", minimum=1, maximum=1024)
+        self.number("MilterDebug", "milter_debug", minimum=-(2**31))  # <= 0: no trace
 
     def logging(self) -> None:
         self.flag("Syslog", "syslog")

@@ -183,7 +183,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("LDAPUseTLS", _B),
     _spec("LogResults", _B),
     _spec("MaximumHeaders", _I, 65536),
-    _spec("MilterDebug", _I, 0),
+    _spec("MilterDebug", _I, 0, implemented=True),
     _spec("Minimum", _S),
     _spec("MTA", _D),
     _spec("MTACommand", _S, "/usr/sbin/sendmail", implemented=True),
