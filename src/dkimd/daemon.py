@@ -38,12 +38,15 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from dkimd import __version__
+from dkimd.chroot import EX_OSERR, ChrootError, change_root, without_user_warning
+from dkimd.chroot import prepare as prepare_chroot
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.config.basedir import kept_on_failure
 from dkimd.config.load import analyze_config, build_config, daemon_refusals
 from dkimd.config.operational import split_check_problems, without_operational
 from dkimd.dns.base import TxtLookup, TxtStatus
 from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
+from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
 from dkimd.log import flush_logging, get_logger, setup_logging
@@ -134,11 +137,19 @@ def make_resolver(config: Config) -> TxtLookup:
     return resolver
 
 
-def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
-    """Runtime for `config`, every key loaded and judged for the user we run as."""
+def build_runtime(config: Config, run_as: RunAs | None, *, load_keys: bool = True) -> Runtime:
+    """Runtime for `config`, every key loaded and judged for the user we run as (unless
+    not `load_keys`: then `preload_keys` must follow)."""
     runtime = Runtime.build(
         config, make_resolver(config), check_uid=run_as.uid if run_as is not None else None
     )
+    if load_keys:
+        preload_keys(runtime)
+    return runtime
+
+
+def preload_keys(runtime: Runtime) -> None:
+    """Load the keys now (as root); an unsafe one stops the start (StartupError)."""
     problems = runtime.policy.keys.preload()
     unsafe = [p for p in problems if p.condition is Condition.SECURITY]
     if unsafe:
@@ -147,7 +158,19 @@ def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
         )
     for problem in problems:
         log.warning("key %s: %s", problem.key_name, problem.message)
-    return runtime
+
+
+def enter_new_root(config: Config, run_as: RunAs | None) -> None:
+    """ChangeRootDirectory (dkimd.chroot); raises StartupError (exit 71) on failure."""
+    assert config.change_root_directory is not None
+    warning = without_user_warning(os.getuid() == 0, run_as is not None)
+    if warning is not None:
+        log.warning("%s", warning)
+    prepare_chroot()
+    try:
+        change_root(config.change_root_directory)
+    except ChrootError as exc:
+        raise StartupError(str(exc), exit_code=EX_OSERR) from None
 
 
 def socket_spec(config: Config, options: DaemonOptions) -> str:
@@ -274,8 +297,15 @@ def run(options: DaemonOptions) -> int:
         run_as = resolve_user(wanted) if wanted else None
         if config.umask is not None:
             os.umask(config.umask)  # as opendkim: for the socket file and the pid file
-        runtime = build_runtime(config, run_as)
-        sock = bind_listener(spec, config)
+        new_root = config.change_root_directory is not None
+        runtime = build_runtime(config, run_as, load_keys=not new_root)
+        # A TCP socket's host name is resolved outside a new root; a local: path is one
+        # inside it, as opendkim opens the socket after the chroot.
+        early = bind_listener(spec, config) if not new_root or spec.family != "local" else None
+        if new_root:
+            enter_new_root(config, run_as)
+            preload_keys(runtime)  # KeyTable keys are read inside the new root from now on
+        sock = early if early is not None else bind_listener(spec, config)
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return exc.exit_code
@@ -344,12 +374,16 @@ class _Reloader:
         run_as: RunAs | None,
         *,
         test_public_keys: str | None = None,
+        start_nameservers: tuple[str, ...] = (),
     ):
         self.options = options
         self.holder = holder
         self.run_as = run_as
         # OpenDKIM reads TestPublicKeys once, at start (main), not on reload.
         self.test_public_keys = test_public_keys
+        # After ChangeRootDirectory: the servers of the start, for a new root that has no
+        # etc/resolv.conf of its own.
+        self.start_nameservers = start_nameservers
 
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
@@ -358,6 +392,13 @@ class _Reloader:
             with kept_on_failure():
                 config = read_config(self.options)
                 config = replace(config, test_public_keys=self.test_public_keys)
+                if (
+                    self.start_nameservers
+                    and not config.nameservers
+                    and config.resolver.configuration is None
+                    and not os.path.exists("/etc/resolv.conf")
+                ):
+                    config = replace(config, nameservers=self.start_nameservers)
                 new = build_runtime(config, self.run_as)
         except ConfigError as exc:
             _config_problems(exc)
@@ -396,7 +437,13 @@ async def _serve(
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    reload = _Reloader(options, holder, run_as, test_public_keys=runtime.config.test_public_keys)
+    reload = _Reloader(
+        options,
+        holder,
+        run_as,
+        test_public_keys=runtime.config.test_public_keys,
+        start_nameservers=_start_nameservers(runtime),
+    )
 
     def stop(signum: int) -> None:
         # From here on further signals stay blocked: a second SIGTERM while in-flight
@@ -432,6 +479,16 @@ async def _serve(
         stats.errors,
     )
     return 0
+
+
+def _start_nameservers(runtime: Runtime) -> tuple[str, ...]:
+    """The DNS servers asked since start, kept for reloads inside a new root."""
+    if runtime.config.change_root_directory is None or runtime.config.nameservers:
+        return ()
+    resolver = runtime.resolver
+    if isinstance(resolver, KeyRecordsFirst):
+        resolver = resolver.other
+    return tuple(resolver.nameservers) if isinstance(resolver, DnsResolver) else ()
 
 
 def _worker(

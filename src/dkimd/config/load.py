@@ -589,6 +589,9 @@ class _Builder:
                 self.values["auto_restart_rate"] = RestartRate(int(match[1]), seconds)
         self.number("Workers", "workers", minimum=1, maximum=1024)
         self.number("MilterDebug", "milter_debug", minimum=-(2**31))  # <= 0: no trace
+        setting = self.get("ChangeRootDirectory")
+        if setting is not None:
+            self.values["change_root_directory"] = setting.value
 
     def logging(self) -> None:
         self.flag("Syslog", "syslog")

@@ -154,7 +154,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("BaseDirectory", _S, implemented=True),
     _spec("BogusKey", _S, "fail"),
     _spec("CaptureUnknownErrors", _B),
-    _spec("ChangeRootDirectory", _S),
+    _spec("ChangeRootDirectory", _S, implemented=True),
     _spec("ClockDrift", _I, 300),
     _spec("Diagnostics", _B),
     _spec("DiagnosticDirectory", _S),
