@@ -182,12 +182,14 @@ class _Builder:
         setting = self.get(name)
         if setting is None:
             return None
+        soft_start = self.get("SoftStart")
         ds, problems = open_dataset(
             setting.value,
             case_insensitive=case_insensitive,
             ascii_only=ascii_only,
             origin=(setting.file, setting.line),
             option=setting.name,
+            soft_start=bool(soft_start and soft_start.parsed),
         )
         self.problems.extend(problems)
         return None if ds is None else (setting, ds)
@@ -589,6 +591,10 @@ class _Builder:
                 self.values["auto_restart_rate"] = RestartRate(int(match[1]), seconds)
         self.number("Workers", "workers", minimum=1, maximum=1024)
         self.number("MilterDebug", "milter_debug", minimum=-(2**31))  # <= 0: no trace
+        self.flag("SoftStart", "soft_start")
+        setting = self.get("TemporaryDirectory")
+        if setting is not None:
+            self.values["temporary_directory"] = setting.value
         setting = self.get("ChangeRootDirectory")
         if setting is not None:
             self.values["change_root_directory"] = setting.value
