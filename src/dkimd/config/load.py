@@ -592,6 +592,7 @@ class _Builder:
         self.number("Workers", "workers", minimum=1, maximum=1024)
         self.number("MilterDebug", "milter_debug", minimum=-(2**31))  # <= 0: no trace
         self.flag("SoftStart", "soft_start")
+        self.flag("StrictTestMode", "strict_test_mode")
         setting = self.get("TemporaryDirectory")
         if setting is not None:
             self.values["temporary_directory"] = setting.value

@@ -213,7 +213,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("StatisticsPolicyScript", _S),
     _spec("StatisticsPrefix", _S),
     _spec("StrictHeaders", _B, implemented=True),
-    _spec("StrictTestMode", _B),
+    _spec("StrictTestMode", _B, implemented=True),
     _spec("TemporaryDirectory", _S, "/tmp", implemented=True),
     _spec("TrustAnchorFile", _S),
     _spec("TrustSignaturesFrom", _D),
