@@ -38,9 +38,14 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from dkimd import __version__
+from dkimd.chroot import EX_OSERR, ChrootError, change_root, without_user_warning
+from dkimd.chroot import prepare as prepare_chroot
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
-from dkimd.config.load import daemon_refusals
+from dkimd.config.basedir import kept_on_failure
+from dkimd.config.load import analyze_config, build_config, daemon_refusals
+from dkimd.config.operational import split_check_problems, without_operational
 from dkimd.dns.base import TxtLookup, TxtStatus
+from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
@@ -124,17 +129,28 @@ def make_resolver(config: Config) -> TxtLookup:
         resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-        resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
+        try:
+            resolver = build_resolver(config.nameservers, timeout, config.resolver)
+        except ResolverConfigError as exc:
+            raise StartupError(str(exc), exit_code=EX_SOFTWARE) from None
     if config.test_public_keys is not None:
         return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
     return resolver
 
 
-def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
-    """Runtime for `config`, every key loaded and judged for the user we run as."""
+def build_runtime(config: Config, run_as: RunAs | None, *, load_keys: bool = True) -> Runtime:
+    """Runtime for `config`, every key loaded and judged for the user we run as (unless
+    not `load_keys`: then `preload_keys` must follow)."""
     runtime = Runtime.build(
         config, make_resolver(config), check_uid=run_as.uid if run_as is not None else None
     )
+    if load_keys:
+        preload_keys(runtime)
+    return runtime
+
+
+def preload_keys(runtime: Runtime) -> None:
+    """Load the keys now (as root); an unsafe one stops the start (StartupError)."""
     problems = runtime.policy.keys.preload()
     unsafe = [p for p in problems if p.condition is Condition.SECURITY]
     if unsafe:
@@ -143,7 +159,19 @@ def build_runtime(config: Config, run_as: RunAs | None) -> Runtime:
         )
     for problem in problems:
         log.warning("key %s: %s", problem.key_name, problem.message)
-    return runtime
+
+
+def enter_new_root(config: Config, run_as: RunAs | None) -> None:
+    """ChangeRootDirectory (dkimd.chroot); raises StartupError (exit 71) on failure."""
+    assert config.change_root_directory is not None
+    warning = without_user_warning(os.getuid() == 0, run_as is not None)
+    if warning is not None:
+        log.warning("%s", warning)
+    prepare_chroot()
+    try:
+        change_root(config.change_root_directory)
+    except ChrootError as exc:
+        raise StartupError(str(exc), exit_code=EX_OSERR) from None
 
 
 def socket_spec(config: Config, options: DaemonOptions) -> str:
@@ -199,15 +227,14 @@ def check(options: DaemonOptions) -> int:
     """`-n`: read the configuration, report problems, exit 0 or 78.
 
     As opendkim -n: only what loading the configuration finds decides the exit status (an
-    unsafe key under RequireSafeKeys included, which start-up refuses too); it returns
-    before the socket and the user are looked at, so a file without Socket passes. A
-    socket or user given that could not be used is still worth saying (as a warning).
+    unsafe key under RequireSafeKeys included, which start-up refuses too); the options
+    opendkim reads only when really starting (Socket, UserID, AutoRestartRate...:
+    `dkimd.config.operational`) are not checked, so a file without Socket, or with one that
+    would not work, passes. What would stop a real start is still said, as a warning.
     """
-    config = _read_config_or_report(options)
+    config = _check_config(options)
     if config is None:
         return EX_CONFIG
-    for warning in config.warnings:
-        sys.stderr.write(f"dkimd: {warning}\n")
     run_as: RunAs | None = None
     try:
         given = options.socket or (str(config.socket) if config.socket is not None else None)
@@ -228,12 +255,32 @@ def check(options: DaemonOptions) -> int:
     return 0
 
 
+def _check_config(options: DaemonOptions) -> Config | None:
+    """The configuration as `-n` judges it, or None after saying on stderr why it fails."""
+    report = analyze_config(options.config_path)
+    failing, warnings = split_check_problems(report.problems)
+    config = report.config
+    if config is None and not failing:
+        # Only operational options are wrong: check the rest as opendkim -n does.
+        stripped = build_config(without_operational(report.raw))
+        failing = list(stripped.errors)
+        config = stripped.config
+    if config is not None and not failing:
+        failing = daemon_refusals(config)
+    for problem in [*failing, *warnings]:
+        sys.stderr.write(f"dkimd: {problem}\n")
+    return None if failing or config is None else config
+
+
 def run(options: DaemonOptions) -> int:
     """Start the daemon; returns the exit code (0 after a clean stop)."""
     setup_logging(syslog=False, stderr=True, verbose=options.verbose)
+    # Reloads read the file again after BaseDirectory has moved us: keep where it is.
+    config_path = os.path.abspath(options.config_path)
     config = _read_config_or_report(options)
     if config is None:
         return EX_CONFIG
+    options = replace(options, config_path=config_path)
     # Until we detach, stderr is the admin's terminal (or the journal): say everything there.
     setup_logging(
         syslog=config.syslog,
@@ -251,8 +298,15 @@ def run(options: DaemonOptions) -> int:
         run_as = resolve_user(wanted) if wanted else None
         if config.umask is not None:
             os.umask(config.umask)  # as opendkim: for the socket file and the pid file
-        runtime = build_runtime(config, run_as)
-        sock = bind_listener(spec, config)
+        new_root = config.change_root_directory is not None
+        runtime = build_runtime(config, run_as, load_keys=not new_root)
+        # A TCP socket's host name is resolved outside a new root; a local: path is one
+        # inside it, as opendkim opens the socket after the chroot.
+        early = bind_listener(spec, config) if not new_root or spec.family != "local" else None
+        if new_root:
+            enter_new_root(config, run_as)
+            preload_keys(runtime)  # KeyTable keys are read inside the new root from now on
+        sock = early if early is not None else bind_listener(spec, config)
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return exc.exit_code
@@ -264,7 +318,7 @@ def run(options: DaemonOptions) -> int:
         return 1
     channel = StartupChannel(None)
     if config.background:
-        channel = detach()
+        channel = detach(keep_directory=config.base_directory is not None)
         setup_logging(
             syslog=config.syslog,
             facility=config.syslog_facility,
@@ -321,19 +375,32 @@ class _Reloader:
         run_as: RunAs | None,
         *,
         test_public_keys: str | None = None,
+        start_nameservers: tuple[str, ...] = (),
     ):
         self.options = options
         self.holder = holder
         self.run_as = run_as
         # OpenDKIM reads TestPublicKeys once, at start (main), not on reload.
         self.test_public_keys = test_public_keys
+        # After ChangeRootDirectory: the servers of the start, for a new root that has no
+        # etc/resolv.conf of its own.
+        self.start_nameservers = start_nameservers
 
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
         try:
-            config = read_config(self.options)
-            config = replace(config, test_public_keys=self.test_public_keys)
-            new = build_runtime(config, self.run_as)
+            # BaseDirectory: a failed reload must leave the running one's directory
+            with kept_on_failure():
+                config = read_config(self.options)
+                config = replace(config, test_public_keys=self.test_public_keys)
+                if (
+                    self.start_nameservers
+                    and not config.nameservers
+                    and config.resolver.configuration is None
+                    and not os.path.exists("/etc/resolv.conf")
+                ):
+                    config = replace(config, nameservers=self.start_nameservers)
+                new = build_runtime(config, self.run_as)
         except ConfigError as exc:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
@@ -366,10 +433,18 @@ async def _serve(
         # Fixed at start: a reload that adds a PeerList or drops Mode v needs a restart.
         filter_options_for(runtime.config),
         progress_interval=30.0,
+        # read at start, not on reload, as opendkim
+        milter_debug=runtime.config.milter_debug,
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    reload = _Reloader(options, holder, run_as, test_public_keys=runtime.config.test_public_keys)
+    reload = _Reloader(
+        options,
+        holder,
+        run_as,
+        test_public_keys=runtime.config.test_public_keys,
+        start_nameservers=_start_nameservers(runtime),
+    )
 
     def stop(signum: int) -> None:
         # From here on further signals stay blocked: a second SIGTERM while in-flight
@@ -405,6 +480,16 @@ async def _serve(
         stats.errors,
     )
     return 0
+
+
+def _start_nameservers(runtime: Runtime) -> tuple[str, ...]:
+    """The DNS servers asked since start, kept for reloads inside a new root."""
+    if runtime.config.change_root_directory is None or runtime.config.nameservers:
+        return ()
+    resolver = runtime.resolver
+    if isinstance(resolver, KeyRecordsFirst):
+        resolver = resolver.other
+    return tuple(resolver.nameservers) if isinstance(resolver, DnsResolver) else ()
 
 
 def _worker(

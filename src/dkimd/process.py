@@ -25,6 +25,9 @@ class RunAs:
     gid: int
     user: str
     home: str
+    # The supplementary groups, found while /etc/group is reachable (ChangeRootDirectory
+    # comes between resolve_user and drop_privileges); empty: initgroups then.
+    groups: tuple[int, ...] = ()
 
 
 def resolve_user(spec: str) -> RunAs:
@@ -40,7 +43,8 @@ def resolve_user(spec: str) -> RunAs:
             gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
             raise ProcessError(f"UserID: no such group {group!r}") from None
-    return RunAs(uid=pw.pw_uid, gid=gid, user=pw.pw_name, home=pw.pw_dir)
+    groups = tuple(os.getgrouplist(pw.pw_name, gid))
+    return RunAs(uid=pw.pw_uid, gid=gid, user=pw.pw_name, home=pw.pw_dir, groups=groups)
 
 
 def drop_privileges(target: RunAs) -> None:
@@ -50,7 +54,10 @@ def drop_privileges(target: RunAs) -> None:
     if os.geteuid() != 0:
         raise ProcessError(f"cannot switch to user {target.user!r}: not running as root")
     # Order matters: supplementary groups and gid must change while we still may.
-    os.initgroups(target.user, target.gid)
+    if target.groups:
+        os.setgroups(list(target.groups))
+    else:
+        os.initgroups(target.user, target.gid)
     os.setgid(target.gid)
     os.setuid(target.uid)
     if os.getuid() != target.uid:
@@ -163,8 +170,12 @@ def _wait_for_daemon(fd: int) -> int:
     return 1
 
 
-def detach() -> StartupChannel:
+def detach(*, keep_directory: bool = False) -> StartupChannel:
     """Go to the background the classic way (fork, setsid, fork), as opendkim does by default.
+
+    The daemon then works in `/` (it holds no directory busy), unless `keep_directory`:
+    with BaseDirectory it stays there, as opendkim does, since relative KeyTable key paths
+    are read from it per message.
 
     Returns, in the daemon, the channel on which it reports start-up success or failure;
     the calling process waits for that report and exits with 0 or 1 (`StartupChannel`).
@@ -179,7 +190,8 @@ def detach() -> StartupChannel:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    os.chdir("/")
+    if not keep_directory:
+        os.chdir("/")
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

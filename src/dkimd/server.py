@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from dkimd import milter
-from dkimd.milter import Action, Connection, FilterOptions
+from dkimd.milter import Action, FilterOptions
 from dkimd.milter.handler import (
     ConnectionInfo,
     HandlerFactory,
@@ -47,6 +47,7 @@ from dkimd.milter.handler import (
     Request,
     Step,
 )
+from dkimd.milter_trace import connection_factory
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -106,8 +107,10 @@ class MilterServer:
         max_packet: int = milter.DEFAULT_MAX_PACKET,
         error_action: milter.FinalAction = _TEMPFAIL,
         progress_interval: float | None = None,
+        milter_debug: int = 0,
     ) -> None:
         self._factory = handler_factory
+        self._new_connection = connection_factory(milter_debug)  # MilterDebug's trace
         self._options = filter_options if filter_options is not None else FilterOptions()
         self._idle_timeout = idle_timeout
         self._max_packet = max_packet
@@ -246,7 +249,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: MilterServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._loop = loop
-        self._conn = Connection(server._options, max_packet=server._max_packet)
+        self._conn = server._new_connection(server._options, server._max_packet)
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._handler: MilterHandler | None = None
         self._peer = "?"

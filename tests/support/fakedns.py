@@ -88,6 +88,7 @@ class FakeDns:
         self.default_soa = default_soa
         self._entries: dict[str, _Entry] = {}
         self._counts: Counter[str] = Counter()
+        self.transports: Counter[str] = Counter()  # queries received per transport
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._servers: list[socketserver.BaseServer] = []
@@ -247,6 +248,7 @@ class FakeDns:
         class Udp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 data, sock = self.request
+                owner.transports["udp"] += 1
                 reply, delay = owner._udp_reply(data)
                 if delay and owner._stopping.wait(delay):
                     return
@@ -264,6 +266,7 @@ class FakeDns:
                     data = _recv_exact(conn, struct.unpack("!H", header)[0])
                     if data is None:
                         return
+                    owner.transports["tcp"] += 1
                     reply, delay = owner.respond(data)
                     if delay and owner._stopping.wait(delay):
                         return

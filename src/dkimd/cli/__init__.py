@@ -15,7 +15,7 @@ from dkimd import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": (
         "dkimd.cli.serve",
-        "run the milter daemon (opendkim's flags: -x CONF -f -p -P -u -n -v -V)",
+        "run the milter daemon (opendkim's flags: -x CONF -f -p -P -u -n -t -v -V)",
     ),
     "sign": ("dkimd.cli.sign", "sign a message read from stdin"),
     "verify": ("dkimd.cli.verify", "verify the DKIM signatures of a message read from stdin"),

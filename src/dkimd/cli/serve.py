@@ -71,6 +71,13 @@ def build_parser(prog: str = "dkimd serve") -> argparse.ArgumentParser:
         const=False,
         help="start despite such entries, tempfailing their senders (CheckSigningTable no)",
     )
+    p.add_argument(
+        "-t",
+        dest="test_files",
+        metavar="FILES",
+        help="test mode: run the comma-separated message files (- for stdin) through the "
+        "filter, print what it would do on stderr, and exit",
+    )
     p.add_argument("-v", dest="verbose", action="store_true", help="verbose logging")
     p.add_argument("-V", dest="version", action="store_true", help="print the version and exit")
     return p
@@ -92,4 +99,8 @@ def main(argv: list[str], *, prog: str = "dkimd serve") -> int:
     )
     if args.check_only:
         return check(options)
+    if args.test_files is not None:
+        from dkimd import testmode
+
+        return testmode.main(options, args.test_files)
     return run(options)

@@ -42,6 +42,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from dkimd.config.problems import Problem, Severity
+from dkimd.config.softstart import failure_severity
 
 __all__ = [
     "UNSUPPORTED_TYPES",
@@ -373,8 +374,12 @@ def open_dataset(
     ascii_only: bool = False,
     origin: tuple[str, int] | None = None,
     option: str | None = None,
+    soft_start: bool = False,
 ) -> tuple[Dataset | None, list[Problem]]:
     """Open the data set an option value names; never raises.
+
+    `soft_start` is the SoftStart option: whether a failed open stops the start is
+    `dkimd.config.softstart`'s rule.
 
     Returns the data set (None if it cannot be opened at all) and the problems found.
     Problems about the value itself are placed at `origin` (the config file:line); problems
@@ -411,7 +416,7 @@ def open_dataset(
             Problem(
                 where_file,
                 where_line,
-                Severity.ERROR,
+                failure_severity(spec.kind.value, soft_start),
                 f"{option}: {message}" if option else message,
                 option=option,
             )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from dkimd.config.basedir import enter_base_directory
 from dkimd.config.datasets import Dataset, DatasetKind, open_dataset
 from dkimd.config.hosts import check_host_entries
 from dkimd.config.keytable import KeyTable, SigningTable
@@ -55,6 +56,7 @@ from dkimd.config.values import (
     UserGroup,
 )
 from dkimd.dkim.atps import ATPS_HASHES
+from dkimd.dns.options import ResolverOptions
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
@@ -181,18 +183,21 @@ class _Builder:
         setting = self.get(name)
         if setting is None:
             return None
+        soft_start = self.get("SoftStart")
         ds, problems = open_dataset(
             setting.value,
             case_insensitive=case_insensitive,
             ascii_only=ascii_only,
             origin=(setting.file, setting.line),
             option=setting.name,
+            soft_start=bool(soft_start and soft_start.parsed),
         )
         self.problems.extend(problems)
         return None if ds is None else (setting, ds)
 
     # -- stages ----------------------------------------------------------------------------
     def build(self) -> Config | None:
+        self.base_directory()
         self.operation()
         self.keys()
         self.signature_tags()
@@ -211,6 +216,16 @@ class _Builder:
             raw=self.raw,
             **self.values,
         )
+
+    def base_directory(self) -> None:
+        # First, as in opendkim: every relative path below is relative to it.
+        setting = self.get("BaseDirectory")
+        if setting is not None:
+            failure = enter_base_directory(setting.value)
+            if failure is not None:
+                self.error(setting, failure)
+            else:
+                self.values["base_directory"] = setting.value
 
     def operation(self) -> None:
         setting = self.get("Mode")
@@ -516,6 +531,18 @@ class _Builder:
             # Relative to the directory the filter starts in (OpenDKIM reads it once, in
             # main); absolute from here on, so no later chdir moves it.
             self.values["test_public_keys"] = os.path.abspath(setting.value)
+        self.resolver()
+
+    def resolver(self) -> None:
+        flags = {n: self.get(n) for n in ("DNSConnect", "ResolverTracing", "QueryCache")}
+        setting = self.get("ResolverConfiguration")
+        self.values["resolver"] = ResolverOptions(
+            tcp=bool(flags["DNSConnect"] and flags["DNSConnect"].parsed),
+            tracing=bool(flags["ResolverTracing"] and flags["ResolverTracing"].parsed),
+            query_cache=None if flags["QueryCache"] is None else bool(flags["QueryCache"].parsed),
+            # read when the resolver is built (start, reload): relative to BaseDirectory
+            configuration=None if setting is None else os.path.abspath(setting.value),
+        )
 
     def daemon(self) -> None:
         # No Socket is no problem of the file: -p may give one (OpenDKIM: -p wins, and
@@ -565,6 +592,15 @@ class _Builder:
                 seconds = int(match[2]) * _UNIT_SECONDS[match[3].lower()]
                 self.values["auto_restart_rate"] = RestartRate(int(match[1]), seconds)
         self.number("Workers", "workers", minimum=1, maximum=1024)
+        self.number("MilterDebug", "milter_debug", minimum=-(2**31))  # <= 0: no trace
+        self.flag("SoftStart", "soft_start")
+        self.flag("StrictTestMode", "strict_test_mode")
+        setting = self.get("TemporaryDirectory")
+        if setting is not None:
+            self.values["temporary_directory"] = setting.value
+        setting = self.get("ChangeRootDirectory")
+        if setting is not None:
+            self.values["change_root_directory"] = setting.value
 
     def logging(self) -> None:
         self.flag("Syslog", "syslog")

@@ -18,6 +18,7 @@ from dkimd.config.hosts import HostList
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import Problem
 from dkimd.config.reader import RawConfig
+from dkimd.dns.options import ResolverOptions
 from dkimd.replace_rules import ReplaceRules
 from dkimd.sockets import SocketSpec
 
@@ -260,6 +261,16 @@ class Config:
     test_dns_data: Dataset | None = None
     # TestPublicKeys: key records from this file instead of DNS (dkimd.dns.testkeys)
     test_public_keys: str | None = None
+    # DNSConnect, ResolverTracing, QueryCache, ResolverConfiguration (dkimd.dns.options)
+    resolver: ResolverOptions = field(default_factory=ResolverOptions)
+    # process (dkimd.config.basedir, dkimd.chroot, dkimd.milter_trace)
+    base_directory: str | None = None  # entered while loading (os.chdir)
+    change_root_directory: str | None = None  # chroot after loading, before dropping root
+    temporary_directory: str = "/tmp"  # dkimd writes no temporary files
+    soft_start: bool = False  # data sets that can: a failed open at start is not fatal
+    milter_debug: int = 0  # protocol trace level
+    strict_test_mode: bool = False
+    smtp_uri: str | None = None  # failure reports over SMTP instead of MTACommand
     # daemon
     socket: SocketSpec | None = None
     pid_file: str | None = None

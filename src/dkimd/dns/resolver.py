@@ -37,8 +37,11 @@ import dns.rdatatype
 import dns.resolver
 
 from dkimd.dns.base import TxtResult, TxtStatus
+from dkimd.log import get_logger
 
 __all__ = ["DnsResolver", "parse_nameservers"]
+
+log = get_logger("dns")
 
 DEFAULT_NEGATIVE_TTL = 60
 DEFAULT_MAX_TTL = 86400
@@ -132,6 +135,8 @@ class DnsResolver:
         max_ttl: int = DEFAULT_MAX_TTL,
         max_negative_ttl: int = DEFAULT_MAX_NEGATIVE_TTL,
         clock: Callable[[], float] = time.monotonic,
+        tcp: bool = False,
+        trace: bool = False,
     ) -> None:
         if nameservers:
             resolver = dns.asyncresolver.Resolver(configure=False)
@@ -156,6 +161,8 @@ class DnsResolver:
         self._cache: OrderedDict[str, tuple[float, TxtResult]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[tuple[TxtResult, int]]] = {}
         self.queries = 0  # number of queries actually sent (cache misses), for tests and stats
+        self.tcp = tcp  # DNSConnect: TCP from the first query
+        self.trace = trace  # ResolverTracing: log every query and its answer
 
     @property
     def nameservers(self) -> list[str]:
@@ -221,11 +228,14 @@ class DnsResolver:
     async def _query(self, key: str) -> tuple[TxtResult, int]:
         """Run one query; return the result and how long it may be cached (0: not at all)."""
         try:
-            return await self._query_unchecked(key)
+            answer = await self._query_unchecked(key)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let a bogus answer crash a milter connection
-            return TxtResult(key, TxtStatus.ERROR, detail=f"{type(exc).__name__}: {exc}"), 0
+            answer = TxtResult(key, TxtStatus.ERROR, detail=f"{type(exc).__name__}: {exc}"), 0
+        if self.trace:
+            _trace_answer(*answer)
+        return answer
 
     async def _query_unchecked(self, key: str) -> tuple[TxtResult, int]:
         if not key:
@@ -235,10 +245,13 @@ class DnsResolver:
         except dns.exception.DNSException as exc:
             return TxtResult(key, TxtStatus.ERROR, detail=f"bad name: {exc}"), 0
         self.queries += 1
+        if self.trace:
+            log.info("DNS query %s TXT (%s)", key, "TCP" if self.tcp else "UDP")
         try:
             answer = await self._resolver.resolve(
                 qname,
                 dns.rdatatype.TXT,
+                tcp=self.tcp,
                 search=False,
                 raise_on_no_answer=False,
                 lifetime=self.timeout,
@@ -269,6 +282,14 @@ class DnsResolver:
         records = tuple(b"".join(rdata.strings) for rdata in answer.rrset)
         ttl = max(0, min(int(chain.minimum_ttl), self.max_ttl))
         return TxtResult(key, TxtStatus.OK, records), ttl
+
+
+def _trace_answer(result: TxtResult, ttl: int) -> None:
+    if result.ok:
+        texts = "; ".join(repr(r.decode("ascii", "replace")) for r in result.records)
+        log.info("DNS answer %s TXT: %s (ttl %d)", result.name, texts, ttl)
+    else:
+        log.info("DNS answer %s TXT: %s %s", result.name, result.status.value, result.detail)
 
 
 def _rename(result: TxtResult, name: str) -> TxtResult:
