@@ -53,6 +53,7 @@ from dkimd.config.values import (
     SingleKey,
     UserGroup,
 )
+from dkimd.config.verification import read_verification_options
 from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
@@ -198,6 +199,7 @@ class _Builder:
         self.headers()
         self.hosts()
         self.results()
+        read_verification_options(self)
         self.recipients()
         self.dns()
         self.daemon()
