@@ -57,21 +57,27 @@ class BrokenSignature:
     reason: str  # for the log
 
 
-def author_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
-    """The address OpenDKIM takes the sender from, or None when there is no usable one.
-
-    The first SenderHeaders name that has a field wins (its first field); when the list
-    does not name From and none is present, From is tried too (mlfi_eoh). An address needs
-    a local part and a domain (dkim_mail_parse).
-    """
+def _author_field(
+    headers: Sequence[HeaderField], sender_headers: Sequence[str]
+) -> HeaderField | None:
+    """The field OpenDKIM takes the sender from: the first SenderHeaders name that has a
+    field wins (its first field); when the list does not name From and none is present,
+    From is tried too (mlfi_eoh)."""
     wanted = [name_key(n) for n in sender_headers]
     if _FROM not in wanted:
         wanted.append(_FROM)
     for key in wanted:
         for h in headers:
             if h.key == key:
-                return parse_address(h.value)
+                return h
     return None
+
+
+def author_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
+    """The address OpenDKIM takes the sender from, or None when there is no usable one (no
+    field, or no local part and domain in it: dkim_mail_parse)."""
+    field = _author_field(headers, sender_headers)
+    return None if field is None else parse_address(field.value)
 
 
 def check_sender(
@@ -84,6 +90,15 @@ def check_sender(
     such an address there is an author; only without one is the search taken further.
     """
     if sender is None and author_address(headers, config.sender_headers) is None:
+        if (
+            config.weak_syntax_checks
+            and not config.signs
+            and _author_field(headers, config.sender_headers) is not None
+        ):
+            # WeakSyntaxChecks (libopendkim's BADSIGHANDLES): a verifier goes on without
+            # an author domain. Only a verify-only filter gets that far: mlfi_eoh itself
+            # stops a From it cannot parse when Mode has s.
+            return None
         return BadFormat("can't determine message sender")
     return None
 

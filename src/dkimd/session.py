@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, malformed, milter, reports
+from dkimd import __version__, malformed, milter, reports, verify_log
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -47,6 +47,7 @@ from dkimd.dkim import (
     authentication_results_value,
     bad_format_value,
     canonicalize_body,
+    name_key,
     signature_fields,
 )
 from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
@@ -97,9 +98,11 @@ _KEYED = frozenset({DkimStatus.KEYFAIL, DkimStatus.NOKEY, DkimStatus.REVOKED})
 
 # A key record that does not parse, or does not fit the signature (h=, s=, t=s, k=): OpenDKIM
 # adds its A-R (temperror or fail) and applies no On-* action (observed: delivered under
-# On-BadSignature reject; tests/interop/test_authres_differential.py).
+# On-BadSignature reject; tests/interop/test_authres_differential.py). The same for a
+# signature that fails MustBeSigned ("unprotected header field", observed).
 _NO_ACTION = frozenset(
     {
+        VerifyError.MUST_BE_SIGNED,
         VerifyError.KEY_SYNTAX,
         VerifyError.KEY_MISSING,
         VerifyError.KEY_TYPE_MISMATCH,
@@ -115,7 +118,9 @@ def verification_status(results: Sequence[SignatureResult]) -> DkimStatus | None
     the first signature's key record could not be parsed."""
     if any(r.passed for r in results):
         return None
-    first = results[0] if results else None
+    # Signatures OpenDKIM did not choose to verify decide nothing.
+    chosen = [r for r in results if r.error is not VerifyError.SIGNATURE_IGNORED]
+    first = chosen[0] if chosen else None
     if first is None or first.error is None:
         return DkimStatus.NOSIG
     if first.error in _NO_ACTION:
@@ -152,10 +157,15 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config, resolver: TxtLookup, *, check_uid: int | None = None) -> Runtime:
+        trusted = config.trust_signatures_from
         options = VerifyOptions(
             max_signatures=config.maximum_signatures_to_verify,
             allow_sha1=config.allow_sha1,
             min_key_bits=config.minimum_key_bits,
+            clock_skew=config.clock_drift,
+            must_be_signed=frozenset(name_key(h) for h in config.must_be_signed),
+            trusted=None if trusted is None else trusted.__contains__,
+            fix_crlf=config.fix_crlf,
         )
         # DNSTimeout 0 means "wait for ever" to OpenDKIM; the resolver then waits an hour.
         dns_timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
@@ -552,8 +562,11 @@ class MilterSession:
 
     # -- ATPS (dkimd.dkim.atps) --
 
-    def _author_domain(self, msg: _Message) -> str | None:
-        address = malformed.author_address(msg.headers, msg.runtime.config.sender_headers)
+    def _author_domain(
+        self, msg: _Message, sender_headers: Sequence[str] | None = None
+    ) -> str | None:
+        names = msg.runtime.config.sender_headers if sender_headers is None else sender_headers
+        address = malformed.author_address(msg.headers, names)
         return address.rpartition("@")[2] if address else None
 
     def _atps_names(self, msg: _Message, verifier: Verifier) -> list[str]:
@@ -683,7 +696,7 @@ class MilterSession:
     def _start_signing(self, msg: _Message, plan: MessagePlan) -> None:
         msg.signing = plan.requests
         if plan.requests:
-            msg.signer = Signer(*plan.requests)
+            msg.signer = Signer(*plan.requests, fix_crlf=msg.runtime.config.fix_crlf)
 
     def _finish_signing(self, msg: _Message, signer: Signer) -> HandlerResult:
         runtime = msg.runtime
@@ -712,8 +725,12 @@ class MilterSession:
     ) -> NeedKeys | None:
         """Build the verifier; the key records it still needs, if any, as a request."""
         runtime = msg.runtime
-        verifier = Verifier(msg.headers, runtime.verify_options, signatures)
+        author = None
+        if runtime.verify_options.max_signatures == 0:  # only then does the author matter
+            author = self._author_domain(msg, ("from",))
+        verifier = Verifier(msg.headers, runtime.verify_options, signatures, author_domain=author)
         msg.verifier = verifier
+        self._log_ignored(runtime, verifier)
         names = verifier.key_queries()
         if not names:
             return None
@@ -756,6 +773,7 @@ class MilterSession:
         results = verifier.results()
         self._stats.verified += 1
         self._log_results(config, results)
+        verify_log.log_outcome(self._log, config, verifier, results)
         status = verification_status(results)
         if any(r.passed for r in results):
             self._stats.passed += 1
@@ -837,6 +855,11 @@ class MilterSession:
                 )
 
     # -- actions --
+
+    def _log_ignored(self, runtime: Runtime, verifier: Verifier) -> None:
+        ignored = verifier.ignored_domains()
+        if ignored:
+            verify_log.log_ignored(self._log, runtime.verify_options.max_signatures, ignored)
 
     def _mta_host(self) -> str | None:
         """The MTA's name, the "j" macro (sent with connect by sendmail, later by others)."""

@@ -55,6 +55,7 @@ from dkimd.config.values import (
     SingleKey,
     UserGroup,
 )
+from dkimd.config.verification import read_verification_options
 from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.options import ResolverOptions
 from dkimd.dns.resolver import split_nameserver
@@ -204,6 +205,7 @@ class _Builder:
         self.headers()
         self.hosts()
         self.results()
+        read_verification_options(self)
         self.recipients()
         self.dns()
         self.daemon()

@@ -13,6 +13,20 @@ the value (t/T/y/Y/1 or f/F/n/N/0), an `int` is C `strtol(value, 0)` (so `UMask 
 18), everything else is a string; `dataset` is a string naming an OpenDKIM data set
 (`file:`, `refile:`, `csl:`, ...), which `dkimd.config.datasets` opens.
 
+Two OpenDKIM options are accepted on purpose without effect, because they have none on the
+OpenDKIM they replace:
+
+* `AllowSHA1Only`: OpenDKIM reads it only at start-up, to let a build whose crypto library
+  lacks SHA-256 verify anyway (opendkim.conf(5): "changes the absence of SHA256 support from
+  an error to a warning"). dkimd always has SHA-256; whether rsa-sha1 signatures count is
+  dkimd's own `AllowSHA1` (RFC 8301), which this option does not change.
+* `SelectCanonicalizationHeader`: opendkim.conf(5) says the named header field (default
+  X-Canonicalization) overrides Canonicalization for the message. Debian's OpenDKIM 2.11
+  signs with Canonicalization whatever the field says, with the default name or a configured
+  one (observed: `X-Canonicalization: relaxed/relaxed` under `simple/simple`, and
+  `X-Canon: simple` under `SelectCanonicalizationHeader X-Canon`, both left c= unchanged),
+  so a message's own header field never chooses how dkimd signs it either.
+
 dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown):
 
 * `Workers` (int, default 1): number of worker processes serving the milter socket.
@@ -151,17 +165,26 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("UMask", _I, implemented=True),
     _spec("UserID", _S, implemented=True),
     _spec("X-Header", _B, implemented=True, alias_of="SoftwareHeader"),
+    # verification options (dkimd.config.verification); two are accepted on purpose with
+    # no effect, see below
+    _spec("AllowSHA1Only", _B, implemented=True),
+    _spec("ClockDrift", _I, 300, implemented=True),
+    _spec("FixCRLF", _B, implemented=True),
+    _spec("LogResults", _B, implemented=True),
+    _spec("Minimum", _S, implemented=True),
+    _spec("MustBeSigned", _D, implemented=True),
+    _spec("SelectCanonicalizationHeader", _S, "X-Canonicalization", implemented=True),
+    _spec("TrustSignaturesFrom", _D, implemented=True),
+    _spec("WeakSyntaxChecks", _B, implemented=True),
     # -- dkimd extensions -------------------------------------------------------------------
     _spec("Workers", _I, 1, implemented=True, extension=True),
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
-    _spec("AllowSHA1Only", _B),
     _spec("BaseDirectory", _S, implemented=True),
     _spec("BogusKey", _S, "fail"),
     _spec("CaptureUnknownErrors", _B),
     _spec("ChangeRootDirectory", _S, implemented=True),
-    _spec("ClockDrift", _I, 300),
     _spec("Diagnostics", _B),
     _spec("DiagnosticDirectory", _S),
     _spec("DisableCryptoInit", _B),
@@ -170,7 +193,6 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("EnableCoredumps", _B),
     _spec("ExemptDomains", _D),
     _spec("FinalPolicyScript", _S),
-    _spec("FixCRLF", _B),
     _spec("IdentityHeader", _S),
     _spec("IdentityHeaderRemove", _B),
     _spec("IgnoreMalformedMail", _B, implemented=True),
@@ -187,13 +209,10 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("LDAPKeepaliveProbes", _I),
     _spec("LDAPTimeout", _I, 5),
     _spec("LDAPUseTLS", _B),
-    _spec("LogResults", _B),
     _spec("MaximumHeaders", _I, 65536),
     _spec("MilterDebug", _I, 0, implemented=True),
-    _spec("Minimum", _S),
     _spec("MTA", _D),
     _spec("MTACommand", _S, "/usr/sbin/sendmail", implemented=True),
-    _spec("MustBeSigned", _D),
     _spec("POPDBFile", _D),
     _spec("Quarantine", _B),
     _spec("QueryCache", _B, implemented=True),
@@ -208,7 +227,6 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("ResolverConfiguration", _S, implemented=True),
     _spec("ResolverTracing", _B, implemented=True),
     _spec("ScreenPolicyScript", _S),
-    _spec("SelectCanonicalizationHeader", _S, "X-Canonicalization"),
     _spec("SenderMacro", _S),
     _spec("SendReports", _B, implemented=True),
     _spec("SetupPolicyScript", _S),
@@ -222,14 +240,12 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("StrictTestMode", _B, implemented=True),
     _spec("TemporaryDirectory", _S, "/tmp", implemented=True),
     _spec("TrustAnchorFile", _S),
-    _spec("TrustSignaturesFrom", _D),
     _spec("UnprotectedKey", _S, "none"),
     _spec("VBR-Certifiers", _S),
     _spec("VBR-PurgeFields", _S),
     _spec("VBR-TrustedCertifiers", _S),
     _spec("VBR-TrustedCertifiersOnly", _B),
     _spec("VBR-Type", _S),
-    _spec("WeakSyntaxChecks", _B),
 )
 
 OPTIONS: Mapping[str, OptionSpec] = MappingProxyType({spec.key: spec for spec in _TABLE})

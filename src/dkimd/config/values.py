@@ -18,6 +18,7 @@ from dkimd.config.hosts import HostList
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import Problem
 from dkimd.config.reader import RawConfig
+from dkimd.dkim.minimum import BodyMinimum
 from dkimd.dns.options import ResolverOptions
 from dkimd.replace_rules import ReplaceRules
 from dkimd.sockets import SocketSpec
@@ -248,6 +249,16 @@ class Config:
     remove_ar_all: bool = False
     remove_ar_from: Dataset | None = None
     strict_headers: bool = False  # RFC 5322 3.6 field counts, else the bad-format path
+    # verification (read by dkimd.config.verification)
+    clock_drift: int = 300  # seconds of tolerance for t= in the future and x= passed
+    minimum: BodyMinimum | None = None  # how much of the body a signature must cover
+    must_be_signed: tuple[str, ...] = ()  # header names (lower-case) h= must list if present
+    trust_signatures_from: Dataset | None = None  # third-party d= always verified
+    weak_syntax_checks: bool = False  # Mode v: verify despite an unparseable From
+    fix_crlf: bool = False  # bare CR or LF in the body count as CRLF
+    log_results: bool = False  # one log line with every signature's result
+    allow_sha1_only: bool = False  # accepted; means nothing to dkimd (config.options)
+    select_canonicalization_header: str = "X-Canonicalization"  # accepted; no effect
     ignore_malformed_mail: bool = False  # bad-format path: accept with no A-R field
     # RFC 6651 failure reports (dkimd.reports)
     send_reports: bool = False

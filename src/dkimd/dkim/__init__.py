@@ -42,8 +42,10 @@ from dkimd.dkim.results import (
     VerifyError,
     ar_result,
     authentication_results_value,
+    b_prefixes,
     bad_format_value,
     format_result,
+    sigerror_text,
 )
 from dkimd.dkim.signature import (
     DkimSignature,
@@ -93,6 +95,7 @@ __all__ = [
     "VerifyOptions",
     "ar_result",
     "authentication_results_value",
+    "b_prefixes",
     "bad_format_value",
     "build_signature_field",
     "canonicalize_body",
@@ -111,6 +114,7 @@ __all__ = [
     "parse_signature",
     "parse_tag_list",
     "select_headers",
+    "sigerror_text",
     "signature_fields",
     "split_message",
     "strip_b_value",

@@ -230,16 +230,48 @@ class BodyCanonicalizer:
 
 BodyHashKey = tuple[str, str, int | None]
 
+# A line end as FixCRLF knows one: CRLF, or a CR or LF alone.
+_ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class CrlfFixer:
+    """OpenDKIM's FixCRLF (libopendkim DKIM_LIBFLAGS_FIXCRLF): every CR or LF that is not
+    part of a CRLF becomes a CRLF before the body is canonicalized, as an MTA down the line
+    would rewrite it. Incremental: a CR ending a chunk waits for the next one's first byte.
+    """
+
+    __slots__ = ("_cr",)
+
+    def __init__(self) -> None:
+        self._cr = False  # the last chunk ended with a CR not yet known to be bare
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._cr:
+            chunk = b"\r" + chunk
+        self._cr = chunk.endswith(b"\r")
+        if self._cr:
+            chunk = chunk[:-1]
+        if b"\r" not in chunk and b"\n" not in chunk:
+            return chunk
+        return _ANY_LINE_END.sub(_CRLF, chunk)
+
+    def finish(self) -> bytes:
+        """What is still held at the end of the body: a last bare CR, as CRLF."""
+        held, self._cr = self._cr, False
+        return _CRLF if held else b""
+
 
 class BodyHashSet:
     """Several body hashes over one pass: one canonicalizer per (canon, hash, limit).
 
     Signing an RSA and an Ed25519 signature with the same canonicalization, or verifying several
     signatures, canonicalizes and hashes the body once per distinct key, not once per signature.
+    `fix_crlf` puts a `CrlfFixer` in front of all of them.
     """
 
-    def __init__(self, keys: Iterable[BodyHashKey] = ()) -> None:
+    def __init__(self, keys: Iterable[BodyHashKey] = (), *, fix_crlf: bool = False) -> None:
         self._hashers: dict[BodyHashKey, BodyCanonicalizer] = {}
+        self._fixer = CrlfFixer() if fix_crlf else None
         for key in keys:
             self.add(key)
 
@@ -257,10 +289,17 @@ class BodyHashSet:
         return len(self._hashers)
 
     def update(self, chunk: bytes) -> None:
+        if self._fixer is not None:
+            chunk = self._fixer.feed(chunk)
         for hasher in self._hashers.values():
             hasher.update(chunk)
 
     def finish(self) -> None:
+        if self._fixer is not None:
+            tail = self._fixer.finish()
+            if tail:
+                for hasher in self._hashers.values():
+                    hasher.update(tail)
         for hasher in self._hashers.values():
             hasher.finish()
 

@@ -48,6 +48,8 @@ class VerifyError(enum.Enum):
     SIGNATURE_SYNTAX = "signature-syntax"  # detail: the parser's reason
     SHA1_REFUSED = "sha1-refused"
     EXPIRED = "expired"
+    FUTURE_TIMESTAMP = "future-timestamp"
+    SIGNATURE_IGNORED = "signature-ignored"  # not chosen for verification (neutral)
     KEY_NOT_RETRIEVED = "key-not-retrieved"
     KEY_QUERY_TEMPFAIL = "key-query-tempfail"  # detail: the lookup status
     KEY_NOT_FOUND = "key-not-found"
@@ -66,6 +68,7 @@ class VerifyError(enum.Enum):
     BODY_HASH_MISMATCH = "body-hash-mismatch"
     SIGNATURE_MISMATCH = "signature-mismatch"
     UNSIGNED_CONTENT = "unsigned-content"
+    MUST_BE_SIGNED = "must-be-signed"  # a MustBeSigned field is not in h=
 
 
 # The reason text of each error, "{detail}" standing for the result's detail. The wording is
@@ -75,6 +78,8 @@ _REASONS: Final[Mapping[VerifyError, str]] = {
     VerifyError.SIGNATURE_SYNTAX: "{detail}",
     VerifyError.SHA1_REFUSED: "rsa-sha1 signatures are not accepted (RFC 8301)",
     VerifyError.EXPIRED: "signature expired",
+    VerifyError.FUTURE_TIMESTAMP: "signature timestamp in the future",
+    VerifyError.SIGNATURE_IGNORED: "signature not verified",
     VerifyError.KEY_NOT_RETRIEVED: "key not retrieved",
     VerifyError.KEY_QUERY_TEMPFAIL: "key query failed: {detail}",
     VerifyError.KEY_NOT_FOUND: "no key for signature",
@@ -93,6 +98,7 @@ _REASONS: Final[Mapping[VerifyError, str]] = {
     VerifyError.BODY_HASH_MISMATCH: "body hash mismatch",
     VerifyError.SIGNATURE_MISMATCH: "signature verification failed",
     VerifyError.UNSIGNED_CONTENT: "content beyond l= is not signed",
+    VerifyError.MUST_BE_SIGNED: "a MustBeSigned header field is not signed",
 }
 
 
@@ -155,6 +161,12 @@ def _value(text: str) -> str:
     return _quoted(text)
 
 
+def b_prefixes(results: Sequence[SignatureResult]) -> list[str | None]:
+    """header.b of each result: the shortest prefix of its b= (at least 8 characters) that
+    no other signature of the message shares (libopendkim dkim_get_sigsubstring)."""
+    return _b_prefixes(results)
+
+
 def _b_prefixes(results: Sequence[SignatureResult]) -> list[str | None]:
     bs = [r.b for r in results]
     values = [b for b in bs if b]
@@ -180,6 +192,8 @@ _AR_RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
     VerifyError.SIGNATURE_SYNTAX: DkimResult.PERMERROR,
     VerifyError.SHA1_REFUSED: DkimResult.PERMERROR,
     VerifyError.EXPIRED: DkimResult.PERMERROR,
+    VerifyError.FUTURE_TIMESTAMP: DkimResult.PERMERROR,
+    VerifyError.SIGNATURE_IGNORED: DkimResult.NEUTRAL,
     VerifyError.KEY_NOT_RETRIEVED: DkimResult.TEMPERROR,
     VerifyError.KEY_QUERY_TEMPFAIL: DkimResult.TEMPERROR,
     VerifyError.KEY_QUERY_FAILED: DkimResult.TEMPERROR,
@@ -190,8 +204,17 @@ _AR_RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
 }
 
 # libopendkim's dkim_sig_geterrorstr() words, where OpenDKIM has the same error. The A-R
-# carries them (only for fail and policy); logs keep dkimd's own wording (`reason`).
+# carries them (only for fail and policy), and so does LogResults' line (`sigerror_text`);
+# other logs keep dkimd's own wording (`reason`).
 _AR_REASONS: Final[Mapping[VerifyError, str]] = {
+    VerifyError.EXPIRED: "signature expired",
+    VerifyError.FUTURE_TIMESTAMP: "signature timestamp in the future",
+    VerifyError.KEY_NOT_RETRIEVED: "key DNS query failed",
+    VerifyError.KEY_QUERY_TEMPFAIL: "key DNS query failed",
+    VerifyError.KEY_QUERY_FAILED: "key DNS query failed",
+    VerifyError.KEY_MISSING: "key DNS reply corrupt",
+    VerifyError.KEY_SYNTAX: "key DNS reply corrupt",
+    VerifyError.MUST_BE_SIGNED: "unprotected header field",
     VerifyError.KEY_NOT_FOUND: "key not found in DNS",
     VerifyError.KEY_REVOKED: "key revoked",
     VerifyError.KEY_TYPE_MISMATCH: "unknown key type",
@@ -217,6 +240,20 @@ _KEY_UNUSED: Final = frozenset(
         VerifyError.KEY_STRICT_IDENTITY,
     }
 )
+
+
+# Errors libopendkim finds while it reads the signature's time tags, before it has stored
+# a=: its A-R names the algorithm it starts with, rsa-sha1 (observed, ClockDrift cases).
+_ALGORITHM_UNREAD: Final = frozenset({VerifyError.EXPIRED, VerifyError.FUTURE_TIMESTAMP})
+_UNREAD_ALGORITHM = "rsa-sha1"
+
+
+def sigerror_text(result: SignatureResult) -> str:
+    """libopendkim's words for a signature's outcome (dkim_sig_geterrorstr), as OpenDKIM's
+    LogResults line quotes them: "no signature error" for a pass."""
+    if result.error is None:
+        return "no signature error"
+    return _AR_REASONS.get(result.error) or result.reason
 
 
 def ar_result(result: SignatureResult) -> DkimResult:
@@ -255,7 +292,9 @@ def format_result(
         parts.append(f"header.d={_value(result.domain)}")
     if result.identity is not None:
         parts.append(f"header.i={_value(result.identity)}")
-    if result.algorithm is not None:
+    if result.error in _ALGORITHM_UNREAD:
+        parts.append(f"header.a={_UNREAD_ALGORITHM}")
+    elif result.algorithm is not None:
         parts.append(f"header.a={_value(result.algorithm)}")
     if result.selector is not None:
         parts.append(f"header.s={_value(result.selector)}")

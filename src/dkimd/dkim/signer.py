@@ -159,9 +159,12 @@ class Signer:
     an Ed25519 signature over the same body cost one body pass).
     """
 
-    def __init__(self, request: SigningRequest, *more: SigningRequest) -> None:
+    def __init__(
+        self, request: SigningRequest, *more: SigningRequest, fix_crlf: bool = False
+    ) -> None:
+        """`fix_crlf`: bare CR and LF in the body are signed as CRLF (OpenDKIM's FixCRLF)."""
         self.requests: tuple[SigningRequest, ...] = (request, *more)
-        self._bodies = BodyHashSet(r.body_hash_key for r in self.requests)
+        self._bodies = BodyHashSet((r.body_hash_key for r in self.requests), fix_crlf=fix_crlf)
 
     def feed_body(self, chunk: bytes) -> None:
         self._bodies.update(chunk)

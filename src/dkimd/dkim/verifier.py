@@ -10,8 +10,16 @@ is a `SignatureResult` value; nothing raises on hostile input.
 
 Choices where the RFCs leave room, each visible in the result's error (and its reason text):
 
-* Signatures are verified top-down, at most `max_signatures` of them (OpenDKIM's
-  MaximumSignaturesToVerify defaults to 3); later ones are not reported.
+* Which signatures are verified is OpenDKIM's choice (opendkim.c dkimf_prescreen, observed
+  with 2.11): with a positive `max_signatures` (MaximumSignaturesToVerify, default 3), those
+  whose d= is `trusted` (TrustSignaturesFrom) first, whatever their number, then the others
+  from the top while the limit allows; with 0, only those whose d= is the author domain or
+  trusted. The others are ignored: reported `neutral`, or, when every signature is ignored,
+  as if the message had none.
+* t= later than now and x= earlier than now are tolerated by `clock_skew` seconds
+  (ClockDrift, default 300).
+* `must_be_signed` (MustBeSigned): a field of one of these names in the message that the
+  signature's h= does not list makes an otherwise good signature fail.
 * Several TXT records at a key name: the first one that parses as a key record is used, the
   others are ignored (RFC 6376 3.6.2.2 leaves this to the verifier; OpenDKIM uses the first).
 * RFC 8301: rsa-sha1 signatures are permerror unless `allow_sha1`; RSA keys under 1024 bits
@@ -30,15 +38,16 @@ from __future__ import annotations
 import functools
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from dkimd.dkim.algorithms import SignatureAlgorithm, get_algorithm
 from dkimd.dkim.canonicalization import BodyHashSet
 from dkimd.dkim.errors import KeyRecordError, SignatureError
-from dkimd.dkim.headers import HeaderField
+from dkimd.dkim.headers import HeaderField, name_key
 from dkimd.dkim.keys import KeyRecord, parse_key_record
+from dkimd.dkim.minimum import BodyMinimum
 from dkimd.dkim.results import DkimResult, SignatureResult, VerifyError
 from dkimd.dkim.signature import (
     DkimSignature,
@@ -57,8 +66,11 @@ class VerifyOptions:
     allow_sha1: bool = False
     min_key_bits: int = 1024
     body_length: Literal["report", "fail"] = "report"
-    now: int | None = None  # Unix time for x= checks; default: the clock at results()
-    clock_skew: int = 300  # seconds of grace on x= (RFC 6376 3.5 allows verifiers some)
+    now: int | None = None  # Unix time for t= and x= checks; default: the clock at results()
+    clock_skew: int = 300  # seconds of grace on t= and x= (RFC 6376 3.5 allows verifiers some)
+    must_be_signed: frozenset[bytes] = frozenset()  # field keys (`name_key`) h= must cover
+    trusted: Callable[[str], bool] | None = None  # d= always verified (TrustSignaturesFrom)
+    fix_crlf: bool = False  # bare CR and LF in the body count as CRLF (FixCRLF)
 
 
 @dataclass(slots=True)
@@ -71,6 +83,7 @@ class _Pending:
     header_data: bytes = b""
     key: TxtResult | None = None
     body_key: tuple[str, str, int | None] | None = None
+    ignored: bool = False  # not chosen for verification (`_choose`)
 
 
 _PERM = DkimResult.PERMERROR
@@ -81,6 +94,8 @@ _RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
     VerifyError.SIGNATURE_SYNTAX: _PERM,
     VerifyError.SHA1_REFUSED: _PERM,
     VerifyError.EXPIRED: _PERM,
+    VerifyError.FUTURE_TIMESTAMP: _PERM,
+    VerifyError.SIGNATURE_IGNORED: DkimResult.NEUTRAL,
     VerifyError.KEY_NOT_RETRIEVED: DkimResult.TEMPERROR,
     VerifyError.KEY_QUERY_TEMPFAIL: DkimResult.TEMPERROR,
     VerifyError.KEY_NOT_FOUND: _PERM,
@@ -100,6 +115,7 @@ _RESULT_OF: Final[Mapping[VerifyError, DkimResult]] = {
     VerifyError.BODY_HASH_MISMATCH: DkimResult.FAIL,
     VerifyError.SIGNATURE_MISMATCH: DkimResult.FAIL,
     VerifyError.UNSIGNED_CONTENT: DkimResult.FAIL,
+    VerifyError.MUST_BE_SIGNED: DkimResult.FAIL,
 }
 
 
@@ -117,39 +133,63 @@ class Verifier:
         headers: Sequence[HeaderField],
         options: VerifyOptions | None = None,
         signatures: Sequence[SignatureField] | None = None,
+        *,
+        author_domain: str | None = None,
     ) -> None:
         """`signatures`: the DKIM-Signature fields of `headers` as `signature_fields` reads
-        them, when the caller has read them already (the milter checks their syntax first)."""
+        them, when the caller has read them already (the milter checks their syntax first).
+        `author_domain`: the From domain, which only `max_signatures` 0 asks about."""
         self.options = options or VerifyOptions()
         self._headers = list(headers)
-        self._bodies = BodyHashSet()
+        self._bodies = BodyHashSet(fix_crlf=self.options.fix_crlf)
         self._keys: dict[str, TxtResult] = {}
         self._from_count = [f.key for f in self._headers].count(b"from")
         self._results: list[SignatureResult] | None = None
         if signatures is None:
             signatures = signature_fields(self._headers)
-        limit = max(0, self.options.max_signatures)
-        self._pending = [self._prepare(s) for s in signatures[:limit]]
+        self._pending = [_read(s) for s in signatures]
+        self._choose(author_domain)
+        for p in self._pending:
+            if p.sig is not None and not p.ignored:
+                self._prepare(p, p.sig)
 
-    def _prepare(self, field: SignatureField) -> _Pending:
-        f = field.header
-        p = _Pending(f)
-        try:
-            sig = field.parse()
-        except SignatureError as exc:
-            p.error = exc.reason
-            return p
-        p.sig = sig
+    def _choose(self, author_domain: str | None) -> None:
+        """Mark the signatures OpenDKIM would not verify (dkimf_prescreen)."""
+        limit = self.options.max_signatures
+        trusted = self.options.trusted
+        if limit > 0 and trusted is None and len(self._pending) <= limit:
+            return  # the usual case: every signature is verified
+        domains = [p.sig.domain.lower() if p.sig is not None else None for p in self._pending]
+        if limit == 0:
+            author = (author_domain or "").lower()
+            for p, d in zip(self._pending, domains, strict=True):
+                p.ignored = d is None or (d != author and not (trusted and trusted(d)))
+            return
+        # A negative MaximumSignaturesToVerify is a huge unsigned number to OpenDKIM.
+        room = limit if limit > 0 else len(self._pending)
+        chosen = [d is not None and trusted is not None and trusted(d) for d in domains]
+        room -= sum(chosen)
+        for i in range(len(chosen)):
+            if room <= 0:
+                break
+            if not chosen[i]:
+                chosen[i] = True
+                room -= 1
+        for p, verified in zip(self._pending, chosen, strict=True):
+            p.ignored = not verified
+
+    def _prepare(self, p: _Pending, sig: DkimSignature) -> None:
         p.body_key = (sig.body_canon, sig.hash_name, sig.body_length)
         self._bodies.add(p.body_key)
-        p.header_data = header_hash_input(self._headers, sig.signed_headers, f, sig.header_canon)
-        return p
+        p.header_data = header_hash_input(
+            self._headers, sig.signed_headers, p.header, sig.header_canon
+        )
 
     def key_queries(self) -> list[str]:
         """The DNS names whose TXT records are needed, each once, in signature order."""
         names: list[str] = []
         for p in self._pending:
-            if p.sig is not None and p.sig.key_name not in names:
+            if p.sig is not None and not p.ignored and p.sig.key_name not in names:
                 names.append(p.sig.key_name)
         return names
 
@@ -161,7 +201,7 @@ class Verifier:
 
     def needs_body(self) -> bool:
         """Whether any signature still hashes the body (none does on an unsigned message)."""
-        return any(p.sig is not None for p in self._pending)
+        return any(p.sig is not None and not p.ignored for p in self._pending)
 
     def results(self) -> list[SignatureResult]:
         """One result per verified signature, top-down; [none] if the message has none.
@@ -170,7 +210,8 @@ class Verifier:
         """
         if self._results is not None:
             return list(self._results)
-        if not self._pending:
+        if all(p.ignored for p in self._pending):
+            # OpenDKIM: a message whose signatures are all ignored has none (dkim=none).
             return [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
         self._bodies.finish()
         now = self.options.now if self.options.now is not None else int(time.time())
@@ -178,8 +219,26 @@ class Verifier:
         return list(self._results)
 
     def signature_count(self) -> int:
-        """How many signatures are verified (as many as `results()` has, when any)."""
+        """How many signatures the message has (as many as `results()` has, when any)."""
         return len(self._pending)
+
+    def ignored_domains(self) -> list[str]:
+        """d= of each signature not verified (`VerifyError.SIGNATURE_IGNORED`), in order."""
+        return [p.sig.domain if p.sig else "" for p in self._pending if p.ignored]
+
+    def below_minimum(self, minimum: BodyMinimum) -> tuple[SignatureResult, int, int] | None:
+        """The first passing signature, the canonical body bytes it signed and the body's,
+        when it signs less than `minimum` allows (OpenDKIM's PARTIAL); else None.
+
+        Call after `results()`.
+        """
+        for p, result in zip(self._pending, self.results(), strict=False):
+            if result.passed and p.body_key is not None:
+                body = self._bodies[p.body_key]
+                if minimum.covered(body.hashed, body.length):
+                    return None
+                return result, body.hashed, body.length
+        return None
 
     def signature(self, index: int) -> tuple[DkimSignature, bytes] | None:
         """The parsed signature `index` (as in `results()`) and the header bytes its b=
@@ -192,7 +251,13 @@ class Verifier:
     def _result(self, p: _Pending, now: int) -> SignatureResult:
         sig = p.sig
         if sig is None:
+            if p.ignored:
+                return SignatureResult(
+                    DkimResult.NEUTRAL, VerifyError.SIGNATURE_IGNORED, b=_raw_b(p.header)
+                )
             return SignatureResult(_PERM, VerifyError.SIGNATURE_SYNTAX, p.error, b=_raw_b(p.header))
+        if p.ignored:
+            return self._report(p, sig, VerifyError.SIGNATURE_IGNORED)
         algo = get_algorithm(sig.algorithm)
         assert algo is not None  # a parsed signature has a known algorithm
         refused = _signature_refused(sig, algo, self.options, now)
@@ -236,6 +301,8 @@ class Verifier:
         assert record.public_key is not None
         if not algo.verify(record.public_key, sig.signature, p.header_data):
             return VerifyError.SIGNATURE_MISMATCH
+        if self.options.must_be_signed and self._unprotected(sig):
+            return VerifyError.MUST_BE_SIGNED
         if (
             self.options.body_length == "fail"
             and sig.body_length is not None
@@ -243,6 +310,12 @@ class Verifier:
         ):
             return VerifyError.UNSIGNED_CONTENT
         return None
+
+    def _unprotected(self, sig: DkimSignature) -> bool:
+        """Whether a MustBeSigned field is in the message but not in h=."""
+        covered = {name_key(h) for h in sig.signed_headers}
+        wanted = self.options.must_be_signed
+        return any(f.key in wanted and f.key not in covered for f in self._headers)
 
     def _report(
         self,
@@ -282,6 +355,8 @@ def _signature_refused(
         return VerifyError.SHA1_REFUSED  # RFC 8301 section 3.1
     if sig.expiration is not None and sig.expiration + options.clock_skew < now:
         return VerifyError.EXPIRED  # RFC 6376 section 3.5, x=
+    if sig.timestamp is not None and sig.timestamp > now + options.clock_skew:
+        return VerifyError.FUTURE_TIMESTAMP  # RFC 6376 section 3.5, t=
     return None
 
 
@@ -317,6 +392,15 @@ def _parse_record(raw: bytes) -> KeyRecord:
     # too); decoding the base64 and loading the key each time was ~4% of a verification.
     # KeyRecord is immutable, so sharing one between messages is safe.
     return parse_key_record(raw)
+
+
+def _read(field: SignatureField) -> _Pending:
+    p = _Pending(field.header)
+    try:
+        p.sig = field.parse()
+    except SignatureError as exc:
+        p.error = exc.reason
+    return p
 
 
 def _first_key_record(records: Sequence[bytes]) -> KeyRecord | _KeyProblem:

@@ -123,7 +123,7 @@ def test_bad_boolean_and_integer_are_errors_and_dropped() -> None:
 
 
 def test_unimplemented_opendkim_option_warns_once() -> None:
-    raw = read_config_text("LDAPTimeout 3\nClockDrift 30\nLDAPTimeout 4\n")
+    raw = read_config_text("LDAPTimeout 3\nVBR-Type x\nLDAPTimeout 4\n")
     messages = [str(p) for p in raw.problems]
     assert len(messages) == 2
     assert all(p.severity is Severity.WARNING for p in raw.problems)
