@@ -53,11 +53,16 @@ from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.exempt import exempt_domain
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
+from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
 from dkimd.replies import DkimStatus, final_reply
+from dkimd.required_headers import header_count_error
+from dkimd.required_headers import rejection as required_headers_rejection
+from dkimd.sender_macro import macro_author
 
 _log = get_logger("session")
 
@@ -402,15 +407,26 @@ class MilterSession:
         msg = self._message_state()
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
+        config = runtime.config
+        author = macro_author(config, self._conn.macro)
         # The plan first, for the sender address it finds (the author check needs no second
         # look then); a plan without a sender has had no effect but to be made.
         plan = runtime.policy.plan(
-            self._client, msg.headers, self._conn.macro, recipients=msg.recipients
+            self._client, msg.headers, self._conn.macro, recipients=msg.recipients, author=author
         )
-        bad = malformed.check_sender(msg.headers, runtime.config, plan.sender)
+        bad = malformed.check_sender(msg.headers, config, plan.sender, author)
         if bad is not None:
             return self._bad_format(msg, bad)
+        exempt = exempt_domain(config, plan.sender)
+        if exempt is not None:
+            if config.log_why:
+                self._log.info("domain '%s' exempted, accepting", exempt)
+            return self._eoh_verdict(msg, milter.Accept())
         msg.plan = plan
+        if config.log_why and config.mta_names is not None:
+            note = no_match_note(config, self._conn.macro)
+            if note is not None:
+                self._log.info(note)  # no args: no %-formatting of the text itself
         if plan.notable:
             self._log.info(plan.why)  # no args: no %-formatting of the text itself
         if plan.decision is Decision.TEMPFAIL:
@@ -425,6 +441,17 @@ class MilterSession:
             # Through _eoh_verdict: a connection negotiated before a reload changed Mode may
             # have asked for no reply here.
             return self._eoh_verdict(msg, milter.Accept())
+        if plan.decision is Decision.SIGN:
+            hit = dont_sign_hit(runtime.config, msg.recipients)
+            if hit is not None:
+                if runtime.config.log_why:
+                    self._log.info("skipping signing of mail to '%s'", hit)
+                return self._eoh_verdict(msg, milter.Accept())
+        if config.required_headers:
+            reason = header_count_error(msg.headers)
+            if reason is not None:
+                self._log.info("RFC5322 header requirement error: %s", reason)
+                return self._eoh_verdict(msg, required_headers_rejection(reason))
         # Each DKIM-Signature is read once, for the syntax check and then the verifier.
         signatures = signature_fields(msg.headers)
         problem = malformed.check_processing(
@@ -438,11 +465,6 @@ class MilterSession:
         if problem is not None:
             return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
-            hit = dont_sign_hit(runtime.config, msg.recipients)
-            if hit is not None:
-                if runtime.config.log_why:
-                    self._log.info("skipping signing of mail to '%s'", hit)
-                return self._eoh_verdict(msg, milter.Accept())
             self._start_signing(msg, plan)
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
@@ -909,6 +931,8 @@ def decides_at_eoh(config: Config) -> bool:
     return (
         not config.verifies
         or config.dont_sign_mail_to is not None
+        or config.exempt_domains is not None
+        or config.required_headers
         or (config.signs and any(p.fails_messages for p in config.warnings))
         or (config.verifies and malformed.eoh_reply_needed(config))
     )
