@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, malformed, milter, reports
+from dkimd import __version__, header_limit, malformed, milter, reports
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -223,6 +223,7 @@ class _Message:
     __slots__ = (
         "atps_records",
         "bad_format",
+        "header_budget",
         "headers",
         "keys_wanted",
         "plan",
@@ -240,6 +241,7 @@ class _Message:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.headers: list[HeaderField] = []
+        self.header_budget = header_limit.HeaderBudget(runtime.config.maximum_headers)
         self.plan: MessagePlan | None = None
         self.signer: Signer | None = None
         self.signing: list[SigningRequest] = []
@@ -249,9 +251,9 @@ class _Message:
         self.keys_wanted: NeedKeys | None = None
         # Envelope recipients, brackets stripped, when the configuration reads them.
         self.recipients: list[str] = []
-        # A reply decided at end-of-headers while the MTA expected none there (SMFIP_NR_EOH):
-        # given at end-of-message instead, which ends the message the same way; the body
-        # is skipped meanwhile.
+        # A reply decided at end-of-headers (or at a header field, MaximumHeaders) while the
+        # MTA expected none there (SMFIP_NR_EOH, NR_HDR): given at the next stage answered
+        # instead, which ends the message the same way; the body is skipped meanwhile.
         self.verdict: milter.FinalAction | None = None
         # The header-only path (dkimd.malformed): nothing signed or verified.
         self.bad_format: malformed.BadFormat | None = None
@@ -396,6 +398,13 @@ class MilterSession:
 
     def _on_header(self, event: milter.Header) -> HandlerResult:
         msg = self._message_state()
+        if msg.verdict is not None:  # stopped (MaximumHeaders): nothing more is kept
+            return None
+        negotiated = self._conn.negotiated
+        leading_space = negotiated is not None and negotiated.leading_space
+        if not msg.header_budget.take(event.name, event.value, leading_space=leading_space):
+            self._log.warning(header_limit.LOG_TEXT)
+            return self._eoh_verdict(msg, header_limit.verdict(msg.runtime.config))
         value = event.value
         rules = msg.runtime.config.replace_rules
         if rules is not None:  # ReplaceRules: only our copy changes, never the message
@@ -405,6 +414,8 @@ class MilterSession:
 
     def _on_eoh(self, event: milter.EndOfHeaders) -> Step:
         msg = self._message_state()
+        if msg.verdict is not None:
+            return self._eoh_verdict(msg, msg.verdict)
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
         config = runtime.config
@@ -522,7 +533,7 @@ class MilterSession:
 
     def _on_eom(self, event: milter.EndOfMessage) -> Step:
         msg = self._message
-        if msg is None or (msg.plan is None and msg.bad_format is None):
+        if msg is None or (msg.plan is None and msg.bad_format is None and msg.verdict is None):
             # No headers at all (an empty message): nothing to sign; verify an empty header
             # block the same way as any other message.
             msg = self._message_state()
@@ -982,6 +993,8 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
         protocol = (protocol & ~flags.NR_BODY) | flags.SKIP
     if not decides_at_eoh(config):
         protocol |= flags.NR_EOH
+    if header_limit.replies_at_header(config):
+        protocol &= ~flags.NR_HDR
     actions = milter.ActionFlag.ADDHDRS
     if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
         actions |= milter.ActionFlag.CHGHDRS

@@ -74,6 +74,8 @@ class Mta:
                 await self._feed("rcpt", pkt(b"R", rcpt.encode() + b"\x00"))
         for name, value in headers:
             await self._feed("header", pkt(b"L", name + b"\x00" + value + b"\x00"))
+            if self.final() is not None:  # the message ended there (MaximumHeaders)
+                return
         await self._feed("eoh", pkt(b"N"))
         if self.final() is None:
             await self._feed("body", pkt(b"B", body))
