@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, header_limit, malformed, milter, reports
+from dkimd import __version__, header_limit, malformed, milter, redirect, reports
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -805,6 +805,8 @@ class MilterSession:
                 header_b=not config.no_header_b,
             )
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
+        if status is DkimStatus.BADSIG and config.redirect_failures_to is not None:
+            actions += self._redirect(msg)
         actions += self._software_header(runtime)
         if status is None or (status is DkimStatus.NOSIG and config.always_add_ar_header):
             # With AlwaysAddARHeader an unsigned message gets dkim=none and On-NoSignature
@@ -817,6 +819,14 @@ class MilterSession:
             return actions
         final = self._libstatus(runtime, status, results[0])
         return [*actions, final]
+
+    def _redirect(self, msg: _Message) -> list[milter.Action]:
+        negotiated = self._conn.negotiated
+        allowed = negotiated.actions if negotiated is not None else milter.ActionFlag.NONE
+        actions = redirect.redirect_actions(msg.runtime.config, msg.recipients, allowed)
+        if not actions:
+            self._log.warning("RedirectFailuresTo: recipients cannot be changed on this connection")
+        return actions
 
     def _remove_forged_results(
         self, config: Config, headers: Sequence[HeaderField], authserv_id: str
@@ -998,6 +1008,7 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     actions = milter.ActionFlag.ADDHDRS
     if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
         actions |= milter.ActionFlag.CHGHDRS
+    actions |= redirect.required_actions(config)
     return milter.FilterOptions(actions=actions, protocol=protocol)
 
 
