@@ -25,6 +25,7 @@ from dkimd.config import Action, Condition, Config
 from dkimd.dkim import HeaderField, SignatureField, name_key
 from dkimd.dkim.syntax import header_syntax_error, strict_header_error
 from dkimd.policy import parse_address
+from dkimd.sender_macro import MacroAuthor
 
 __all__ = [
     "BadFormat",
@@ -81,14 +82,21 @@ def author_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]
 
 
 def check_sender(
-    headers: Sequence[HeaderField], config: Config, sender: str | None = None
+    headers: Sequence[HeaderField],
+    config: Config,
+    sender: str | None = None,
+    author: MacroAuthor | None = None,
 ) -> BadFormat | None:
     """The first test of end of headers: its outcome stands whatever else is decided.
 
     `sender`: the address `policy.sender_address` found in the SenderHeaders fields, when
     the caller has it. Both look at the first SenderHeaders field present first, so with
     such an address there is an author; only without one is the search taken further.
+    `author`: the SenderMacro value the MTA sent, which replaces the header fields.
     """
+    if author is not None:
+        reason = author.bad_format_reason(config)
+        return None if reason is None else BadFormat(reason)
     if sender is None and author_address(headers, config.sender_headers) is None:
         if (
             config.weak_syntax_checks

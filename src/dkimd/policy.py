@@ -21,6 +21,7 @@ import enum
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from dkimd.body_length import BodyLengthDb
 from dkimd.config import Action, Condition, Config, KeySource
@@ -35,7 +36,11 @@ from dkimd.dkim import (
     name_key,
 )
 from dkimd.dkim.atps import atps_tags
+from dkimd.mta import listed_mta
 from dkimd.signing_keys import KeyProblem, RequestShape, SigningKeys
+
+if TYPE_CHECKING:
+    from dkimd.sender_macro import MacroAuthor
 
 DEFAULT_OVERSIGN_HEADERS = ("from",)
 
@@ -178,14 +183,22 @@ class SigningPolicy:
         headers: Sequence[HeaderField],
         macro: Callable[[str], str | None] = lambda name: None,
         recipients: Sequence[str] = (),
+        author: MacroAuthor | None = None,
     ) -> MessagePlan:
         """What to do with one message. `recipients` are its envelope recipients (RCPT TO,
-        in order); BodyLengthDB needs them."""
+        in order); BodyLengthDB needs them. `author`: the SenderMacro value, which stands
+        for the sender fields when the MTA sent it (dkimd.sender_macro)."""
         config = self.config
         originating = (
-            client.authenticated or self.is_internal(client) or self.local_by_macros(macro)
+            client.authenticated
+            or self.is_internal(client)
+            or self.local_by_macros(macro)
+            or listed_mta(config, macro)
         )
-        sender = sender_address(headers, config.sender_headers)
+        if author is not None:
+            sender = author.address
+        else:
+            sender = sender_address(headers, config.sender_headers)
         if originating and config.signs:
             why_not = self._why_not_sign(headers, sender)
             if why_not is None:

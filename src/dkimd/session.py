@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, malformed, milter, reports, verify_log
+from dkimd import __version__, header_limit, malformed, milter, redirect, reports, verify_log
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -54,11 +54,16 @@ from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.exempt import exempt_domain
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
+from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
 from dkimd.replies import DkimStatus, final_reply
+from dkimd.required_headers import header_count_error
+from dkimd.required_headers import rejection as required_headers_rejection
+from dkimd.sender_macro import macro_author
 
 _log = get_logger("session")
 
@@ -228,6 +233,7 @@ class _Message:
     __slots__ = (
         "atps_records",
         "bad_format",
+        "header_budget",
         "headers",
         "keys_wanted",
         "plan",
@@ -245,6 +251,7 @@ class _Message:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.headers: list[HeaderField] = []
+        self.header_budget = header_limit.HeaderBudget(runtime.config.maximum_headers)
         self.plan: MessagePlan | None = None
         self.signer: Signer | None = None
         self.signing: list[SigningRequest] = []
@@ -254,9 +261,9 @@ class _Message:
         self.keys_wanted: NeedKeys | None = None
         # Envelope recipients, brackets stripped, when the configuration reads them.
         self.recipients: list[str] = []
-        # A reply decided at end-of-headers while the MTA expected none there (SMFIP_NR_EOH):
-        # given at end-of-message instead, which ends the message the same way; the body
-        # is skipped meanwhile.
+        # A reply decided at end-of-headers (or at a header field, MaximumHeaders) while the
+        # MTA expected none there (SMFIP_NR_EOH, NR_HDR): given at the next stage answered
+        # instead, which ends the message the same way; the body is skipped meanwhile.
         self.verdict: milter.FinalAction | None = None
         # The header-only path (dkimd.malformed): nothing signed or verified.
         self.bad_format: malformed.BadFormat | None = None
@@ -401,6 +408,13 @@ class MilterSession:
 
     def _on_header(self, event: milter.Header) -> HandlerResult:
         msg = self._message_state()
+        if msg.verdict is not None:  # stopped (MaximumHeaders): nothing more is kept
+            return None
+        negotiated = self._conn.negotiated
+        leading_space = negotiated is not None and negotiated.leading_space
+        if not msg.header_budget.take(event.name, event.value, leading_space=leading_space):
+            self._log.warning(header_limit.LOG_TEXT)
+            return self._eoh_verdict(msg, header_limit.verdict(msg.runtime.config))
         value = event.value
         rules = msg.runtime.config.replace_rules
         if rules is not None:  # ReplaceRules: only our copy changes, never the message
@@ -410,17 +424,30 @@ class MilterSession:
 
     def _on_eoh(self, event: milter.EndOfHeaders) -> Step:
         msg = self._message_state()
+        if msg.verdict is not None:
+            return self._eoh_verdict(msg, msg.verdict)
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
+        config = runtime.config
+        author = macro_author(config, self._conn.macro)
         # The plan first, for the sender address it finds (the author check needs no second
         # look then); a plan without a sender has had no effect but to be made.
         plan = runtime.policy.plan(
-            self._client, msg.headers, self._conn.macro, recipients=msg.recipients
+            self._client, msg.headers, self._conn.macro, recipients=msg.recipients, author=author
         )
-        bad = malformed.check_sender(msg.headers, runtime.config, plan.sender)
+        bad = malformed.check_sender(msg.headers, config, plan.sender, author)
         if bad is not None:
             return self._bad_format(msg, bad)
+        exempt = exempt_domain(config, plan.sender)
+        if exempt is not None:
+            if config.log_why:
+                self._log.info("domain '%s' exempted, accepting", exempt)
+            return self._eoh_verdict(msg, milter.Accept())
         msg.plan = plan
+        if config.log_why and config.mta_names is not None:
+            note = no_match_note(config, self._conn.macro)
+            if note is not None:
+                self._log.info(note)  # no args: no %-formatting of the text itself
         if plan.notable:
             self._log.info(plan.why)  # no args: no %-formatting of the text itself
         if plan.decision is Decision.TEMPFAIL:
@@ -435,6 +462,17 @@ class MilterSession:
             # Through _eoh_verdict: a connection negotiated before a reload changed Mode may
             # have asked for no reply here.
             return self._eoh_verdict(msg, milter.Accept())
+        if plan.decision is Decision.SIGN:
+            hit = dont_sign_hit(runtime.config, msg.recipients)
+            if hit is not None:
+                if runtime.config.log_why:
+                    self._log.info("skipping signing of mail to '%s'", hit)
+                return self._eoh_verdict(msg, milter.Accept())
+        if config.required_headers:
+            reason = header_count_error(msg.headers)
+            if reason is not None:
+                self._log.info("RFC5322 header requirement error: %s", reason)
+                return self._eoh_verdict(msg, required_headers_rejection(reason))
         # Each DKIM-Signature is read once, for the syntax check and then the verifier.
         signatures = signature_fields(msg.headers)
         problem = malformed.check_processing(
@@ -448,11 +486,6 @@ class MilterSession:
         if problem is not None:
             return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
-            hit = dont_sign_hit(runtime.config, msg.recipients)
-            if hit is not None:
-                if runtime.config.log_why:
-                    self._log.info("skipping signing of mail to '%s'", hit)
-                return self._eoh_verdict(msg, milter.Accept())
             self._start_signing(msg, plan)
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
@@ -510,7 +543,7 @@ class MilterSession:
 
     def _on_eom(self, event: milter.EndOfMessage) -> Step:
         msg = self._message
-        if msg is None or (msg.plan is None and msg.bad_format is None):
+        if msg is None or (msg.plan is None and msg.bad_format is None and msg.verdict is None):
             # No headers at all (an empty message): nothing to sign; verify an empty header
             # block the same way as any other message.
             msg = self._message_state()
@@ -790,6 +823,8 @@ class MilterSession:
                 header_b=not config.no_header_b,
             )
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
+        if status is DkimStatus.BADSIG and config.redirect_failures_to is not None:
+            actions += self._redirect(msg)
         actions += self._software_header(runtime)
         if status is None or (status is DkimStatus.NOSIG and config.always_add_ar_header):
             # With AlwaysAddARHeader an unsigned message gets dkim=none and On-NoSignature
@@ -802,6 +837,14 @@ class MilterSession:
             return actions
         final = self._libstatus(runtime, status, results[0])
         return [*actions, final]
+
+    def _redirect(self, msg: _Message) -> list[milter.Action]:
+        negotiated = self._conn.negotiated
+        allowed = negotiated.actions if negotiated is not None else milter.ActionFlag.NONE
+        actions = redirect.redirect_actions(msg.runtime.config, msg.recipients, allowed)
+        if not actions:
+            self._log.warning("RedirectFailuresTo: recipients cannot be changed on this connection")
+        return actions
 
     def _remove_forged_results(
         self, config: Config, headers: Sequence[HeaderField], authserv_id: str
@@ -932,6 +975,8 @@ def decides_at_eoh(config: Config) -> bool:
     return (
         not config.verifies
         or config.dont_sign_mail_to is not None
+        or config.exempt_domains is not None
+        or config.required_headers
         or (config.signs and any(p.fails_messages for p in config.warnings))
         or (config.verifies and malformed.eoh_reply_needed(config))
     )
@@ -981,9 +1026,12 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
         protocol = (protocol & ~flags.NR_BODY) | flags.SKIP
     if not decides_at_eoh(config):
         protocol |= flags.NR_EOH
+    if header_limit.replies_at_header(config):
+        protocol &= ~flags.NR_HDR
     actions = milter.ActionFlag.ADDHDRS
     if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
         actions |= milter.ActionFlag.CHGHDRS
+    actions |= redirect.required_actions(config)
     return milter.FilterOptions(actions=actions, protocol=protocol)
 
 

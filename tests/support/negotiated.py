@@ -32,9 +32,11 @@ class Mta:
         *,
         records: dict[str, str] | None = None,
         mail_macros: dict[str, str] | None = None,
+        recipients: Sequence[str] = (),
     ) -> None:
         self.client = client
         self.mail_macros = mail_macros or {}
+        self.recipients = recipients
         config = parse_config_text(config_text + "AuthservID unknown.example\n")
         self.conn = milter.Connection(filter_options_for(config))
         holder = RuntimeHolder(Runtime.build(config, TestDnsFile.from_records(records or {})))
@@ -66,8 +68,14 @@ class Mta:
             k.encode() + b"\0" + v.encode() + b"\0" for k, v in self.mail_macros.items()
         )
         await self._feed("mail", pkt(b"D", b"M" + macros) + pkt(b"M", b"<user@example.com>\x00"))
+        negotiated = self.conn.negotiated
+        if negotiated is not None and not negotiated.protocol & milter.ProtocolFlag.NORCPT:
+            for rcpt in self.recipients:  # as Postfix: no RCPT for a filter that declines it
+                await self._feed("rcpt", pkt(b"R", rcpt.encode() + b"\x00"))
         for name, value in headers:
             await self._feed("header", pkt(b"L", name + b"\x00" + value + b"\x00"))
+            if self.final() is not None:  # the message ended there (MaximumHeaders)
+                return
         await self._feed("eoh", pkt(b"N"))
         if self.final() is None:
             await self._feed("body", pkt(b"B", body))

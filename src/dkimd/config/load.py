@@ -207,6 +207,7 @@ class _Builder:
         self.results()
         read_verification_options(self)
         self.recipients()
+        self.session_options()
         self.dns()
         self.daemon()
         self.logging()
@@ -483,6 +484,24 @@ class _Builder:
         found = self.dataset("DontSignMailTo")
         if found is not None:
             self.values["dont_sign_mail_to"] = found[1]
+
+    def session_options(self) -> None:
+        """Options read per message by the session's own modules (dkimd.exempt, ...)."""
+        for option, attr in (("ExemptDomains", "exempt_domains"), ("MTA", "mta_names")):
+            found = self.dataset(option)
+            if found is not None:
+                self.values[attr] = found[1]
+        for option, attr in (
+            ("SenderMacro", "sender_macro"),
+            ("RedirectFailuresTo", "redirect_failures_to"),
+        ):
+            setting = self.get(option)
+            if setting is not None:
+                self.values[attr] = setting.value
+        self.flag("RequiredHeaders", "required_headers")
+        self.number("MaximumHeaders", "maximum_headers")
+        self.flag("Quarantine", "quarantine")
+        self.flag("CaptureUnknownErrors", "capture_unknown_errors")
 
     def action(self, setting: Setting) -> Action:
         action = _ACTION_WORDS.get(setting.value.lower())

@@ -237,6 +237,16 @@ class Config:
     macro_list: tuple[MacroRequirement, ...] = ()
     # recipients
     dont_sign_mail_to: Dataset | None = None  # recipients whose mail is never signed
+    # session options (dkimd.exempt, dkimd.mta, dkimd.sender_macro, dkimd.required_headers,
+    # dkimd.header_limit, dkimd.redirect, dkimd.capture)
+    exempt_domains: Dataset | None = None  # From domains whose mail is accepted untouched
+    mta_names: Dataset | None = None  # {daemon_name} values whose mail is originating
+    sender_macro: str | None = None  # the author address from this macro, not From
+    required_headers: bool = False  # RFC 5322 3.6 field counts, else 550 5.0.0 at EOH
+    maximum_headers: int = 65536  # header bytes before On-Security; 0: no limit
+    redirect_failures_to: str | None = None  # BAD verifications go here instead
+    quarantine: bool = False  # Quarantine: accepted, as OpenDKIM 2.11 does (dkimd.capture)
+    capture_unknown_errors: bool = False  # internal errors: quarantine and accept
     # results
     on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
     authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
