@@ -266,7 +266,7 @@ def _check_config(options: DaemonOptions) -> Config | None:
         failing = list(stripped.errors)
         config = stripped.config
     if config is not None and not failing:
-        failing = daemon_refusals(config)
+        failing = daemon_refusals(config, options.check_signing_table)
     for problem in [*failing, *warnings]:
         sys.stderr.write(f"dkimd: {problem}\n")
     return None if failing or config is None else config
