@@ -134,8 +134,9 @@ class Runtime:
     #: Seconds the server may wait for key records (NeedKeys.timeout).
     key_timeout: float = 5.0 + _KEY_WAIT_MARGIN
     hostname: str = field(default_factory=socket_module.gethostname)
-    #: The DNSSEC word after the key size in A-R items: None when keys come from test
-    #: data (OpenDKIM knows no DNSSEC state there), else "unprotected" (no validation).
+    #: The DNSSEC word after the key size in A-R items: None when keys come from
+    #: TestDNSData or TestPublicKeys (OpenDKIM knows no DNSSEC state there), else
+    #: "unprotected" (no validation).
     dnssec_word: str | None = "unprotected"
     #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
     keeps_recipients: bool = False
@@ -166,7 +167,7 @@ class Runtime:
             resolver,
             options,
             dns_timeout + _KEY_WAIT_MARGIN,
-            dnssec_word=None if isinstance(resolver, TestDnsFile) else "unprotected",
+            dnssec_word=None if _keys_from_test_data(config, resolver) else "unprotected",
             keeps_recipients=needs_recipients(config),
             atps_missing_is_error=config.test_dns_data is not None,
         )
@@ -191,6 +192,12 @@ class Runtime:
             job = job_id() if job_id is not None else None
             chosen = f"{chosen}/{job or UNKNOWN_JOB_ID}"
         return chosen
+
+
+def _keys_from_test_data(config: Config, resolver: TxtLookup) -> bool:
+    """Whether keys come from TestDNSData or TestPublicKeys, where OpenDKIM knows no DNSSEC
+    state (no word after the key size; observed with both)."""
+    return isinstance(resolver, TestDnsFile) or config.test_public_keys is not None
 
 
 class RuntimeHolder:
