@@ -181,17 +181,19 @@ class Runtime:
     ) -> str:
         """AuthservID, else the MTA's name ("j"), else "unknown-host", as OpenDKIM picks it;
         "/<job id>" appended under AuthservIDWithJobID (the only case `job_id` is asked)."""
-        configured = self.config.authserv_id
-        if configured is None:
-            chosen = mta_name or UNKNOWN_HOST
-        elif configured == "HOSTNAME":
-            chosen = self.hostname
-        else:
-            chosen = configured
+        chosen = self.base_authserv_id(mta_name)
         if self.config.authserv_id_with_job_id:
             job = job_id() if job_id is not None else None
             chosen = f"{chosen}/{job or UNKNOWN_JOB_ID}"
         return chosen
+
+    def base_authserv_id(self, mta_name: str | None) -> str:
+        """The authserv-id without AuthservIDWithJobID's "/<job id>": what OpenDKIM matches
+        incoming Authentication-Results against, and writes on its malformed-message path."""
+        configured = self.config.authserv_id
+        if configured is None:
+            return mta_name or UNKNOWN_HOST
+        return self.hostname if configured == "HOSTNAME" else configured
 
 
 def _keys_from_test_data(config: Config, resolver: TxtLookup) -> bool:
@@ -676,7 +678,7 @@ class MilterSession:
         config = msg.runtime.config
         if config.ignore_malformed_mail:
             return milter.Accept()
-        authserv_id = msg.runtime.authserv_id(self._mta_host(), self._job_id)
+        authserv_id = msg.runtime.base_authserv_id(self._mta_host())
         actions: list[milter.Action] = []
         if bad.verifying:
             actions += self._remove_forged_results(config, msg.headers, authserv_id)
@@ -769,7 +771,9 @@ class MilterSession:
         elif results[0].result is not DkimResult.NONE:
             self._stats.failed += 1
         authserv_id = runtime.authserv_id(self._mta_host(), self._job_id)
-        actions = self._remove_forged_results(config, msg.headers, authserv_id)
+        actions = self._remove_forged_results(
+            config, msg.headers, runtime.base_authserv_id(self._mta_host())
+        )
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(
                 authserv_id,
