@@ -218,6 +218,10 @@ class SigningPolicy:
             if not config.verifies:
                 return MessagePlan(Decision.NOTHING, why_not, sender)
             return MessagePlan(Decision.VERIFY, why_not, sender)
+        if originating and sender is not None and self._signing_candidate(headers, sender):
+            # OpenDKIM's mlfi_eoh looks the sender up whatever the Mode; a configuration
+            # that does not sign accepts such a message as it is, unverified (observed).
+            return MessagePlan(Decision.NOTHING, "Mode lacks s", sender)
         why = "external host" if not originating else "Mode lacks s"
         notable = (
             not originating and sender is not None and self._claims_signing_domain(client, sender)
@@ -229,6 +233,14 @@ class SigningPolicy:
         if not config.verifies:
             return MessagePlan(Decision.NOTHING, f"{why}; Mode lacks v", sender, notable=notable)
         return MessagePlan(Decision.VERIFY, why, sender, notable=notable)
+
+    def _signing_candidate(self, headers: Sequence[HeaderField], sender: str) -> bool:
+        """Whether a signer would sign this originating sender's message (or tempfail it
+        for a broken key)."""
+        if self._why_not_sign(headers, sender) is not None:
+            return False
+        requests, problems = self.keys.for_sender(sender)
+        return bool(requests or problems)
 
     def _message_tags(
         self, requests: list[SigningRequest], sender: str, recipients: Sequence[str]

@@ -144,8 +144,9 @@ class Runtime:
     #: Seconds the server may wait for key records (NeedKeys.timeout).
     key_timeout: float = 5.0 + _KEY_WAIT_MARGIN
     hostname: str = field(default_factory=socket_module.gethostname)
-    #: The DNSSEC word after the key size in A-R items: None when keys come from test
-    #: data (OpenDKIM knows no DNSSEC state there), else "unprotected" (no validation).
+    #: The DNSSEC word after the key size in A-R items: None when keys come from
+    #: TestDNSData or TestPublicKeys (OpenDKIM knows no DNSSEC state there), else
+    #: "unprotected" (no validation).
     dnssec_word: str | None = "unprotected"
     #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
     keeps_recipients: bool = False
@@ -181,7 +182,7 @@ class Runtime:
             resolver,
             options,
             dns_timeout + _KEY_WAIT_MARGIN,
-            dnssec_word=None if isinstance(resolver, TestDnsFile) else "unprotected",
+            dnssec_word=None if _keys_from_test_data(config, resolver) else "unprotected",
             keeps_recipients=needs_recipients(config),
             atps_missing_is_error=config.test_dns_data is not None,
         )
@@ -195,17 +196,25 @@ class Runtime:
     ) -> str:
         """AuthservID, else the MTA's name ("j"), else "unknown-host", as OpenDKIM picks it;
         "/<job id>" appended under AuthservIDWithJobID (the only case `job_id` is asked)."""
-        configured = self.config.authserv_id
-        if configured is None:
-            chosen = mta_name or UNKNOWN_HOST
-        elif configured == "HOSTNAME":
-            chosen = self.hostname
-        else:
-            chosen = configured
+        chosen = self.base_authserv_id(mta_name)
         if self.config.authserv_id_with_job_id:
             job = job_id() if job_id is not None else None
             chosen = f"{chosen}/{job or UNKNOWN_JOB_ID}"
         return chosen
+
+    def base_authserv_id(self, mta_name: str | None) -> str:
+        """The authserv-id without AuthservIDWithJobID's "/<job id>": what OpenDKIM matches
+        incoming Authentication-Results against, and writes on its malformed-message path."""
+        configured = self.config.authserv_id
+        if configured is None:
+            return mta_name or UNKNOWN_HOST
+        return self.hostname if configured == "HOSTNAME" else configured
+
+
+def _keys_from_test_data(config: Config, resolver: TxtLookup) -> bool:
+    """Whether keys come from TestDNSData or TestPublicKeys, where OpenDKIM knows no DNSSEC
+    state (no word after the key size; observed with both)."""
+    return isinstance(resolver, TestDnsFile) or config.test_public_keys is not None
 
 
 class RuntimeHolder:
@@ -715,7 +724,7 @@ class MilterSession:
         config = msg.runtime.config
         if config.ignore_malformed_mail:
             return milter.Accept()
-        authserv_id = msg.runtime.authserv_id(self._mta_host(), self._job_id)
+        authserv_id = msg.runtime.base_authserv_id(self._mta_host())
         actions: list[milter.Action] = []
         if bad.verifying:
             actions += self._remove_forged_results(config, msg.headers, authserv_id)
@@ -813,7 +822,9 @@ class MilterSession:
         elif results[0].result is not DkimResult.NONE:
             self._stats.failed += 1
         authserv_id = runtime.authserv_id(self._mta_host(), self._job_id)
-        actions = self._remove_forged_results(config, msg.headers, authserv_id)
+        actions = self._remove_forged_results(
+            config, msg.headers, runtime.base_authserv_id(self._mta_host())
+        )
         if status is not DkimStatus.NOSIG or config.always_add_ar_header:
             value = authentication_results_value(
                 authserv_id,
