@@ -124,17 +124,16 @@ class Effects:
     verify: bool = False
     resign: bool = False
     use_ltag: bool = False
-    xtags: list[tuple[str, str]] = field(default_factory=list)
+    # odkim.xtag: (tag, value, how many of the first requests it applies to)
+    xtags: list[tuple[str, str, int]] = field(default_factory=list)
     result: int | None = None  # an SMFIS_* code other than continue
     reply: tuple[str, str, str] | None = None  # rcode, xcode, text
-    quarantine: str | None = None
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     del_headers: list[tuple[str, int]] = field(default_factory=list)
     add_rcpts: list[str] = field(default_factory=list)
     del_rcpts: list[str] = field(default_factory=list)
     ignored: set[int] = field(default_factory=set)  # screen: signature indexes
     stats: list[tuple[str, str]] = field(default_factory=list)
-    spam: bool = False
     # odkim.export: globals handed to the later scripts of the same message.
     exports: dict[str, str] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
@@ -410,6 +409,8 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
         if not _ctx_ok(a) or (len(a) > 1 and not _is_string(a[1])):
             raise LuaCallError("odkim.sign(): incorrect argument type")
         spec = SignSpec(_to_str(a[1]) if len(a) > 1 else None)
+        if spec.key_name is not None and slot.call.facts.config.key_table is None:
+            raise LuaCallError("odkim.sign(): request requires KeyTable")
         for extra in a[2:]:
             if isinstance(extra, (int, float)) and not isinstance(extra, bool):
                 spec.length = int(extra)
@@ -442,11 +443,6 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
                 applied += 1
         return applied
 
-    def spam(*a: object) -> object:
-        _check("spam", a, (1,), _ctx_ok(a))
-        slot.call.effects.spam = True
-        return None
-
     def use_ltag(*a: object) -> object:
         _check("use_ltag", a, (1,), _ctx_ok(a))
         slot.call.effects.use_ltag = True
@@ -460,12 +456,16 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
     def xtag(*a: object) -> object:
         _check("xtag", a, (3,), _ctx_ok(a), len(a) == 3 and _is_string(a[1]) and _is_string(a[2]))
         tag, value = _to_str(a[1]), _to_str(a[2])
+        # Added to the signatures requested so far (none: nothing to do, and no error).
+        count = len(slot.call.effects.requests)
+        if count == 0:
+            return 0
         if tag in _KNOWN_TAGS or not _TAG_NAME.match(tag) or not _TAG_VALUE.match(value):
             return -1
-        if any(t == tag for t, _ in slot.call.effects.xtags):
+        if any(t == tag for t, _, _ in slot.call.effects.xtags):
             return -1
-        slot.call.effects.xtags.append((tag, value))
-        return len(slot.call.effects.sign)
+        slot.call.effects.xtags.append((tag, value, count))
+        return count
 
     # -- signatures (screen, statistics, final) --
 
@@ -517,10 +517,12 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
         return sig_handle("sig_bhresult", a).bh_result
 
     def sig_bodylength(*a: object) -> object:
-        return sig_handle("sig_bodylength", a).body_length
+        _check("sig_bodylength", a, (2,), _ctx_ok(a), len(a) == 2 and isinstance(a[1], SigHandle))
+        return sig_handle("sig_bodylength", a[1:]).body_length
 
     def sig_canonlength(*a: object) -> object:
-        return sig_handle("sig_canonlength", a).canon_length
+        _check("sig_canonlength", a, (2,), _ctx_ok(a), len(a) == 2 and isinstance(a[1], SigHandle))
+        return sig_handle("sig_canonlength", a[1:]).canon_length
 
     def sig_result(*a: object) -> object:
         return sig_handle("sig_result", a).sig_error
@@ -573,8 +575,9 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
 
     def quarantine(*a: object) -> object:
         _check("quarantine", a, (2,), _ctx_ok(a), len(a) == 2 and _is_string(a[1]))
-        slot.call.effects.quarantine = _to_str(a[1])
-        return 1
+        # smfi_quarantine fails: OpenDKIM asks the MTA for SMFIF_QUARANTINE only under
+        # CaptureUnknownErrors, and so its scripts cannot quarantine (observed: nil).
+        return None
 
     def set_reply(*a: object) -> object:
         _check(
@@ -601,35 +604,69 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
     }
 
 
-_COMMON_SETUP_SCREEN = (
-    "db_check db_close db_open export get_dbhandle get_envfrom get_fromdomain get_header "
-    "get_mtasymbol get_rcpt get_rcptarray internal_ip log rcpt_count"
-)
-_SIGS = "get_sigarray get_sigcount get_sighandle parse_field sig_getdomain sig_getidentity"
-_RESULTS = "sig_bhresult sig_bodylength sig_canonlength sig_result rbl_check"
+def _words(text: str) -> list[str]:
+    return text.split()
 
-#: Which functions each hook has, as opendkim-lua(3) of 2.11 lists them.
+
+# Which functions each hook's odkim table has: as OpenDKIM 2.11 (Debian) registers them,
+# listed by a script walking `odkim` in each hook. opendkim-lua(3) also names odkim.spam,
+# which that build leaves out ("experimental feature not enabled"). The statistics hook is
+# not built into it either; its list is the man page's.
 HOOK_FUNCTIONS: dict[str, frozenset[str]] = {
     HookKind.SETUP: frozenset(
-        (
-            _COMMON_SETUP_SCREEN + " check_popauth get_clienthost get_clientip replace_header "
-            "resign set_result sign signfor spam use_ltag verify xtag"
-        ).split()
+        _words(
+            "check_popauth db_check db_close db_open export get_clienthost get_clientip "
+            "get_dbhandle get_envfrom get_fromdomain get_header get_mtasymbol get_rcpt "
+            "get_rcptarray internal_ip log rcpt_count replace_header resign set_result sign "
+            "signfor use_ltag verify xtag"
+        )
     ),
-    HookKind.SCREEN: frozenset((_COMMON_SETUP_SCREEN + " spam sig_ignore " + _SIGS).split()),
+    HookKind.SCREEN: frozenset(
+        _words(
+            "db_check db_close db_open export get_dbhandle get_envfrom get_fromdomain get_header "
+            "get_mtasymbol get_rcpt get_rcptarray get_sigarray get_sigcount get_sighandle "
+            "internal_ip log parse_field rcpt_count sig_getdomain sig_getidentity sig_ignore"
+        )
+    ),
     HookKind.STATISTICS: frozenset(
-        (
-            "export get_envfrom get_header get_mtasymbol get_rcpt get_rcptarray internal_ip "
-            "log rcpt_count spam stats " + _SIGS + " " + _RESULTS
-        ).split()
+        _words(
+            "export get_envfrom get_header get_mtasymbol get_rcpt get_rcptarray get_sigarray "
+            "get_sigcount get_sighandle internal_ip log parse_field rcpt_count rbl_check "
+            "sig_bhresult sig_bodylength sig_canonlength sig_getdomain sig_getidentity "
+            "sig_result stats"
+        )
     ),
     HookKind.FINAL: frozenset(
-        (
-            "get_clienthost get_clientip get_envfrom get_fromdomain get_header get_mtasymbol "
-            "get_rcpt get_rcptarray internal_ip log rcpt_count set_result spam xtag "
-            "add_header add_rcpt del_header del_rcpt quarantine set_reply " + _SIGS + " " + _RESULTS
-        ).split()
+        _words(
+            "add_header add_rcpt del_header del_rcpt get_clienthost get_clientip get_envfrom "
+            "get_fromdomain get_header get_mtasymbol get_rcpt get_rcptarray get_sigarray "
+            "get_sigcount get_sighandle internal_ip log parse_field quarantine rbl_check "
+            "rcpt_count set_reply set_result sig_bhresult sig_bodylength sig_canonlength "
+            "sig_getdomain sig_getidentity sig_result xtag"
+        )
     ),
+}
+
+# dkim.h's DKIM_SIGERROR_* and DKIM_SIGBH_*, which the final script gets as globals.
+SIG_CONSTANTS: dict[str, int] = {
+    "DKIM_SIGBH_UNTESTED": SIGBH_UNTESTED,
+    "DKIM_SIGBH_MATCH": SIGBH_MATCH,
+    "DKIM_SIGBH_MISMATCH": SIGBH_MISMATCH,
+    **{
+        f"DKIM_SIGERROR_{name}": number
+        for number, name in enumerate(
+            _words(
+                "OK VERSION DOMAIN EXPIRED FUTURE TIMESTAMPS UNUSED INVALID_HC INVALID_BC "
+                "MISSING_A INVALID_A MISSING_H INVALID_L INVALID_Q INVALID_QO MISSING_D EMPTY_D "
+                "MISSING_S EMPTY_S MISSING_B EMPTY_B CORRUPT_B NOKEY DNSSYNTAX KEYFAIL MISSING_BH "
+                "EMPTY_BH CORRUPT_BH BADSIG SUBDOMAIN MULTIREPLY EMPTY_H INVALID_H TOOLARGE_L "
+                "MBSFAILED KEYVERSION KEYUNKNOWNHASH KEYHASHMISMATCH NOTEMAILKEY UNUSED2 "
+                "KEYTYPEMISSING KEYTYPEUNKNOWN KEYREVOKED KEYDECODE"
+            )
+        )
+        if not name.startswith("UNUSED")
+    },
+    "DKIM_SIGERROR_UNKNOWN": -1,
 }
 
 
@@ -643,16 +680,32 @@ class CallSlot:
         self.call: OdkimCall = IDLE_CALL
 
 
+def _as_lua_number(fn: Callable[..., object]) -> Callable[..., object]:
+    """OpenDKIM pushes every number with lua_pushnumber: a float in Lua 5.3 (so a count
+    prints as "1.0" there, and here)."""
+
+    def call(*args: object) -> object:
+        result = fn(*args)
+        if isinstance(result, int) and not isinstance(result, bool):
+            return float(result)
+        return result
+
+    return call
+
+
 def build_odkim(slot: CallSlot, kind: str) -> dict[str, Callable[..., object]]:
     """The odkim table's functions for a `kind` hook."""
     wanted = HOOK_FUNCTIONS[kind]
-    return {name: fn for name, fn in _functions(slot).items() if name in wanted}
+    return {name: _as_lua_number(fn) for name, fn in _functions(slot).items() if name in wanted}
 
 
-def constants_for(kind: str) -> dict[str, int]:
-    """The global constants OpenDKIM defines for a hook's script."""
-    values = dict(SMFIS)
-    del values["SMFIS_CONTINUE"]
+def constants_for(kind: str) -> dict[str, float]:
+    """The global constants OpenDKIM defines for a hook's script (floats, as above)."""
+    values: dict[str, int] = {}
     if kind in (HookKind.SETUP, HookKind.SCREEN):
         values.update(DB_CONSTANTS)
-    return values
+    if kind in (HookKind.SETUP, HookKind.FINAL):
+        values.update({k: v for k, v in SMFIS.items() if k != "SMFIS_CONTINUE"})
+    if kind in (HookKind.STATISTICS, HookKind.FINAL):
+        values.update(SIG_CONSTANTS)
+    return {name: float(value) for name, value in values.items()}

@@ -93,7 +93,7 @@ class PolicyScripts:
         if not self.has(HookKind.FINAL):
             return milter.ActionFlag(0)
         flags = milter.ActionFlag
-        return flags.CHGHDRS | flags.ADDRCPT | flags.DELRCPT | flags.QUARANTINE
+        return flags.CHGHDRS | flags.ADDRCPT | flags.DELRCPT
 
     def run(
         self,

@@ -23,6 +23,7 @@ from dkimd.lua.api import (
     HookKind,
     MessageFacts,
     SigInfo,
+    SignSpec,
 )
 from dkimd.lua.hooks import HookFailure, PolicyScripts
 from dkimd.policy import Decision, MessagePlan, SigningPolicy
@@ -67,7 +68,7 @@ def sig_error_of(result: SignatureResult) -> tuple[int, int]:
     if result.passed:
         return 0, SIGBH_MATCH
     if result.error is VerifyError.BODY_HASH_MISMATCH:
-        return 0, SIGBH_MISMATCH  # libopendkim: the header hash verified, the body did not
+        return 28, SIGBH_MISMATCH  # observed: DKIM_SIGERROR_BADSIG, DKIM_SIGBH_MISMATCH
     if result.error is None:
         return 0, SIGBH_MATCH
     return _SIG_ERRORS.get(result.error, -1), -1
@@ -120,24 +121,28 @@ class LuaMessage:
         if effects.requests:
             # Script requests replace the SigningTable's (OpenDKIM applies the table only
             # when the setup script asked for no signature).
-            requests = [self._shaped(made, spec) for made, spec in effects.requests]
+            requests = [
+                self._shaped(i, made, spec) for i, (made, spec) in enumerate(effects.requests)
+            ]
             return MessagePlan(Decision.SIGN, "setup script", plan.sender, requests), None
         if effects.verify and plan.decision is not Decision.VERIFY:
             why = "setup script asked for verification"
             return MessagePlan(Decision.VERIFY, why, plan.sender), None
         return plan, None
 
-    def _shaped(self, made: object, spec: object) -> SigningRequest:
+    def _shaped(self, index: int, made: object, spec: SignSpec) -> SigningRequest:
+        """Request `index` with what the script added: l= (use_ltag, a length), xtags."""
         assert isinstance(made, SigningRequest)
         effects = self.effects
-        length = getattr(spec, "length", None)
+        length = spec.length
         changes: dict[str, object] = {}
         if effects.use_ltag or length is not None:
             changes["body_length"] = True
         if length is not None:
             changes["max_body_bytes"] = length
-        if effects.xtags:
-            changes["extension_tags"] = made.extension_tags + tuple(effects.xtags)
+        xtags = tuple((tag, value) for tag, value, count in effects.xtags if index < count)
+        if xtags:
+            changes["extension_tags"] = made.extension_tags + xtags
         return dataclasses.replace(made, **changes) if changes else made  # type: ignore[arg-type]
 
     # -- screen (before verification) --
@@ -194,8 +199,6 @@ class LuaMessage:
         ):
             rcode, xcode, text = effects.reply
             final = milter.ReplyCode(int(rcode), xcode, text)
-        if isinstance(final, (milter.Reject, milter.TempFail, milter.Discard, milter.ReplyCode)):
-            return [final]  # the message goes nowhere: its changes do not matter
         for name, value in effects.add_headers:
             changes.append(milter.AddHeader(name.encode("latin-1"), b" " + value.encode("latin-1")))
         for name, n in effects.del_headers:
@@ -208,8 +211,6 @@ class LuaMessage:
             changes.append(
                 milter.AddHeader(b"X-Original-Recipient", b" " + address.encode("latin-1"))
             )
-        if effects.quarantine is not None:
-            changes.append(milter.Quarantine(effects.quarantine))
         return [*changes, final]
 
 
