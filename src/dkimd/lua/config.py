@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dkimd.config.problems import Problem, Severity
-from dkimd.lua.hooks import OPTION_OF_HOOK, PolicyScripts, ScriptSource
-from dkimd.lua.sandbox import ScriptSyntaxError, lua_available
+from dkimd.lua.hooks import OPTION_OF_HOOK, PolicyScripts, ScriptCompileError, ScriptSource
+from dkimd.lua.sandbox import lua_available
 
 if TYPE_CHECKING:
     from dkimd.config.reader import RawConfig, Setting
@@ -61,11 +61,8 @@ def policy_scripts_from(raw: RawConfig) -> tuple[PolicyScripts | None, list[Prob
         return None, problems
     try:
         return PolicyScripts(sources), []
-    except ScriptSyntaxError as exc:
-        where = next(iter(named.values()))
-        for kind, source in sources.items():
-            if source.path in exc.message:
-                where = named[kind]
+    except ScriptCompileError as exc:
+        where = named[exc.kind]
         return None, [
             Problem(
                 where.file,

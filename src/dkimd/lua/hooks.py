@@ -12,6 +12,7 @@ tempfails it. Both are logged with the script's name and line.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +36,16 @@ from dkimd.lua.sandbox import (
     LuaSandbox,
     ScriptError,
     ScriptLimit,
+    ScriptSyntaxError,
 )
 
-__all__ = ["OPTION_OF_HOOK", "HookFailure", "PolicyScripts", "ScriptSource"]
+__all__ = [
+    "OPTION_OF_HOOK",
+    "HookFailure",
+    "PolicyScripts",
+    "ScriptCompileError",
+    "ScriptSource",
+]
 
 #: The opendkim.conf option naming each hook's script.
 OPTION_OF_HOOK: Mapping[str, str] = {
@@ -52,6 +60,14 @@ OPTION_OF_HOOK: Mapping[str, str] = {
 class ScriptSource:
     path: str
     text: bytes
+
+
+class ScriptCompileError(ScriptSyntaxError):
+    """The `kind` hook's script does not compile."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +90,15 @@ class PolicyScripts:
         self._log = logging.getLogger("dkimd.lua")
         self.sandbox = LuaSandbox(limits, printer=self._print)
         self.sources = dict(sources)
-        self._scripts: dict[str, CompiledScript] = {
-            kind: self.sandbox.compile(source.text, source.path) for kind, source in sources.items()
-        }
+        self._scripts: dict[str, CompiledScript] = {}
+        for kind, source in sources.items():
+            # Lua cuts chunk names to 60 characters in its messages: the file name keeps
+            # "name:line" readable, and the failure log line adds the whole path.
+            try:
+                compiled = self.sandbox.compile(source.text, os.path.basename(source.path))
+            except ScriptSyntaxError as exc:
+                raise ScriptCompileError(kind, exc.message) from None
+            self._scripts[kind] = compiled
         self._slot = CallSlot()
         self._ctx = Ctx()
         # Per hook: the odkim functions and constants, made into Lua tables once.
@@ -84,6 +106,9 @@ class PolicyScripts:
         for kind in self._scripts:
             odkim = self.sandbox.table(build_odkim(self._slot, kind))
             self._globals[kind] = {"odkim": odkim, "ctx": self._ctx, **constants_for(kind)}
+
+    def path(self, kind: str) -> str:
+        return self.sources[kind].path
 
     def has(self, kind: str) -> bool:
         return kind in self._scripts

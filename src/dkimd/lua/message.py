@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from dkimd import milter
 from dkimd.config import Condition
-from dkimd.dkim import SignatureField, SignatureResult, SigningRequest, VerifyError
+from dkimd.dkim import DkimResult, SignatureField, SignatureResult, SigningRequest, VerifyError
 from dkimd.lua.api import (
     SIGBH_MATCH,
     SIGBH_MISMATCH,
@@ -71,6 +71,8 @@ def sig_error_of(result: SignatureResult) -> tuple[int, int]:
         return 28, SIGBH_MISMATCH  # observed: DKIM_SIGERROR_BADSIG, DKIM_SIGBH_MISMATCH
     if result.error is None:
         return 0, SIGBH_MATCH
+    if result.error is VerifyError.SIGNATURE_MISMATCH:
+        return 28, SIGBH_MATCH  # the body hash was checked first, and held
     return _SIG_ERRORS.get(result.error, -1), -1
 
 
@@ -93,7 +95,12 @@ class LuaMessage:
     def _run(self, kind: str) -> HookFailure | None:
         failure = self.scripts.run(kind, self.facts, self.effects, self._script_log)
         if failure is not None:
-            self.log.error("dkimf_lua_%s_hook() failed: %s", kind, failure.message)
+            self.log.error(
+                "dkimf_lua_%s_hook() failed: %s (%s)",
+                kind,
+                failure.message,
+                self.scripts.path(kind),
+            )
         return failure
 
     def _script_log(self, text: str) -> None:
@@ -174,7 +181,9 @@ class LuaMessage:
         scripts = self.scripts
         if not (scripts.has(HookKind.STATISTICS) or scripts.has(HookKind.FINAL)):
             return actions
-        self.facts.signatures = [_result_info(i, r) for i, r in enumerate(results)]
+        self.facts.signatures = [
+            _result_info(i, r) for i, r in enumerate(results) if r.result is not DkimResult.NONE
+        ]
         if scripts.has(HookKind.STATISTICS):
             failure = self._run(HookKind.STATISTICS)
             for name, value in self.effects.stats:
