@@ -37,7 +37,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 if [ "$profile" = "test" ]; then
-    "$VENV/bin/python" -m pip install -q -e "$DKIMD_ROOT[test]"
+    "$VENV/bin/python" -m pip install -q -e "$DKIMD_ROOT[test,lua]"
 else
     "$VENV/bin/python" -m pip install -q "$DKIMD_ROOT"
 fi

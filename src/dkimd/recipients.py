@@ -21,7 +21,17 @@ from dkimd.config import Config
 __all__ = ["dont_sign_hit", "needs_recipients", "strip_brackets"]
 
 # Options whose meaning depends on the envelope recipients (opendkim.c mlfi_envrcpt).
-RECIPIENT_OPTIONS = ("DontSignMailTo", "BodyLengthDB", "RedirectFailuresTo", "ResignMailTo")
+RECIPIENT_OPTIONS = (
+    "DontSignMailTo",
+    "BodyLengthDB",
+    "RedirectFailuresTo",
+    "ResignMailTo",
+    # the policy scripts may read them (odkim.get_rcpt, rcpt_count, get_rcptarray)
+    "SetupPolicyScript",
+    "ScreenPolicyScript",
+    "StatisticsPolicyScript",
+    "FinalPolicyScript",
+)
 
 
 def needs_recipients(config: Config) -> bool:

@@ -56,6 +56,8 @@ from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.exempt import exempt_domain
 from dkimd.log import QueueIdAdapter, get_logger
+from dkimd.lua.api import MessageFacts
+from dkimd.lua.message import LuaMessage
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
@@ -245,6 +247,7 @@ class _Message:
         "header_budget",
         "headers",
         "keys_wanted",
+        "lua",
         "plan",
         "recipients",
         "report_body",
@@ -284,6 +287,8 @@ class _Message:
         # ATPS (RFC 6541): the `_atps` TXT records a third-party signature asks to be
         # checked against, fetched with the keys; empty for mail without atps= tags.
         self.atps_records: dict[str, TxtResult] = {}
+        # The policy scripts' view of this message (dkimd.lua), when there are scripts.
+        self.lua: LuaMessage | None = None
         self.started = time.monotonic()
 
 
@@ -356,7 +361,7 @@ class MilterSession:
             if not isinstance(answer, dict):
                 raise TypeError(f"key records expected, got {type(answer).__name__}")
             self._take_keys(msg, answer)
-            return self._with_report(msg, self._finish_verifying(msg))
+            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -452,6 +457,10 @@ class MilterSession:
             if config.log_why:
                 self._log.info("domain '%s' exempted, accepting", exempt)
             return self._eoh_verdict(msg, milter.Accept())
+        if config.policy_scripts is not None:
+            plan, verdict = self._lua_setup(msg, plan)
+            if verdict is not None:
+                return self._eoh_verdict(msg, verdict)
         msg.plan = plan
         if config.log_why and config.mta_names is not None:
             note = no_match_note(config, self._conn.macro)
@@ -572,8 +581,8 @@ class MilterSession:
             return msg.keys_wanted
         try:
             if msg.signer is not None:
-                return self._finish_signing(msg, msg.signer)
-            return self._with_report(msg, self._finish_verifying(msg))
+                return self._lua_finish(msg, self._finish_signing(msg, msg.signer))
+            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -583,6 +592,44 @@ class MilterSession:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
         return self._libstatus(msg.runtime, DkimStatus.INTERNAL)
+
+    # -- policy scripts (dkimd.lua) --
+
+    def _lua_setup(
+        self, msg: _Message, plan: MessagePlan
+    ) -> tuple[MessagePlan, milter.FinalAction | None]:
+        runtime = msg.runtime
+        scripts = runtime.config.policy_scripts
+        assert scripts is not None
+        sender_domain = plan.sender.rpartition("@")[2] if plan.sender else None
+        keys = runtime.policy.keys
+
+        def resolve_key(name: str | None, signer: str | None) -> object | None:
+            made = keys.for_key_name(name, signer, sender_domain or "")
+            return made if isinstance(made, SigningRequest) else None
+
+        facts = MessageFacts(
+            msg.headers,
+            runtime.config,
+            client_address=self._client.address,
+            client_hostname=self._client.hostname,
+            envelope_sender=self._envelope_sender,
+            recipients=msg.recipients,
+            macro=self._conn.macro,
+            internal=runtime.policy.is_internal(self._client),
+            from_domain=sender_domain,
+            resolve_key=resolve_key,
+        )
+        msg.lua = LuaMessage(scripts, facts, self._log)
+        return msg.lua.setup(plan, runtime.policy)
+
+    def _lua_finish(self, msg: _Message, result: HandlerResult) -> HandlerResult:
+        """The statistics and final scripts over the end-of-message reply."""
+        if msg.lua is None or result is None:
+            return result
+        actions = list(result) if isinstance(result, Sequence) else [result]
+        results = msg.verifier.results() if msg.verifier is not None else []
+        return msg.lua.finish(actions, results, msg.runtime.policy)
 
     # -- failure reports (dkimd.reports) --
 
@@ -767,6 +814,11 @@ class MilterSession:
     ) -> NeedKeys | None:
         """Build the verifier; the key records it still needs, if any, as a request."""
         runtime = msg.runtime
+        if msg.lua is not None:
+            signatures, verdict = msg.lua.screen(signatures, runtime.policy)
+            if verdict is not None:
+                msg.verdict = verdict
+                return None
         author = None
         if runtime.verify_options.max_signatures == 0:  # only then does the author matter
             author = self._author_domain(msg, ("from",))
@@ -1043,6 +1095,8 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
         actions |= milter.ActionFlag.CHGHDRS
     actions |= redirect.required_actions(config)
+    if config.policy_scripts is not None:
+        actions |= config.policy_scripts.milter_actions()
     return milter.FilterOptions(actions=actions, protocol=protocol)
 
 

@@ -117,6 +117,45 @@ class SigningKeys:
                 requests.append(made)
         return requests, problems
 
+    def for_key_name(
+        self, key_name: str | None, signer: str | None, sender_domain: str
+    ) -> SigningRequest | KeyProblem | None:
+        """The request a policy script names (odkim.sign): a KeyTable entry by name, or with
+        no name the single key (Selector/KeyFile) for the sender's domain; None when the
+        configuration has no such key."""
+        config = self.config
+        if key_name is not None:
+            if config.key_table is None:
+                return None
+            entry = config.key_table.get(key_name)
+            if entry is None:
+                broken = config.key_table.broken(key_name)
+                if broken is None:
+                    return None
+                message = f"error loading key '{key_name}': {broken}"
+                return KeyProblem(key_name, Condition.SIGNATURE_ERROR, message)
+            return self._request(entry.resolve(sender_domain), signer)
+        if config.key_table is not None:
+            return None
+        if config.single_key is not None:
+            selector, key_file = config.single_key.selector, config.single_key.key_file
+        else:
+            # KeyFile and Selector without Domain: no default signing, but a script may
+            # sign with that key (OpenDKIM's "default key", d= the sender's domain).
+            raw = config.raw
+            found = (raw.get("Selector"), raw.get("KeyFile")) if raw is not None else (None, None)
+            if found[0] is None or found[1] is None:
+                return None
+            selector, key_file = found[0].value, found[1].value
+        entry = KeyTableEntry(
+            name=f"{selector}._domainkey.{sender_domain}",
+            domain=sender_domain,
+            selector=selector,
+            key_path=key_file,
+            key_data=None,
+        )
+        return self._request(entry, signer)
+
     def _route(self, address: str) -> tuple[_Route, ...]:
         domain = address.rpartition("@")[2].lower()
         config = self.config

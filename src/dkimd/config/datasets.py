@@ -29,8 +29,9 @@ File details that matter, all as in dkimf_db_open():
   same and warn about the later ones.
 
 Differences from OpenDKIM, on purpose: lines are not cut into 1023-byte pieces (OpenDKIM's
-fgets() buffer), and the other OpenDKIM data set types (`db:`, `dsn:`, `ldap:`, `lua:`,
+fgets() buffer), and the other OpenDKIM data set types (`db:`, `dsn:`, `ldap:`,
 `memcache:`, ...) are rejected with an error naming the type instead of being opened.
+`lua:PATH` (a script answers each lookup) is `dkimd.lua.dataset`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ __all__ = [
 # OpenDKIM's dbtypes[] table beyond what we read. "repute", "socket", "mdb" and "erlang" are
 # FFR/optional back-ends; listing them gives a clearer message than "unknown type".
 UNSUPPORTED_TYPES = frozenset(
-    {"db", "dsn", "ldap", "ldapi", "ldaps", "lua", "memcache", "repute", "socket", "mdb", "erlang"}
+    {"db", "dsn", "ldap", "ldapi", "ldaps", "memcache", "repute", "socket", "mdb", "erlang"}
 )
 
 _ASCII_SPACE = " \t\n\v\f\r"  # C isspace() in the C locale
@@ -75,6 +76,7 @@ class DatasetKind(enum.Enum):
     FILE = "file"
     REFILE = "refile"
     CSL = "csl"
+    LUA = "lua"  # a script answers each lookup (dkimd.lua.dataset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +401,13 @@ def open_dataset(
                 option,
             )
         ]
+    if spec.kind is DatasetKind.LUA:
+        # Imported only when a configuration names one: lupa is an optional extra.
+        from dkimd.lua.dataset import open_lua_dataset
+
+        return open_lua_dataset(
+            text, spec.argument, case_insensitive=case_insensitive, origin=origin, option=option
+        )
     if spec.kind is DatasetKind.CSL:
         entries, problems = parse_dataset_lines(
             spec.kind, spec.argument, where_file, case_insensitive, origin=origin

@@ -234,7 +234,11 @@ class KeyTable:
             return None
         entry = self.entries.get(id(raw))
         if entry is None:
-            return None
+            if self.dataset.kind is not DatasetKind.LUA:
+                return None
+            # A lua: KeyTable is asked per lookup: its answer is parsed as a line would be.
+            parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            return None if isinstance(parsed, str) else parsed
         # A refile KeyTable matches names by pattern: report the name asked for.
         return entry if entry.name == name else replace(entry, name=name)
 
@@ -245,7 +249,12 @@ class KeyTable:
     def broken(self, name: str) -> str | None:
         """Why the entry called `name` cannot be used, or None (a good entry, or none)."""
         raw = self.dataset.match(name)
-        return None if raw is None else self._broken.get(id(raw))
+        if raw is None:
+            return None
+        if self.dataset.kind is DatasetKind.LUA:
+            parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            return parsed if isinstance(parsed, str) else None
+        return self._broken.get(id(raw))
 
     def __contains__(self, name: object) -> bool:
         """Whether the table has a line for `name`, usable or broken."""

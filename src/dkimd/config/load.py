@@ -211,6 +211,7 @@ class _Builder:
         self.dns()
         self.daemon()
         self.logging()
+        self.policy_scripts()
         if errors_in(self.problems):
             return None
         return Config(
@@ -315,7 +316,11 @@ class _Builder:
             for setting in single.values():
                 if setting is not None:
                     self.warn(setting, f"{setting.name} is ignored because a KeyTable is set")
-            if self.get("SigningTable") is None and not daemon_refusals_of(self.raw, signs):
+            if (
+                self.get("SigningTable") is None
+                and self.get("SetupPolicyScript") is None
+                and not daemon_refusals_of(self.raw, signs)
+            ):
                 self.warn(
                     self.get("KeyTable"),
                     "KeyTable without a SigningTable: no message will be signed",
@@ -645,6 +650,15 @@ class _Builder:
                 )
             else:
                 self.values["syslog_facility"] = facility
+
+    def policy_scripts(self) -> None:
+        # Imported here: dkimd.lua reads Config, which this module builds.
+        from dkimd.lua.config import policy_scripts_from
+
+        scripts, problems = policy_scripts_from(self.raw)
+        self.problems.extend(problems)
+        if scripts is not None:
+            self.values["policy_scripts"] = scripts
 
 
 def daemon_refusals_of(raw: RawConfig, signs: bool) -> list[Problem]:

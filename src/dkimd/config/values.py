@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dkimd.config.datasets import Dataset
 from dkimd.config.hosts import HostList
@@ -22,6 +22,9 @@ from dkimd.dkim.minimum import BodyMinimum
 from dkimd.dns.options import ResolverOptions
 from dkimd.replace_rules import ReplaceRules
 from dkimd.sockets import SocketSpec
+
+if TYPE_CHECKING:
+    from dkimd.lua.hooks import PolicyScripts
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -311,6 +314,8 @@ class Config:
     # what loading found
     warnings: tuple[Problem, ...] = ()
     raw: RawConfig | None = field(default=None, repr=False, compare=False)
+    # SetupPolicyScript & co., compiled (dkimd.lua); None when none is named.
+    policy_scripts: PolicyScripts | None = field(default=None, repr=False, compare=False)
 
     def action_for(self, condition: Condition) -> Action:
         return self.on_actions[condition]

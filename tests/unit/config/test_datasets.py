@@ -39,7 +39,7 @@ def test_spec(text: str, kind: DatasetKind, argument: str) -> None:
     assert (spec.kind, spec.argument) == (kind, argument)
 
 
-@pytest.mark.parametrize("type_name", ["db", "dsn", "ldap", "ldaps", "lua", "memcache"])
+@pytest.mark.parametrize("type_name", ["db", "dsn", "ldap", "ldaps", "memcache"])
 def test_unsupported_types_are_named(type_name: str) -> None:
     with pytest.raises(DatasetSpecError) as info:
         parse_dataset_spec(f"{type_name}:/somewhere")

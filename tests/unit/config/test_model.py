@@ -214,7 +214,8 @@ def test_keytable_without_signing_table_is_refused_by_the_daemon_only(write: Wri
     assert refusal.message == "KeyTable requires either SigningTable or SetupPolicyScript"
     assert refusal.option == "KeyTable" and refusal.line == 2
     assert daemon_refusals(parse_config_text(SOCKET + f"Mode v\nKeyTable file:{kt}\n")) == []
-    with_script = SOCKET + f"KeyTable file:{kt}\nSetupPolicyScript /x.lua\n"
+    script = write("setup.lua", 'odkim.sign(ctx, "k")\n')
+    with_script = SOCKET + f"KeyTable file:{kt}\nSetupPolicyScript {script}\n"
     assert daemon_refusals(parse_config_text(with_script)) == []
 
 
