@@ -22,6 +22,7 @@ share one query. The clock is injectable for tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import time
@@ -272,4 +273,4 @@ class DnsResolver:
 
 
 def _rename(result: TxtResult, name: str) -> TxtResult:
-    return TxtResult(name, result.status, result.records, result.detail)
+    return dataclasses.replace(result, name=name)
