@@ -44,6 +44,7 @@ from dkimd.dns.base import TxtLookup, TxtStatus
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
+from dkimd.dns.validating import validating_resolver
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -124,7 +125,9 @@ def make_resolver(config: Config) -> TxtLookup:
         resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-        resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
+        resolver = validating_resolver(config, timeout) or DnsResolver(
+            list(config.nameservers) or None, timeout=timeout
+        )
     if config.test_public_keys is not None:
         return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
     return resolver

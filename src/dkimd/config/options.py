@@ -24,6 +24,10 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   lacks or a KeyTable line it names is malformed (the start-up walk of that branch). The
   default is Debian 2.11's behaviour: start, and tempfail the messages such an entry
   matches. `dkimd -G` / `-g` set it yes / no from the command line, as there.
+* `TrustResolverAD` (bool, default no): take the DNSSEC status of key records from the AD
+  bit of the resolver named by `Nameservers` (a validating resolver the admin trusts,
+  ideally on loopback) instead of validating them from `TrustAnchorFile`
+  (dkimd.dns.validating).
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("AutoRestartRate", _S, implemented=True),
     _spec("Background", _B, True, implemented=True),
     _spec("BodyLengthDB", _D, implemented=True),
+    _spec("BogusKey", _S, "fail", implemented=True),
     _spec("Canonicalization", _S, "simple/simple", implemented=True),
     _spec("DNSTimeout", _I, 5, implemented=True),
     _spec("Domain", _D, implemented=True),
@@ -148,6 +153,8 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("SyslogSuccess", _B, implemented=True),
     _spec("TestDNSData", _D, implemented=True),
     _spec("TestPublicKeys", _S, implemented=True),
+    _spec("TrustAnchorFile", _S, implemented=True),
+    _spec("UnprotectedKey", _S, "none", implemented=True),
     _spec("UMask", _I, implemented=True),
     _spec("UserID", _S, implemented=True),
     _spec("X-Header", _B, implemented=True, alias_of="SoftwareHeader"),
@@ -155,10 +162,10 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("Workers", _I, 1, implemented=True, extension=True),
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
+    _spec("TrustResolverAD", _B, False, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("AllowSHA1Only", _B),
     _spec("BaseDirectory", _S),
-    _spec("BogusKey", _S, "fail"),
     _spec("CaptureUnknownErrors", _B),
     _spec("ChangeRootDirectory", _S),
     _spec("ClockDrift", _I, 300),
@@ -221,9 +228,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("StrictHeaders", _B, implemented=True),
     _spec("StrictTestMode", _B),
     _spec("TemporaryDirectory", _S, "/tmp"),
-    _spec("TrustAnchorFile", _S),
     _spec("TrustSignaturesFrom", _D),
-    _spec("UnprotectedKey", _S, "none"),
     _spec("VBR-Certifiers", _S),
     _spec("VBR-PurgeFields", _S),
     _spec("VBR-TrustedCertifiers", _S),

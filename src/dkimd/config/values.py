@@ -29,6 +29,7 @@ __all__ = [
     "Condition",
     "Config",
     "HeaderList",
+    "KeyAction",
     "KeySource",
     "MacroRequirement",
     "Mode",
@@ -55,6 +56,15 @@ class Action(enum.Enum):
     QUARANTINE = "quarantine"
     REJECT = "reject"
     TEMPFAIL = "tempfail"
+
+
+class KeyAction(enum.Enum):
+    """BogusKey / UnprotectedKey: what a key record's DNSSEC status does to its signature
+    (dkimf_keyactions in opendkim.c)."""
+
+    FAIL = "fail"
+    NEUTRAL = "neutral"
+    NONE = "none"
 
 
 class Condition(enum.Enum):
@@ -260,6 +270,11 @@ class Config:
     test_dns_data: Dataset | None = None
     # TestPublicKeys: key records from this file instead of DNS (dkimd.dns.testkeys)
     test_public_keys: str | None = None
+    # DNSSEC (dkimd.dns.validating, dkimd.key_trust)
+    trust_anchor_file: str | None = None
+    trust_resolver_ad: bool = False  # dkimd extension: believe the resolver's AD bit
+    bogus_key: KeyAction = KeyAction.FAIL
+    unprotected_key: KeyAction = KeyAction.NONE
     # daemon
     socket: SocketSpec | None = None
     pid_file: str | None = None

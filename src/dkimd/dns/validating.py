@@ -23,6 +23,8 @@ Negative answers (NXDOMAIN, NODATA) carry no status: a missing key fails anyway.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dns.asyncresolver
 import dns.edns
 import dns.exception
@@ -35,9 +37,12 @@ import dns.resolver
 from dkimd.dns.base import DnssecStatus, TxtResult, TxtStatus
 from dkimd.dns.dnssec import ChainUnavailable, ChainValidator
 from dkimd.dns.resolver import DnsResolver, _describe_errors, _negative_ttl
-from dkimd.dns.trust_anchors import TrustAnchors
+from dkimd.dns.trust_anchors import TrustAnchors, load_trust_anchors
 
-__all__ = ["BOGUS_TTL", "ValidatingResolver"]
+if TYPE_CHECKING:
+    from dkimd.config import Config
+
+__all__ = ["BOGUS_TTL", "ValidatingResolver", "validates_keys", "validating_resolver"]
 
 #: Seconds a bogus answer is kept (unbound's val-bogus-ttl default).
 BOGUS_TTL = 60
@@ -167,6 +172,29 @@ class ValidatingResolver(DnsResolver):
         records = tuple(b"".join(rdata.strings) for rdata in answer.rrset)
         ttl = min(int(answer.chaining_result.minimum_ttl), BOGUS_TTL)
         return TxtResult(key, TxtStatus.OK, records, detail=why, dnssec=DnssecStatus.BOGUS), ttl
+
+
+def validates_keys(config: Config) -> bool:
+    """Whether key records get a DNSSEC status of their own (OpenDKIM applies no resolver
+    option when TestDNSData is set, dkimf_config_setlib)."""
+    return config.test_dns_data is None and (
+        config.trust_anchor_file is not None or config.trust_resolver_ad
+    )
+
+
+def validating_resolver(config: Config, timeout: float) -> ValidatingResolver | None:
+    """The resolver `config` asks for when it validates key records, else None.
+
+    TrustResolverAD wins over TrustAnchorFile: the admin said the resolver validates.
+    """
+    if not validates_keys(config):
+        return None
+    nameservers = list(config.nameservers) or None
+    if config.trust_resolver_ad:
+        return ValidatingResolver(nameservers, timeout, trust_resolver_ad=True)
+    assert config.trust_anchor_file is not None
+    anchors = load_trust_anchors(config.trust_anchor_file)
+    return ValidatingResolver(nameservers, timeout, anchors=anchors)
 
 
 def _says_bogus(errors: object) -> bool:
