@@ -125,9 +125,11 @@ def make_resolver(config: Config) -> TxtLookup:
         resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-        resolver = validating_resolver(config, timeout) or DnsResolver(
-            list(config.nameservers) or None, timeout=timeout
-        )
+        validating = validating_resolver(config, timeout)
+        if validating is not None:
+            resolver = validating
+        else:
+            resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
     if config.test_public_keys is not None:
         return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
     return resolver

@@ -44,6 +44,7 @@ def _txt(record: str) -> str:
 class DnssecTree:
     def __init__(self, workdir: Path, key_record: str) -> None:
         self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.key_record = key_record
         self.ldns_keygen = require("ldns-keygen")
         self.ldns_signzone = require("ldns-signzone")
