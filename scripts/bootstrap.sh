@@ -14,6 +14,9 @@ if [ "$profile" = "test" ]; then
     # package also creates the opendkim user the privilege-drop tests switch to.
     # systemd for systemd-analyze, which checks packaging/dkimd.service.
     apt_packages+=(postfix opendkim opendkim-tools miltertest procps systemd)
+    # A signed DNS tree on loopback for the DNSSEC tests: nsd (authoritative), unbound
+    # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).
+    apt_packages+=(nsd unbound ldnsutils)
 fi
 
 missing=()

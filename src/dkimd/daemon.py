@@ -49,6 +49,7 @@ from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
+from dkimd.dns.validating import validating_resolver
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -130,7 +131,12 @@ def make_resolver(config: Config) -> TxtLookup:
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
         try:
-            resolver = build_resolver(config.nameservers, timeout, config.resolver)
+            resolver = build_resolver(
+                config.nameservers,
+                timeout,
+                config.resolver,
+                validating_resolver(config) or DnsResolver,
+            )
         except ResolverConfigError as exc:
             raise StartupError(str(exc), exit_code=EX_SOFTWARE) from None
     if config.test_public_keys is not None:

@@ -54,7 +54,9 @@ from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.dns.validating import validates_keys
 from dkimd.exempt import exempt_domain
+from dkimd.key_trust import KeyTrust, TrustOutcome
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.lua.api import MessageFacts
 from dkimd.lua.message import LuaMessage
@@ -152,6 +154,9 @@ class Runtime:
     dnssec_word: str | None = "unprotected"
     #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
     keeps_recipients: bool = False
+    #: BogusKey/UnprotectedKey over the key records' DNSSEC status (dkimd.key_trust); None
+    #: when that status can change nothing, so messages pay nothing for it.
+    key_trust: KeyTrust | None = None
     #: TestDNSData: a name it does not hold is a failed lookup to OpenDKIM, which leaves
     #: the ATPS result neutral where DNS's NXDOMAIN would make it fail (dkimd.dkim.atps).
     atps_missing_is_error: bool = False
@@ -186,6 +191,11 @@ class Runtime:
             dns_timeout + _KEY_WAIT_MARGIN,
             dnssec_word=None if _keys_from_test_data(config, resolver) else "unprotected",
             keeps_recipients=needs_recipients(config),
+            key_trust=KeyTrust.for_config(
+                config,
+                validating=validates_keys(config),
+                test_data=config.test_dns_data is not None or config.test_public_keys is not None,
+            ),
             atps_missing_is_error=config.test_dns_data is not None,
         )
 
@@ -869,6 +879,9 @@ class MilterSession:
         self._log_results(config, results)
         verify_log.log_outcome(self._log, config, verifier, results)
         status = verification_status(results)
+        trust = None if runtime.key_trust is None else self._judge_keys(runtime, verifier, results)
+        if trust is not None and trust.bad:
+            status = DkimStatus.BADSIG
         if any(r.passed for r in results):
             self._stats.passed += 1
         elif results[0].result is not DkimResult.NONE:
@@ -884,6 +897,8 @@ class MilterSession:
                 dnssec=runtime.dnssec_word,
                 atps=self._atps_outcome(msg, verifier, results),
                 header_b=not config.no_header_b,
+                dnssec_words=None if trust is None else trust.words,
+                result_words=None if trust is None else trust.result_words,
             )
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         if status is DkimStatus.BADSIG and config.redirect_failures_to is not None:
@@ -908,6 +923,30 @@ class MilterSession:
         if not actions:
             self._log.warning("RedirectFailuresTo: recipients cannot be changed on this connection")
         return actions
+
+    def _judge_keys(
+        self, runtime: Runtime, verifier: Verifier, results: Sequence[SignatureResult]
+    ) -> TrustOutcome:
+        """BogusKey/UnprotectedKey over the DNSSEC status of each signature's key record;
+        a bogus one is logged (a forged or broken key record is worth an admin's look)."""
+        assert runtime.key_trust is not None
+        answers = [verifier.key_answer(i) for i in range(len(results))]
+        outcome = runtime.key_trust.judge(results, answers)
+        for result, answer, bogus, word in zip(
+            results, answers, outcome.bogus, outcome.words, strict=True
+        ):
+            if bogus:
+                self._log.warning(
+                    "key record s=%s, d=%s: DNSSEC validation failed (bogus)%s",
+                    result.selector,
+                    result.domain,
+                    f": {_one_line(answer.detail)}" if answer is not None and answer.detail else "",
+                )
+            elif word is not None and runtime.config.log_why:
+                self._log.info(
+                    "key record s=%s, d=%s: DNSSEC %s", result.selector, result.domain, word
+                )
+        return outcome
 
     def _remove_forged_results(
         self, config: Config, headers: Sequence[HeaderField], authserv_id: str

@@ -621,13 +621,13 @@ def test_unknown_option_is_an_error_with_location_and_suggestion(
 def test_unimplemented_opendkim_option_warns_once_and_runs(tmp_path: Path, key: DkimKey) -> None:
     require("miltertest")
     port = free_port()
-    conf = write_conf(tmp_path / "d", key, f"inet:{port}@127.0.0.1", BogusKey="neutral")
+    conf = write_conf(tmp_path / "d", key, f"inet:{port}@127.0.0.1", Diagnostics="yes")
     check = dkimd("-n", "-x", str(conf))
     assert check.returncode == 0
-    assert check.stderr.count('"BogusKey" is an OpenDKIM option dkimd does not implement') == 1
+    assert check.stderr.count('"Diagnostics" is an OpenDKIM option dkimd does not implement') == 1
     with Dkimd.from_config(tmp_path, conf, port=port) as d:
         assert signed(d.socket_spec)
-    assert d.log_text().count('"BogusKey" is an OpenDKIM option dkimd does not implement') == 1
+    assert d.log_text().count('"Diagnostics" is an OpenDKIM option dkimd does not implement') == 1
 
 
 # -- workers and restarts -----------------------------------------------------------------------

@@ -57,6 +57,11 @@ APT_PACKAGES: dict[str, str] = {
     "opendkim-testkey": "opendkim-tools",
     "miltertest": "miltertest",
     "systemd-analyze": "systemd",
+    "nsd": "nsd",
+    "unbound": "unbound",
+    "ldns-keygen": "ldnsutils",
+    "ldns-signzone": "ldnsutils",
+    "ldns-key2ds": "ldnsutils",
 }
 
 _EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")

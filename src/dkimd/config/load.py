@@ -48,6 +48,7 @@ from dkimd.config.values import (
     Condition,
     Config,
     HeaderList,
+    KeyAction,
     KeySource,
     MacroRequirement,
     Mode,
@@ -59,6 +60,7 @@ from dkimd.config.verification import read_verification_options
 from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.options import ResolverOptions
 from dkimd.dns.resolver import split_nameserver
+from dkimd.dns.trust_anchors import load_trust_anchors
 from dkimd.log import FACILITIES
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
 from dkimd.sockets import parse_socket_spec
@@ -209,6 +211,7 @@ class _Builder:
         self.recipients()
         self.session_options()
         self.dns()
+        self.dnssec()
         self.daemon()
         self.logging()
         self.policy_scripts()
@@ -569,6 +572,40 @@ class _Builder:
             # read when the resolver is built (start, reload): relative to BaseDirectory
             configuration=None if setting is None else os.path.abspath(setting.value),
         )
+
+    def dnssec(self) -> None:
+        for option, attr in (("BogusKey", "bogus_key"), ("UnprotectedKey", "unprotected_key")):
+            setting = self.get(option)
+            if setting is None:
+                continue
+            try:
+                self.values[attr] = KeyAction(setting.value.strip().lower())
+            except ValueError:
+                # OpenDKIM refuses to start: "unknown key action '...'" (observed).
+                self.error(
+                    setting,
+                    f"{setting.name}: unknown key action '{setting.value}'",
+                    "use fail, neutral or none",
+                )
+        self.flag("TrustResolverAD", "trust_resolver_ad")
+        setting = self.get("TrustAnchorFile")
+        if setting is None or self.raw.get("TestDNSData") is not None:
+            # With TestDNSData OpenDKIM applies no resolver option (dkimf_config_setlib).
+            return
+        try:
+            load_trust_anchors(setting.value)
+        except OSError as exc:
+            self.error(setting, f"TrustAnchorFile: {setting.value}: {exc.strerror or exc}")
+            return
+        except ValueError as exc:
+            self.error(
+                setting,
+                f"TrustAnchorFile: {setting.value}: {exc}",
+                "give DS or DNSKEY records in zone-file format, as unbound's "
+                "trust-anchor-file (Debian: /usr/share/dns/root.key)",
+            )
+            return
+        self.values["trust_anchor_file"] = os.path.abspath(setting.value)
 
     def daemon(self) -> None:
         # No Socket is no problem of the file: -p may give one (OpenDKIM: -p wins, and

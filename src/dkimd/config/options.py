@@ -38,6 +38,10 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   lacks or a KeyTable line it names is malformed (the start-up walk of that branch). The
   default is Debian 2.11's behaviour: start, and tempfail the messages such an entry
   matches. `dkimd -G` / `-g` set it yes / no from the command line, as there.
+* `TrustResolverAD` (bool, default no): take the DNSSEC status of key records from the AD
+  bit of the resolver named by `Nameservers` (a validating resolver the admin trusts,
+  ideally on loopback) instead of validating them from `TrustAnchorFile`
+  (dkimd.dns.validating).
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("AutoRestartRate", _S, implemented=True),
     _spec("Background", _B, True, implemented=True),
     _spec("BodyLengthDB", _D, implemented=True),
+    _spec("BogusKey", _S, "fail", implemented=True),
     _spec("Canonicalization", _S, "simple/simple", implemented=True),
     _spec("DNSTimeout", _I, 5, implemented=True),
     _spec("Domain", _D, implemented=True),
@@ -162,6 +167,8 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("SyslogSuccess", _B, implemented=True),
     _spec("TestDNSData", _D, implemented=True),
     _spec("TestPublicKeys", _S, implemented=True),
+    _spec("TrustAnchorFile", _S, implemented=True),
+    _spec("UnprotectedKey", _S, "none", implemented=True),
     _spec("UMask", _I, implemented=True),
     _spec("UserID", _S, implemented=True),
     _spec("X-Header", _B, implemented=True, alias_of="SoftwareHeader"),
@@ -180,9 +187,9 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("Workers", _I, 1, implemented=True, extension=True),
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
+    _spec("TrustResolverAD", _B, False, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("BaseDirectory", _S, implemented=True),
-    _spec("BogusKey", _S, "fail"),
     _spec("CaptureUnknownErrors", _B, implemented=True),
     _spec("ChangeRootDirectory", _S, implemented=True),
     _spec("Diagnostics", _B),
@@ -239,8 +246,6 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("StrictHeaders", _B, implemented=True),
     _spec("StrictTestMode", _B, implemented=True),
     _spec("TemporaryDirectory", _S, "/tmp", implemented=True),
-    _spec("TrustAnchorFile", _S),
-    _spec("UnprotectedKey", _S, "none"),
     _spec("VBR-Certifiers", _S),
     _spec("VBR-PurgeFields", _S),
     _spec("VBR-TrustedCertifiers", _S),

@@ -34,6 +34,7 @@ __all__ = [
     "Condition",
     "Config",
     "HeaderList",
+    "KeyAction",
     "KeySource",
     "MacroRequirement",
     "Mode",
@@ -60,6 +61,15 @@ class Action(enum.Enum):
     QUARANTINE = "quarantine"
     REJECT = "reject"
     TEMPFAIL = "tempfail"
+
+
+class KeyAction(enum.Enum):
+    """BogusKey / UnprotectedKey: what a key record's DNSSEC status does to its signature
+    (dkimf_keyactions in opendkim.c)."""
+
+    FAIL = "fail"
+    NEUTRAL = "neutral"
+    NONE = "none"
 
 
 class Condition(enum.Enum):
@@ -295,6 +305,11 @@ class Config:
     milter_debug: int = 0  # protocol trace level
     strict_test_mode: bool = False
     smtp_uri: str | None = None  # failure reports over SMTP instead of MTACommand
+    # DNSSEC (dkimd.dns.validating, dkimd.key_trust)
+    trust_anchor_file: str | None = None
+    trust_resolver_ad: bool = False  # dkimd extension: believe the resolver's AD bit
+    bogus_key: KeyAction = KeyAction.FAIL
+    unprotected_key: KeyAction = KeyAction.NONE
     # daemon
     socket: SocketSpec | None = None
     pid_file: str | None = None

@@ -267,6 +267,7 @@ def format_result(
     result: SignatureResult,
     b_prefix: str | None = None,
     dnssec: str | None = None,
+    word: DkimResult | None = None,
 ) -> str:
     """One "dkim=..." resinfo, as OpenDKIM 2.11 writes it:
 
@@ -274,13 +275,16 @@ def format_result(
         header.i=<i> header.a=<a> header.s=<s>[ header.b=<b prefix>]
 
     on one line (the item is never folded inside). The reason is given for fail and policy
-    only; the key size only when the key was put to use.
+    only; the key size only when the key was put to use. `word` replaces the result word
+    (BogusKey/UnprotectedKey, dkimd.key_trust); a reason the item had stays.
     """
-    word = ar_result(result)
+    own = ar_result(result)
+    if word is None:
+        word = own
     parts = [f"dkim={word.value}"]
     if word is DkimResult.NONE:
         return parts[0]
-    if word in (DkimResult.FAIL, DkimResult.POLICY) and result.error is not None:
+    if own in (DkimResult.FAIL, DkimResult.POLICY) and result.error is not None:
         reason = _AR_REASONS.get(result.error) or result.reason
         parts.append(f"reason={_quoted(reason)}")
     if result.key_bits and result.error not in _KEY_UNUSED:
@@ -333,6 +337,8 @@ def authentication_results_value(
     dnssec: str | None = "unprotected",
     atps: str | None = "neutral",
     header_b: bool = True,
+    dnssec_words: Sequence[str | None] | None = None,
+    result_words: Sequence[DkimResult | None] | None = None,
 ) -> bytes:
     """The value of an Authentication-Results field (no leading space, no trailing CRLF),
     byte for byte as OpenDKIM 2.11 writes it, e.g.::
@@ -346,12 +352,23 @@ def authentication_results_value(
     ("unprotected" for a key from an unsigned zone, None when unknown, as with test
     keys). `atps` is the RFC 6541 result Debian's build (_FFR_ATPS) always reports,
     "neutral" when no ATPS check was made; None leaves the item out. `header_b=False`
-    is NoHeaderB.
+    is NoHeaderB. `dnssec_words` and `result_words`, when given, hold one entry per
+    signature: its own DNSSEC word (instead of `dnssec`) and a replacement result word
+    (None: unchanged), as dkimd.key_trust judges them.
     """
     if not results:
         results = [SignatureResult(DkimResult.NONE, VerifyError.NO_SIGNATURE)]
     prefixes = _b_prefixes(results) if header_b else [None] * len(results)
-    items = [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]
+    if dnssec_words is None and result_words is None:
+        items = [format_result(r, p, dnssec) for r, p in zip(results, prefixes, strict=True)]
+    else:
+        count = len(results)
+        words = list(dnssec_words) if dnssec_words is not None else [dnssec] * count
+        overrides = list(result_words) if result_words is not None else [None] * count
+        items = [
+            format_result(r, p, d, w)
+            for r, p, d, w in zip(results, prefixes, words, overrides, strict=True)
+        ]
     if atps is not None:
         items.append(f"dkim-atps={_value(atps)}")
     tokens = [f"{_clean(authserv_id) or 'localhost'};"]

@@ -240,6 +240,13 @@ class Verifier:
                 return result, body.hashed, body.length
         return None
 
+    def key_answer(self, index: int) -> TxtResult | None:
+        """The key record answer signature `index` (as in `results()`) was checked with,
+        or None if it did not parse or none was provided (its DNSSEC status, for
+        dkimd.key_trust)."""
+        sig = self._pending[index].sig if index < len(self._pending) else None
+        return None if sig is None else self._keys.get(sig.key_name)
+
     def signature(self, index: int) -> tuple[DkimSignature, bytes] | None:
         """The parsed signature `index` (as in `results()`) and the header bytes its b=
         covers (what a failure report carries), or None if it did not parse."""

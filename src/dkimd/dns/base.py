@@ -24,18 +24,32 @@ class TxtStatus(enum.Enum):
         return self in (TxtStatus.SERVFAIL, TxtStatus.TIMEOUT)
 
 
+class DnssecStatus(enum.Enum):
+    """What DNSSEC says about an answer, as libunbound tells OpenDKIM (RFC 4035 section 4.3).
+
+    The value is the word OpenDKIM writes after the key size in an A-R item (its
+    dkimf_ar_all_sigs): an insecure answer is "unprotected".
+    """
+
+    SECURE = "secure"  # validated from a trust anchor down to the record
+    INSECURE = "unprotected"  # provably unsigned (or no trust anchor covers the name)
+    BOGUS = "bogus"  # should be signed but does not validate: forged, expired, broken
+
+
 @dataclass(frozen=True, slots=True)
 class TxtResult:
     """The TXT records at one name.
 
     `records` holds one bytes value per TXT record, its character-strings already
-    concatenated (RFC 6376 section 3.6.2.2). Empty unless status is OK.
+    concatenated (RFC 6376 section 3.6.2.2). Empty unless status is OK. `dnssec` is set
+    by a validating lookup (dkimd.dns.validating); None when the source does not know.
     """
 
     name: str
     status: TxtStatus
     records: tuple[bytes, ...] = ()
     detail: str = ""
+    dnssec: DnssecStatus | None = None
 
     @property
     def ok(self) -> bool:

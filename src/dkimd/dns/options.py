@@ -20,7 +20,7 @@ ResolverConfiguration, as one value the daemon builds its resolver from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dkimd.dns.resolver import DnsResolver
@@ -52,9 +52,15 @@ class ResolverConfigError(Exception):
 
 
 def build_resolver(
-    nameservers: Sequence[str], timeout: float, options: ResolverOptions
+    nameservers: Sequence[str],
+    timeout: float,
+    options: ResolverOptions,
+    factory: Callable[..., DnsResolver] = DnsResolver,
 ) -> DnsResolver:
-    """The resolver for these options; raises ResolverConfigError (opendkim's words)."""
+    """The resolver for these options; raises ResolverConfigError (opendkim's words).
+
+    `factory` makes it (a DnsResolver subclass, e.g. the DNSSEC-validating one, takes the
+    same servers, transport, cache and tracing)."""
     servers = list(nameservers)
     tcp = options.tcp
     if options.configuration is not None:
@@ -72,7 +78,7 @@ def build_resolver(
             )
         servers = servers or unbound.forwarders
         tcp = tcp or unbound.tcp
-    return DnsResolver(
+    return factory(
         servers or None,
         timeout=timeout,
         cache_size=DEFAULT_CACHE_SIZE if options.caches else 0,

@@ -22,6 +22,7 @@ share one query. The clock is injectable for tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import time
@@ -293,4 +294,4 @@ def _trace_answer(result: TxtResult, ttl: int) -> None:
 
 
 def _rename(result: TxtResult, name: str) -> TxtResult:
-    return TxtResult(name, result.status, result.records, result.detail)
+    return dataclasses.replace(result, name=name)
