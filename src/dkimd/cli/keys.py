@@ -55,6 +55,11 @@ EX_TEMPFAIL = 75
 EX_CONFIG = 78
 STATE_FILE_NAME = "dkimd-rotation.state"
 
+EPILOG = """\
+Exit status: 0 done; 75 a new key's record is not visible in DNS yet (it stays pending:
+run the same command again to resume); 78 a configuration problem; 1 another failure;
+2 a bad command line."""
+
 _KEY_TYPES: dict[str, tuple[KeyType, ...]] = {
     "rsa": ("rsa",),
     "ed25519": ("ed25519",),
@@ -79,8 +84,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> RaisingParser:
-    p = RaisingParser(prog=PROG, description="Rotate and retire DKIM signing keys.")
-    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=RaisingParser)
+    p = RaisingParser(
+        prog=PROG,
+        description="Rotate and retire DKIM signing keys.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(
+        dest="action",
+        metavar="ACTION",
+        parser_class=RaisingParser,
+        help="rotate, retire or status; `dkimd keys ACTION --help` describes each",
+    )
     rotate = sub.add_parser(
         "rotate",
         help="new key per domain; switch to it once its record is in DNS",
