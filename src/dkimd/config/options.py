@@ -24,6 +24,12 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   lacks or a KeyTable line it names is malformed (the start-up walk of that branch). The
   default is Debian 2.11's behaviour: start, and tempfail the messages such an entry
   matches. `dkimd -G` / `-g` set it yes / no from the command line, as there.
+* `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
+  the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
+  whose record is missing or does not match the private key. With no (OpenDKIM's
+  behaviour) it still signs with that key; with yes it skips it in favour of the sender's
+  next SigningTable match, and signs nothing when no published key is left
+  (dkimd.key_guard).
 """
 
 from __future__ import annotations
@@ -155,6 +161,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("Workers", _I, 1, implemented=True, extension=True),
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
+    _spec("SkipUnpublishedKeys", _B, False, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("AllowSHA1Only", _B),
     _spec("BaseDirectory", _S),
