@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from dkimd.config import Config, KeyTableEntry
+from dkimd.config import Config
 from dkimd.dns.base import TxtLookup
 from dkimd.keytools.context import txt_lookup
-from dkimd.keytools.published import Publication, PublicationCheck, check_publication
+from dkimd.keytools.published import (
+    Publication,
+    PublicationCheck,
+    check_publication,
+    guarded_entries,
+)
 from dkimd.log import get_logger
 from dkimd.session import Runtime, RuntimeHolder
 from dkimd.signing_keys import KeyProblem
@@ -33,19 +38,6 @@ log = get_logger("keys")
 RECHECK_INTERVAL = 600.0
 # How often the watcher looks whether a reload swapped the runtime.
 RELOAD_POLL = 1.0
-
-
-def guarded_entries(config: Config) -> Iterator[KeyTableEntry]:
-    """The KeyTable entries that sign with a fixed domain: what the guard checks."""
-    if config.key_table is None or not config.signs:
-        return
-    names: set[str] | None = None
-    if config.signing_table is not None:
-        names = {(e.value or "").partition(":")[0] for e in config.signing_table.dataset.entries}
-    for entry in config.key_table:
-        if entry.needs_sender_domain or (names is not None and entry.name not in names):
-            continue
-        yield entry
 
 
 class KeyGuard:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from dkimd.cli import check, testkey
 from dkimd.config import Config, load_config
 from dkimd.dns.base import TxtStatus
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.key_guard import KeyGuard, guarded_entries, watch_keys
+from dkimd.key_guard import KeyGuard, watch_keys
 from dkimd.keytools.generate import GeneratedKey, generate_ed25519
-from dkimd.keytools.published import Publication
+from dkimd.keytools.published import Publication, guarded_entries
 from dkimd.keytools.record import KeyRecordOptions, record_value
 from dkimd.session import Runtime, RuntimeHolder
 
@@ -168,3 +169,37 @@ def test_watch_checks_again_after_a_reload(tmp_path: Path) -> None:
     reloaded = asyncio.run(go())
     assert reloaded.policy.keys.unpublished == {"new"}
     assert signing_selectors(reloaded) == ["old"]
+
+
+def test_check_dns_reports_what_the_guard_would_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = Site(tmp_path, "SkipUnpublishedKeys yes\n")
+    site.publish("new", record(KEYS["new"]))
+    site.publish("old", record(KEYS["other"]))
+    conf = str(tmp_path / "opendkim.conf")
+    assert check.main(["-x", conf, "--no-postfix", "-q"]) == 0
+    assert "does not match" not in capsys.readouterr().out  # offline unless --dns
+    assert check.main(["-x", conf, "--no-postfix", "-q", "--dns"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f'{tmp_path / "keytable"}:2: warning: key "old": old._domainkey.example.com: the key '
+        in out
+    )
+    assert "the daemon skips it for the next SigningTable match (SkipUnpublishedKeys yes)" in out
+    assert 'key "new": new._domainkey' not in out
+
+
+def test_testkey_says_what_the_daemon_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = Site(tmp_path)
+    site.publish("new", record(KEYS["new"]))
+    site.publish("other", record(KEYS["new"]))
+    assert testkey.main(["-x", str(tmp_path / "opendkim.conf")]) != 0
+    err = capsys.readouterr().err
+    assert "key old: 'old._domainkey.example.com' record not found" in err
+    assert "key old: the daemon still signs with it" in err
+    # "other" fails too, but no SigningTable entry signs with it: no daemon note.
+    assert "key other: keys do not match" in err
+    assert "key other: the daemon" not in err

@@ -8,8 +8,10 @@ and the reports of `dkimd check` / `testkey`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from dkimd.config import Config, KeyTableEntry
 from dkimd.dkim.errors import KeyRecordError
 from dkimd.dkim.keys import PrivateKey, parse_key_record
 from dkimd.dns.base import TxtLookup, TxtStatus
@@ -72,3 +74,16 @@ async def check_publication(
         else:
             problems.append("another key")
     return PublicationCheck(name, Publication.MISMATCH, "; ".join(problems))
+
+
+def guarded_entries(config: Config) -> Iterator[KeyTableEntry]:
+    """The KeyTable entries that sign with a fixed domain: what the guard checks."""
+    if config.key_table is None or not config.signs:
+        return
+    names: set[str] | None = None
+    if config.signing_table is not None:
+        names = {(e.value or "").partition(":")[0] for e in config.signing_table.dataset.entries}
+    for entry in config.key_table:
+        if entry.needs_sender_domain or (names is not None and entry.name not in names):
+            continue
+        yield entry
