@@ -282,23 +282,20 @@ def _rotate(
     nameservers = [s.strip() for s in (args.nameservers or "").split(",") if s.strip()]
     factory = lookup_factory(config, nameservers, args.dns_port)
     rotation = DomainRotation(config, tables, state, state_path, options, now=_now)
-    status = EX_OK
-    switched = False
+    failed = waiting = switched = False
     for domain in domains:
         try:
             outcome = asyncio.run(rotation.run(domain, factory))
         except (RotationError, RecordsFileError) as exc:
             _err(f"{domain}: {exc}")
-            status = max(status, EX_FAILED) if status != EX_TEMPFAIL else status
+            failed = True
             continue
         _report_rotation(outcome)
-        if outcome.done:
-            switched = True
-        else:
-            status = EX_TEMPFAIL
+        switched = switched or outcome.done
+        waiting = waiting or not outcome.done
     if switched and not args.no_reload:
         _reload(config)
-    return status
+    return EX_FAILED if failed else EX_TEMPFAIL if waiting else EX_OK
 
 
 def _report_rotation(outcome: DomainOutcome) -> None:

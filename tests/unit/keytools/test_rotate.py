@@ -485,3 +485,38 @@ def test_cli_refusals(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     Path(site.state_path).write_text("garbage line\n")
     assert keys_cli.main(["status", "-x", conf]) == keys_cli.EX_CONFIG
     assert "expected KEY-NAME" in capsys.readouterr().err
+
+
+def test_cli_all_rotates_every_domain_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = Site(tmp_path)
+    other = site.keys / "org.private"
+    other.write_bytes(OLD_KEY.private_pem)
+    other.chmod(0o600)
+    with site.keytable.open("a") as fh:
+        fh.write(f"mail._domainkey.example.org\texample.org:mail:{other}\n")
+    with site.signingtable.open("a") as fh:
+        fh.write("*@example.org mail._domainkey.example.org\n")
+    conf = str(site.conf)
+    args = ["rotate", "-x", conf, "--all", "--no-wait", "--bits", "1024", "--no-reload"]
+    assert keys_cli.main(args) == 0
+    selector = datetime.now(UTC).strftime("%Y%m")
+    assert entries(site.signingtable) == [
+        f"*@example.com    {selector}._domainkey.example.com   # everyone",
+        f"*@list.example.com {selector}._domainkey.example.com:%",
+        f"*@example.org {selector}._domainkey.example.org",
+    ]
+    # Same key directory, same selector: the file names keep the domains apart.
+    assert (site.keys / f"example.com.{selector}.private").is_file()
+    assert (site.keys / f"example.org.{selector}.private").is_file()
+    state = RotationState.read(site.state_path)
+    assert {k.key_name for k in state if k.state is KeyState.RETIRING} == {
+        "mail._domainkey.example.com",
+        "mail._domainkey.example.org",
+    }
+    capsys.readouterr()
+    # A failing domain makes the run fail, whatever else waits for DNS.
+    args = ["rotate", "-x", conf, "--domain", "example.net", "--domain", "example.com"]
+    assert keys_cli.main([*args, "--timeout", "0", "--bits", "1024"]) == keys_cli.EX_FAILED
+    assert "example.net: no SigningTable entry" in capsys.readouterr().err
