@@ -130,6 +130,13 @@ class SigningKeys:
         kept = tuple(r for r in routes if isinstance(r, KeyProblem) or r[0].name not in unpublished)
         return kept if self.config.multiple_signatures else kept[:1]
 
+    def only_unpublished(self, address: str) -> bool:
+        """Whether SkipUnpublishedKeys left `address` with no key at all."""
+        if not self.config.skip_unpublished_keys or not self.unpublished:
+            return False
+        routes = self._routes.get(address) or self._route(address)
+        return bool(routes) and not self._published(routes)
+
     def _route(self, address: str) -> tuple[_Route, ...]:
         domain = address.rpartition("@")[2].lower()
         config = self.config

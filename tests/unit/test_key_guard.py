@@ -119,6 +119,9 @@ def test_skip_with_no_published_key_left_signs_nothing(tmp_path: Path) -> None:
     asyncio.run(KeyGuard().check(runtime))
     assert runtime.policy.keys.unpublished == {"new", "old"}
     assert signing_selectors(runtime) == []
+    # So the log says why the message goes unsigned.
+    assert runtime.policy.keys.only_unpublished("user@example.com")
+    assert not runtime.policy.keys.only_unpublished("user@example.org")
 
 
 def test_skip_with_multiple_signatures_drops_only_the_unpublished(tmp_path: Path) -> None:
@@ -128,6 +131,7 @@ def test_skip_with_multiple_signatures_drops_only_the_unpublished(tmp_path: Path
     assert signing_selectors(runtime) == ["new", "old"]
     asyncio.run(KeyGuard().check(runtime))
     assert signing_selectors(runtime) == ["new"]
+    assert not runtime.policy.keys.only_unpublished("user@example.com")
 
 
 def test_a_failed_lookup_changes_nothing(tmp_path: Path) -> None:

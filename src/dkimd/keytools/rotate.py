@@ -277,11 +277,12 @@ class DomainRotation:
     # -- step 3 --
 
     def switch(
-        self, domain: str, current: Sequence[KeyTableEntry], new: Sequence[str]
-    ) -> DomainOutcome:
-        old = [e.name for e in current if e.name not in new]
+        self, outcome: DomainOutcome, current: Sequence[KeyTableEntry], new: Sequence[str]
+    ) -> None:
+        """Point the SigningTable at `new`; the other `current` keys start retiring."""
+        old = [e for e in current if e.name not in new]
         try:
-            self.tables.switch_keys(old, new)
+            self.tables.switch_keys([e.name for e in old], new)
             self.tables.commit()
         except (TableWriteError, OSError) as exc:
             raise RotationError(str(exc)) from exc
@@ -289,20 +290,19 @@ class DomainRotation:
         until = since + self.options.grace
         for name in new:
             self.state.move(name, KeyState.ACTIVE, since)
-        for entry in current:
-            if entry.name in new:
-                continue
-            if self.state.get(entry.name) is None:
+        for entry in old:
+            if self.state.get(entry.name) is None:  # a key made before dkimd keys
                 self.state.set(
                     KeyRecordState(
-                        entry.name, domain, entry.selector, KeyState.RETIRING, since, until
+                        entry.name, outcome.domain, entry.selector, KeyState.RETIRING, since, until
                     )
                 )
             else:
                 self.state.move(entry.name, KeyState.RETIRING, since, until)
         self.state.write(self.state_path)
-        outcome = DomainOutcome(domain, switched=list(new), retiring=old, retire_after=until)
-        return outcome
+        outcome.switched = list(new)
+        outcome.retiring = [e.name for e in old]
+        outcome.retire_after = until
 
     # -- all of it --
 
@@ -329,9 +329,8 @@ class DomainRotation:
                 return outcome
         else:
             outcome.notes.append("not waiting for DNS (--no-wait)")
-        done = self.switch(domain, current, names)
-        done.created, done.notes = outcome.created, outcome.notes
-        return done
+        self.switch(outcome, current, names)
+        return outcome
 
 
 def _key_directory(current: Sequence[KeyTableEntry]) -> str | None:
