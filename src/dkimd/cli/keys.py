@@ -45,7 +45,7 @@ from dkimd.keytools.rotate import (
     signing_domains,
 )
 from dkimd.keytools.rotation_state import RotationState, StateFileError, format_time
-from dkimd.keytools.table_writer import FlatFileTables, TableWriteError
+from dkimd.keytools.table_writer import TableWriteError, TableWriter, table_writer_for
 
 PROG = "dkimd keys"
 EX_OK = 0
@@ -193,13 +193,14 @@ def main(argv: list[str]) -> int:
         _err(f"{args.config}: {exc.strerror or exc}")
         return EX_CONFIG
     try:
-        tables = FlatFileTables.for_config(config)
+        tables = table_writer_for(config)
     except TableWriteError as exc:
         _err(str(exc))
         return EX_CONFIG
-    state_path = args.state or os.path.join(
-        os.path.dirname(os.path.abspath(tables.keytable_path)), STATE_FILE_NAME
-    )
+    state_path = args.state or _default_state_path(config)
+    if state_path is None:
+        _err("the KeyTable is not a file: give the rotation state file with --state")
+        return EX_USAGE
     try:
         with _locked(state_path):
             state = RotationState.read(state_path)
@@ -218,6 +219,14 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         _err(f"{exc.filename or state_path}: {exc.strerror or exc}")
         return EX_FAILED
+
+
+def _default_state_path(config: Config) -> str | None:
+    """The state file beside the KeyTable file."""
+    path = config.key_table.dataset.path if config.key_table is not None else None
+    if path is None:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(path)), STATE_FILE_NAME)
 
 
 @contextlib.contextmanager
@@ -249,7 +258,7 @@ def lookup_factory(config: Config, nameservers: list[str], port: int) -> Callabl
 def _rotate(
     args: argparse.Namespace,
     config: Config,
-    tables: FlatFileTables,
+    tables: TableWriter,
     state: RotationState,
     state_path: str,
 ) -> int:
@@ -325,7 +334,7 @@ def _report_rotation(outcome: DomainOutcome) -> None:
 def _retire(
     args: argparse.Namespace,
     config: Config,
-    tables: FlatFileTables,
+    tables: TableWriter,
     state: RotationState,
     state_path: str,
 ) -> int:

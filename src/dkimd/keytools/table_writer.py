@@ -196,5 +196,12 @@ class FlatFileTables:
             self._signingtable_changed = False
 
 
+def table_writer_for(config: Config) -> TableWriter:
+    """The writer for where `config`'s tables live; raises TableWriteError when dkimd cannot
+    change them there. The place a `dsn:` (SQL) writer plugs in, with one transaction per
+    `commit()`."""
+    return FlatFileTables.for_config(config)
+
+
 def _text(lines: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
