@@ -50,6 +50,7 @@ from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
 from dkimd.dns.validating import validating_resolver
+from dkimd.key_guard import watch_keys
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -471,7 +472,9 @@ async def _serve(
     serving = asyncio.ensure_future(server.serve(sock))
     await asyncio.sleep(0)  # let serve() register the listener before we say "ready"
     channel.ready()
+    guarding = asyncio.ensure_future(watch_keys(holder))
     await stopping.wait()
+    guarding.cancel()
     log.info("stopping: finishing in-flight messages")
     await server.stop(STOP_GRACE, idle_grace=STOP_IDLE_GRACE)
     with contextlib.suppress(asyncio.CancelledError):

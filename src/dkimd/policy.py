@@ -214,7 +214,11 @@ class SigningPolicy:
                     if note is not None:  # logged whatever LogWhy says, as OpenDKIM does
                         return MessagePlan(Decision.SIGN, note, sender, requests, notable=True)
                     return MessagePlan(Decision.SIGN, "originating", sender, requests)
-                why_not = f"no signing table match for '{sender}'"
+                why_not = (
+                    f"every key for '{sender}' is unpublished (SkipUnpublishedKeys)"
+                    if self.keys.only_unpublished(sender)
+                    else f"no signing table match for '{sender}'"
+                )
             if not config.verifies:
                 return MessagePlan(Decision.NOTHING, why_not, sender)
             return MessagePlan(Decision.VERIFY, why_not, sender)

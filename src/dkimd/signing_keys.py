@@ -95,6 +95,9 @@ class SigningKeys:
         # The tables are fixed for this object's life, so what they say for an address is
         # looked up once; the key files are not (re-stat'ed on every use).
         self._routes: dict[str, tuple[_Route, ...]] = {}
+        #: KeyTable names whose DNS record is missing or does not match the key, as the
+        #: key guard (dkimd.key_guard) last found them; SkipUnpublishedKeys skips these.
+        self.unpublished: frozenset[str] = frozenset()
 
     # -- which keys --
 
@@ -107,6 +110,8 @@ class SigningKeys:
                 if len(self._routes) >= _ROUTES_KEPT:
                     self._routes.clear()
                 self._routes[address] = routes
+        if self.config.skip_unpublished_keys:
+            routes = self._published(routes)
         requests: list[SigningRequest] = []
         problems: list[KeyProblem] = []
         for route in routes:
@@ -156,6 +161,21 @@ class SigningKeys:
         )
         return self._request(entry, signer)
 
+    def _published(self, routes: tuple[_Route, ...]) -> tuple[_Route, ...]:
+        """SkipUnpublishedKeys: the routes without keys whose record is not published. The
+        routes hold every SigningTable match; without MultipleSignatures the first one left
+        is used, as the first match would be (a broken entry still ends the walk)."""
+        unpublished = self.unpublished
+        kept = tuple(r for r in routes if isinstance(r, KeyProblem) or r[0].name not in unpublished)
+        return kept if self.config.multiple_signatures else kept[:1]
+
+    def only_unpublished(self, address: str) -> bool:
+        """Whether SkipUnpublishedKeys left `address` with no key at all."""
+        if not self.config.skip_unpublished_keys or not self.unpublished:
+            return False
+        routes = self._routes.get(address) or self._route(address)
+        return bool(routes) and not self._published(routes)
+
     def _route(self, address: str) -> tuple[_Route, ...]:
         domain = address.rpartition("@")[2].lower()
         config = self.config
@@ -163,7 +183,7 @@ class SigningKeys:
         if config.key_source is KeySource.TABLES and config.key_table is not None:
             if config.signing_table is not None:
                 matches = config.signing_table.lookup_address(
-                    address, multiple=config.multiple_signatures
+                    address, multiple=config.multiple_signatures or config.skip_unpublished_keys
                 )
                 wanted = [(m.key_name, m.signer) for m in matches]
             else:

@@ -53,6 +53,7 @@ def test_the_walk_notices_an_option_without_help() -> None:
         ("sign", ("0", "2")),
         ("genzone", ("0", "1", "64", "78")),
         ("serve", ("0", "1", "78")),
+        ("keys", ("0", "1", "2", "75", "78")),
     ],
 )
 def test_help_states_the_exit_codes(name: str, codes: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "testkey": ("dkimd.cli.testkey", "check keys against their DNS records (opendkim-testkey)"),
     "genzone": ("dkimd.cli.genzone", "print DNS records for every KeyTable key (opendkim-genzone)"),
     "check": ("dkimd.cli.check", "lint an opendkim.conf and everything it names"),
+    "keys": ("dkimd.cli.keys", "rotate and retire signing keys (keys rotate / retire / status)"),
 }
 
 USAGE = "usage: dkimd COMMAND [ARGS...]   or   dkimd -x /etc/opendkim.conf [opendkim flags]\n"

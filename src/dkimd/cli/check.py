@@ -1,6 +1,6 @@
 """`dkimd check`: lint an opendkim.conf and everything it names, then say what it does.
 
-    dkimd check [-x CONF] [--strict] [--no-postfix] [-q]
+    dkimd check [-x CONF] [--strict] [--no-postfix] [-q] [--dns]
 
 Every problem is printed as FILE:LINE: error|warning: message, with a "fix:" line when
 there is a known fix; then a plain-language summary of who is signed with which key, and
@@ -12,12 +12,14 @@ or would not sign what the tables say).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import Problem, Severity, analyze_config
-from dkimd.keytools.context import DEFAULT_CONFIG
+from dkimd.keytools.context import DEFAULT_CONFIG, txt_lookup
 from dkimd.keytools.lint import lint, run_postconf
+from dkimd.keytools.published_report import unpublished_problems
 
 PROG = "dkimd check"
 EXIT_CLEAN = 0
@@ -52,6 +54,12 @@ def build_parser() -> RaisingParser:
         help="do not compare with Postfix's smtpd_milters (postconf)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="problems only, no summary")
+    p.add_argument(
+        "--dns",
+        action="store_true",
+        help="also look up every signing key's record through the configured resolver "
+        "and report one that is missing or does not match (as the daemon's key guard)",
+    )
     return p
 
 
@@ -106,6 +114,9 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"{args.config}: error: cannot read: {exc.strerror or exc}\n")
         return EXIT_ERRORS
     result = lint(report, postconf=None if args.no_postfix else run_postconf)
+    if args.dns and report.config is not None:
+        config = report.config
+        result.problems += asyncio.run(unpublished_problems(config, txt_lookup(config)))
     # Sorted by place so an admin can walk through the files top to bottom.
     for problem in sorted(result.problems, key=lambda p: (p.file or "", p.line or 0)):
         sys.stdout.write(_show(problem))

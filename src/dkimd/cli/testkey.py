@@ -29,6 +29,7 @@ from dkimd.keytools.context import (
     policy_for,
     txt_lookup,
 )
+from dkimd.keytools.published_report import unpublished_note
 from dkimd.keytools.testkey import (
     EX_CONFIG,
     EX_DATAERR,
@@ -132,7 +133,7 @@ def main(argv: list[str]) -> int:
     explicit = args.domain is not None or args.selector is not None or args.keyfile is not None
     if config is not None and config.key_table is not None and not explicit:
         return asyncio.run(
-            _walk_keytable(list(keytable_specs(config)), lookup, policy, args.verbose)
+            _walk_keytable(list(keytable_specs(config)), lookup, policy, args.verbose, config)
         )
 
     domain, selector, keyfile = args.domain, args.selector, args.keyfile
@@ -168,7 +169,11 @@ async def _single(spec: KeySpec, lookup: TxtLookup, policy: KeyPolicy, verbose: 
 
 
 async def _walk_keytable(
-    specs: list[KeySpec], lookup: TxtLookup, policy: KeyPolicy, verbose: int
+    specs: list[KeySpec],
+    lookup: TxtLookup,
+    policy: KeyPolicy,
+    verbose: int,
+    config: Config | None = None,
 ) -> int:
     results: list[KeyResult] = []
     for index, spec in enumerate(specs):
@@ -181,6 +186,10 @@ async def _walk_keytable(
             _err(f"key {spec.name}: WARNING: {finding.message}")
         for finding in result.errors:
             _err(f"key {spec.name}: {finding.message}")
+        if config is not None and not result.passed:
+            note = await unpublished_note(config, spec.name, lookup, result.private_key)
+            if note is not None:
+                _err(f"key {spec.name}: {note}")
         if result.passed and verbose > 2:
             _out(f"key {spec.name}: OK")
     passed = sum(r.passed for r in results)

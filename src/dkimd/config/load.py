@@ -294,6 +294,7 @@ class _Builder:
         self.flag("RemoveOldSignatures", "remove_old_signatures")
         self.flag("RequireSafeKeys", "require_safe_keys")
         self.flag("CheckSigningTable", "check_signing_table")
+        self.flag("SkipUnpublishedKeys", "skip_unpublished_keys")
 
     def keys(self) -> None:
         key_table = signing_table = None

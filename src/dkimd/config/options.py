@@ -42,6 +42,12 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   bit of the resolver named by `Nameservers` (a validating resolver the admin trusts,
   ideally on loopback) instead of validating them from `TrustAnchorFile`
   (dkimd.dns.validating).
+* `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
+  the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
+  whose record is missing or does not match the private key. With no (OpenDKIM's
+  behaviour) it still signs with that key; with yes it skips it in favour of the sender's
+  next SigningTable match, and signs nothing when no published key is left
+  (dkimd.key_guard).
 """
 
 from __future__ import annotations
@@ -188,6 +194,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
     _spec("TrustResolverAD", _B, False, implemented=True, extension=True),
+    _spec("SkipUnpublishedKeys", _B, False, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("BaseDirectory", _S, implemented=True),
     _spec("CaptureUnknownErrors", _B, implemented=True),

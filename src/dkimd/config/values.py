@@ -225,6 +225,7 @@ class Config:
     require_safe_keys: bool = True
     allow_sha1: bool = False  # dkimd extension
     check_signing_table: bool = False  # OpenDKIM develop's start-up walk (signing_walk.py)
+    skip_unpublished_keys: bool = False  # dkimd extension (key_guard.py)
     # which keys
     key_source: KeySource = KeySource.NONE
     single_key: SingleKey | None = None
