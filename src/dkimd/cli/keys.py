@@ -294,7 +294,9 @@ def _rotate(
     failed = waiting = switched = False
     for domain in domains:
         try:
-            outcome = asyncio.run(rotation.run(domain, factory))
+            outcome = rotation.prepare(domain)
+            _report_new_keys(outcome, wait=options.wait)
+            asyncio.run(rotation.finish(outcome, factory))
         except (RotationError, RecordsFileError) as exc:
             _err(f"{domain}: {exc}")
             failed = True
@@ -307,13 +309,24 @@ def _rotate(
     return EX_FAILED if failed else EX_TEMPFAIL if waiting else EX_OK
 
 
-def _report_rotation(outcome: DomainOutcome) -> None:
+def _report_new_keys(outcome: DomainOutcome, *, wait: bool) -> None:
+    """Said before the wait: the admin publishes these while rotate looks for them."""
     out = sys.stdout
     for note in outcome.notes:
         out.write(f"{outcome.domain}: {note}\n")
     for key in outcome.created:
         out.write(f"{outcome.domain}: new key {key.entry.name} ({key.entry.key_path})\n")
         out.write(f"publish this record (also in {key.txt_path}):\n{key.zone_text}")
+    names = ", ".join(k.name for k in outcome.waiting)
+    if wait:
+        out.write(f"{outcome.domain}: waiting for {names} in DNS\n")
+    else:
+        out.write(f"{outcome.domain}: not waiting for {names} in DNS (--no-wait)\n")
+    out.flush()
+
+
+def _report_rotation(outcome: DomainOutcome) -> None:
+    out = sys.stdout
     if outcome.not_visible:
         for check in outcome.not_visible:
             out.write(f"{outcome.domain}: not yet: {check.describe()}\n")
