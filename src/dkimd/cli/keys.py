@@ -81,6 +81,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not signal the daemon (PidFile) to re-read its tables",
     )
+    p.add_argument(
+        "--pid-file",
+        metavar="FILE",
+        help="the daemon's pid file, when it is not the configuration's PidFile (dkimd -P)",
+    )
 
 
 def build_parser() -> RaisingParser:
@@ -305,7 +310,7 @@ def _rotate(
         switched = switched or outcome.done
         waiting = waiting or not outcome.done
     if switched and not args.no_reload:
-        _reload(config)
+        _reload(args.pid_file or config.pid_file)
     return EX_FAILED if failed else EX_TEMPFAIL if waiting else EX_OK
 
 
@@ -380,12 +385,12 @@ def _retire(
         for key in outcome.retired:
             out.write(f"{key.record_name}.\tIN\tTXT\n")
         if not args.dry_run and not args.no_reload:
-            _reload(config)
+            _reload(args.pid_file or config.pid_file)
     return EX_OK
 
 
-def _reload(config: Config) -> None:
-    outcome = reload_daemon(config.pid_file)
+def _reload(pid_file: str | None) -> None:
+    outcome = reload_daemon(pid_file)
     (sys.stdout.write if outcome.sent else _err)(
         f"{outcome.message}\n" if outcome.sent else outcome.message
     )

@@ -547,3 +547,12 @@ def test_replace_file_keeps_owner_and_mode_and_leaves_no_temporary(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["KeyTable"]
     replace_file(tmp_path / "fresh", b"x", mode=0o600)
     assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o600
+
+
+def test_cli_pid_file_overrides_the_configuration(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid_file = site.root / "elsewhere.pid"
+    args = ["rotate", "-x", str(site.conf), "--all", "--no-wait", "--bits", "1024"]
+    assert keys_cli.main([*args, "--pid-file", str(pid_file)]) == 0
+    assert f"{pid_file} does not exist" in capsys.readouterr().err
