@@ -153,19 +153,21 @@ def test_rotation_under_load(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            key_dir = Path(dkim_key.private_key).parent
-            deadline = time.monotonic() + 30
-            while not list(key_dir.glob("example.com.*.txt")):
-                assert time.monotonic() < deadline, "rotate wrote no record"
-                time.sleep(0.05)
-            [txt] = key_dir.glob("example.com.*.txt")
-            time.sleep(0.1)  # written by rename, but let rotate reach its wait
-            new_name = txt.read_text().split()[0].rstrip(".")
+            # What rotate prints before it waits: the record to publish.
+            assert rotate.stdout is not None
+            printed = ""
+            while "waiting for" not in printed:
+                line = rotate.stdout.readline()
+                assert line, (printed, rotate.communicate())
+                printed += line
+            zone_text = printed.split("publish this record", 1)[1].split(":\n", 1)[1]
+            new_name = zone_text.split()[0].rstrip(".")
             new_selector = new_name.split(".")[0]
+            assert f"waiting for {new_name} in DNS" in printed
             # The admin takes a while to publish: mail keeps flowing with the old key.
             time.sleep(2.0)
             assert rotate.poll() is None, rotate.communicate()
-            zone.publish(new_name, "".join(zone_txt_strings(txt.read_text())))
+            zone.publish(new_name, "".join(zone_txt_strings(zone_text)))
             out, err = rotate.communicate(timeout=60)
             assert rotate.returncode == 0, (out, err)
             assert f"now signing with {new_name}" in out

@@ -81,6 +81,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not signal the daemon (PidFile) to re-read its tables",
     )
+    p.add_argument(
+        "--pid-file",
+        metavar="FILE",
+        help="the daemon's pid file, when it is not the configuration's PidFile (dkimd -P)",
+    )
 
 
 def build_parser() -> RaisingParser:
@@ -294,7 +299,9 @@ def _rotate(
     failed = waiting = switched = False
     for domain in domains:
         try:
-            outcome = asyncio.run(rotation.run(domain, factory))
+            outcome = rotation.prepare(domain)
+            _report_new_keys(outcome, wait=options.wait)
+            asyncio.run(rotation.finish(outcome, factory))
         except (RotationError, RecordsFileError) as exc:
             _err(f"{domain}: {exc}")
             failed = True
@@ -303,17 +310,28 @@ def _rotate(
         switched = switched or outcome.done
         waiting = waiting or not outcome.done
     if switched and not args.no_reload:
-        _reload(config)
+        _reload(args.pid_file or config.pid_file)
     return EX_FAILED if failed else EX_TEMPFAIL if waiting else EX_OK
 
 
-def _report_rotation(outcome: DomainOutcome) -> None:
+def _report_new_keys(outcome: DomainOutcome, *, wait: bool) -> None:
+    """Said before the wait: the admin publishes these while rotate looks for them."""
     out = sys.stdout
     for note in outcome.notes:
         out.write(f"{outcome.domain}: {note}\n")
     for key in outcome.created:
         out.write(f"{outcome.domain}: new key {key.entry.name} ({key.entry.key_path})\n")
         out.write(f"publish this record (also in {key.txt_path}):\n{key.zone_text}")
+    names = ", ".join(k.name for k in outcome.waiting)
+    if wait:
+        out.write(f"{outcome.domain}: waiting for {names} in DNS\n")
+    else:
+        out.write(f"{outcome.domain}: not waiting for {names} in DNS (--no-wait)\n")
+    out.flush()
+
+
+def _report_rotation(outcome: DomainOutcome) -> None:
+    out = sys.stdout
     if outcome.not_visible:
         for check in outcome.not_visible:
             out.write(f"{outcome.domain}: not yet: {check.describe()}\n")
@@ -367,12 +385,12 @@ def _retire(
         for key in outcome.retired:
             out.write(f"{key.record_name}.\tIN\tTXT\n")
         if not args.dry_run and not args.no_reload:
-            _reload(config)
+            _reload(args.pid_file or config.pid_file)
     return EX_OK
 
 
-def _reload(config: Config) -> None:
-    outcome = reload_daemon(config.pid_file)
+def _reload(pid_file: str | None) -> None:
+    outcome = reload_daemon(pid_file)
     (sys.stdout.write if outcome.sent else _err)(
         f"{outcome.message}\n" if outcome.sent else outcome.message
     )

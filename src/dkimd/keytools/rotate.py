@@ -82,6 +82,8 @@ class NewKey:
 @dataclass
 class DomainOutcome:
     domain: str
+    current: list[KeyTableEntry] = field(default_factory=list)  # the keys signing now
+    waiting: list[KeyTableEntry | NewKeyEntry] = field(default_factory=list)  # the new keys
     created: list[NewKey] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # key names still waiting for DNS
     not_visible: list[PublicationCheck] = field(default_factory=list)
@@ -306,31 +308,37 @@ class DomainRotation:
 
     # -- all of it --
 
-    async def run(self, domain: str, lookup_factory: Callable[[], TxtLookup]) -> DomainOutcome:
-        domain = domain.lower().rstrip(".")
-        current = self.current_keys(domain)
-        outcome = DomainOutcome(domain)
-        pending = self.pending_keys(domain)
-        waiting: list[KeyTableEntry | NewKeyEntry]
+    def prepare(self, domain: str) -> DomainOutcome:
+        """Step 1, or what a previous run left pending: the keys to wait for."""
+        outcome = DomainOutcome(domain.lower().rstrip("."))
+        outcome.current = self.current_keys(outcome.domain)
+        pending = self.pending_keys(outcome.domain)
         if pending:
             outcome.notes.append(
                 "resuming: " + ", ".join(e.name for e in pending) + " created earlier"
             )
-            waiting = list(pending)
+            outcome.waiting = list(pending)
         else:
-            outcome.created = self.create(domain, current)
-            waiting = [k.entry for k in outcome.created]
-        names = [k.name for k in waiting]
+            outcome.created = self.create(outcome.domain, outcome.current)
+            outcome.waiting = [k.entry for k in outcome.created]
+        return outcome
+
+    async def finish(
+        self, outcome: DomainOutcome, lookup_factory: Callable[[], TxtLookup]
+    ) -> DomainOutcome:
+        """Steps 2 and 3: wait for the records (unless told not to), then switch."""
+        names = [k.name for k in outcome.waiting]
         if self.options.wait:
-            failing = await self.wait_visible(waiting, lookup_factory)
+            failing = await self.wait_visible(outcome.waiting, lookup_factory)
             if failing:
                 outcome.pending = names
                 outcome.not_visible = failing
                 return outcome
-        else:
-            outcome.notes.append("not waiting for DNS (--no-wait)")
-        self.switch(outcome, current, names)
+        self.switch(outcome, outcome.current, names)
         return outcome
+
+    async def run(self, domain: str, lookup_factory: Callable[[], TxtLookup]) -> DomainOutcome:
+        return await self.finish(self.prepare(domain), lookup_factory)
 
 
 def _key_directory(current: Sequence[KeyTableEntry]) -> str | None:

@@ -128,6 +128,8 @@ class RotationState:
                 return cls.parse(fh.read(), path)
         except FileNotFoundError:
             return cls()
+        except UnicodeDecodeError:
+            raise StateFileError(f"{path}: not UTF-8 text") from None
 
     def text(self) -> str:
         return HEADER + "".join(key.line() + "\n" for key in self._keys.values())

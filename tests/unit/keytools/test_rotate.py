@@ -5,6 +5,7 @@ key the SigningTable names, files replaced atomically with their modes kept)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import stat
 import subprocess
@@ -19,6 +20,7 @@ from dkimd.cli import keys as keys_cli
 from dkimd.config import load_config
 from dkimd.dkim.keys import load_private_key_file
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.keytools.atomic import replace_file
 from dkimd.keytools.generate import generate_rsa
 from dkimd.keytools.published import Publication, check_publication
 from dkimd.keytools.record import KeyRecordOptions, record_value, zone_txt_strings
@@ -520,3 +522,37 @@ def test_cli_all_rotates_every_domain_in_one_run(
     args = ["rotate", "-x", conf, "--domain", "example.net", "--domain", "example.com"]
     assert keys_cli.main([*args, "--timeout", "0", "--bits", "1024"]) == keys_cli.EX_FAILED
     assert "example.net: no SigningTable entry" in capsys.readouterr().err
+
+
+def test_state_file_that_is_not_text_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    path.write_bytes(b"\xff\xfe junk\n")
+    with pytest.raises(StateFileError, match="not UTF-8"):
+        RotationState.read(str(path))
+
+
+def test_replace_file_keeps_owner_and_mode_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "KeyTable"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(target, 65534, 65534)
+    before = target.stat()
+    replace_file(target, b"new\n")
+    after = target.stat()
+    assert target.read_bytes() == b"new\n"
+    assert after.st_ino != before.st_ino  # a new file renamed over the old one
+    assert stat.S_IMODE(after.st_mode) == 0o640
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["KeyTable"]
+    replace_file(tmp_path / "fresh", b"x", mode=0o600)
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o600
+
+
+def test_cli_pid_file_overrides_the_configuration(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid_file = site.root / "elsewhere.pid"
+    args = ["rotate", "-x", str(site.conf), "--all", "--no-wait", "--bits", "1024"]
+    assert keys_cli.main([*args, "--pid-file", str(pid_file)]) == 0
+    assert f"{pid_file} does not exist" in capsys.readouterr().err
