@@ -158,7 +158,9 @@ def test_change_root_directory_serves_from_a_bare_root(tmp_path: Path, user: str
             verified = milter_transaction(socket_spec, _signed_copy(value), client_addr="192.0.2.1")
             [result] = verified.headers("Authentication-Results")
             assert "dkim=pass" in result, daemon.log_text()
-            assert dns_server.count("mail._domainkey.example.com") == 1
+            # Answered over DNS from inside the root (the key guard looks the same signing
+            # key up on its own, so the count may be higher).
+            assert dns_server.count("mail._domainkey.example.com") >= 1
             # Reload inside the new root: example.com is no longer signed.
             (inside / "SigningTable").write_text("*@example.org mail\n")
             daemon.reload()
