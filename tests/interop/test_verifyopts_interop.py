@@ -107,6 +107,8 @@ def compare(
         ({"ahead": 1000}, "2000", "pass"),
         ({"expired": 200}, None, "pass"),
         ({"expired": 200}, "100", "permerror"),
+        ({"ahead": -10}, "-1", "pass"),  # a negative drift is a negative tolerance
+        ({"ahead": -10}, "-100", "permerror"),
     ],
 )
 def test_clock_drift(

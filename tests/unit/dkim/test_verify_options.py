@@ -78,6 +78,8 @@ def verify(
         (1000, 300, VerifyError.FUTURE_TIMESTAMP),
         (200, 100, VerifyError.FUTURE_TIMESTAMP),
         (1000, 2000, None),
+        (-10, -1, None),  # OpenDKIM's negative drift (observed with -1 and -100)
+        (-10, -100, VerifyError.FUTURE_TIMESTAMP),
     ],
 )
 def test_clock_drift_bounds_a_timestamp_in_the_future(
