@@ -288,3 +288,21 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert check.main(["-x", str(tmp_path / "nope.conf"), "--no-postfix"]) == 2
     out = capsys.readouterr().out
     assert "nope.conf" in out and "No such file or directory" in out
+
+
+def test_options_without_effect_are_named(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    # The reference signs and verifies (Mode sv): WeakSyntaxChecks cannot matter there.
+    for option, value in (
+        ("AllowSHA1Only", "yes"),
+        ("SelectCanonicalizationHeader", "X-Canon"),
+        ("Minimum", "50%"),
+        ("WeakSyntaxChecks", "yes"),
+        ("ClockDrift", "600"),
+    ):
+        site.set(option, value)
+    assert site.run() == 0
+    out = capsys.readouterr().out
+    assert out.count("warning:") == REFERENCE_WARNINGS + 4
+    for option in ("AllowSHA1Only", "SelectCanonicalizationHeader", "Minimum", "WeakSyntaxChecks"):
+        assert f"{option} has no effect:" in out
+    assert "ClockDrift has no effect" not in out
