@@ -626,8 +626,12 @@ class MilterSession:
         results = verifier.results()
         if any(r.passed for r in results):
             return None
-        first = results[0]
-        found = verifier.signature(0)
+        # The first signature OpenDKIM verified (one it ignored has nothing to report).
+        index = next(
+            (i for i, r in enumerate(results) if r.error is not VerifyError.SIGNATURE_IGNORED), 0
+        )
+        first = results[index]
+        found = verifier.signature(index)
         if found is None:
             return None
         sig, header_data = found
