@@ -99,10 +99,13 @@ _KEYED = frozenset({DkimStatus.KEYFAIL, DkimStatus.NOKEY, DkimStatus.REVOKED})
 # A key record that does not parse, or does not fit the signature (h=, s=, t=s, k=): OpenDKIM
 # adds its A-R (temperror or fail) and applies no On-* action (observed: delivered under
 # On-BadSignature reject; tests/interop/test_authres_differential.py). The same for a
-# signature that fails MustBeSigned ("unprotected header field", observed).
+# signature that fails MustBeSigned ("unprotected header field") and for one whose t= is too
+# far ahead or x= too far behind (ClockDrift; tests/interop/test_verifyopts_interop.py).
 _NO_ACTION = frozenset(
     {
         VerifyError.MUST_BE_SIGNED,
+        VerifyError.EXPIRED,
+        VerifyError.FUTURE_TIMESTAMP,
         VerifyError.KEY_SYNTAX,
         VerifyError.KEY_MISSING,
         VerifyError.KEY_TYPE_MISMATCH,
