@@ -171,6 +171,23 @@ def test_which_signatures_are_verified(
     compare(tmp_path, keys, two, options)
 
 
+@pytest.mark.parametrize(("trusted", "reply"), [("example.com", "a"), ("example.org", "y")])
+def test_the_verified_signature_decides_the_reply(
+    tmp_path: Path, keys: dict[str, DkimKey], trusted: str, reply: str
+) -> None:
+    # The author's good signature, and on top a third party's whose own t= was changed
+    # after signing: only the one verified (the trusted one) counts for the reply.
+    two = sign(sign(MESSAGE, keys["example.com"], timestamp=1_700_000_000), keys["example.org"])
+    broken = re.sub(rb"t=\d+;", b"t=1700000001;", two, count=1)  # the top field's t=
+    assert broken != two
+    options = {
+        "MaximumSignaturesToVerify": "1",
+        "TrustSignaturesFrom": trusted,
+        "On-BadSignature": "reject",
+    }
+    assert compare(tmp_path, keys, broken, options)[0] == reply
+
+
 @pytest.mark.parametrize("always", ["yes", "no"])
 def test_a_message_whose_signatures_are_all_ignored(
     tmp_path: Path, keys: dict[str, DkimKey], always: str
