@@ -316,6 +316,7 @@ def test_verification_options_are_read() -> None:
     assert "Example.NET" in config.trust_signatures_from
     assert config.fix_crlf and config.log_results and config.weak_syntax_checks
     assert config.allow_sha1_only and config.select_canonicalization_header == "X-Canon"
+    assert not config.allow_sha1  # rsa-sha1 stays refused: that is AllowSHA1's call
     assert config.warnings == ()
     default = parse_config_text(SOCKET)
     assert (default.clock_drift, default.minimum, default.must_be_signed) == (300, None, ())
