@@ -108,10 +108,13 @@ _KEYED = frozenset({DkimStatus.KEYFAIL, DkimStatus.NOKEY, DkimStatus.REVOKED})
 # A key record that does not parse, or does not fit the signature (h=, s=, t=s, k=): OpenDKIM
 # adds its A-R (temperror or fail) and applies no On-* action (observed: delivered under
 # On-BadSignature reject; tests/interop/test_authres_differential.py). The same for a
-# signature that fails MustBeSigned ("unprotected header field", observed).
+# signature that fails MustBeSigned ("unprotected header field") and for one whose t= is too
+# far ahead or x= too far behind (ClockDrift; tests/interop/test_verifyopts_interop.py).
 _NO_ACTION = frozenset(
     {
         VerifyError.MUST_BE_SIGNED,
+        VerifyError.EXPIRED,
+        VerifyError.FUTURE_TIMESTAMP,
         VerifyError.KEY_SYNTAX,
         VerifyError.KEY_MISSING,
         VerifyError.KEY_TYPE_MISMATCH,
@@ -725,8 +728,12 @@ class MilterSession:
         results = verifier.results()
         if any(r.passed for r in results):
             return None
-        first = results[0]
-        found = verifier.signature(0)
+        # The first signature OpenDKIM verified (one it ignored has nothing to report).
+        index = next(
+            (i for i, r in enumerate(results) if r.error is not VerifyError.SIGNATURE_IGNORED), 0
+        )
+        first = results[index]
+        found = verifier.signature(index)
         if found is None:
             return None
         sig, header_data = found

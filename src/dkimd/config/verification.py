@@ -28,14 +28,16 @@ def read_verification_options(builder: _Builder) -> None:
         drift = setting.parsed
         assert isinstance(drift, int)
         if drift < 0:
+            # OpenDKIM hands the library the value as an unsigned 64-bit number, and its
+            # sums wrap around: the tolerance is negative (observed with -1 and -100).
             builder.warn(
                 setting,
-                f"ClockDrift: {setting.value} is negative; the default {DEFAULT_CLOCK_DRIFT}"
-                " seconds apply",
+                f"ClockDrift: {setting.value} is negative: a signature made less than "
+                f"{-drift} seconds ago counts as made in the future, as in OpenDKIM",
             )
         # dkimf_config_setlib hands the library only a value other than 0 (observed: 0
         # tolerates 300 seconds, as no setting does).
-        builder.values["clock_drift"] = drift if drift > 0 else DEFAULT_CLOCK_DRIFT
+        builder.values["clock_drift"] = drift or DEFAULT_CLOCK_DRIFT
 
     setting = builder.get("Minimum")
     if setting is not None:

@@ -296,7 +296,13 @@ class Verifier:
     def _mismatch(
         self, p: _Pending, sig: DkimSignature, algo: SignatureAlgorithm, record: KeyRecord
     ) -> VerifyError | None:
-        """The message against the signature (RFC 6376 6.1.3), cheapest check first."""
+        """The message against the signature (RFC 6376 6.1.3), cheapest check first.
+
+        MustBeSigned comes before them all: once the key is in hand, libopendkim reports
+        "unprotected header field" whatever else is wrong (observed: with a changed body,
+        a changed signed field, and a body shorter than l=)."""
+        if self.options.must_be_signed and self._unprotected(sig):
+            return VerifyError.MUST_BE_SIGNED
         if self._from_count > 1:
             return VerifyError.MULTIPLE_FROM
         assert p.body_key is not None
@@ -308,8 +314,6 @@ class Verifier:
         assert record.public_key is not None
         if not algo.verify(record.public_key, sig.signature, p.header_data):
             return VerifyError.SIGNATURE_MISMATCH
-        if self.options.must_be_signed and self._unprotected(sig):
-            return VerifyError.MUST_BE_SIGNED
         if (
             self.options.body_length == "fail"
             and sig.body_length is not None

@@ -492,6 +492,45 @@ class _Linter:
                 "PidFile",
             )
 
+    def check_inert_options(self, config: Config) -> None:
+        """Options OpenDKIM 2.11 accepts that change nothing there, and so nothing here
+        (dkimd.config.options, docs/opendkim-behaviour.md 5.3-5.4): worth a word to the
+        admin who set them for an effect."""
+        inert: list[tuple[str, bool, str]] = [
+            (
+                "AllowSHA1Only",
+                config.allow_sha1_only,
+                "only lets a build without SHA-256 start; rsa-sha1 signatures are AllowSHA1's "
+                "business",
+            ),
+            (
+                "SelectCanonicalizationHeader",
+                self.report.raw.get("SelectCanonicalizationHeader") is not None,
+                "OpenDKIM 2.11 signs with Canonicalization whatever that header field says, "
+                "and so does dkimd",
+            ),
+            (
+                "Minimum",
+                config.minimum is not None,
+                "a signature covering less still passes and the message is accepted, as in "
+                "OpenDKIM 2.11; dkimd logs it",
+            ),
+            (
+                "WeakSyntaxChecks",
+                config.weak_syntax_checks and config.signs,
+                "it only matters in Mode v: with s, an unparseable From stops the message first",
+            ),
+        ]
+        for option, set_, why in inert:
+            if set_:
+                self.add(
+                    Severity.WARNING,
+                    self.setting_place(option),
+                    f"{option} has no effect: {why}",
+                    None,
+                    option,
+                )
+
     # --- who gets signed -----------------------------------------------------------------------
 
     def check_internal_hosts(self, config: Config) -> None:
@@ -714,6 +753,7 @@ def lint(report: ConfigReport, *, postconf: PostconfRunner | None = run_postconf
     linter.check_user(config)
     linter.check_pid_file(config)
     linter.check_test_dns_data(config)
+    linter.check_inert_options(config)
     linter.check_internal_hosts(config)
     linter.check_postfix(config)
     linter.summarize(config)

@@ -302,3 +302,37 @@ def test_include_and_problem_locations(write: Writer) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(outer)
     assert str(info.value).startswith(f"{inner}:1: Mode:")
+
+
+def test_verification_options_are_read() -> None:
+    config = parse_config_text(
+        SOCKET + "ClockDrift 0\nMinimum 50%\nMustBeSigned Subject,reply-to,SUBJECT\n"
+        "TrustSignaturesFrom csl:example.net\nFixCRLF yes\nLogResults yes\n"
+        "WeakSyntaxChecks yes\nAllowSHA1Only yes\nSelectCanonicalizationHeader X-Canon\n"
+    )
+    assert config.clock_drift == 300  # 0 leaves libopendkim's default
+    assert str(config.minimum) == "50%"
+    assert config.must_be_signed == ("subject", "reply-to")
+    assert config.trust_signatures_from is not None
+    assert "Example.NET" in config.trust_signatures_from
+    assert config.fix_crlf and config.log_results and config.weak_syntax_checks
+    assert config.allow_sha1_only and config.select_canonicalization_header == "X-Canon"
+    assert not config.allow_sha1  # rsa-sha1 stays refused: that is AllowSHA1's call
+    assert config.warnings == ()
+    default = parse_config_text(SOCKET)
+    assert (default.clock_drift, default.minimum, default.must_be_signed) == (300, None, ())
+
+
+def test_negative_clock_drift_is_kept_with_a_warning() -> None:
+    config = parse_config_text(SOCKET + "ClockDrift -100\n")
+    assert config.clock_drift == -100
+    assert [w.option for w in config.warnings] == ["ClockDrift"]
+
+
+@pytest.mark.parametrize("value", ["101%", "-3", "ten", "10 bytes"])
+def test_illegal_minimum_is_an_error_with_its_line(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(SOCKET + f"Mode v\nMinimum {value}\n")
+    [problem] = info.value.errors
+    assert problem.message == 'illegal value for "Minimum"'
+    assert problem.line == SOCKET.count("\n") + 2

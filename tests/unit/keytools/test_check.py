@@ -298,3 +298,21 @@ def test_keytable_algorithm_that_does_not_fit_the_key(
     out = capsys.readouterr().out
     assert f"{site.root}/KeyTable:2: error:" in out
     assert "is rsa but its KeyTable entry names ed25519-sha256" in out
+
+
+def test_options_without_effect_are_named(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    # The reference signs and verifies (Mode sv): WeakSyntaxChecks cannot matter there.
+    for option, value in (
+        ("AllowSHA1Only", "yes"),
+        ("SelectCanonicalizationHeader", "X-Canon"),
+        ("Minimum", "50%"),
+        ("WeakSyntaxChecks", "yes"),
+        ("ClockDrift", "600"),
+    ):
+        site.set(option, value)
+    assert site.run() == 0
+    out = capsys.readouterr().out
+    assert out.count("warning:") == REFERENCE_WARNINGS + 4
+    for option in ("AllowSHA1Only", "SelectCanonicalizationHeader", "Minimum", "WeakSyntaxChecks"):
+        assert f"{option} has no effect:" in out
+    assert "ClockDrift has no effect" not in out
