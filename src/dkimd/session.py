@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, header_limit, malformed, milter, redirect, reports
+from dkimd import __version__, capture, header_limit, malformed, milter, redirect, reports
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -563,7 +563,15 @@ class MilterSession:
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
+        captured = capture.captured_internal_error(msg.runtime.config, self._allowed_actions())
+        if captured is not None:
+            return captured
         return self._libstatus(msg.runtime, DkimStatus.INTERNAL)
+
+    def _allowed_actions(self) -> milter.ActionFlag:
+        """The message changes the MTA granted on this connection."""
+        negotiated = self._conn.negotiated
+        return negotiated.actions if negotiated is not None else milter.ActionFlag.NONE
 
     # -- failure reports (dkimd.reports) --
 
@@ -813,16 +821,16 @@ class MilterSession:
             # never applies (mlfi_eom calls dkimf_libstatus only when no A-R was added).
             actions.append(milter.Accept())
             return actions
+        final = self._libstatus(runtime, status, results[0])
+        action = runtime.policy.action_for(status.condition)
+        actions += capture.quarantine_request(action, self._allowed_actions())
         if status is DkimStatus.BADSIG and any(r.testing for r in results):
             # A key published with t=y only tests: OpenDKIM delivers what it would refuse.
-            actions.append(milter.Accept())
-            return actions
-        final = self._libstatus(runtime, status, results[0])
+            final = milter.Accept()
         return [*actions, final]
 
     def _redirect(self, msg: _Message) -> list[milter.Action]:
-        negotiated = self._conn.negotiated
-        allowed = negotiated.actions if negotiated is not None else milter.ActionFlag.NONE
+        allowed = self._allowed_actions()
         actions = redirect.redirect_actions(msg.runtime.config, msg.recipients, allowed)
         if not actions:
             self._log.warning("RedirectFailuresTo: recipients cannot be changed on this connection")
@@ -972,9 +980,9 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     add start with one space, as OpenDKIM's do.
 
     Actions are OpenDKIM's (mlfi_negotiate): add headers, and change them when incoming A-R
-    or old signatures may be removed (KeepAuthResults no, the default). Quarantine is not
-    asked for: OpenDKIM asks for it only with CaptureUnknownErrors, so its On-* quarantine
-    ends as a plain accept, and so does ours.
+    or old signatures may be removed (KeepAuthResults no, the default); change recipients
+    for RedirectFailuresTo; quarantine only with CaptureUnknownErrors, so that without it
+    an On-* quarantine ends as a plain accept, as in OpenDKIM (dkimd.capture).
     """
     flags = milter.ProtocolFlag
     protocol = (
@@ -1008,7 +1016,7 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     actions = milter.ActionFlag.ADDHDRS
     if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
         actions |= milter.ActionFlag.CHGHDRS
-    actions |= redirect.required_actions(config)
+    actions |= redirect.required_actions(config) | capture.required_actions(config)
     return milter.FilterOptions(actions=actions, protocol=protocol)
 
 
