@@ -30,7 +30,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, capture, header_limit, malformed, milter, redirect, reports
+from dkimd import (
+    __version__,
+    capture,
+    header_limit,
+    identity_header,
+    malformed,
+    milter,
+    redirect,
+    reports,
+)
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -722,18 +731,37 @@ class MilterSession:
     # -- signing --
 
     def _start_signing(self, msg: _Message, plan: MessagePlan) -> None:
-        msg.signing = plan.requests
-        if plan.requests:
-            msg.signer = Signer(*plan.requests)
+        requests = plan.requests
+        config = msg.runtime.config
+        if config.identity_header is not None and plan.sender is not None:
+            requests = self._with_identity(msg, requests, plan.sender)
+        msg.signing = requests
+        if requests:
+            msg.signer = Signer(*requests)
+
+    def _with_identity(
+        self, msg: _Message, requests: list[SigningRequest], sender: str
+    ) -> list[SigningRequest]:
+        config = msg.runtime.config
+        identity = identity_header.identity_for(config, msg.headers, sender)
+        if identity is None:
+            return requests
+        if not identity.found:
+            self._log.info("cannot find identity header %s", config.identity_header)
+        requests, refused = identity_header.with_identity(requests, identity.value)
+        for domain in refused:
+            self._log.warning("identity %s is not within d=%s; i= left out", identity.value, domain)
+        return requests
 
     def _finish_signing(self, msg: _Message, signer: Signer) -> HandlerResult:
         runtime = msg.runtime
         config = runtime.config
-        fields = signer.sign_all(msg.headers)
+        fields = signer.sign_all(identity_header.signed_fields(config, msg.headers))
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
             count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
             actions += [milter.ChangeHeader(i, _DKIM_SIGNATURE, b"") for i in range(count, 0, -1)]
+        actions += identity_header.removal(config, msg.headers)
         # In request order, each at the top, as OpenDKIM: the last request's ends up on top.
         for request, sig in zip(msg.signing, fields, strict=True):
             actions.append(_insert_at_top(sig.name, sig.value))
@@ -1014,7 +1042,12 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     if header_limit.replies_at_header(config):
         protocol &= ~flags.NR_HDR
     actions = milter.ActionFlag.ADDHDRS
-    if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
+    if (
+        config.remove_ar_all
+        or not config.keep_auth_results
+        or config.remove_old_signatures
+        or config.identity_header_remove
+    ):
         actions |= milter.ActionFlag.CHGHDRS
     actions |= redirect.required_actions(config) | capture.required_actions(config)
     return milter.FilterOptions(actions=actions, protocol=protocol)

@@ -475,6 +475,7 @@ class _Builder:
         for option, attr in (
             ("SenderMacro", "sender_macro"),
             ("RedirectFailuresTo", "redirect_failures_to"),
+            ("IdentityHeader", "identity_header"),
         ):
             setting = self.get(option)
             if setting is not None:
@@ -483,6 +484,7 @@ class _Builder:
         self.number("MaximumHeaders", "maximum_headers")
         self.flag("Quarantine", "quarantine")
         self.flag("CaptureUnknownErrors", "capture_unknown_errors")
+        self.flag("IdentityHeaderRemove", "identity_header_remove")
 
     def action(self, setting: Setting) -> Action:
         action = _ACTION_WORDS.get(setting.value.lower())
