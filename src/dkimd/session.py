@@ -39,6 +39,7 @@ from dkimd import (
     milter,
     redirect,
     reports,
+    resign,
 )
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
@@ -72,6 +73,7 @@ from dkimd.replies import DkimStatus, final_reply
 from dkimd.required_headers import header_count_error
 from dkimd.required_headers import rejection as required_headers_rejection
 from dkimd.sender_macro import macro_author
+from dkimd.signing_keys import KeyProblem
 
 _log = get_logger("session")
 
@@ -239,6 +241,7 @@ class _Message:
         "recipients",
         "report_body",
         "report_records",
+        "resign",
         "runtime",
         "signer",
         "signing",
@@ -274,6 +277,8 @@ class _Message:
         # ATPS (RFC 6541): the `_atps` TXT records a third-party signature asks to be
         # checked against, fetched with the keys; empty for mail without atps= tags.
         self.atps_records: dict[str, TxtResult] = {}
+        # ResignMailTo: verified, and signed as well (dkimd.resign).
+        self.resign = False
         self.started = time.monotonic()
 
 
@@ -442,6 +447,8 @@ class MilterSession:
             if config.log_why:
                 self._log.info("domain '%s' exempted, accepting", exempt)
             return self._eoh_verdict(msg, milter.Accept())
+        if config.resign_mail_to is not None:
+            plan = self._resign_plan(msg, plan)
         msg.plan = plan
         if config.log_why and config.mta_names is not None:
             note = no_match_note(config, self._conn.macro)
@@ -477,7 +484,7 @@ class MilterSession:
         problem = malformed.check_processing(
             msg.headers,
             runtime.config,
-            verifying=plan.decision is Decision.VERIFY,
+            verifying=plan.decision is Decision.VERIFY or msg.resign,
             signatures=signatures,
         )
         if isinstance(problem, malformed.BrokenSignature):
@@ -486,6 +493,13 @@ class MilterSession:
             return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
+            if msg.resign:
+                if not signatures:  # nothing to verify: simply signed
+                    msg.resign = False
+                    return None
+                wanted = self._start_verifying(msg, signatures)
+                if wanted is not None:
+                    return Prefetch(wanted)
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
@@ -511,6 +525,8 @@ class MilterSession:
             return self._skip_body()
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
+            if msg.verifier is not None:  # re-signing: verified as well
+                msg.verifier.feed_body(event.data)
             return None
         if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
@@ -561,7 +577,7 @@ class MilterSession:
             self._owed = msg
             return msg.keys_wanted
         try:
-            if msg.signer is not None:
+            if msg.signer is not None and msg.verifier is None:
                 return self._finish_signing(msg, msg.signer)
             return self._with_report(msg, self._finish_verifying(msg))
         except Exception:
@@ -754,9 +770,18 @@ class MilterSession:
         return requests
 
     def _finish_signing(self, msg: _Message, signer: Signer) -> HandlerResult:
-        runtime = msg.runtime
-        config = runtime.config
-        fields = signer.sign_all(identity_header.signed_fields(config, msg.headers))
+        actions = self._signature_actions(msg, signer)
+        actions += self._software_header(msg.runtime)
+        actions.append(milter.Accept())
+        return actions
+
+    def _signature_actions(
+        self, msg: _Message, signer: Signer, added: Sequence[HeaderField] = ()
+    ) -> list[milter.Action]:
+        """The DKIM-Signature fields and the changes that go with them. `added`: fields
+        this filter puts on top of the message first (a re-signed message's A-R)."""
+        config = msg.runtime.config
+        fields = signer.sign_all([*added, *identity_header.signed_fields(config, msg.headers)])
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
             count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
@@ -770,9 +795,24 @@ class MilterSession:
                     "DKIM-Signature field added (s=%s, d=%s)", request.selector, request.domain
                 )
         self._stats.signed += 1
-        actions += self._software_header(runtime)
-        actions.append(milter.Accept())
         return actions
+
+    def _resign_plan(self, msg: _Message, plan: MessagePlan) -> MessagePlan:
+        """ResignMailTo: the plan for a message to a listed recipient (dkimd.resign)."""
+        config = msg.runtime.config
+        hit = resign.resign_hit(config, msg.recipients)
+        if hit is None or plan.sender is None:
+            return plan
+        sender = plan.sender
+        if not config.signs or not config.verifies:
+            return MessagePlan(Decision.NOTHING, "re-signing needs Mode sv", sender)
+        made = msg.runtime.policy.keys.for_key(hit.key_name, sender.rpartition("@")[2])
+        if made is None:
+            return plan
+        if isinstance(made, KeyProblem):
+            return MessagePlan(Decision.TEMPFAIL, made.message, sender, [], [made], notable=True)
+        msg.resign = True
+        return MessagePlan(Decision.SIGN, f"re-signing mail to '{hit.recipient}'", sender, [made])
 
     # -- verifying --
 
@@ -832,7 +872,9 @@ class MilterSession:
             self._stats.failed += 1
         authserv_id = runtime.authserv_id(self._mta_host(), self._job_id)
         actions = self._remove_forged_results(config, msg.headers, authserv_id)
-        if status is not DkimStatus.NOSIG or config.always_add_ar_header:
+        added = status is not DkimStatus.NOSIG or config.always_add_ar_header
+        value = b""
+        if added:
             value = authentication_results_value(
                 authserv_id,
                 results,
@@ -843,6 +885,9 @@ class MilterSession:
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         if status is DkimStatus.BADSIG and config.redirect_failures_to is not None:
             actions += self._redirect(msg)
+        if msg.signer is not None and resign.should_sign(config, any(r.passed for r in results)):
+            ours = [HeaderField(AR_FIELD_NAME, b" " + _crlf(value))] if added else []
+            actions += self._signature_actions(msg, msg.signer, ours)
         actions += self._software_header(runtime)
         if status is None or (status is DkimStatus.NOSIG and config.always_add_ar_header):
             # With AlwaysAddARHeader an unsigned message gets dkim=none and On-NoSignature
@@ -990,6 +1035,7 @@ def decides_at_eoh(config: Config) -> bool:
         or config.dont_sign_mail_to is not None
         or config.exempt_domains is not None
         or config.required_headers
+        or config.resign_mail_to is not None
         or (config.signs and any(p.fails_messages for p in config.warnings))
         or (config.verifies and malformed.eoh_reply_needed(config))
     )

@@ -468,7 +468,11 @@ class _Builder:
 
     def session_options(self) -> None:
         """Options read per message by the session's own modules (dkimd.exempt, ...)."""
-        for option, attr in (("ExemptDomains", "exempt_domains"), ("MTA", "mta_names")):
+        for option, attr in (
+            ("ExemptDomains", "exempt_domains"),
+            ("MTA", "mta_names"),
+            ("ResignMailTo", "resign_mail_to"),
+        ):
             found = self.dataset(option)
             if found is not None:
                 self.values[attr] = found[1]
@@ -485,6 +489,7 @@ class _Builder:
         self.flag("Quarantine", "quarantine")
         self.flag("CaptureUnknownErrors", "capture_unknown_errors")
         self.flag("IdentityHeaderRemove", "identity_header_remove")
+        self.flag("ResignAll", "resign_all")
 
     def action(self, setting: Setting) -> Action:
         action = _ACTION_WORDS.get(setting.value.lower())
