@@ -30,7 +30,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dkimd import __version__, header_limit, malformed, milter, redirect, reports, verify_log
+from dkimd import (
+    __version__,
+    capture,
+    header_limit,
+    identity_header,
+    malformed,
+    milter,
+    redirect,
+    reports,
+    resign,
+    verify_log,
+)
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Config
 from dkimd.dkim import (
@@ -68,6 +79,7 @@ from dkimd.replies import DkimStatus, final_reply
 from dkimd.required_headers import header_count_error
 from dkimd.required_headers import rejection as required_headers_rejection
 from dkimd.sender_macro import macro_author
+from dkimd.signing_keys import KeyProblem
 
 _log = get_logger("session")
 
@@ -265,6 +277,7 @@ class _Message:
         "recipients",
         "report_body",
         "report_records",
+        "resign",
         "runtime",
         "signer",
         "signing",
@@ -302,6 +315,8 @@ class _Message:
         self.atps_records: dict[str, TxtResult] = {}
         # The policy scripts' view of this message (dkimd.lua), when there are scripts.
         self.lua: LuaMessage | None = None
+        # ResignMailTo: verified, and signed as well (dkimd.resign).
+        self.resign = False
         self.started = time.monotonic()
 
 
@@ -470,6 +485,8 @@ class MilterSession:
             if config.log_why:
                 self._log.info("domain '%s' exempted, accepting", exempt)
             return self._eoh_verdict(msg, milter.Accept())
+        if config.resign_mail_to is not None:
+            plan = self._resign_plan(msg, plan)
         if config.policy_scripts is not None:
             plan, verdict = self._lua_setup(msg, plan)
             if verdict is not None:
@@ -509,7 +526,7 @@ class MilterSession:
         problem = malformed.check_processing(
             msg.headers,
             runtime.config,
-            verifying=plan.decision is Decision.VERIFY,
+            verifying=plan.decision is Decision.VERIFY or msg.resign,
             signatures=signatures,
         )
         if isinstance(problem, malformed.BrokenSignature):
@@ -518,6 +535,13 @@ class MilterSession:
             return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
+            if msg.resign:
+                if not signatures:  # nothing to verify: simply signed
+                    msg.resign = False
+                    return None
+                wanted = self._start_verifying(msg, signatures)
+                if wanted is not None:
+                    return Prefetch(wanted)
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
@@ -543,6 +567,8 @@ class MilterSession:
             return self._skip_body()
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
+            if msg.verifier is not None:  # re-signing: verified as well
+                msg.verifier.feed_body(event.data)
             return None
         if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
@@ -593,7 +619,7 @@ class MilterSession:
             self._owed = msg
             return msg.keys_wanted
         try:
-            if msg.signer is not None:
+            if msg.signer is not None and msg.verifier is None:
                 return self._lua_finish(msg, self._finish_signing(msg, msg.signer))
             return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
         except Exception:
@@ -604,6 +630,9 @@ class MilterSession:
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
         self._log.exception("internal error while processing message")
+        captured = capture.captured_internal_error(msg.runtime.config, self._allowed_actions())
+        if captured is not None:
+            return captured
         return self._libstatus(msg.runtime, DkimStatus.INTERNAL)
 
     # -- policy scripts (dkimd.lua) --
@@ -643,6 +672,11 @@ class MilterSession:
         actions = list(result) if isinstance(result, Sequence) else [result]
         results = msg.verifier.results() if msg.verifier is not None else []
         return msg.lua.finish(actions, results, msg.runtime.policy)
+
+    def _allowed_actions(self) -> milter.ActionFlag:
+        """The message changes the MTA granted on this connection."""
+        negotiated = self._conn.negotiated
+        return negotiated.actions if negotiated is not None else milter.ActionFlag.NONE
 
     # -- failure reports (dkimd.reports) --
 
@@ -800,18 +834,46 @@ class MilterSession:
     # -- signing --
 
     def _start_signing(self, msg: _Message, plan: MessagePlan) -> None:
-        msg.signing = plan.requests
-        if plan.requests:
-            msg.signer = Signer(*plan.requests, fix_crlf=msg.runtime.config.fix_crlf)
+        requests = plan.requests
+        config = msg.runtime.config
+        if config.identity_header is not None and plan.sender is not None:
+            requests = self._with_identity(msg, requests, plan.sender)
+        msg.signing = requests
+        if requests:
+            msg.signer = Signer(*requests, fix_crlf=config.fix_crlf)
+
+    def _with_identity(
+        self, msg: _Message, requests: list[SigningRequest], sender: str
+    ) -> list[SigningRequest]:
+        config = msg.runtime.config
+        identity = identity_header.identity_for(config, msg.headers, sender)
+        if identity is None:
+            return requests
+        if not identity.found:
+            self._log.info("cannot find identity header %s", config.identity_header)
+        requests, refused = identity_header.with_identity(requests, identity.value)
+        for domain in refused:
+            self._log.warning("identity %s is not within d=%s; i= left out", identity.value, domain)
+        return requests
 
     def _finish_signing(self, msg: _Message, signer: Signer) -> HandlerResult:
-        runtime = msg.runtime
-        config = runtime.config
-        fields = signer.sign_all(msg.headers)
+        actions = self._signature_actions(msg, signer)
+        actions += self._software_header(msg.runtime)
+        actions.append(milter.Accept())
+        return actions
+
+    def _signature_actions(
+        self, msg: _Message, signer: Signer, added: Sequence[HeaderField] = ()
+    ) -> list[milter.Action]:
+        """The DKIM-Signature fields and the changes that go with them. `added`: fields
+        this filter puts on top of the message first (a re-signed message's A-R)."""
+        config = msg.runtime.config
+        fields = signer.sign_all([*added, *identity_header.signed_fields(config, msg.headers)])
         actions: list[milter.Action] = []
         if config.remove_old_signatures:
             count = sum(1 for h in msg.headers if h.key == _DKIM_SIGNATURE_KEY)
             actions += [milter.ChangeHeader(i, _DKIM_SIGNATURE, b"") for i in range(count, 0, -1)]
+        actions += identity_header.removal(config, msg.headers)
         # In request order, each at the top, as OpenDKIM: the last request's ends up on top.
         for request, sig in zip(msg.signing, fields, strict=True):
             actions.append(_insert_at_top(sig.name, sig.value))
@@ -820,9 +882,24 @@ class MilterSession:
                     "DKIM-Signature field added (s=%s, d=%s)", request.selector, request.domain
                 )
         self._stats.signed += 1
-        actions += self._software_header(runtime)
-        actions.append(milter.Accept())
         return actions
+
+    def _resign_plan(self, msg: _Message, plan: MessagePlan) -> MessagePlan:
+        """ResignMailTo: the plan for a message to a listed recipient (dkimd.resign)."""
+        config = msg.runtime.config
+        hit = resign.resign_hit(config, msg.recipients)
+        if hit is None or plan.sender is None:
+            return plan
+        sender = plan.sender
+        if not config.signs or not config.verifies:
+            return MessagePlan(Decision.NOTHING, "re-signing needs Mode sv", sender)
+        made = msg.runtime.policy.keys.for_key(hit.key_name, sender.rpartition("@")[2])
+        if made is None:
+            return plan
+        if isinstance(made, KeyProblem):
+            return MessagePlan(Decision.TEMPFAIL, made.message, sender, [], [made], notable=True)
+        msg.resign = True
+        return MessagePlan(Decision.SIGN, f"re-signing mail to '{hit.recipient}'", sender, [made])
 
     # -- verifying --
 
@@ -897,7 +974,9 @@ class MilterSession:
         actions = self._remove_forged_results(
             config, msg.headers, runtime.base_authserv_id(self._mta_host())
         )
-        if status is not DkimStatus.NOSIG or config.always_add_ar_header:
+        added = status is not DkimStatus.NOSIG or config.always_add_ar_header
+        value = b""
+        if added:
             value = authentication_results_value(
                 authserv_id,
                 results,
@@ -910,22 +989,25 @@ class MilterSession:
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         if status is DkimStatus.BADSIG and config.redirect_failures_to is not None:
             actions += self._redirect(msg)
+        if msg.signer is not None and resign.should_sign(config, any(r.passed for r in results)):
+            ours = [HeaderField(AR_FIELD_NAME, b" " + _crlf(value))] if added else []
+            actions += self._signature_actions(msg, msg.signer, ours)
         actions += self._software_header(runtime)
         if status is None or (status is DkimStatus.NOSIG and config.always_add_ar_header):
             # With AlwaysAddARHeader an unsigned message gets dkim=none and On-NoSignature
             # never applies (mlfi_eom calls dkimf_libstatus only when no A-R was added).
             actions.append(milter.Accept())
             return actions
+        final = self._libstatus(runtime, status, results[0])
+        action = runtime.policy.action_for(status.condition)
+        actions += capture.quarantine_request(action, self._allowed_actions())
         if status is DkimStatus.BADSIG and any(r.testing for r in results):
             # A key published with t=y only tests: OpenDKIM delivers what it would refuse.
-            actions.append(milter.Accept())
-            return actions
-        final = self._libstatus(runtime, status, results[0])
+            final = milter.Accept()
         return [*actions, final]
 
     def _redirect(self, msg: _Message) -> list[milter.Action]:
-        negotiated = self._conn.negotiated
-        allowed = negotiated.actions if negotiated is not None else milter.ActionFlag.NONE
+        allowed = self._allowed_actions()
         actions = redirect.redirect_actions(msg.runtime.config, msg.recipients, allowed)
         if not actions:
             self._log.warning("RedirectFailuresTo: recipients cannot be changed on this connection")
@@ -1086,6 +1168,7 @@ def decides_at_eoh(config: Config) -> bool:
         or config.dont_sign_mail_to is not None
         or config.exempt_domains is not None
         or config.required_headers
+        or config.resign_mail_to is not None
         or (config.signs and any(p.fails_messages for p in config.warnings))
         or (config.verifies and malformed.eoh_reply_needed(config))
     )
@@ -1104,9 +1187,9 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     add start with one space, as OpenDKIM's do.
 
     Actions are OpenDKIM's (mlfi_negotiate): add headers, and change them when incoming A-R
-    or old signatures may be removed (KeepAuthResults no, the default). Quarantine is not
-    asked for: OpenDKIM asks for it only with CaptureUnknownErrors, so its On-* quarantine
-    ends as a plain accept, and so does ours.
+    or old signatures may be removed (KeepAuthResults no, the default); change recipients
+    for RedirectFailuresTo; quarantine only with CaptureUnknownErrors, so that without it
+    an On-* quarantine ends as a plain accept, as in OpenDKIM (dkimd.capture).
     """
     flags = milter.ProtocolFlag
     protocol = (
@@ -1138,9 +1221,14 @@ def filter_options_for(config: Config) -> milter.FilterOptions:
     if header_limit.replies_at_header(config):
         protocol &= ~flags.NR_HDR
     actions = milter.ActionFlag.ADDHDRS
-    if config.remove_ar_all or not config.keep_auth_results or config.remove_old_signatures:
+    if (
+        config.remove_ar_all
+        or not config.keep_auth_results
+        or config.remove_old_signatures
+        or config.identity_header_remove
+    ):
         actions |= milter.ActionFlag.CHGHDRS
-    actions |= redirect.required_actions(config)
+    actions |= redirect.required_actions(config) | capture.required_actions(config)
     if config.policy_scripts is not None:
         actions |= config.policy_scripts.milter_actions()
     return milter.FilterOptions(actions=actions, protocol=protocol)

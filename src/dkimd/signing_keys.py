@@ -176,6 +176,32 @@ class SigningKeys:
         routes = self._routes.get(address) or self._route(address)
         return bool(routes) and not self._published(routes)
 
+    def for_key(self, key_name: str, domain: str) -> SigningRequest | KeyProblem | None:
+        """The request for KeyTable entry `key_name`, or with "" the single key
+        (Domain/Selector/KeyFile) for `domain` (dkimd.resign); None when there is no such
+        key source at all."""
+        config = self.config
+        if key_name and config.key_table is not None:
+            entry = config.key_table.get(key_name)
+            if entry is None:
+                return KeyProblem(
+                    key_name,
+                    Condition.SIGNATURE_ERROR,
+                    f"failed to add signature for key '{key_name}'",
+                )
+            return self._request(entry.resolve(domain), None)
+        single = config.single_key
+        if single is None:
+            return None
+        entry = KeyTableEntry(
+            name=f"{single.selector}._domainkey.{domain}",
+            domain=domain,
+            selector=single.selector,
+            key_path=single.key_file,
+            key_data=None,
+        )
+        return self._request(entry, None)
+
     def _route(self, address: str) -> tuple[_Route, ...]:
         domain = address.rpartition("@")[2].lower()
         config = self.config

@@ -8,18 +8,14 @@ reply On-BadSignature gives. tests/interop/test_redirect_interop.py compares wit
 
 from __future__ import annotations
 
-import base64
-
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd import milter
 from dkimd.config import parse_config_text
-from dkimd.dkim import HeaderField, Signer, SigningRequest, load_private_key
 from dkimd.redirect import redirect_actions
 from dkimd.session import filter_options_for
 from support.negotiated import Mta
+from support.signed import Fields, signed_message
 
 BODY = b"This is a test!\r\n"
 HEADERS = [
@@ -38,22 +34,9 @@ REDIRECT = [
 
 
 @pytest.fixture(scope="module")
-def signed() -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
+def signed() -> tuple[Fields, dict[str, str]]:
     """HEADERS with a DKIM-Signature over BODY, and the key record."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    signer = Signer(SigningRequest("example.com", "test", load_private_key(pem)))
-    signer.feed_body(BODY)
-    sig = signer.sign([HeaderField(n, v) for n, v in HEADERS])
-    public = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    record = "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
-    return [(sig.name, sig.value), *HEADERS], {"test._domainkey.example.com": record}
+    return signed_message(HEADERS, BODY)
 
 
 def redirected(mta: Mta) -> list[milter.Action]:
@@ -68,7 +51,7 @@ def redirected(mta: Mta) -> list[milter.Action]:
     ],
 )
 def test_bad_signature_is_redirected(
-    signed: tuple[list[tuple[bytes, bytes]], dict[str, str]],
+    signed: tuple[Fields, dict[str, str]],
     extra: str,
     final: milter.FinalAction,
 ) -> None:
@@ -85,7 +68,7 @@ def test_bad_signature_is_redirected(
 
 
 def test_passing_and_unsigned_mail_is_not_redirected(
-    signed: tuple[list[tuple[bytes, bytes]], dict[str, str]],
+    signed: tuple[Fields, dict[str, str]],
 ) -> None:
     headers, records = signed
     config = "Mode v\nRedirectFailuresTo admin@example.org\n"

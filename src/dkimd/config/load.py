@@ -496,13 +496,18 @@ class _Builder:
 
     def session_options(self) -> None:
         """Options read per message by the session's own modules (dkimd.exempt, ...)."""
-        for option, attr in (("ExemptDomains", "exempt_domains"), ("MTA", "mta_names")):
+        for option, attr in (
+            ("ExemptDomains", "exempt_domains"),
+            ("MTA", "mta_names"),
+            ("ResignMailTo", "resign_mail_to"),
+        ):
             found = self.dataset(option)
             if found is not None:
                 self.values[attr] = found[1]
         for option, attr in (
             ("SenderMacro", "sender_macro"),
             ("RedirectFailuresTo", "redirect_failures_to"),
+            ("IdentityHeader", "identity_header"),
         ):
             setting = self.get(option)
             if setting is not None:
@@ -511,6 +516,8 @@ class _Builder:
         self.number("MaximumHeaders", "maximum_headers")
         self.flag("Quarantine", "quarantine")
         self.flag("CaptureUnknownErrors", "capture_unknown_errors")
+        self.flag("IdentityHeaderRemove", "identity_header_remove")
+        self.flag("ResignAll", "resign_all")
 
     def action(self, setting: Setting) -> Action:
         action = _ACTION_WORDS.get(setting.value.lower())

@@ -261,6 +261,10 @@ class Config:
     redirect_failures_to: str | None = None  # BAD verifications go here instead
     quarantine: bool = False  # Quarantine: accepted, as OpenDKIM 2.11 does (dkimd.capture)
     capture_unknown_errors: bool = False  # internal errors: quarantine and accept
+    identity_header: str | None = None  # i= from this field's address (dkimd.identity_header)
+    identity_header_remove: bool = False  # and the field deleted after signing
+    resign_mail_to: Dataset | None = None  # recipients whose mail is verified and re-signed
+    resign_all: bool = False  # re-sign even when verification failed
     # results
     on_actions: Mapping[Condition, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
     authserv_id: str | None = None  # None: the MTA's name; "HOSTNAME": gethostname()
