@@ -24,7 +24,14 @@ import importlib
 import os
 import pkgutil
 
-__all__ = ["EX_OSERR", "ChrootError", "change_root", "prepare", "without_user_warning"]
+__all__ = [
+    "EX_OSERR",
+    "ChrootError",
+    "change_root",
+    "prepare",
+    "syslog_warning",
+    "without_user_warning",
+]
 
 EX_OSERR = 71  # sysexits.h; opendkim's exit when chdir() or chroot() fails
 
@@ -63,6 +70,14 @@ def without_user_warning(running_as_root: bool, has_user: bool) -> str | None:
     """opendkim's warning for a root that keeps running as root, or None."""
     if running_as_root and not has_user:
         return "use of ChangeRootDirectory without Userid not advised"
+    return None
+
+
+def syslog_warning(root: str, syslog: bool) -> str | None:
+    """A warning when Syslog is on and the new root has no syslog socket, or None."""
+    socket_path = os.path.join(root, "dev", "log")
+    if syslog and not os.path.exists(socket_path):
+        return f"ChangeRootDirectory: no {socket_path}: log lines after the chroot are lost"
     return None
 
 

@@ -38,7 +38,13 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from dkimd import __version__
-from dkimd.chroot import EX_OSERR, ChrootError, change_root, without_user_warning
+from dkimd.chroot import (
+    EX_OSERR,
+    ChrootError,
+    change_root,
+    syslog_warning,
+    without_user_warning,
+)
 from dkimd.chroot import prepare as prepare_chroot
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.config.basedir import kept_on_failure
@@ -163,12 +169,16 @@ def preload_keys(runtime: Runtime) -> None:
 def enter_new_root(config: Config, run_as: RunAs | None) -> None:
     """ChangeRootDirectory (dkimd.chroot); raises StartupError (exit 71) on failure."""
     assert config.change_root_directory is not None
-    warning = without_user_warning(os.getuid() == 0, run_as is not None)
-    if warning is not None:
-        log.warning("%s", warning)
+    root = config.change_root_directory
+    for warning in (
+        without_user_warning(os.getuid() == 0, run_as is not None),
+        syslog_warning(root, config.syslog),
+    ):
+        if warning is not None:
+            log.warning("%s", warning)
     prepare_chroot()
     try:
-        change_root(config.change_root_directory)
+        change_root(root)
     except ChrootError as exc:
         raise StartupError(str(exc), exit_code=EX_OSERR) from None
 
