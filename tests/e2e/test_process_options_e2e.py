@@ -145,7 +145,7 @@ def test_change_root_directory_serves_from_a_bare_root(tmp_path: Path, user: str
             (inside / name).write_text((etc / name).read_text())
         with Dkimd.from_config(tmp_path / "d", conf, socket_path=root / "milter.sock") as daemon:
             daemon.wait_for_log("starting")
-            assert Path(f"/proc/{daemon.pid}/root").resolve() == root
+            assert (Path(f"/proc/{daemon.pid}") / "root").resolve() == root
             assert (root / "dkimd.pid").read_text().strip() == str(daemon.pid)
             assert ("without Userid not advised" in daemon.log_text()) == (user is None)
             if user is not None:
