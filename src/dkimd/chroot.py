@@ -28,6 +28,7 @@ __all__ = [
     "EX_OSERR",
     "ChrootError",
     "change_root",
+    "path_in_root",
     "prepare",
     "syslog_warning",
     "without_user_warning",
@@ -102,3 +103,10 @@ def change_root(path: str) -> None:
         os.chroot(path)
     except OSError as exc:
         raise ChrootError(f"{path}: chroot(): {exc.strerror or exc}") from None
+
+
+def path_in_root(root: str | None, path: str) -> str:
+    """Where `path`, as the daemon will open it after the chroot, is seen from outside."""
+    if root is None:
+        return path
+    return os.path.join(root, path.lstrip("/"))
