@@ -389,6 +389,7 @@ class _Reloader:
         *,
         test_public_keys: str | None = None,
         start_nameservers: tuple[str, ...] = (),
+        query_cache: bool | None = None,
     ):
         self.options = options
         self.holder = holder
@@ -398,6 +399,8 @@ class _Reloader:
         # After ChangeRootDirectory: the servers of the start, for a new root that has no
         # etc/resolv.conf of its own.
         self.start_nameservers = start_nameservers
+        # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
+        self.query_cache = query_cache
 
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
@@ -405,7 +408,11 @@ class _Reloader:
             # BaseDirectory: a failed reload must leave the running one's directory
             with kept_on_failure():
                 config = read_config(self.options)
-                config = replace(config, test_public_keys=self.test_public_keys)
+                config = replace(
+                    config,
+                    test_public_keys=self.test_public_keys,
+                    resolver=replace(config.resolver, query_cache=self.query_cache),
+                )
                 if (
                     self.start_nameservers
                     and not config.nameservers
@@ -457,6 +464,7 @@ async def _serve(
         run_as,
         test_public_keys=runtime.config.test_public_keys,
         start_nameservers=_start_nameservers(runtime),
+        query_cache=runtime.config.resolver.query_cache,
     )
 
     def stop(signum: int) -> None:
