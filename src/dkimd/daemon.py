@@ -271,7 +271,7 @@ def check(options: DaemonOptions) -> int:
 def _check_config(options: DaemonOptions) -> Config | None:
     """The configuration as `-n` judges it, or None after saying on stderr why it fails."""
     report = analyze_config(options.config_path)
-    failing, warnings = split_check_problems(report.problems)
+    failing, warnings = split_check_problems(report.problems, report.raw.problems)
     config = report.config
     if config is None and not failing:
         # Only operational options are wrong: check the rest as opendkim -n does.
