@@ -24,7 +24,15 @@ import importlib
 import os
 import pkgutil
 
-__all__ = ["EX_OSERR", "ChrootError", "change_root", "prepare", "without_user_warning"]
+__all__ = [
+    "EX_OSERR",
+    "ChrootError",
+    "change_root",
+    "path_in_root",
+    "prepare",
+    "syslog_warning",
+    "without_user_warning",
+]
 
 EX_OSERR = 71  # sysexits.h; opendkim's exit when chdir() or chroot() fails
 
@@ -66,6 +74,14 @@ def without_user_warning(running_as_root: bool, has_user: bool) -> str | None:
     return None
 
 
+def syslog_warning(root: str, syslog: bool) -> str | None:
+    """A warning when Syslog is on and the new root has no syslog socket, or None."""
+    socket_path = os.path.join(root, "dev", "log")
+    if syslog and not os.path.exists(socket_path):
+        return f"ChangeRootDirectory: no {socket_path}: log lines after the chroot are lost"
+    return None
+
+
 def prepare() -> None:
     """Import everything dkimd may need later, while the library is still reachable."""
     for name in _LATE_IMPORTS:
@@ -87,3 +103,10 @@ def change_root(path: str) -> None:
         os.chroot(path)
     except OSError as exc:
         raise ChrootError(f"{path}: chroot(): {exc.strerror or exc}") from None
+
+
+def path_in_root(root: str | None, path: str) -> str:
+    """Where `path`, as the daemon will open it after the chroot, is seen from outside."""
+    if root is None:
+        return path
+    return os.path.join(root, path.lstrip("/"))

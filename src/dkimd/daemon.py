@@ -38,7 +38,13 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from dkimd import __version__
-from dkimd.chroot import EX_OSERR, ChrootError, change_root, without_user_warning
+from dkimd.chroot import (
+    EX_OSERR,
+    ChrootError,
+    change_root,
+    syslog_warning,
+    without_user_warning,
+)
 from dkimd.chroot import prepare as prepare_chroot
 from dkimd.config import Condition, Config, ConfigError, Severity, load_config
 from dkimd.config.basedir import kept_on_failure
@@ -171,12 +177,16 @@ def preload_keys(runtime: Runtime) -> None:
 def enter_new_root(config: Config, run_as: RunAs | None) -> None:
     """ChangeRootDirectory (dkimd.chroot); raises StartupError (exit 71) on failure."""
     assert config.change_root_directory is not None
-    warning = without_user_warning(os.getuid() == 0, run_as is not None)
-    if warning is not None:
-        log.warning("%s", warning)
+    root = config.change_root_directory
+    for warning in (
+        without_user_warning(os.getuid() == 0, run_as is not None),
+        syslog_warning(root, config.syslog),
+    ):
+        if warning is not None:
+            log.warning("%s", warning)
     prepare_chroot()
     try:
-        change_root(config.change_root_directory)
+        change_root(root)
     except ChrootError as exc:
         raise StartupError(str(exc), exit_code=EX_OSERR) from None
 
@@ -257,6 +267,10 @@ def check(options: DaemonOptions) -> int:
     try:
         build_runtime(config, run_as)
     except StartupError as exc:
+        if exc.exit_code == EX_SOFTWARE:
+            # The resolver (ResolverConfiguration): opendkim sets it up after -n returns.
+            sys.stderr.write(f"dkimd: warning: {exc}; the daemon would not start\n")
+            return 0
         sys.stderr.write(f"dkimd: {exc}\n")
         return exc.exit_code
     return 0
@@ -265,7 +279,7 @@ def check(options: DaemonOptions) -> int:
 def _check_config(options: DaemonOptions) -> Config | None:
     """The configuration as `-n` judges it, or None after saying on stderr why it fails."""
     report = analyze_config(options.config_path)
-    failing, warnings = split_check_problems(report.problems)
+    failing, warnings = split_check_problems(report.problems, report.raw.problems)
     config = report.config
     if config is None and not failing:
         # Only operational options are wrong: check the rest as opendkim -n does.
@@ -383,6 +397,7 @@ class _Reloader:
         *,
         test_public_keys: str | None = None,
         start_nameservers: tuple[str, ...] = (),
+        query_cache: bool | None = None,
     ):
         self.options = options
         self.holder = holder
@@ -392,6 +407,8 @@ class _Reloader:
         # After ChangeRootDirectory: the servers of the start, for a new root that has no
         # etc/resolv.conf of its own.
         self.start_nameservers = start_nameservers
+        # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
+        self.query_cache = query_cache
 
     def __call__(self) -> None:
         log.info("reloading configuration from %s", self.options.config_path)
@@ -399,7 +416,11 @@ class _Reloader:
             # BaseDirectory: a failed reload must leave the running one's directory
             with kept_on_failure():
                 config = read_config(self.options)
-                config = replace(config, test_public_keys=self.test_public_keys)
+                config = replace(
+                    config,
+                    test_public_keys=self.test_public_keys,
+                    resolver=replace(config.resolver, query_cache=self.query_cache),
+                )
                 if (
                     self.start_nameservers
                     and not config.nameservers
@@ -451,6 +472,7 @@ async def _serve(
         run_as,
         test_public_keys=runtime.config.test_public_keys,
         start_nameservers=_start_nameservers(runtime),
+        query_cache=runtime.config.resolver.query_cache,
     )
 
     def stop(signum: int) -> None:

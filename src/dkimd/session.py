@@ -76,10 +76,12 @@ from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
 from dkimd.replies import DkimStatus, final_reply
+from dkimd.report_smtp import SmtpReport, bcc_recipients
 from dkimd.required_headers import header_count_error
 from dkimd.required_headers import rejection as required_headers_rejection
 from dkimd.sender_macro import macro_author
 from dkimd.signing_keys import KeyProblem
+from dkimd.smtp_uri import parse_smtp_uri
 
 _log = get_logger("session")
 
@@ -754,7 +756,7 @@ class MilterSession:
                 self._log.error("pclose(): returned status %d", answer.status)
         return result
 
-    def _failure_report(self, msg: _Message) -> reports.SendReport | None:
+    def _failure_report(self, msg: _Message) -> reports.SendReport | SmtpReport | None:
         verifier = msg.verifier
         body = msg.report_body
         if verifier is None or body is None:
@@ -798,6 +800,9 @@ class MilterSession:
             leading_space=negotiated is not None and negotiated.leading_space,
         )
         self._log.info("sending failure report to %s", report.recipient)
+        if config.smtp_uri is not None:  # SMTPURI instead of MTACommand
+            recipients = [report.recipient, *bcc_recipients(config.report_bcc_address)]
+            return SmtpReport(parse_smtp_uri(config.smtp_uri), address, recipients, text)
         return reports.SendReport(config.mta_command, address, text)
 
     # -- stopped at end-of-headers (dkimd.malformed) --

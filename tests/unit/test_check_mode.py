@@ -65,3 +65,12 @@ def test_split_and_strip() -> None:
     assert failing == [] and {w.option for w in warnings} == {"Socket", "UserID"}
     stripped = without_operational(report.raw)
     assert stripped.get("Socket") is None and stripped.get("Mode") is not None
+
+
+def test_a_value_of_the_wrong_type_fails_n_for_any_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # opendkim -n: "configuration error at line 2: illegal value" (observed with UMask 0999)
+    assert _check(tmp_path, "Mode v\nUMask 0999\nMilterDebug abc\n") == 78
+    err = capsys.readouterr().err
+    assert err.count("is not an integer") == 2 and "warning" not in err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dkimd.chroot import ChrootError, change_root, prepare, without_user_warning
+from dkimd.chroot import ChrootError, change_root, prepare, syslog_warning, without_user_warning
 from dkimd.config import parse_config_text
 
 
@@ -36,3 +36,12 @@ def test_the_option() -> None:
     assert parse_config_text("ChangeRootDirectory /var/lib/dkimd\n").change_root_directory == (
         "/var/lib/dkimd"
     )
+
+
+def test_syslog_needs_dev_log_in_the_new_root(tmp_path: Path) -> None:
+    message = syslog_warning(str(tmp_path), True)
+    assert message is not None and f"no {tmp_path}/dev/log" in message
+    assert syslog_warning(str(tmp_path), False) is None
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "log").touch()
+    assert syslog_warning(str(tmp_path), True) is None

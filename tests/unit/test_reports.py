@@ -197,3 +197,24 @@ def test_report_without_message_id(leading_space: bool) -> None:
     ).decode()
     assert ("Message-ID:(none)" if leading_space else "Message-ID: (none)") in text
     assert "\nBcc:" not in text and "Source-IP: \n" in text
+
+
+def test_the_session_sends_the_report_over_smtp_with_smtpuri() -> None:
+    from support.smtpsink import SmtpSink
+
+    with SmtpSink() as sink:
+        config = (
+            "Mode v\nSendReports yes\nReportAddress postmaster@example.org\n"
+            "ReportBccAddress postmaster@example.net\n"
+            f"SMTPURI smtp://127.0.0.1:{sink.port}\nMTACommand /nonexistent/sendmail\n"
+        )
+        mta = Mta(config, client="127.0.0.1", records=_records(), mail_macros={"i": "t-smtp"})
+        mta.run(
+            [(b"DKIM-Signature", _T_VERIFY_REPORT_SIGNATURE), *_T_VERIFY_REPORT_HEADERS],
+            b"This is a test!\r\n",
+        )
+    [(sender, rcpts, data)] = sink.messages
+    assert sender == "postmaster@example.org"
+    assert rcpts[1:] == ["postmaster@example.net"] and "@" in rcpts[0]
+    assert b"Subject: DKIM failure report for t-smtp\r\n" in data and b"Bcc:" not in data
+    assert b"Feedback-Type: auth-failure\r\n" in data

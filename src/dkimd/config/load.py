@@ -63,6 +63,7 @@ from dkimd.dns.resolver import split_nameserver
 from dkimd.dns.trust_anchors import load_trust_anchors
 from dkimd.log import FACILITIES
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
+from dkimd.smtp_uri import parse_smtp_uri
 from dkimd.sockets import parse_socket_spec
 
 __all__ = [
@@ -488,6 +489,14 @@ class _Builder:
             setting = self.get(option)
             if setting is not None:
                 self.values[attr] = setting.value
+        setting = self.get("SMTPURI")
+        if setting is not None:
+            try:
+                parse_smtp_uri(setting.value)
+            except ValueError as exc:
+                self.error(setting, f"SMTPURI: {exc}", "e.g. smtp://localhost or smtp://[::1]:25")
+            else:
+                self.values["smtp_uri"] = setting.value
 
     def recipients(self) -> None:
         found = self.dataset("DontSignMailTo")

@@ -51,13 +51,19 @@ def without_operational(raw: RawConfig) -> RawConfig:
     return replace(raw, settings=kept)
 
 
-def split_check_problems(problems: tuple[Problem, ...]) -> tuple[list[Problem], list[Problem]]:
+def split_check_problems(
+    problems: tuple[Problem, ...], read_problems: tuple[Problem, ...] = ()
+) -> tuple[list[Problem], list[Problem]]:
     """(what `-n` fails on, what it only warns about): errors of operational options become
-    warnings, as opendkim -n does not see them."""
+    warnings, as opendkim -n does not see them; but not those of reading the file
+    (`read_problems`: a value that is not of the option's type), which opendkim's
+    config_load refuses for every option ("illegal value", observed with `UMask 0999`)."""
     failing: list[Problem] = []
     warnings: list[Problem] = []
     for problem in problems:
-        if problem.severity is Severity.ERROR and not is_operational(problem):
+        if problem.severity is Severity.ERROR and (
+            not is_operational(problem) or problem in read_problems
+        ):
             failing.append(problem)
         elif problem.severity is Severity.ERROR:
             warnings.append(

@@ -5,8 +5,9 @@ Sources: opendkim.conf(5) of OpenDKIM 2.11 (the option names, types and defaults
 itself (probed with `opendkim -x FILE -e NAME`, which rejects unknown names). Three names the
 2.11 binary accepts are missing from the man page: `ATPSDomains`, `ATPSHashAlgorithm` and the
 deprecated `X-Header` (an alias of `SoftwareHeader`); they are listed here too. Names the man
-page documents but the Debian build leaves out (`IdentityHeader`, `POPDBFile`, `SMTPURI`,
-...) are still OpenDKIM options, so they get the "not implemented" warning, not an error.
+page documents but the Debian build leaves out (`IdentityHeader`, `POPDBFile`, ...) are
+still OpenDKIM options, so they get the "not implemented" warning, not an error; `SMTPURI`,
+also left out of Debian's build, dkimd implements as the man page says.
 
 Option types follow OpenDKIM's reader (config.c): a `bool` takes only the first character of
 the value (t/T/y/Y/1 or f/F/n/N/0), an `int` is C `strtol(value, 0)` (so `UMask 022` is octal
@@ -244,7 +245,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("SenderMacro", _S, implemented=True),
     _spec("SendReports", _B, implemented=True),
     _spec("SetupPolicyScript", _S, implemented=True),
-    _spec("SMTPURI", _S),
+    _spec("SMTPURI", _S, implemented=True),
     _spec("SoftStart", _B, implemented=True),
     _spec("Statistics", _S),
     _spec("StatisticsName", _S),

@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from dkimd.chroot import path_in_root
 from dkimd.config import Config, ConfigReport, DatasetKind, HostList, Mode, Problem, Severity
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.config.load import daemon_refusals
@@ -32,6 +33,7 @@ from dkimd.dkim.keys import PrivateKey, load_private_key, load_private_key_file
 from dkimd.dns.zonetext import ZoneSyntaxError, entry_start
 from dkimd.keytools.context import filter_uid
 from dkimd.keytools.keyfile import check_key_file
+from dkimd.keytools.lint_process import process_problems
 from dkimd.keytools.socket_holder import Holder, dkimd_holder, tcp_listeners, unix_listeners
 
 # Where Postfix hands mail to the milter from: locally submitted mail (sendmail(1),
@@ -312,7 +314,9 @@ class _Linter:
             return
         if spec.family == "local":
             assert spec.path is not None
-            directory = os.path.dirname(spec.path) or "."
+            # bound after ChangeRootDirectory: a path inside it
+            path = path_in_root(config.change_root_directory, spec.path)
+            directory = os.path.dirname(path) or "."
             if not os.path.isdir(directory):
                 self.add(
                     Severity.ERROR,
@@ -321,8 +325,8 @@ class _Linter:
                     f"create it (mkdir -p {directory}), owned by the filter's user",
                     "Socket",
                 )
-            elif os.path.exists(spec.path):
-                self.check_local_in_use(where, spec.path, config)
+            elif os.path.exists(path):
+                self.check_local_in_use(where, path, config)
             return
         host = spec.host or ("0.0.0.0" if spec.family == "inet" else "::")
         family = socket.AF_INET if spec.family == "inet" else socket.AF_INET6
@@ -482,7 +486,9 @@ class _Linter:
     def check_pid_file(self, config: Config) -> None:
         if config.pid_file is None:
             return
-        directory = os.path.dirname(config.pid_file) or "."
+        # written after ChangeRootDirectory: a path inside it
+        pid_file = path_in_root(config.change_root_directory, config.pid_file)
+        directory = os.path.dirname(pid_file) or "."
         if not os.path.isdir(directory):
             self.add(
                 Severity.WARNING,
@@ -756,5 +762,6 @@ def lint(report: ConfigReport, *, postconf: PostconfRunner | None = run_postconf
     linter.check_inert_options(config)
     linter.check_internal_hosts(config)
     linter.check_postfix(config)
+    linter.out.problems += process_problems(config, linter.setting_place)
     linter.summarize(config)
     return linter.out

@@ -150,3 +150,26 @@ def test_an_unusable_resolver_configuration_stops_the_start(
     conf.write_text(f"Mode v\nResolverConfiguration {tmp_path / 'none.conf'}\n")
     assert daemon.run(DaemonOptions(str(conf), socket="inet:1@127.0.0.1")) == 70
     assert "can't configure DKIM library" in capsys.readouterr().err
+    # opendkim -n returns before it sets the resolver up (observed: rc 0): a warning
+    assert daemon.check(DaemonOptions(str(conf))) == 0
+    assert "the daemon would not start" in capsys.readouterr().err
+
+
+def test_query_cache_is_not_reloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # opendkim(8): QueryCache is among the values a reload does not change
+    from dkimd.daemon import _Reloader
+    from dkimd.session import RuntimeHolder
+
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text("Mode v\nQueryCache no\n")
+    seen: list[bool | None] = []
+    monkeypatch.setattr(
+        daemon, "build_runtime", lambda config, run_as: seen.append(config.resolver.query_cache)
+    )
+
+    class Current:
+        config = parse_config_text("Mode v\n")
+
+    holder = RuntimeHolder(Current())  # type: ignore[arg-type]
+    _Reloader(DaemonOptions(str(conf)), holder, None, query_cache=None)()
+    assert seen == [None]
