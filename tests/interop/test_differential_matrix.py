@@ -1,0 +1,122 @@
+"""The differential matrix against the real OpenDKIM 2.11 (support.differential).
+
+Every implemented option in its main settings x the awkward messages x the modes s, v and sv
+(from inside and from outside): each configuration's pair of daemons starts once and gets
+every message; every reply and header change is compared, and a difference that no row of
+docs/differences.md covers fails the configuration's test.
+
+By default a deterministic sample runs (the baseline in every mode, and about one
+configuration in SAMPLE_SHARE of the others); CI=true or DKIMD_DIFF_FULL=1 runs all of it.
+Under CI=true a missing opendkim or opendkim-genkey fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+import pytest
+
+from support.differential import FilterPair, compare, unexplained
+from support.differential.compare import Difference
+from support.differential.expected import expected_differences
+from support.differential.matrix import (
+    MODES,
+    OTHER_SUITES,
+    Config,
+    Keys,
+    build_messages,
+    case_ids,
+    config_options,
+    configs,
+    make_keys,
+    missing_settings,
+    sample,
+    write_files,
+)
+from support.differential.pair import OneSidedStart
+from support.tools import in_ci, require
+
+pytestmark = pytest.mark.interop
+
+SAMPLE_SHARE = 8
+ALL = list(configs())
+FULL = in_ci() or os.environ.get("DKIMD_DIFF_FULL", "") not in ("", "0")
+RUN = ALL if FULL else sample(ALL, SAMPLE_SHARE)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    require("opendkim-genkey")
+    return make_keys(tmp_path_factory.mktemp("diff-keys"))
+
+
+@pytest.fixture(scope="module")
+def messages(keys: Keys) -> dict[str, bytes]:
+    require("opendkim")
+    return build_messages(keys)
+
+
+def run_config(
+    config: Config, directory: Path, keys: Keys, messages: dict[str, bytes]
+) -> list[str]:
+    """Every difference of this configuration that docs/differences.md does not cover."""
+    write_files(directory, keys)
+    options = config_options(config, directory, keys)
+    mode, envelope = MODES[config.mode_id]
+    tables = {
+        "key_table": {"mail": f"example.com:mail:{keys.mail.private_key}"},
+        "signing_table": {"*@example.com": "mail"},
+    }
+    pair = FilterPair(
+        directory,
+        mode=mode,
+        dns_records=keys.records,
+        options=options,
+        **({} if "Domain" in options else tables),
+    )
+    try:
+        pair.start()
+    except OneSidedStart as refused:
+        case = f"{config.id}/*"
+        diff = Difference("start", refused.opendkim, refused.dkimd)
+        return [f"{case}: {d}" for d in unexplained(case, [diff])]
+    ids = list(messages)
+    try:
+        results = pair.exchange_all([(messages[m], envelope) for m in ids])
+    finally:
+        pair.stop()
+    problems: list[str] = []
+    for message_id, (theirs, ours) in zip(ids, results, strict=True):
+        case = config.case_id(message_id)
+        problems += [f"{case}: {d}" for d in unexplained(case, compare(theirs, ours))]
+    return problems
+
+
+@pytest.mark.parametrize("config", RUN, ids=lambda c: c.id)
+def test_same_as_opendkim(
+    config: Config, keys: Keys, messages: dict[str, bytes], tmp_path: Path
+) -> None:
+    problems = run_config(config, tmp_path, keys, messages)
+    assert not problems, "differences not in docs/differences.md:\n" + "\n".join(problems)
+
+
+def test_every_implemented_option_is_in_the_matrix() -> None:
+    """An option that loses its "not implemented" mark needs settings (or a reason) in
+    support.differential.matrix.SETTINGS."""
+    assert missing_settings() == []
+
+
+def test_every_row_of_the_differences_table_names_real_cases() -> None:
+    """A row of docs/differences.md whose case globs match no case is stale (a renamed
+    setting or message)."""
+    matrix = list(case_ids())
+    stale = [
+        (row.id, glob)
+        for row in expected_differences()
+        for glob in row.cases
+        if not glob.startswith(tuple(f"{s}/" for s in OTHER_SUITES))
+        and not any(fnmatch.fnmatchcase(case, glob) for case in matrix)
+    ]
+    assert stale == []
