@@ -5,8 +5,10 @@ Every implemented option in its main settings x the awkward messages x the modes
 every message; every reply and header change is compared, and a difference that no row of
 docs/differences.md covers fails the configuration's test.
 
-By default a deterministic sample runs (the baseline in every mode, and about one
-configuration in SAMPLE_SHARE of the others); CI=true or DKIMD_DIFF_FULL=1 runs all of it.
+The configurations run WORKERS at a time (a module fixture starts them all, in order, when
+the first test asks; each test waits for its own). By default a deterministic sample runs
+(the baseline in every mode, and about one configuration in SAMPLE_SHARE of the others);
+CI=true or DKIMD_DIFF_FULL=1 runs all of it.
 Under CI=true a missing opendkim or opendkim-genkey fails the tests instead of skipping them.
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -41,6 +45,8 @@ from support.tools import in_ci, require
 pytestmark = pytest.mark.interop
 
 SAMPLE_SHARE = 8
+#: Configurations run at once (each is two daemons and a few client threads).
+WORKERS = 3
 ALL = list(configs())
 FULL = in_ci() or os.environ.get("DKIMD_DIFF_FULL", "") not in ("", "0")
 RUN = ALL if FULL else sample(ALL, SAMPLE_SHARE)
@@ -94,11 +100,50 @@ def run_config(
     return problems
 
 
+class Runner:
+    """Runs the selected configurations WORKERS at a time, in test order, from the first
+    test on; each test then waits for its own configuration's result."""
+
+    def __init__(self, configs: list[Config], root: Path, keys: Keys, messages: dict[str, bytes]):
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS)
+        self.futures: dict[str, Future[list[str]]] = {}
+        for n, config in enumerate(configs):
+            directory = root / f"c{n:03d}"
+            self.futures[config.id] = self.pool.submit(
+                run_config, config, directory, keys, messages
+            )
+
+    def problems(self, config: Config) -> list[str]:
+        return self.futures[config.id].result()
+
+    def close(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def runner(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    keys: Keys,
+    messages: dict[str, bytes],
+) -> Iterator[Runner]:
+    selected = [
+        item.callspec.params["config"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.originalname == "test_same_as_opendkim"
+        and hasattr(item, "callspec")
+    ]
+    running = Runner(selected, tmp_path_factory.mktemp("matrix"), keys, messages)
+    yield running
+    running.close()
+
+
 @pytest.mark.parametrize("config", RUN, ids=lambda c: c.id)
-def test_same_as_opendkim(
-    config: Config, keys: Keys, messages: dict[str, bytes], tmp_path: Path
-) -> None:
-    problems = run_config(config, tmp_path, keys, messages)
+def test_same_as_opendkim(config: Config, runner: Runner) -> None:
+    problems = runner.problems(config)
     assert not problems, "differences not in docs/differences.md:\n" + "\n".join(problems)
 
 
