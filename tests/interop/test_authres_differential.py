@@ -1,9 +1,9 @@
 """Authentication-Results and end-of-message replies, dkimd against the real OpenDKIM 2.11.
 
 The same configuration (Mode v, TestDNSData, AlwaysAddARHeader, On-BadSignature reject) and
-the same messages go through both daemons with miltertest, which offers everything
-(SMFIP_HDR_LEADSPC included, as Postfix does). The A-R values must be equal byte for byte
-(the b= prefixes too: both read the same signatures), and so must the reply commands.
+the same messages go through both daemons (support.differential: every stage's reply and
+every header change compared; the A-R field by field). What differs must be a row of
+docs/differences.md; the tests that name a row check that it is that row which applies.
 
 Keys are made with opendkim-genkey and messages signed by OpenDKIM itself, so the
 signatures are OpenDKIM's; DNS is TestDNSData for both (no DNSSEC word on either side).
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from support.dkimd import Dkimd
-from support.opendkim import OpenDKIM, genkey, milter_transaction, opendkim_sign
+from support.differential import Envelope, FilterPair, Transcript, assert_same_as_opendkim
+from support.opendkim import genkey, opendkim_sign
 from support.tools import require
 
-OUTSIDE = "192.0.2.77"
+OUTSIDE = Envelope(client_addr="192.0.2.77", client_host="mx.outside.example")
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"
@@ -41,9 +41,11 @@ OPTIONS = {
 
 @dataclass
 class Pair:
-    opendkim: OpenDKIM
-    dkimd: Dkimd
+    filters: FilterPair
     messages: dict[str, bytes]
+
+    def run(self, case: str) -> tuple[Transcript, Transcript]:
+        return self.filters.exchange(self.messages[case], OUTSIDE)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +94,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             MESSAGE, com.private_key, "example.com", selector, "relaxed/relaxed"
         )
     common = {"mode": "v", "dns_records": records, "options": OPTIONS}
-    with (
-        OpenDKIM(tmp / "opendkim", **common) as od,  # type: ignore[arg-type]
-        Dkimd(tmp / "dkimd", **common) as d,  # type: ignore[arg-type]
-    ):
-        yield Pair(od, d, messages)
+    with FilterPair(tmp, **common) as filters:  # type: ignore[arg-type]
+        yield Pair(filters, messages)
 
 
 CASES = [
@@ -116,52 +115,30 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_same_authentication_results_and_reply(pair: Pair, case: str) -> None:
-    message = pair.messages[case]
-    theirs = milter_transaction(
-        pair.opendkim.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
-    )
-    ours = milter_transaction(
-        pair.dkimd.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
-    )
-    assert theirs.headers("Authentication-Results"), theirs.output  # the reference wrote one
-    assert ours.headers("Authentication-Results") == theirs.headers("Authentication-Results"), (
-        ours.output,
-        theirs.output,
-    )
-    assert ours.reply == theirs.reply, (ours.output, theirs.output)
+    theirs, ours = pair.run(case)
+    assert theirs.headers("Authentication-Results"), theirs  # the reference wrote one
+    assert_same_as_opendkim(f"authres/v/{case}", theirs, ours)
+    assert ours.final == theirs.final
 
 
 def test_key_lookup_error_differs_on_purpose(pair: Pair) -> None:
     """A name missing from TestDNSData is a lookup *error* to OpenDKIM (KEYFAIL) and to
-    dkimd. OpenDKIM 2.11 then adds no A-R and accepts whatever On-DNSError says (mlfi_eom
-    keeps the status unknown); dkimd reports `dkim=temperror` and applies On-DNSError
-    (default tempfail, `451 4.7.5 DKIM key retrieval failed`, sent as SMFIR_REPLYCODE), as
-    opendkim.conf(5) documents it (README, "Where dkimd differs")."""
-    message = pair.messages["key-not-found"]
-    theirs = milter_transaction(
-        pair.opendkim.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
-    )
-    ours = milter_transaction(
-        pair.dkimd.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
-    )
-    assert (theirs.reply, theirs.headers("Authentication-Results")) == ("a", []), theirs.output
+    dkimd; OpenDKIM 2.11 then adds no A-R and accepts, dkimd reports `dkim=temperror` and
+    applies On-DNSError (docs/differences.md, key-lookup-error)."""
+    theirs, ours = pair.run("key-not-found")
+    assert (theirs.final[1], theirs.headers("Authentication-Results")) == ("a", []), theirs
     [ar] = ours.headers("Authentication-Results")
     assert ar.startswith(" mx.test.example;\n\tdkim=temperror "), ar
-    assert ours.reply == "y", ours.output  # On-DNSError tempfail, with its reply text
+    assert ours.final[1] == "y 451 4.7.5 DKIM key retrieval failed", ours
+    assert assert_same_as_opendkim("authres/v/key-not-found", theirs, ours) == {"key-lookup-error"}
 
 
 def test_key_type_mismatch_differs_on_purpose(pair: Pair) -> None:
     """A key record saying k=ed25519 over an RSA key: OpenDKIM 2.11 ignores k= and passes
     the rsa-sha256 signature; dkimd reads the record as an ed25519 key, which p= is not
-    (RFC 6376 3.6.1: k= names the key type), and reports a corrupt key record. Neither
-    applies an On-* action."""
-    message = pair.messages["key-edkey"]
-    theirs = milter_transaction(
-        pair.opendkim.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
-    )
-    ours = milter_transaction(
-        pair.dkimd.socket_spec, message, client_addr=OUTSIDE, collect=("Authentication-Results",)
-    )
-    assert "dkim=pass" in theirs.headers("Authentication-Results")[0], theirs.output
-    assert "dkim=temperror" in ours.headers("Authentication-Results")[0], ours.output
-    assert ours.reply == theirs.reply == "a", (ours.output, theirs.output)
+    (docs/differences.md, key-type-mismatch). Neither applies an On-* action."""
+    theirs, ours = pair.run("key-edkey")
+    assert "dkim=pass" in theirs.headers("Authentication-Results")[0], theirs
+    assert "dkim=temperror" in ours.headers("Authentication-Results")[0], ours
+    assert ours.final[1] == theirs.final[1] == "a"
+    assert assert_same_as_opendkim("authres/v/key-edkey", theirs, ours) == {"key-type-mismatch"}

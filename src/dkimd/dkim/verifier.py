@@ -200,8 +200,18 @@ class Verifier:
         self._bodies.update(chunk)
 
     def needs_body(self) -> bool:
-        """Whether any signature still hashes the body (none does on an unsigned message)."""
-        return any(p.sig is not None and not p.ignored for p in self._pending)
+        """Whether any signature still hashes the body: none does on an unsigned message, and
+        an l= signature stops wanting it once its l= bytes are in (OpenDKIM's dkim_minbody()),
+        unless content beyond l= fails the signature (`body_length="fail"`)."""
+        for p in self._pending:
+            if p.sig is None or p.ignored:
+                continue
+            limit = p.sig.body_length
+            if limit is None or p.body_key is None or self.options.body_length == "fail":
+                return True
+            if self._bodies[p.body_key].hashed < limit:
+                return True
+        return False
 
     def results(self) -> list[SignatureResult]:
         """One result per verified signature, top-down; [none] if the message has none.
