@@ -335,7 +335,7 @@ class MilterSession:
             if not isinstance(answer, dict):
                 raise TypeError(f"key records expected, got {type(answer).__name__}")
             self._take_keys(msg, answer)
-            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
+            return self._finish_message(msg)
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -453,6 +453,11 @@ class MilterSession:
                     self._log.info("skipping signing of mail to '%s'", hit)
                 return self._eoh_verdict(msg, milter.Accept())
             self._start_signing(msg, plan)
+            if msg.lua is not None and msg.lua.effects.verify:
+                # odkim.verify or odkim.resign in a message it signs: verified as well.
+                wanted = self._start_verifying(msg, signatures)
+                if wanted is not None:
+                    return Prefetch(wanted)
         else:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
@@ -478,7 +483,8 @@ class MilterSession:
             return self._skip_body()
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
-            return None
+            if msg.verifier is None:
+                return None
         if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
             body = msg.report_body
@@ -486,7 +492,7 @@ class MilterSession:
                 body += event.data
                 if len(body) > reports.BODY_COPY_LIMIT:
                     msg.report_body = None
-            if msg.verifier.needs_body():
+            if msg.signer is not None or msg.verifier.needs_body():
                 return None
         elif msg.bad_format is None:
             return None
@@ -528,13 +534,24 @@ class MilterSession:
             self._owed = msg
             return msg.keys_wanted
         try:
-            if msg.signer is not None:
-                return self._lua_finish(msg, self._finish_signing(msg, msg.signer))
-            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
+            return self._finish_message(msg)
         except Exception:
             return self._internal_error(msg)
         finally:
             self._drop_message()
+
+    def _finish_message(self, msg: _Message) -> Step:
+        """The end-of-message reply: signatures, or the verification's A-R and verdict, or
+        both when a policy script asked to verify a message it signs."""
+        if msg.signer is None:
+            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
+        if msg.verifier is None:
+            return self._lua_finish(msg, self._finish_signing(msg, msg.signer))
+        checked = _as_list(self._finish_verifying(msg))
+        if not isinstance(checked[-1], milter.Accept):
+            return self._lua_finish(msg, checked)
+        signed = _as_list(self._finish_signing(msg, msg.signer))
+        return self._lua_finish(msg, [*checked[:-1], *signed])
 
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
@@ -575,7 +592,7 @@ class MilterSession:
         """The statistics and final scripts over the end-of-message reply."""
         if msg.lua is None or result is None:
             return result
-        actions = list(result) if isinstance(result, Sequence) else [result]
+        actions = _as_list(result)
         results = msg.verifier.results() if msg.verifier is not None else []
         return msg.lua.finish(actions, results, msg.runtime.policy)
 
@@ -938,6 +955,12 @@ def _atps_signatures(
         passed = results is not None and index < len(results) and results[index].passed
         found.append(AtpsSignature(parsed[0].domain, parsed[0].tags, passed))
     return found
+
+
+def _as_list(result: HandlerResult) -> list[milter.Action]:
+    if result is None:
+        return []
+    return list(result) if isinstance(result, Sequence) else [result]
 
 
 def _one_line(text: str) -> str:

@@ -569,3 +569,26 @@ def test_no_lua_work_per_message_without_scripts(
     monkeypatch.setattr(dkimd.session, "LuaMessage", refuse)
     actions = run(Mta(site.config(), site.records))
     assert added(actions, b"DKIM-Signature")
+
+
+@pytest.mark.parametrize("call", ["odkim.verify(ctx)", "assert(odkim.resign(ctx) == 1)"])
+def test_setup_verify_and_sign_the_same_message(site: Site, call: str) -> None:
+    script = site.script("setup.lua", f'{call}\nodkim.sign(ctx, "mailkey", "relay@example.com")\n')
+    actions = run(
+        Mta(site.config(f"SetupPolicyScript {script}\n"), site.records),
+        site.signed_headers(),
+        client=OUTSIDE,
+    )
+    [ar] = added(actions, b"Authentication-Results")
+    [sig] = added(actions, b"DKIM-Signature")
+    assert b"dkim=pass" in ar and b"i=relay@example.com" in sig
+    assert isinstance(actions[-1], milter.Accept)
+
+
+def test_verify_and_sign_a_bad_signature_follows_on_bad_signature(site: Site) -> None:
+    script = site.script("setup.lua", 'odkim.verify(ctx)\nodkim.sign(ctx, "mailkey")\n')
+    tampered = [(n, b" changed" if n == b"Subject" else v) for n, v in site.signed_headers()]
+    config = site.config(f"SetupPolicyScript {script}\nOn-BadSignature reject\n")
+    actions = run(Mta(config, site.records), tampered, client=OUTSIDE)
+    assert added(actions, b"DKIM-Signature") == []
+    assert actions[-1] == milter.ReplyCode(550, "5.7.0", "bad DKIM signature data")
