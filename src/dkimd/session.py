@@ -986,6 +986,8 @@ def decides_at_eoh(config: Config) -> bool:
         or config.dont_sign_mail_to is not None
         or (config.signs and any(p.fails_messages for p in config.warnings))
         or (config.verifies and malformed.eoh_reply_needed(config))
+        # a setup script may end the message there (odkim.set_result), as OpenDKIM replies
+        or (config.policy_scripts is not None and config.policy_scripts.has("setup"))
     )
 
 

@@ -253,7 +253,7 @@ odkim.log(ctx, "probe " .. table.concat({
     with caplog.at_level(logging.INFO, logger="dkimd"):
         run(mta)
     assert lua_log(caplog) == [
-        "probe hello|from b|from a|nil|client.example|127.0.0.1|alice@example.com|example.com"
+        "probe  hello| from b| from a|nil|client.example|127.0.0.1|alice@example.com|example.com"
         "|2.0|carol@example.org|nil|2|1.0|QID1|QID1|nil|nil"
     ]
 
