@@ -29,6 +29,7 @@ import socket as socket_module
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dkimd import __version__, malformed, milter, reports
 from dkimd.authres import forged_result_indexes
@@ -54,12 +55,13 @@ from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.log import QueueIdAdapter, get_logger
-from dkimd.lua.api import MessageFacts
-from dkimd.lua.message import LuaMessage
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
 from dkimd.replies import DkimStatus, final_reply
+
+if TYPE_CHECKING:
+    from dkimd.lua.message import LuaMessage
 
 _log = get_logger("session")
 
@@ -563,6 +565,10 @@ class MilterSession:
     def _lua_setup(
         self, msg: _Message, plan: MessagePlan
     ) -> tuple[MessagePlan, milter.FinalAction | None]:
+        # Imported on first use: a configuration without scripts never loads dkimd.lua.
+        from dkimd.lua.api import MessageFacts
+        from dkimd.lua.message import LuaMessage
+
         runtime = msg.runtime
         scripts = runtime.config.policy_scripts
         assert scripts is not None

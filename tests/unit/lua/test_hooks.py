@@ -561,14 +561,28 @@ def test_reload_swaps_the_scripts(site: Site) -> None:
 def test_no_lua_work_per_message_without_scripts(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dkimd.session
+    import dkimd.lua.message
 
     def refuse(*args: object) -> None:
         raise AssertionError("LuaMessage made without scripts")
 
-    monkeypatch.setattr(dkimd.session, "LuaMessage", refuse)
+    monkeypatch.setattr(dkimd.lua.message.LuaMessage, "__init__", refuse)
     actions = run(Mta(site.config(), site.records))
     assert added(actions, b"DKIM-Signature")
+
+
+def test_a_configuration_without_scripts_never_loads_dkimd_lua(site: Site) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dkimd.session, dkimd.daemon, dkimd.server\n"
+        "from dkimd.config import parse_config_text\n"
+        f"parse_config_text({site.config()!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dkimd.lua') or m == 'lupa'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("call", ["odkim.verify(ctx)", "assert(odkim.resign(ctx) == 1)"])
