@@ -269,7 +269,7 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
         return None  # no POPAUTH database in this build (OpenDKIM: nil when not configured)
 
     def db_check(*a: object) -> object:
-        _check("db_check", a, (2,), len(a) == 2 and isinstance(a[0], DbHandle), _is_string(a[-1]))
+        _check("db_check", a, (2,), len(a) == 2 and isinstance(a[0], DbHandle) and _is_string(a[1]))
         handle = a[0]
         assert isinstance(handle, DbHandle)
         key = _to_str(a[1])

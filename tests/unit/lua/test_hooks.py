@@ -606,3 +606,42 @@ def test_verify_and_sign_a_bad_signature_follows_on_bad_signature(site: Site) ->
     actions = run(Mta(config, site.records), tampered, client=OUTSIDE)
     assert added(actions, b"DKIM-Signature") == []
     assert actions[-1] == milter.ReplyCode(550, "5.7.0", "bad DKIM signature data")
+
+
+@pytest.mark.parametrize("kind", ["setup", "screen", "statistics", "final"])
+def test_every_function_refuses_bad_arguments_by_name(
+    site: Site, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each odkim function, called with wrong counts and kinds of arguments, either answers
+    or raises OpenDKIM's "odkim.NAME(): ..." error: never an internal Python message."""
+    option = {
+        "setup": "SetupPolicyScript",
+        "screen": "ScreenPolicyScript",
+        "statistics": "StatisticsPolicyScript",
+        "final": "FinalPolicyScript",
+    }[kind]
+    script = site.script(
+        f"{kind}.lua",
+        """
+local shapes = { {}, {ctx}, {1}, {ctx, {}}, {ctx, "x", "y", "z", "w", "v"}, {"a", 1, true} }
+local bad = {}
+local names = {}
+for name in pairs(odkim) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  for _, args in ipairs(shapes) do
+    local ok, err = pcall(odkim[name], table.unpack(args, 1, 6))
+    if not ok and not string.find(tostring(err), "^odkim%.") then
+      bad[#bad + 1] = name .. ": " .. tostring(err)
+    end
+  end
+end
+odkim.log(ctx, "probe " .. #names .. " " .. table.concat(bad, "; "))
+""",
+    )
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        mta = Mta(site.config(f"{option} {script}\n"), site.records)
+        run(mta, site.signed_headers(), client=OUTSIDE)
+    [line] = lua_log(caplog)
+    count, _, bad = line.removeprefix("probe ").partition(" ")
+    assert int(count) > 10 and bad == ""
