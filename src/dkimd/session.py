@@ -29,6 +29,7 @@ import socket as socket_module
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dkimd import (
     __version__,
@@ -69,8 +70,6 @@ from dkimd.dns.validating import validates_keys
 from dkimd.exempt import exempt_domain
 from dkimd.key_trust import KeyTrust, TrustOutcome
 from dkimd.log import QueueIdAdapter, get_logger
-from dkimd.lua.api import MessageFacts
-from dkimd.lua.message import LuaMessage
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
@@ -82,6 +81,9 @@ from dkimd.required_headers import rejection as required_headers_rejection
 from dkimd.sender_macro import macro_author
 from dkimd.signing_keys import KeyProblem
 from dkimd.smtp_uri import parse_smtp_uri
+
+if TYPE_CHECKING:
+    from dkimd.lua.message import LuaMessage
 
 _log = get_logger("session")
 
@@ -391,7 +393,7 @@ class MilterSession:
             if not isinstance(answer, dict):
                 raise TypeError(f"key records expected, got {type(answer).__name__}")
             self._take_keys(msg, answer)
-            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
+            return self._finish_message(msg)
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -537,10 +539,10 @@ class MilterSession:
             return self._bad_format(msg, problem)
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
-            if msg.resign:
-                if not signatures:  # nothing to verify: simply signed
-                    msg.resign = False
-                    return None
+            if msg.resign and not signatures:  # nothing to verify: simply signed
+                msg.resign = False
+            elif msg.resign or (msg.lua is not None and msg.lua.effects.verify):
+                # ResignMailTo, or odkim.verify in a message a script signs: verified as well.
                 wanted = self._start_verifying(msg, signatures)
                 if wanted is not None:
                     return Prefetch(wanted)
@@ -569,9 +571,8 @@ class MilterSession:
             return self._skip_body()
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
-            if msg.verifier is not None:  # re-signing: verified as well
-                msg.verifier.feed_body(event.data)
-            return None
+            if msg.verifier is None:
+                return None
         if msg.verifier is not None:
             msg.verifier.feed_body(event.data)
             body = msg.report_body
@@ -579,7 +580,7 @@ class MilterSession:
                 body += event.data
                 if len(body) > reports.BODY_COPY_LIMIT:
                     msg.report_body = None
-            if msg.verifier.needs_body():
+            if msg.signer is not None or msg.verifier.needs_body():
                 return None
         elif msg.bad_format is None:
             return None
@@ -621,13 +622,25 @@ class MilterSession:
             self._owed = msg
             return msg.keys_wanted
         try:
-            if msg.signer is not None and msg.verifier is None:
-                return self._lua_finish(msg, self._finish_signing(msg, msg.signer))
-            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
+            return self._finish_message(msg)
         except Exception:
             return self._internal_error(msg)
         finally:
             self._drop_message()
+
+    def _finish_message(self, msg: _Message) -> Step:
+        """The end-of-message reply: signatures, or the verification's A-R and verdict, or
+        both when a policy script asked to verify a message it signs."""
+        if msg.signer is None or msg.resign:
+            # A re-signed message (ResignMailTo) is signed by the verification's own reply.
+            return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))
+        if msg.verifier is None:
+            return self._lua_finish(msg, self._finish_signing(msg, msg.signer))
+        checked = _as_list(self._finish_verifying(msg))
+        if not isinstance(checked[-1], milter.Accept):
+            return self._lua_finish(msg, checked)
+        signed = _as_list(self._finish_signing(msg, msg.signer))
+        return self._lua_finish(msg, [*checked[:-1], *signed])
 
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
@@ -642,6 +655,10 @@ class MilterSession:
     def _lua_setup(
         self, msg: _Message, plan: MessagePlan
     ) -> tuple[MessagePlan, milter.FinalAction | None]:
+        # Imported on first use: a configuration without scripts never loads dkimd.lua.
+        from dkimd.lua.api import MessageFacts
+        from dkimd.lua.message import LuaMessage
+
         runtime = msg.runtime
         scripts = runtime.config.policy_scripts
         assert scripts is not None
@@ -671,7 +688,7 @@ class MilterSession:
         """The statistics and final scripts over the end-of-message reply."""
         if msg.lua is None or result is None:
             return result
-        actions = list(result) if isinstance(result, Sequence) else [result]
+        actions = _as_list(result)
         results = msg.verifier.results() if msg.verifier is not None else []
         return msg.lua.finish(actions, results, msg.runtime.policy)
 
@@ -994,7 +1011,11 @@ class MilterSession:
             actions.append(_insert_at_top(AR_FIELD_NAME, value))
         if status is DkimStatus.BADSIG and config.redirect_failures_to is not None:
             actions += self._redirect(msg)
-        if msg.signer is not None and resign.should_sign(config, any(r.passed for r in results)):
+        if (
+            msg.resign
+            and msg.signer is not None
+            and resign.should_sign(config, any(r.passed for r in results))
+        ):
             ours = [HeaderField(AR_FIELD_NAME, b" " + _crlf(value))] if added else []
             actions += self._signature_actions(msg, msg.signer, ours)
         actions += self._software_header(runtime)
@@ -1150,6 +1171,12 @@ def _atps_signatures(
     return found
 
 
+def _as_list(result: HandlerResult) -> list[milter.Action]:
+    if result is None:
+        return []
+    return list(result) if isinstance(result, Sequence) else [result]
+
+
 def _one_line(text: str) -> str:
     # Reply text must not carry CR, LF or NUL from a hostile signature (header injection).
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
@@ -1176,6 +1203,8 @@ def decides_at_eoh(config: Config) -> bool:
         or config.resign_mail_to is not None
         or (config.signs and any(p.fails_messages for p in config.warnings))
         or (config.verifies and malformed.eoh_reply_needed(config))
+        # a setup script may end the message there (odkim.set_result), as OpenDKIM replies
+        or (config.policy_scripts is not None and config.policy_scripts.has("setup"))
     )
 
 

@@ -706,7 +706,10 @@ class _Builder:
                 self.values["syslog_facility"] = facility
 
     def policy_scripts(self) -> None:
-        # Imported here: dkimd.lua reads Config, which this module builds.
+        names = ("SetupPolicyScript", "ScreenPolicyScript", "StatisticsPolicyScript")
+        if all(self.get(name) is None for name in (*names, "FinalPolicyScript")):
+            return
+        # Imported only when needed (dkimd.lua also reads Config, which this module builds).
         from dkimd.lua.config import policy_scripts_from
 
         scripts, problems = policy_scripts_from(self.raw)

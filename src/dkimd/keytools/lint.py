@@ -628,7 +628,9 @@ class _Linter:
                     f"  {entry.key:<28} -> {self.key_text(key_name, config)}"
                     + (f", i={signer}" if signer else "")
                 )
-            if not table.entries:
+            if table.kind is DatasetKind.LUA:
+                lines.append("  (as the Lua script answers for each sender)")
+            elif not table.entries:
                 lines.append("  (none: the SigningTable is empty)")
         elif config.single_key is not None:
             single = config.single_key
@@ -701,6 +703,8 @@ def unreadable_by(uid: int, path: str) -> str | None:
 
 
 def _hosts_text(hosts: HostList, limit: int = 8) -> str:
+    if hosts.dataset.kind is DatasetKind.LUA:
+        return f"as {hosts.dataset.spec} answers"
     keys = [e.key for e in hosts.dataset.entries]
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "") or "empty"

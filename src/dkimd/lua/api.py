@@ -220,8 +220,12 @@ def _header_index(headers: Sequence[HeaderField], name: str, n: int) -> int | No
 
 
 def _value_text(value: bytes) -> str:
-    """A header value as OpenDKIM hands it to a script: no leading blank, unfolded CRLF."""
-    return value.lstrip(b" \t").decode("latin-1")
+    """A header value as OpenDKIM hands it to a script: what follows the colon, with the
+    blank after it (observed: " yes" for "X-No-DKIM: yes", even from an MTA that drops the
+    blank, to which OpenDKIM adds one back)."""
+    if not value.startswith((b" ", b"\t")):
+        value = b" " + value
+    return value.decode("latin-1")
 
 
 class OdkimCall:
@@ -265,7 +269,7 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
         return None  # no POPAUTH database in this build (OpenDKIM: nil when not configured)
 
     def db_check(*a: object) -> object:
-        _check("db_check", a, (2,), len(a) == 2 and isinstance(a[0], DbHandle), _is_string(a[-1]))
+        _check("db_check", a, (2,), len(a) == 2 and isinstance(a[0], DbHandle) and _is_string(a[1]))
         handle = a[0]
         assert isinstance(handle, DbHandle)
         key = _to_str(a[1])

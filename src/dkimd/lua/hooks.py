@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from dkimd import milter
 from dkimd.lua.api import (
@@ -32,6 +31,7 @@ from dkimd.lua.api import (
 from dkimd.lua.sandbox import (
     DEFAULT_LIMITS,
     CompiledScript,
+    Globals,
     Limits,
     LuaSandbox,
     ScriptError,
@@ -102,10 +102,12 @@ class PolicyScripts:
         self._slot = CallSlot()
         self._ctx = Ctx()
         # Per hook: the odkim functions and constants, made into Lua tables once.
-        self._globals: dict[str, dict[str, object]] = {}
+        self._globals: dict[str, Globals] = {}
         for kind in self._scripts:
             odkim = self.sandbox.table(build_odkim(self._slot, kind))
-            self._globals[kind] = {"odkim": odkim, "ctx": self._ctx, **constants_for(kind)}
+            self._globals[kind] = self.sandbox.globals(
+                {"odkim": odkim, "ctx": self._ctx, **constants_for(kind)}
+            )
 
     def path(self, kind: str) -> str:
         return self.sources[kind].path
@@ -130,11 +132,8 @@ class PolicyScripts:
         """Run the `kind` script for one message; what it asks for lands in `effects`."""
         script = self._scripts[kind]
         self._slot.call = OdkimCall(kind, facts, effects, self._table, log or self._log.info)
-        env: dict[str, Any] = self._globals[kind]
-        if effects.exports:
-            env = {**effects.exports, **env}
         try:
-            self.sandbox.call(script, env)
+            self.sandbox.call(script, self._globals[kind], extra=effects.exports or None)
         except ScriptLimit as exc:
             return HookFailure(kind, exc.message, True)
         except ScriptError as exc:

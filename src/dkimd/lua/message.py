@@ -132,6 +132,10 @@ class LuaMessage:
                 self._shaped(i, made, spec) for i, (made, spec) in enumerate(effects.requests)
             ]
             return MessagePlan(Decision.SIGN, "setup script", plan.sender, requests), None
+        if effects.use_ltag and plan.decision is Decision.SIGN:
+            # l= on every signature, the SigningTable's included (OpenDKIM's mctx_ltag).
+            requests = [dataclasses.replace(r, body_length=True) for r in plan.requests]
+            plan = MessagePlan(Decision.SIGN, plan.why, plan.sender, requests)
         if effects.verify and plan.decision is not Decision.VERIFY:
             why = "setup script asked for verification"
             return MessagePlan(Decision.VERIFY, why, plan.sender), None

@@ -91,7 +91,7 @@ def lua_available() -> bool:
 # Runs once per Lua state, with the full standard library; returns the sandbox's entry
 # points. Everything a script can reach is built here from local copies.
 _BOOTSTRAP = r"""
-local clock, TICK = ...
+local clock, TICK, printer = ...
 local sethook, getinfo, setupvalue = debug.sethook, debug.getinfo, debug.setupvalue
 local rawpcall, rawxpcall, rawload, rawerror = pcall, xpcall, load, error
 local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
@@ -210,16 +210,43 @@ local base = {
 local libs = {string = string_lib, table = table_lib, math = math_lib, utf8 = utf8_lib,
               coroutine = coroutine_lib, os = os_lib, io = io_lib}
 
-local function new_env(extra, printer)
-  local env = copy(base)
-  for name, lib in pairs(libs) do env[name] = copy(lib) end
-  env.load = function(chunk, name, mode, e)
-    return rawload(chunk, name, "t", e or env)
+base.print = printer
+
+-- A call's globals start empty; a name is found, on first use, in the call's prototype
+-- (odkim, ctx, constants), the libraries or the base functions. Tables are copied into the
+-- call's globals when first used, so what a script changes in them dies with the call,
+-- and a call pays only for what it uses.
+local metatables = setmetatable({}, {__mode = "k"})
+local function metatable_for(proto)
+  local mt = metatables[proto]
+  if mt ~= nil then return mt end
+  mt = {__metatable = false}
+  mt.__index = function(env, k)
+    local v = proto[k]
+    if v == nil then
+      v = libs[k]
+      if v == nil then
+        if k == "_G" then
+          v = env
+        elseif k == "load" then
+          v = function(chunk, name, mode, e) return rawload(chunk, name, "t", e or env) end
+        else
+          return base[k]
+        end
+      end
+    end
+    if type(v) == "table" and v ~= env then v = copy(v) end
+    rawset(env, k, v)
+    return v
   end
-  env.print = printer
-  env._G = env
-  for k, v in pairs(extra) do
-    if type(v) == "table" then env[k] = copy(v) else env[k] = v end
+  metatables[proto] = mt
+  return mt
+end
+
+local function new_env(proto, extra)
+  local env = setmetatable({}, metatable_for(proto))
+  if extra ~= nil then
+    for k, v in pairs(extra) do rawset(env, k, v) end
   end
   return env
 end
@@ -236,8 +263,8 @@ local function message_of(err)
 end
 
 -- Run `chunk` in a fresh environment: true and its results, or false, kind, message.
-function run(chunk, extra, printer, max_ticks, seconds, ...)
-  local env = new_env(extra, printer)
+function run(chunk, proto, extra, max_ticks, seconds, ...)
+  local env = new_env(proto, extra)
   setupvalue(chunk, 1, env)
   state.ticks, state.max_ticks, state.tripped, state.where = 0, max_ticks, false, nil
   state.deadline = clock() + seconds
@@ -255,6 +282,15 @@ end
 
 return compile, run
 """
+
+
+class Globals:
+    """A Lua table of globals made once (`LuaSandbox.globals`)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
 
 
 class CompiledScript:
@@ -293,9 +329,9 @@ class LuaSandbox:
             attribute_filter=_deny_attributes,
             max_memory=limits.max_memory,
         )
-        bootstrap = self._lua.execute(_BOOTSTRAP, time.monotonic, _TICK)
+        bootstrap = self._lua.execute(_BOOTSTRAP, time.monotonic, _TICK, printer or _discard)
         self._compile, self._run = bootstrap
-        self._printer = printer
+        self._empty = self._lua.table()
 
     def compile(self, source: bytes, name: str) -> CompiledScript:
         """Compile `source` (its errors name `name`); raises ScriptSyntaxError."""
@@ -313,20 +349,29 @@ class LuaSandbox:
             return self._lua.table_from(dict(items))
         return self._lua.table_from(list(values))
 
+    def globals(self, items: Mapping[str, object]) -> Globals:
+        """Globals for many calls (a hook's odkim table, ctx, constants), made once."""
+        return Globals(self._lua.table_from(dict(items)))
+
     def call(
-        self, script: CompiledScript, env: Mapping[str, object], *args: object
+        self,
+        script: CompiledScript,
+        env: Globals | Mapping[str, object],
+        *args: object,
+        extra: Mapping[str, object] | None = None,
     ) -> tuple[object, ...]:
-        """Run `script` with `env` added to its fresh globals; its return values.
+        """Run `script` with `env` (and `extra`, per call) in its fresh globals; its return
+        values, `args` being the chunk's `...`.
 
         Raises ScriptLimit when it runs out of budget and ScriptError when it fails.
         """
         limits = self.limits
-        printer = self._printer or _discard
+        proto = env.table if isinstance(env, Globals) else self._lua.table_from(dict(env))
         try:
             result = self._run(
                 script.chunk,
-                self._lua.table_from(dict(env)),
-                printer,
+                proto,
+                self._lua.table_from(dict(extra)) if extra else None,
                 max(1, limits.max_instructions // _TICK),
                 limits.seconds,
                 *args,

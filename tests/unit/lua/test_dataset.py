@@ -99,3 +99,27 @@ def test_lua_tables_and_host_list_sign_a_message(tmp_path: Path) -> None:
     # Not internal by the script: verified, not signed.
     actions = asyncio.run(Mta(config, site.records).message(HEADERS, client="192.0.2.1"))
     assert added(actions, b"DKIM-Signature") == []
+
+
+def test_the_linter_describes_lua_sets(tmp_path: Path) -> None:
+    from dkimd.cli.check import main as check_main
+
+    signing = write(tmp_path, "signing.lua", 'return "k"\n')
+    internal = write(tmp_path, "internal.lua", 'return query == "127.0.0.1"\n')
+    key = write(tmp_path, "k.private", "not read by the summary\n")
+    conf = write(
+        tmp_path,
+        "opendkim.conf",
+        f"Socket inet:8891@127.0.0.1\nKeyTable csl:k=example.com:s:{key}\n"
+        f"SigningTable lua:{signing}\nInternalHosts lua:{internal}\n",
+    )
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        check_main(["-x", str(conf)])
+    text = out.getvalue()
+    assert "(as the Lua script answers for each sender)" in text
+    assert f"InternalHosts (as lua:{internal} answers)" in text
+    assert "neither 127.0.0.1 nor ::1" not in text

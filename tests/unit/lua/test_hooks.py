@@ -253,7 +253,7 @@ odkim.log(ctx, "probe " .. table.concat({
     with caplog.at_level(logging.INFO, logger="dkimd"):
         run(mta)
     assert lua_log(caplog) == [
-        "probe hello|from b|from a|nil|client.example|127.0.0.1|alice@example.com|example.com"
+        "probe  hello| from b| from a|nil|client.example|127.0.0.1|alice@example.com|example.com"
         "|2.0|carol@example.org|nil|2|1.0|QID1|QID1|nil|nil"
     ]
 
@@ -561,11 +561,87 @@ def test_reload_swaps_the_scripts(site: Site) -> None:
 def test_no_lua_work_per_message_without_scripts(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dkimd.session
+    import dkimd.lua.message
 
     def refuse(*args: object) -> None:
         raise AssertionError("LuaMessage made without scripts")
 
-    monkeypatch.setattr(dkimd.session, "LuaMessage", refuse)
+    monkeypatch.setattr(dkimd.lua.message.LuaMessage, "__init__", refuse)
     actions = run(Mta(site.config(), site.records))
     assert added(actions, b"DKIM-Signature")
+
+
+def test_a_configuration_without_scripts_never_loads_dkimd_lua(site: Site) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dkimd.session, dkimd.daemon, dkimd.server\n"
+        "from dkimd.config import parse_config_text\n"
+        f"parse_config_text({site.config()!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dkimd.lua') or m == 'lupa'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("call", ["odkim.verify(ctx)", "assert(odkim.resign(ctx) == 1)"])
+def test_setup_verify_and_sign_the_same_message(site: Site, call: str) -> None:
+    script = site.script("setup.lua", f'{call}\nodkim.sign(ctx, "mailkey", "relay@example.com")\n')
+    actions = run(
+        Mta(site.config(f"SetupPolicyScript {script}\n"), site.records),
+        site.signed_headers(),
+        client=OUTSIDE,
+    )
+    [ar] = added(actions, b"Authentication-Results")
+    [sig] = added(actions, b"DKIM-Signature")
+    assert b"dkim=pass" in ar and b"i=relay@example.com" in sig
+    assert isinstance(actions[-1], milter.Accept)
+
+
+def test_verify_and_sign_a_bad_signature_follows_on_bad_signature(site: Site) -> None:
+    script = site.script("setup.lua", 'odkim.verify(ctx)\nodkim.sign(ctx, "mailkey")\n')
+    tampered = [(n, b" changed" if n == b"Subject" else v) for n, v in site.signed_headers()]
+    config = site.config(f"SetupPolicyScript {script}\nOn-BadSignature reject\n")
+    actions = run(Mta(config, site.records), tampered, client=OUTSIDE)
+    assert added(actions, b"DKIM-Signature") == []
+    assert actions[-1] == milter.ReplyCode(550, "5.7.0", "bad DKIM signature data")
+
+
+@pytest.mark.parametrize("kind", ["setup", "screen", "statistics", "final"])
+def test_every_function_refuses_bad_arguments_by_name(
+    site: Site, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each odkim function, called with wrong counts and kinds of arguments, either answers
+    or raises OpenDKIM's "odkim.NAME(): ..." error: never an internal Python message."""
+    option = {
+        "setup": "SetupPolicyScript",
+        "screen": "ScreenPolicyScript",
+        "statistics": "StatisticsPolicyScript",
+        "final": "FinalPolicyScript",
+    }[kind]
+    script = site.script(
+        f"{kind}.lua",
+        """
+local shapes = { {}, {ctx}, {1}, {ctx, {}}, {ctx, "x", "y", "z", "w", "v"}, {"a", 1, true} }
+local bad = {}
+local names = {}
+for name in pairs(odkim) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  for _, args in ipairs(shapes) do
+    local ok, err = pcall(odkim[name], table.unpack(args, 1, 6))
+    if not ok and not string.find(tostring(err), "^odkim%.") then
+      bad[#bad + 1] = name .. ": " .. tostring(err)
+    end
+  end
+end
+odkim.log(ctx, "probe " .. #names .. " " .. table.concat(bad, "; "))
+""",
+    )
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        mta = Mta(site.config(f"{option} {script}\n"), site.records)
+        run(mta, site.signed_headers(), client=OUTSIDE)
+    [line] = lua_log(caplog)
+    count, _, bad = line.removeprefix("probe ").partition(" ")
+    assert int(count) > 10 and bad == ""

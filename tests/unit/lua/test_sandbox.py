@@ -166,3 +166,29 @@ def test_memory_is_capped() -> None:
 def test_arguments_and_results(sandbox: LuaSandbox) -> None:
     assert sandbox.call(sandbox.compile(b"return ...", "t.lua"), {}, 1, "a") == (1, "a")
     assert run(sandbox, "return x .. '!'", x="\xff\x00") == ("\xff\x00!",)
+
+
+def test_globals_metatable_is_protected(sandbox: LuaSandbox) -> None:
+    assert run(sandbox, "return getmetatable(_G)") == (False,)
+    with pytest.raises(ScriptError) as caught:
+        run(sandbox, "setmetatable(_G, {__index = function() return 1 end})")
+    assert "protected metatable" in caught.value.message
+    # A script's own tables keep their metatables.
+    assert run(
+        sandbox, "local t = setmetatable({}, {__index = function() return 7 end}) return t.x"
+    ) == (7,)
+
+
+def test_library_changes_do_not_outlive_the_call(sandbox: LuaSandbox) -> None:
+    script = sandbox.compile(
+        b"local before = string.rep string.rep = nil return before ~= nil", "t.lua"
+    )
+    assert sandbox.call(script, {}) == (True,)
+    assert sandbox.call(script, {}) == (True,)
+
+
+def test_prototype_tables_are_copied_per_call(sandbox: LuaSandbox) -> None:
+    shared = sandbox.globals({"odkim": sandbox.table({"answer": 42})})
+    script = sandbox.compile(b"local a = odkim.answer odkim.answer = 0 return a", "t.lua")
+    assert sandbox.call(script, shared) == (42,)
+    assert sandbox.call(script, shared) == (42,)
