@@ -2,10 +2,11 @@
 validating it (support.dnssec_zones), dkimd and the real OpenDKIM 2.11 reading it.
 
 * secure (signed zone, DS in the parent):   `dkim=pass (1024-bit key; secure)`, both;
-* insecure (unsigned delegation):           `dkim=pass (1024-bit key; unprotected)`, both;
+* insecure (unsigned delegation; its absent DS proven by NSEC, by a matching NSEC3, or by
+  an NSEC3 opt-out span): `dkim=pass (1024-bit key; unprotected)`, both;
   UnprotectedKey fail: `dkim=policy (...; unprotected)` and On-BadSignature (reject here),
   UnprotectedKey neutral: `dkim=neutral (...; unprotected)`, accepted, both;
-* bogus (tampered RRSIG, expired RRSIG): dkimd writes `dkim=fail (1024-bit key; bogus)` and
+* bogus (tampered RRSIG, expired RRSIG, RRSIG stripped in a signed zone): dkimd writes `dkim=fail (1024-bit key; bogus)` and
   applies On-BadSignature (BogusKey fail, the default), `neutral` with BogusKey neutral,
   `pass (...; bogus)` with BogusKey none. OpenDKIM 2.11 is observed to wait DNSTimeout and
   add no A-R (its libunbound callback never completes a bogus answer): a difference on
@@ -43,6 +44,9 @@ EXPECTED = {
     "unsigned": DnssecStatus.INSECURE,
     "tampered": DnssecStatus.BOGUS,
     "expired": DnssecStatus.BOGUS,
+    "stripped": DnssecStatus.BOGUS,
+    "unsigned.nsec3": DnssecStatus.INSECURE,
+    "unsigned.optout": DnssecStatus.INSECURE,
 }
 
 
@@ -210,7 +214,7 @@ def test_authentication_results_carry_the_status(setup: Setup, tmp_path: Path, h
     )
     assert seen["unsigned"][0] == "a"
     assert _item(seen["unsigned"][1]) == "dkim=pass (1024-bit key; unprotected)"
-    for bogus in ("tampered", "expired"):
+    for bogus in ("tampered", "expired", "stripped"):
         reply, ar = seen[bogus]
         assert reply == "y", (bogus, reply)  # On-BadSignature reject: 550 5.7.0
         assert _item(ar) == "dkim=fail (1024-bit key; bogus)", bogus
