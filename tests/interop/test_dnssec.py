@@ -6,15 +6,16 @@ validating it (support.dnssec_zones), dkimd and the real OpenDKIM 2.11 reading i
   an NSEC3 opt-out span): `dkim=pass (1024-bit key; unprotected)`, both;
   UnprotectedKey fail: `dkim=policy (...; unprotected)` and On-BadSignature (reject here),
   UnprotectedKey neutral: `dkim=neutral (...; unprotected)`, accepted, both;
-* bogus (tampered RRSIG, expired RRSIG, RRSIG stripped in a signed zone): dkimd writes `dkim=fail (1024-bit key; bogus)` and
-  applies On-BadSignature (BogusKey fail, the default), `neutral` with BogusKey neutral,
-  `pass (...; bogus)` with BogusKey none. OpenDKIM 2.11 is observed to wait DNSTimeout and
+* bogus (tampered RRSIG, expired RRSIG, RRSIG stripped in a signed zone): dkimd writes
+  `dkim=fail (1024-bit key; bogus)` and applies On-BadSignature (BogusKey fail, the
+  default), `neutral` with BogusKey neutral, `pass (...; bogus)` with BogusKey none.
+  OpenDKIM 2.11 is observed to wait DNSTimeout and
   add no A-R (its libunbound callback never completes a bogus answer): a difference on
   purpose (README, dkimd.key_trust).
 
 dkimd is run both ways: validating itself from `TrustAnchorFile` (queries with CD through
 unbound) and believing unbound's AD bit (`TrustResolverAD yes`, EDE for bogus). OpenDKIM is
-pointed at nsd through `ResolverConfiguration` (a libunbound config with the stub zone),
+pointed at nsd through `ResolverConfiguration` (a libunbound config with the stub zones),
 with the same `TrustAnchorFile`. No test leaves loopback.
 """
 

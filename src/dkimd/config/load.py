@@ -535,6 +535,20 @@ class _Builder:
                     "use fail, neutral or none",
                 )
         self.flag("TrustResolverAD", "trust_resolver_ad")
+        trust_ad = self.get("TrustResolverAD")
+        if trust_ad is not None and trust_ad.parsed:
+            if self.get("Nameservers") is None:
+                self.warn(
+                    trust_ad,
+                    "TrustResolverAD: no Nameservers; the AD bit of the resolver in "
+                    "/etc/resolv.conf decides whether key records are secure",
+                    "name a validating resolver you trust, on loopback, in Nameservers",
+                )
+            if self.get("TrustAnchorFile") is not None:
+                self.warn(
+                    trust_ad,
+                    "TrustResolverAD: the resolver validates, so TrustAnchorFile is not used",
+                )
         setting = self.get("TrustAnchorFile")
         if setting is None or self.raw.get("TestDNSData") is not None:
             # With TestDNSData OpenDKIM applies no resolver option (dkimf_config_setlib).
