@@ -22,6 +22,8 @@ with the same `TrustAnchorFile`. No test leaves loopback.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,3 +278,32 @@ def test_opendkim_times_out_on_a_bogus_key(setup: Setup, tmp_path: Path) -> None
     require("miltertest")
     with _opendkim(setup, tmp_path / "od", {"BogusKey": "fail"}) as od:
         assert _outcome(od.socket_spec, signed_message(setup, "tampered.dkimtest")) == ("a", [])
+
+
+def test_testkey_reports_the_dnssec_status(setup: Setup, tmp_path: Path) -> None:
+    """`dkimd testkey` says what DNSSEC makes of each record, in opendkim-testkey's words
+    (a bogus record is reported, and fails nothing by itself)."""
+    table = tmp_path / "KeyTable"
+    table.write_text(
+        "".join(
+            f"{c} {c}.dkimtest:sel:{setup.key.private_key}\n"
+            for c in ("signed", "unsigned", "tampered")
+        )
+    )
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(
+        f"KeyTable file:{table}\nRequireSafeKeys no\nNameservers {setup.nameserver}\n"
+        f"TrustAnchorFile {setup.tree.anchor_file}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "dkimd", "testkey", "-x", str(conf), "-v"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "key signed secure" in done.stderr
+    assert "key unsigned not secure" in done.stderr
+    assert "key tampered bogus (DNSSEC failed)" in done.stderr
+    assert "3 keys checked; 3 pass, 0 fail" in done.stdout
