@@ -113,6 +113,23 @@ def test_key_records_get_their_dnssec_status(setup: Setup, mode: str) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("secure-alias", DnssecStatus.SECURE), ("insecure-alias", DnssecStatus.INSECURE)],
+)
+def test_a_cname_chain_is_as_secure_as_its_weakest_link(
+    setup: Setup, alias: str, expected: DnssecStatus
+) -> None:
+    async def run() -> DnssecStatus | None:
+        anchors = load_trust_anchors(str(setup.tree.anchor_file))
+        resolver = ValidatingResolver([setup.nameserver], 5.0, anchors=anchors)
+        result = await resolver.lookup_txt(f"{alias}._domainkey.signed.dkimtest")
+        assert result.records == (setup.key.txt.encode(),)
+        return result.dnssec
+
+    assert asyncio.run(run()) is expected
+
+
 def test_chain_is_walked_once_per_ttl(setup: Setup) -> None:
     async def run() -> None:
         anchors = load_trust_anchors(str(setup.tree.anchor_file))

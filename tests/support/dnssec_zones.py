@@ -20,7 +20,8 @@ The zones (all ECDSA P-256, signed with ldns-signzone, NSEC; one key per zone):
                          unsigned.optout.dkimtest. (no DS, no NSEC3 of its own: an opt-out
                          span covers it): insecure
 
-Each key-holding zone (CHILDREN) holds `sel._domainkey.<child>` TXT = `key_record`.
+Each key-holding zone (CHILDREN) holds `sel._domainkey.<child>` TXT = `key_record`;
+signed.dkimtest. also holds the CNAMEs of ALIASES.
 unbound has the anchor and a
 stub zone to nsd, sends Extended DNS Errors (`ede: yes`) and caches nothing across tests
 (a new instance per tree). Both servers run in the foreground as children of the test and
@@ -51,6 +52,12 @@ CHILDREN = (
 )
 #: the signed NSEC3 parents of the last two, and the ldns-signzone flags each is signed with
 NSEC3_PARENTS = {"nsec3": ("-n",), "optout": ("-n", "-p")}
+#: CNAMEs in signed.dkimtest. to key records: one into the signed zone, one into the
+#: unsigned one (a chain is as strong as its weakest link)
+ALIASES = (
+    ("secure-alias._domainkey", "sel._domainkey.signed.dkimtest."),
+    ("insecure-alias._domainkey", "sel._domainkey.unsigned.dkimtest."),
+)
 SELECTOR = "sel"
 
 
@@ -116,6 +123,8 @@ class DnssecTree:
         for child in CHILDREN:
             zone = f"{child}.dkimtest."
             text = self._zone_text(zone, key_rr)
+            if child == "signed":
+                text += "".join(f"{alias} IN CNAME {target}\n" for alias, target in ALIASES)
             if child not in keys:
                 (self.dir / f"{zone}signed").write_text(text)
                 files[zone] = self.dir / f"{zone}signed"
