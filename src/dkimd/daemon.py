@@ -44,7 +44,7 @@ from dkimd.dns.base import TxtLookup, TxtStatus
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
-from dkimd.dns.validating import validating_resolver
+from dkimd.key_trust import validates_keys
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -125,9 +125,12 @@ def make_resolver(config: Config) -> TxtLookup:
         resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
-        validating = validating_resolver(config, timeout)
-        if validating is not None:
-            resolver = validating
+        if validates_keys(config):
+            # Imported only here: a filter that does not validate keeps dns.dnssec and its
+            # objects out of its heap (every full garbage collection walks them).
+            from dkimd.dns.validating import validating_resolver
+
+            resolver = validating_resolver(config, timeout)
         else:
             resolver = DnsResolver(list(config.nameservers) or None, timeout=timeout)
     if config.test_public_keys is not None:

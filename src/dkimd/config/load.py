@@ -57,7 +57,6 @@ from dkimd.config.values import (
 )
 from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.resolver import split_nameserver
-from dkimd.dns.trust_anchors import load_trust_anchors
 from dkimd.log import FACILITIES
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
 from dkimd.sockets import parse_socket_spec
@@ -553,6 +552,9 @@ class _Builder:
         if setting is None or self.raw.get("TestDNSData") is not None:
             # With TestDNSData OpenDKIM applies no resolver option (dkimf_config_setlib).
             return
+        # dnspython's zone-file reader is loaded only for a configuration that needs it.
+        from dkimd.dns.trust_anchors import load_trust_anchors
+
         try:
             load_trust_anchors(setting.value)
         except OSError as exc:

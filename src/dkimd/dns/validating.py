@@ -38,11 +38,12 @@ from dkimd.dns.base import DnssecStatus, TxtResult, TxtStatus
 from dkimd.dns.dnssec import ChainUnavailable, ChainValidator
 from dkimd.dns.resolver import DnsResolver, _describe_errors, _negative_ttl
 from dkimd.dns.trust_anchors import TrustAnchors, load_trust_anchors
+from dkimd.key_trust import validates_keys
 
 if TYPE_CHECKING:
     from dkimd.config import Config
 
-__all__ = ["BOGUS_TTL", "ValidatingResolver", "validates_keys", "validating_resolver"]
+__all__ = ["BOGUS_TTL", "ValidatingResolver", "validating_resolver"]
 
 #: Seconds a bogus answer is kept (unbound's val-bogus-ttl default).
 BOGUS_TTL = 60
@@ -174,21 +175,13 @@ class ValidatingResolver(DnsResolver):
         return TxtResult(key, TxtStatus.OK, records, detail=why, dnssec=DnssecStatus.BOGUS), ttl
 
 
-def validates_keys(config: Config) -> bool:
-    """Whether key records get a DNSSEC status of their own (OpenDKIM applies no resolver
-    option when TestDNSData is set, dkimf_config_setlib)."""
-    return config.test_dns_data is None and (
-        config.trust_anchor_file is not None or config.trust_resolver_ad
-    )
-
-
-def validating_resolver(config: Config, timeout: float) -> ValidatingResolver | None:
-    """The resolver `config` asks for when it validates key records, else None.
+def validating_resolver(config: Config, timeout: float) -> ValidatingResolver:
+    """The resolver of a `config` that validates key records (dkimd.key_trust.validates_keys).
 
     TrustResolverAD wins over TrustAnchorFile: the admin said the resolver validates.
     """
     if not validates_keys(config):
-        return None
+        raise ValueError("the configuration does not validate key records")
     nameservers = list(config.nameservers) or None
     if config.trust_resolver_ad:
         return ValidatingResolver(nameservers, timeout, trust_resolver_ad=True)

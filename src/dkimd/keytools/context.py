@@ -10,7 +10,7 @@ from dkimd.config import Config, KeyTableEntry
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.dns.validating import validating_resolver
+from dkimd.key_trust import validates_keys
 from dkimd.keytools.testkey import KeyPolicy, KeySpec
 
 DEFAULT_CONFIG = "/etc/opendkim.conf"
@@ -38,10 +38,10 @@ def txt_lookup(
             records.setdefault(entry.key, []).append(entry.value or "")
         return TestDnsFile.from_records(records)
     timeout = float(config.dns_timeout or 5) if config is not None else 5.0
-    if config is not None and not nameservers:
-        validating = validating_resolver(config, timeout)  # TrustAnchorFile, TrustResolverAD
-        if validating is not None:
-            return validating
+    if config is not None and not nameservers and validates_keys(config):
+        from dkimd.dns.validating import validating_resolver  # only when asked for
+
+        return validating_resolver(config, timeout)
     servers = list(nameservers) or (list(config.nameservers) if config is not None else [])
     return DnsResolver(servers or None, timeout, port=port)
 
