@@ -16,13 +16,16 @@ Two ways, as an admin chooses:
   once more with CD set, so that `BogusKey none` can still use it. A SERVFAIL without
   such an EDE is a DNS error, as before.
 
-The status is cached with the record (the resolver's TTL cache); a bogus answer for at
+A resolver that answers without DNSSEC records (no DO bit echoed, RFC 3225) leaves every
+record unprotected, with one warning in the log: calling signed zones bogus for it would be
+worse. The status is cached with the record (the resolver's TTL cache); a bogus answer for at
 most a minute, as unbound's val-bogus-ttl, so a repaired zone is seen soon.
 Negative answers (NXDOMAIN, NODATA) carry no status: a missing key fails anyway.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import dns.asyncresolver
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from dkimd.config import Config
 
 __all__ = ["BOGUS_TTL", "ValidatingResolver", "validating_resolver"]
+
+_log = logging.getLogger("dkimd.dns")
 
 #: Seconds a bogus answer is kept (unbound's val-bogus-ttl default).
 BOGUS_TTL = 60
@@ -69,6 +74,7 @@ class ValidatingResolver(DnsResolver):
             raise ValueError("give either trust anchors or trust_resolver_ad")
         super().__init__(nameservers, timeout, **kwargs)  # type: ignore[arg-type]
         self.trust_resolver_ad = trust_resolver_ad
+        self._warned_no_dnssec = False
         resolver = self._resolver
         if anchors is not None:
             # CD: hand over what you have, we judge; DO: with the RRSIGs.
@@ -122,6 +128,18 @@ class ValidatingResolver(DnsResolver):
             secure = bool(answer.response.flags & dns.flags.AD)
             verdict = DnssecStatus.SECURE if secure else DnssecStatus.INSECURE
             why = "the resolver validated it (AD)" if secure else "the resolver did not set AD"
+        elif not answer.response.ednsflags & dns.flags.DO:
+            # RFC 3225: a resolver that knows DNSSEC echoes DO. One that does not hands over
+            # no RRSIGs, which would make every signed zone look forged: nothing can be
+            # said, and the admin is told once.
+            verdict, why = DnssecStatus.INSECURE, "the resolver does not return DNSSEC records"
+            if not self._warned_no_dnssec:
+                self._warned_no_dnssec = True
+                _log.warning(
+                    "TrustAnchorFile: the resolver (%s) returns no DNSSEC records (no DO bit "
+                    "in its replies); key records cannot be validated and count as unprotected",
+                    ", ".join(self.nameservers),
+                )
         else:
             try:
                 verdict, why = await self.validator.answer_status(qname, answer.response)
