@@ -175,6 +175,8 @@ class DnssecTree:
             f"    ip-address: 127.0.0.1@{self.nsd_port}\n"
             f"    port: {self.nsd_port}\n"
             "    server-count: 1\n"
+            # No response rate limiting: every test asks the same names from 127.0.0.1.
+            "    rrl-ratelimit: 0\n"
             '    username: ""\n'
             '    chroot: ""\n'
             f'    zonesdir: "{self.dir}"\n'
