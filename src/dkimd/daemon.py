@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -55,8 +56,8 @@ from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
-from dkimd.dns.validating import validating_resolver
 from dkimd.key_guard import watch_keys
+from dkimd.key_trust import validates_keys
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.process import (
     PidFile,
@@ -137,13 +138,15 @@ def make_resolver(config: Config) -> TxtLookup:
         resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
+        factory: Callable[..., DnsResolver] = DnsResolver
+        if validates_keys(config):
+            # Imported only here: a filter that does not validate keeps dns.dnssec and its
+            # objects out of its heap (every full garbage collection walks them).
+            from dkimd.dns.validating import validating_resolver
+
+            factory = validating_resolver(config)
         try:
-            resolver = build_resolver(
-                config.nameservers,
-                timeout,
-                config.resolver,
-                validating_resolver(config) or DnsResolver,
-            )
+            resolver = build_resolver(config.nameservers, timeout, config.resolver, factory)
         except ResolverConfigError as exc:
             raise StartupError(str(exc), exit_code=EX_SOFTWARE) from None
     if config.test_public_keys is not None:

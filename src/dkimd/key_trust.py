@@ -38,7 +38,15 @@ from dkimd.config import Config, KeyAction
 from dkimd.dkim import DkimResult, SignatureResult
 from dkimd.dns.base import DnssecStatus, TxtResult
 
-__all__ = ["KeyTrust", "TrustOutcome"]
+__all__ = ["KeyTrust", "TrustOutcome", "validates_keys"]
+
+
+def validates_keys(config: Config) -> bool:
+    """Whether key records get a DNSSEC status of their own (OpenDKIM applies no resolver
+    option when TestDNSData is set, dkimf_config_setlib)."""
+    return config.test_dns_data is None and (
+        config.trust_anchor_file is not None or config.trust_resolver_ad
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,8 @@ from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.dns.validating import validates_keys
 from dkimd.exempt import exempt_domain
-from dkimd.key_trust import KeyTrust, TrustOutcome
+from dkimd.key_trust import KeyTrust, TrustOutcome, validates_keys
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.mta import no_match_note

@@ -2,24 +2,28 @@
 validating it (support.dnssec_zones), dkimd and the real OpenDKIM 2.11 reading it.
 
 * secure (signed zone, DS in the parent):   `dkim=pass (1024-bit key; secure)`, both;
-* insecure (unsigned delegation):           `dkim=pass (1024-bit key; unprotected)`, both;
+* insecure (unsigned delegation; its absent DS proven by NSEC, by a matching NSEC3, or by
+  an NSEC3 opt-out span): `dkim=pass (1024-bit key; unprotected)`, both;
   UnprotectedKey fail: `dkim=policy (...; unprotected)` and On-BadSignature (reject here),
   UnprotectedKey neutral: `dkim=neutral (...; unprotected)`, accepted, both;
-* bogus (tampered RRSIG, expired RRSIG): dkimd writes `dkim=fail (1024-bit key; bogus)` and
-  applies On-BadSignature (BogusKey fail, the default), `neutral` with BogusKey neutral,
-  `pass (...; bogus)` with BogusKey none. OpenDKIM 2.11 is observed to wait DNSTimeout and
+* bogus (tampered RRSIG, expired RRSIG, RRSIG stripped in a signed zone): dkimd writes
+  `dkim=fail (1024-bit key; bogus)` and applies On-BadSignature (BogusKey fail, the
+  default), `neutral` with BogusKey neutral, `pass (...; bogus)` with BogusKey none.
+  OpenDKIM 2.11 is observed to wait DNSTimeout and
   add no A-R (its libunbound callback never completes a bogus answer): a difference on
   purpose (README, dkimd.key_trust).
 
 dkimd is run both ways: validating itself from `TrustAnchorFile` (queries with CD through
 unbound) and believing unbound's AD bit (`TrustResolverAD yes`, EDE for bogus). OpenDKIM is
-pointed at nsd through `ResolverConfiguration` (a libunbound config with the stub zone),
+pointed at nsd through `ResolverConfiguration` (a libunbound config with the stub zones),
 with the same `TrustAnchorFile`. No test leaves loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +47,9 @@ EXPECTED = {
     "unsigned": DnssecStatus.INSECURE,
     "tampered": DnssecStatus.BOGUS,
     "expired": DnssecStatus.BOGUS,
+    "stripped": DnssecStatus.BOGUS,
+    "unsigned.nsec3": DnssecStatus.INSECURE,
+    "unsigned.optout": DnssecStatus.INSECURE,
 }
 
 
@@ -104,6 +111,23 @@ def test_key_records_get_their_dnssec_status(setup: Setup, mode: str) -> None:
             assert again.dnssec is expected
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("secure-alias", DnssecStatus.SECURE), ("insecure-alias", DnssecStatus.INSECURE)],
+)
+def test_a_cname_chain_is_as_secure_as_its_weakest_link(
+    setup: Setup, alias: str, expected: DnssecStatus
+) -> None:
+    async def run() -> DnssecStatus | None:
+        anchors = load_trust_anchors(str(setup.tree.anchor_file))
+        resolver = ValidatingResolver([setup.nameserver], 5.0, anchors=anchors)
+        result = await resolver.lookup_txt(f"{alias}._domainkey.signed.dkimtest")
+        assert result.records == (setup.key.txt.encode(),)
+        return result.dnssec
+
+    assert asyncio.run(run()) is expected
 
 
 def test_chain_is_walked_once_per_ttl(setup: Setup) -> None:
@@ -210,7 +234,7 @@ def test_authentication_results_carry_the_status(setup: Setup, tmp_path: Path, h
     )
     assert seen["unsigned"][0] == "a"
     assert _item(seen["unsigned"][1]) == "dkim=pass (1024-bit key; unprotected)"
-    for bogus in ("tampered", "expired"):
+    for bogus in ("tampered", "expired", "stripped"):
         reply, ar = seen[bogus]
         assert reply == "y", (bogus, reply)  # On-BadSignature reject: 550 5.7.0
         assert _item(ar) == "dkim=fail (1024-bit key; bogus)", bogus
@@ -271,3 +295,32 @@ def test_opendkim_times_out_on_a_bogus_key(setup: Setup, tmp_path: Path) -> None
     require("miltertest")
     with _opendkim(setup, tmp_path / "od", {"BogusKey": "fail"}) as od:
         assert _outcome(od.socket_spec, signed_message(setup, "tampered.dkimtest")) == ("a", [])
+
+
+def test_testkey_reports_the_dnssec_status(setup: Setup, tmp_path: Path) -> None:
+    """`dkimd testkey` says what DNSSEC makes of each record, in opendkim-testkey's words
+    (a bogus record is reported, and fails nothing by itself)."""
+    table = tmp_path / "KeyTable"
+    table.write_text(
+        "".join(
+            f"{c} {c}.dkimtest:sel:{setup.key.private_key}\n"
+            for c in ("signed", "unsigned", "tampered")
+        )
+    )
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(
+        f"KeyTable file:{table}\nRequireSafeKeys no\nNameservers {setup.nameserver}\n"
+        f"TrustAnchorFile {setup.tree.anchor_file}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "dkimd", "testkey", "-x", str(conf), "-v"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "key signed secure" in done.stderr
+    assert "key unsigned not secure" in done.stderr
+    assert "key tampered bogus (DNSSEC failed)" in done.stderr
+    assert "3 keys checked; 3 pass, 0 fail" in done.stdout

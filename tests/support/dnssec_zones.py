@@ -12,8 +12,17 @@ The zones (all ECDSA P-256, signed with ldns-signzone, NSEC; one key per zone):
     unsigned.dkimtest.   no DS (the parent's NSEC proves it), not signed: insecure
     tampered.dkimtest.   DS in the parent, the key record's RRSIG altered: bogus
     expired.dkimtest.    DS in the parent, signed with RRSIGs that expired in 2020: bogus
+    stripped.dkimtest.   DS in the parent, signed, the key record's RRSIG removed (what an
+                         attacker downgrading to "unsigned" would send): bogus
+    nsec3.dkimtest.      signed with NSEC3, delegates unsigned.nsec3.dkimtest. (no DS: the
+                         matching NSEC3 proves it): insecure
+    optout.dkimtest.     signed with NSEC3 opt-out (as .com), delegates
+                         unsigned.optout.dkimtest. (no DS, no NSEC3 of its own: an opt-out
+                         span covers it): insecure
 
-Each child holds `sel._domainkey.<child>` TXT = `key_record`. unbound has the anchor and a
+Each key-holding zone (CHILDREN) holds `sel._domainkey.<child>` TXT = `key_record`;
+signed.dkimtest. also holds the CNAMEs of ALIASES.
+unbound has the anchor and a
 stub zone to nsd, sends Extended DNS Errors (`ede: yes`) and caches nothing across tests
 (a new instance per tree). Both servers run in the foreground as children of the test and
 are stopped on exit. `require()` fails the test under CI when a program is missing.
@@ -29,10 +38,26 @@ from types import TracebackType
 
 from support.tools import free_port, require, wait_for_port
 
-__all__ = ["CHILDREN", "DnssecTree"]
+__all__ = ["CHILDREN", "NSEC3_PARENTS", "DnssecTree"]
 
 ANCHOR_ZONE = "dkimtest."
-CHILDREN = ("signed", "unsigned", "tampered", "expired")
+CHILDREN = (
+    "signed",
+    "unsigned",
+    "tampered",
+    "expired",
+    "stripped",
+    "unsigned.nsec3",
+    "unsigned.optout",
+)
+#: the signed NSEC3 parents of the last two, and the ldns-signzone flags each is signed with
+NSEC3_PARENTS = {"nsec3": ("-n",), "optout": ("-n", "-p")}
+#: CNAMEs in signed.dkimtest. to key records: one into the signed zone, one into the
+#: unsigned one (a chain is as strong as its weakest link)
+ALIASES = (
+    ("secure-alias._domainkey", "sel._domainkey.signed.dkimtest."),
+    ("insecure-alias._domainkey", "sel._domainkey.unsigned.dkimtest."),
+)
 SELECTOR = "sel"
 
 
@@ -90,14 +115,17 @@ class DnssecTree:
         )
 
     def build(self) -> None:
-        keys = {child: self._keygen(f"{child}.dkimtest.") for child in CHILDREN}
+        signed_children = [c for c in CHILDREN if c != "unsigned" and "." not in c]
+        keys = {c: self._keygen(f"{c}.dkimtest.") for c in [*signed_children, *NSEC3_PARENTS]}
         parent_key = self._keygen(ANCHOR_ZONE)
         key_rr = f"{SELECTOR}._domainkey IN TXT {_txt(self.key_record)}\n"
         files: dict[str, Path] = {}
         for child in CHILDREN:
             zone = f"{child}.dkimtest."
             text = self._zone_text(zone, key_rr)
-            if child == "unsigned":
+            if child == "signed":
+                text += "".join(f"{alias} IN CNAME {target}\n" for alias, target in ALIASES)
+            if child not in keys:
                 (self.dir / f"{zone}signed").write_text(text)
                 files[zone] = self.dir / f"{zone}signed"
             elif child == "expired":
@@ -107,10 +135,18 @@ class DnssecTree:
             else:
                 files[zone] = self._sign(zone, text, keys[child])
         _tamper_txt_rrsig(files["tampered.dkimtest."])
+        _tamper_txt_rrsig(files["stripped.dkimtest."], remove=True)
+        for parent, flags in NSEC3_PARENTS.items():
+            zone = f"{parent}.dkimtest."
+            # A signed name beside the unsigned delegation, so the NSEC3 chain has two ends.
+            body = "www IN A 127.0.0.1\nunsigned IN NS ns.dkimtest.\n"
+            files[zone] = self._sign(zone, self._zone_text(zone, body), keys[parent], *flags)
         delegations = "ns IN A 127.0.0.1\n"
-        for child in CHILDREN:
+        for child in [*CHILDREN, *NSEC3_PARENTS]:
+            if "." in child:
+                continue
             delegations += f"{child} IN NS ns.dkimtest.\n"
-            if child != "unsigned":
+            if child in keys:
                 delegations += self._ds(keys[child]) + "\n"
         files[ANCHOR_ZONE] = self._sign(
             ANCHOR_ZONE, self._zone_text(ANCHOR_ZONE, delegations), parent_key
@@ -139,6 +175,8 @@ class DnssecTree:
             f"    ip-address: 127.0.0.1@{self.nsd_port}\n"
             f"    port: {self.nsd_port}\n"
             "    server-count: 1\n"
+            # No response rate limiting: every test asks the same names from 127.0.0.1.
+            "    rrl-ratelimit: 0\n"
             '    username: ""\n'
             '    chroot: ""\n'
             f'    zonesdir: "{self.dir}"\n'
@@ -180,9 +218,12 @@ class DnssecTree:
             "    val-log-level: 2\n"
             f'    trust-anchor-file: "{self.anchor_file}"\n'
             "remote-control:\n    control-enable: no\n"
-            "stub-zone:\n"
-            f'    name: "{ANCHOR_ZONE}"\n'
-            f"    stub-addr: 127.0.0.1@{self.nsd_port}\n"
+            # Every zone of the tree is a stub to nsd: following its NS (ns.dkimtest.) the
+            # resolver would look for it on port 53.
+            + "".join(
+                f'stub-zone:\n    name: "{zone}"\n    stub-addr: 127.0.0.1@{self.nsd_port}\n'
+                for zone in self._zone_files
+            )
         )
 
     def __enter__(self) -> DnssecTree:
@@ -215,12 +256,17 @@ class DnssecTree:
         self.close()
 
 
-def _tamper_txt_rrsig(path: Path) -> None:
-    """Flip one byte of the signature of the key record's RRSIG (the data stays intact)."""
+def _tamper_txt_rrsig(path: Path, *, remove: bool = False) -> None:
+    """Flip one byte of the signature of the key record's RRSIG (the data stays intact),
+    or take the RRSIG out."""
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         fields = line.split()
         if len(fields) > 5 and fields[3] == "RRSIG" and fields[4] == "TXT":
+            if remove:
+                del lines[i]
+                path.write_text("\n".join(lines) + "\n")
+                return
             signature = base64.b64decode("".join(fields[12:]))
             altered = bytes([signature[0] ^ 0x01]) + signature[1:]
             fields[12:] = [base64.b64encode(altered).decode("ascii")]

@@ -21,7 +21,7 @@ import sys
 
 from dkimd.cli.usage import RaisingParser, UsageError
 from dkimd.config import Config, analyze_config
-from dkimd.dns.base import TxtLookup
+from dkimd.dns.base import DnssecStatus, TxtLookup
 from dkimd.dns.testdata import RecordsFileError
 from dkimd.keytools.context import (
     default_config_path,
@@ -163,9 +163,21 @@ async def _single(spec: KeySpec, lookup: TxtLookup, policy: KeyPolicy, verbose: 
         # opendkim-testkey prints "keys do not match" (EX_DATAERR) on stdout, other errors
         # on stderr; scripts written for it look in those places.
         (_out if finding.exit_code == EX_DATAERR else _err)(finding.message)
+    _report_dnssec("key", result, verbose)
     if result.passed and verbose > 2:
         _out("key OK")
     return result.exit_code
+
+
+def _report_dnssec(what: str, result: KeyResult, verbose: int) -> None:
+    """What DNSSEC said of the record, in opendkim-testkey's words: a bogus one always (it
+    does not fail the key), secure or not only with -v."""
+    if result.dnssec is DnssecStatus.BOGUS:
+        _err(f"{what} bogus (DNSSEC failed)")
+    elif result.dnssec is DnssecStatus.SECURE and verbose > 0:
+        _err(f"{what} secure")
+    elif result.dnssec is DnssecStatus.INSECURE and verbose > 0:
+        _err(f"{what} not secure")
 
 
 async def _walk_keytable(
@@ -190,6 +202,7 @@ async def _walk_keytable(
             note = await unpublished_note(config, spec.name, lookup, result.private_key)
             if note is not None:
                 _err(f"key {spec.name}: {note}")
+        _report_dnssec(f"key {spec.name}", result, verbose)
         if result.passed and verbose > 2:
             _out(f"key {spec.name}: OK")
     passed = sum(r.passed for r in results)

@@ -60,7 +60,6 @@ from dkimd.config.verification import read_verification_options
 from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.options import ResolverOptions
 from dkimd.dns.resolver import split_nameserver
-from dkimd.dns.trust_anchors import load_trust_anchors
 from dkimd.log import FACILITIES
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
 from dkimd.smtp_uri import parse_smtp_uri
@@ -605,10 +604,27 @@ class _Builder:
                     "use fail, neutral or none",
                 )
         self.flag("TrustResolverAD", "trust_resolver_ad")
+        trust_ad = self.get("TrustResolverAD")
+        if trust_ad is not None and trust_ad.parsed:
+            if self.get("Nameservers") is None:
+                self.warn(
+                    trust_ad,
+                    "TrustResolverAD: no Nameservers; the AD bit of the resolver in "
+                    "/etc/resolv.conf decides whether key records are secure",
+                    "name a validating resolver you trust, on loopback, in Nameservers",
+                )
+            if self.get("TrustAnchorFile") is not None:
+                self.warn(
+                    trust_ad,
+                    "TrustResolverAD: the resolver validates, so TrustAnchorFile is not used",
+                )
         setting = self.get("TrustAnchorFile")
         if setting is None or self.raw.get("TestDNSData") is not None:
             # With TestDNSData OpenDKIM applies no resolver option (dkimf_config_setlib).
             return
+        # dnspython's zone-file reader is loaded only for a configuration that needs it.
+        from dkimd.dns.trust_anchors import load_trust_anchors
+
         try:
             load_trust_anchors(setting.value)
         except OSError as exc:

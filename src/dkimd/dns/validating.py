@@ -16,7 +16,9 @@ Two ways, as an admin chooses:
   once more with CD set, so that `BogusKey none` can still use it. A SERVFAIL without
   such an EDE is a DNS error, as before.
 
-The status is cached with the record (the resolver's TTL cache); a bogus answer for at
+A resolver that answers without DNSSEC records (no DO bit echoed, RFC 3225) leaves every
+record unprotected, with one warning in the log: calling signed zones bogus for it would be
+worse. The status is cached with the record (the resolver's TTL cache); a bogus answer for at
 most a minute, as unbound's val-bogus-ttl, so a repaired zone is seen soon.
 Negative answers (NXDOMAIN, NODATA) carry no status: a missing key fails anyway.
 """
@@ -24,6 +26,7 @@ Negative answers (NXDOMAIN, NODATA) carry no status: a missing key fails anyway.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -40,11 +43,14 @@ from dkimd.dns.base import DnssecStatus, TxtResult, TxtStatus
 from dkimd.dns.dnssec import ChainUnavailable, ChainValidator
 from dkimd.dns.resolver import DnsResolver, _describe_errors, _negative_ttl
 from dkimd.dns.trust_anchors import TrustAnchors, load_trust_anchors
+from dkimd.key_trust import validates_keys
 
 if TYPE_CHECKING:
     from dkimd.config import Config
 
-__all__ = ["BOGUS_TTL", "ValidatingResolver", "validates_keys", "validating_resolver"]
+__all__ = ["BOGUS_TTL", "ValidatingResolver", "validating_resolver"]
+
+_log = logging.getLogger("dkimd.dns")
 
 #: Seconds a bogus answer is kept (unbound's val-bogus-ttl default).
 BOGUS_TTL = 60
@@ -70,6 +76,7 @@ class ValidatingResolver(DnsResolver):
             raise ValueError("give either trust anchors or trust_resolver_ad")
         super().__init__(nameservers, timeout, **kwargs)  # type: ignore[arg-type]
         self.trust_resolver_ad = trust_resolver_ad
+        self._warned_no_dnssec = False
         resolver = self._resolver
         if anchors is not None:
             # CD: hand over what you have, we judge; DO: with the RRSIGs.
@@ -123,6 +130,18 @@ class ValidatingResolver(DnsResolver):
             secure = bool(answer.response.flags & dns.flags.AD)
             verdict = DnssecStatus.SECURE if secure else DnssecStatus.INSECURE
             why = "the resolver validated it (AD)" if secure else "the resolver did not set AD"
+        elif not answer.response.ednsflags & dns.flags.DO:
+            # RFC 3225: a resolver that knows DNSSEC echoes DO. One that does not hands over
+            # no RRSIGs, which would make every signed zone look forged: nothing can be
+            # said, and the admin is told once.
+            verdict, why = DnssecStatus.INSECURE, "the resolver does not return DNSSEC records"
+            if not self._warned_no_dnssec:
+                self._warned_no_dnssec = True
+                _log.warning(
+                    "TrustAnchorFile: the resolver (%s) returns no DNSSEC records (no DO bit "
+                    "in its replies); key records cannot be validated and count as unprotected",
+                    ", ".join(self.nameservers),
+                )
         else:
             try:
                 verdict, why = await self.validator.answer_status(qname, answer.response)
@@ -176,22 +195,15 @@ class ValidatingResolver(DnsResolver):
         return TxtResult(key, TxtStatus.OK, records, detail=why, dnssec=DnssecStatus.BOGUS), ttl
 
 
-def validates_keys(config: Config) -> bool:
-    """Whether key records get a DNSSEC status of their own (OpenDKIM applies no resolver
-    option when TestDNSData is set, dkimf_config_setlib)."""
-    return config.test_dns_data is None and (
-        config.trust_anchor_file is not None or config.trust_resolver_ad
-    )
-
-
-def validating_resolver(config: Config) -> Callable[..., ValidatingResolver] | None:
-    """How to make the resolver `config` asks for when it validates key records (a factory
-    for dkimd.dns.options.build_resolver, which adds the servers and transport), else None.
+def validating_resolver(config: Config) -> Callable[..., ValidatingResolver]:
+    """How to make the resolver of a `config` that validates key records
+    (dkimd.key_trust.validates_keys): a factory for dkimd.dns.options.build_resolver, which
+    adds the servers, transport, cache and tracing the other resolver options ask for.
 
     TrustResolverAD wins over TrustAnchorFile: the admin said the resolver validates.
     """
     if not validates_keys(config):
-        return None
+        raise ValueError("the configuration does not validate key records")
     if config.trust_resolver_ad:
         return functools.partial(ValidatingResolver, trust_resolver_ad=True)
     assert config.trust_anchor_file is not None

@@ -10,6 +10,7 @@ from dkimd.config import Config, KeyTableEntry
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
+from dkimd.key_trust import validates_keys
 from dkimd.keytools.testkey import KeyPolicy, KeySpec
 
 DEFAULT_CONFIG = "/etc/opendkim.conf"
@@ -37,6 +38,10 @@ def txt_lookup(
             records.setdefault(entry.key, []).append(entry.value or "")
         return TestDnsFile.from_records(records)
     timeout = float(config.dns_timeout or 5) if config is not None else 5.0
+    if config is not None and not nameservers and validates_keys(config):
+        from dkimd.dns.validating import validating_resolver  # only when asked for
+
+        return validating_resolver(config)(list(config.nameservers) or None, timeout)
     servers = list(nameservers) or (list(config.nameservers) if config is not None else [])
     return DnsResolver(servers or None, timeout, port=port)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from dkimd.dkim.errors import KeyLoadError, KeyRecordError
 from dkimd.dkim.keys import KeyRecord, PrivateKey, load_private_key, parse_key_record
-from dkimd.dns.base import TxtLookup, TxtStatus
+from dkimd.dns.base import DnssecStatus, TxtLookup, TxtStatus
 from dkimd.keytools.keyfile import check_key_file
 
 EX_OK = 0
@@ -75,6 +75,8 @@ class KeyResult:
     findings: list[Finding] = field(default_factory=list)
     record: KeyRecord | None = None
     private_key: PrivateKey | None = None
+    # what DNSSEC says of the published record, when the lookup validates (TrustAnchorFile)
+    dnssec: DnssecStatus | None = None
 
     def error(self, message: str, exit_code: int = EX_DATAERR) -> None:
         self.findings.append(Finding(Severity.ERROR, message, exit_code))
@@ -221,5 +223,6 @@ async def check_key(spec: KeySpec, lookup: TxtLookup, policy: KeyPolicy) -> KeyR
     elif not answer.records:
         result.error(f"'{spec.dns_name}' record not found", EX_UNAVAILABLE)
     else:
+        result.dnssec = answer.dnssec
         _check_record(spec, policy, result, answer.records)
     return result

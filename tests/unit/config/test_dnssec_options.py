@@ -24,11 +24,11 @@ def test_defaults_are_opendkims() -> None:
 def test_values_are_read_case_insensitively_and_implemented() -> None:
     config = parse_config_text(
         SOCKET + f"BogusKey Neutral\nUnprotectedKey FAIL\nTrustAnchorFile {ANCHORS}\n"
-        "TrustResolverAD yes\n"
+        "TrustResolverAD no\n"
     )
     assert config.bogus_key is KeyAction.NEUTRAL
     assert config.unprotected_key is KeyAction.FAIL
-    assert config.trust_anchor_file == str(ANCHORS) and config.trust_resolver_ad
+    assert config.trust_anchor_file == str(ANCHORS) and not config.trust_resolver_ad
     assert config.warnings == ()  # no "not implemented" warning any more
     for name in ("BogusKey", "UnprotectedKey", "TrustAnchorFile", "TrustResolverAD"):
         spec = find_option(name)
@@ -69,3 +69,13 @@ def test_test_dns_data_leaves_the_trust_anchor_unused(tmp_path: Path) -> None:
         SOCKET + f"TestDNSData file:{data}\nTrustAnchorFile {tmp_path / 'missing'}\n"
     )
     assert config.trust_anchor_file is None
+
+
+def test_trusting_the_resolver_warns_about_what_it_trusts() -> None:
+    report = analyze_config_text(SOCKET + f"TrustResolverAD yes\nTrustAnchorFile {ANCHORS}\n")
+    assert report.config is not None and report.config.trust_resolver_ad
+    messages = [w.message for w in report.warnings]
+    assert any("no Nameservers" in m for m in messages), messages
+    assert any("TrustAnchorFile is not used" in m for m in messages), messages
+    quiet = analyze_config_text(SOCKET + "TrustResolverAD yes\nNameservers 127.0.0.1:5353\n")
+    assert quiet.warnings == ()
