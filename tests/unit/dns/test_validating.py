@@ -53,15 +53,22 @@ def test_negative_answers_carry_no_status() -> None:
 
 
 def test_the_configuration_chooses_the_mode() -> None:
+    from dkimd.daemon import make_resolver
+
     socket = "Socket inet:8891@127.0.0.1\nNameservers 127.0.0.1:5353\n"
-    anchored = validating_resolver(parse_config_text(socket + f"TrustAnchorFile {ANCHORS}\n"), 1.0)
+    anchored = make_resolver(parse_config_text(socket + f"TrustAnchorFile {ANCHORS}\n"))
+    assert isinstance(anchored, ValidatingResolver)
     assert anchored.validator is not None and not anchored.trust_resolver_ad
-    believing = validating_resolver(
-        parse_config_text(socket + f"TrustAnchorFile {ANCHORS}\nTrustResolverAD yes\n"), 1.0
+    believing = make_resolver(
+        parse_config_text(
+            socket + f"TrustAnchorFile {ANCHORS}\nTrustResolverAD yes\nDNSConnect yes\n"
+        )
     )
+    assert isinstance(believing, ValidatingResolver)
     assert believing.validator is None and believing.trust_resolver_ad
     assert believing.nameservers == ["127.0.0.1:5353"]
+    assert not isinstance(make_resolver(parse_config_text(socket)), ValidatingResolver)
     with pytest.raises(ValueError):
-        validating_resolver(parse_config_text(socket), 1.0)
+        validating_resolver(parse_config_text(socket))
     with pytest.raises(ValueError):
         ValidatingResolver(["127.0.0.1"], 1.0)  # neither anchors nor the AD bit
