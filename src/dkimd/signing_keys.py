@@ -126,8 +126,8 @@ class SigningKeys:
         self, key_name: str | None, signer: str | None, sender_domain: str
     ) -> SigningRequest | KeyProblem | None:
         """The request a policy script names (odkim.sign): a KeyTable entry by name, or with
-        no name the single key (Selector/KeyFile) for the sender's domain; None when the
-        configuration has no such key."""
+        no name the default key for the sender's domain; None when the configuration has no
+        such key."""
         config = self.config
         if key_name is not None:
             if config.key_table is None:
@@ -142,24 +142,30 @@ class SigningKeys:
             return self._request(entry.resolve(sender_domain), signer)
         if config.key_table is not None:
             return None
+        default = self._default_entry(sender_domain)
+        return None if default is None else self._request(default, signer)
+
+    def _default_entry(self, domain: str) -> KeyTableEntry | None:
+        """OpenDKIM's default key (Selector and KeyFile, with or without Domain) signing
+        as `domain`, for the paths that name no KeyTable entry (scripts, ResignMailTo)."""
+        config = self.config
         if config.single_key is not None:
             selector, key_file = config.single_key.selector, config.single_key.key_file
         else:
-            # KeyFile and Selector without Domain: no default signing, but a script may
-            # sign with that key (OpenDKIM's "default key", d= the sender's domain).
+            # KeyFile and Selector without Domain: no default signing, but a script or a
+            # ResignMailTo hit may sign with that key (d= the sender's domain).
             raw = config.raw
             found = (raw.get("Selector"), raw.get("KeyFile")) if raw is not None else (None, None)
             if found[0] is None or found[1] is None:
                 return None
             selector, key_file = found[0].value, found[1].value
-        entry = KeyTableEntry(
-            name=f"{selector}._domainkey.{sender_domain}",
-            domain=sender_domain,
+        return KeyTableEntry(
+            name=f"{selector}._domainkey.{domain}",
+            domain=domain,
             selector=selector,
             key_path=key_file,
             key_data=None,
         )
-        return self._request(entry, signer)
 
     def _published(self, routes: tuple[_Route, ...]) -> tuple[_Route, ...]:
         """SkipUnpublishedKeys: the routes without keys whose record is not published. The
@@ -177,9 +183,8 @@ class SigningKeys:
         return bool(routes) and not self._published(routes)
 
     def for_key(self, key_name: str, domain: str) -> SigningRequest | KeyProblem | None:
-        """The request for KeyTable entry `key_name`, or with "" the single key
-        (Domain/Selector/KeyFile) for `domain` (dkimd.resign); None when there is no such
-        key source at all."""
+        """The request for KeyTable entry `key_name`, or with "" the default key for
+        `domain` (dkimd.resign); None when there is no such key source at all."""
         config = self.config
         if key_name and config.key_table is not None:
             entry = config.key_table.get(key_name)
@@ -190,17 +195,8 @@ class SigningKeys:
                     f"failed to add signature for key '{key_name}'",
                 )
             return self._request(entry.resolve(domain), None)
-        single = config.single_key
-        if single is None:
-            return None
-        entry = KeyTableEntry(
-            name=f"{single.selector}._domainkey.{domain}",
-            domain=domain,
-            selector=single.selector,
-            key_path=single.key_file,
-            key_data=None,
-        )
-        return self._request(entry, None)
+        default = self._default_entry(domain)
+        return None if default is None else self._request(default, None)
 
     def _route(self, address: str) -> tuple[_Route, ...]:
         domain = address.rpartition("@")[2].lower()
