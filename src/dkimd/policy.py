@@ -82,11 +82,19 @@ class MessagePlan:
     notable: bool = False
 
 
+_FROM_KEY = name_key("From")
+
+
 def sender_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
     """The address in the first SenderHeaders field present (OpenDKIM: dkimf_findheader +
-    dkim_mail_parse), lower-cased domain; None when there is no usable address."""
-    for name in sender_headers:
-        wanted = name_key(name)
+    dkim_mail_parse), lower-cased domain; None when there is no usable address.
+
+    With none of them present, From is used unless the list names it already (mlfi_eoh
+    falls back to From; observed with Debian's 2.11 by the differential matrix)."""
+    wanted_keys = [name_key(name) for name in sender_headers]
+    if _FROM_KEY not in wanted_keys:
+        wanted_keys.append(_FROM_KEY)
+    for wanted in wanted_keys:
         for h in headers:
             if h.key == wanted:
                 return parse_address(h.value)

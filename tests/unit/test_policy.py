@@ -425,3 +425,13 @@ def test_keytable_unknown_algorithm_refuses_the_configuration(tmp_path: Path) ->
         'KeyTable entry "old": rsa-sha1 signatures are forbidden by RFC 8301 and rejected '
         "by most verifiers",
     ]
+
+
+def test_sender_headers_fall_back_to_from() -> None:
+    """mlfi_eoh: with no field of SenderHeaders present, the sender comes from From, unless
+    the list names From itself (found by the differential matrix)."""
+    from_only = [HeaderField(b"From", b" Author <user@example.com>")]
+    assert sender_address(from_only, ("Sender",)) == "user@example.com"
+    with_sender = [HeaderField(b"Sender", b" list@example.org"), *from_only]
+    assert sender_address(with_sender, ("Sender",)) == "list@example.org"
+    assert sender_address([HeaderField(b"Reply-To", b" r@example.net")], ("Sender",)) is None
