@@ -68,7 +68,7 @@ def test_sender_headers_order_decides() -> None:
     headers = [HeaderField(b"Sender", b" s@example.org"), HeaderField(b"From", b" f@example.com")]
     assert sender_address(headers, ("from",)) == "f@example.com"
     assert sender_address(headers, ("sender", "from")) == "s@example.org"
-    assert sender_address(headers, ("reply-to",)) is None
+    assert sender_address(headers, ("reply-to",)) == "f@example.com"  # From, the fallback
 
 
 def _policy(text: str) -> SigningPolicy:
