@@ -213,9 +213,13 @@ class SigningPolicy:
                 assert sender is not None
                 requests, problems = self.keys.for_sender(sender)
                 if problems:
-                    # The first problem ends the SigningTable walk in OpenDKIM
-                    # (dkimf_apply_signtable), whatever else matched.
                     why = "; ".join(p.message for p in problems)
+                    if all(p.at_end for p in problems):
+                        # OpenDKIM takes such a key at end of headers; signing with it
+                        # fails at end of message, the whole message with it.
+                        return MessagePlan(Decision.SIGN, why, sender, [], problems, notable=True)
+                    # A key that cannot be loaded ends the SigningTable walk in OpenDKIM
+                    # (dkimf_apply_signtable), whatever else matched.
                     return MessagePlan(Decision.TEMPFAIL, why, sender, [], problems, notable=True)
                 if requests:
                     requests, note = self._message_tags(requests, sender, recipients)

@@ -630,6 +630,10 @@ class MilterSession:
     def _finish_message(self, msg: _Message) -> Step:
         """The end-of-message reply: signatures, or the verification's A-R and verdict, or
         both when a policy script asked to verify a message it signs."""
+        plan = msg.plan
+        if plan is not None and plan.decision is Decision.SIGN and plan.key_problems:
+            # A key libopendkim takes at end of headers and refuses to sign with now.
+            return self._lua_finish(msg, self._libstatus(msg.runtime, DkimStatus.SIGGEN))
         if msg.signer is None or msg.resign:
             # A re-signed message (ResignMailTo) is signed by the verification's own reply.
             return self._with_report(msg, self._lua_finish(msg, self._finish_verifying(msg)))

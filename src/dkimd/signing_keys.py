@@ -28,6 +28,9 @@ class KeyProblem:
     key_name: str
     condition: Condition
     message: str
+    # The key loads and OpenDKIM takes it at end of headers; libopendkim refuses to sign
+    # with it at end of message (a key under MinimumKeyBits): the message fails there.
+    at_end: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +375,7 @@ class SigningKeys:
                 Condition.SIGNATURE_ERROR,
                 f"key {entry.key_path or entry.name} is {key.bits} bits, "
                 f"below MinimumKeyBits {self.config.minimum_key_bits}",
+                at_end=True,
             )
         return key
 

@@ -363,6 +363,26 @@ def test_missing_key_file_tempfails_at_end_of_headers(
     assert "can't load key" in caplog.text and str(keys.rsa_path) in caplog.text
 
 
+def test_key_under_minimum_key_bits_fails_at_end_of_message(
+    tmp_path: Path,
+    keys: FakeKeyTable,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenDKIM takes a key under MinimumKeyBits at end of headers and libopendkim refuses
+    to sign with it at end of message: On-SignatureError there (default reject, "550 5.7.0
+    DKIM signing error"), as the differential matrix observed."""
+    monkeypatch.setattr(logging.getLogger("dkimd"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="dkimd")
+    d = Driver(
+        make_config(tmp_path, keys, "MinimumKeyBits 2048\n"),
+        TestDnsFile.from_records(keys.records),
+    )
+    actions = run(d.message(MESSAGE_HEADERS, BODY))
+    assert actions == [milter.ReplyCode(550, "5.7.0", "DKIM signing error")]
+    assert "below MinimumKeyBits 2048" in caplog.text
+
+
 def test_key_file_rotated_or_removed_between_messages_is_noticed(
     tmp_path: Path, keys: FakeKeyTable
 ) -> None:
