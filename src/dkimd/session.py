@@ -78,8 +78,8 @@ from dkimd.signing_keys import KeyProblem
 _log = get_logger("session")
 
 _DKIM_SIGNATURE = b"DKIM-Signature"
-_LEADSPC = milter.ProtocolFlag.HDR_LEADSPC.value
 _DKIM_SIGNATURE_KEY = _DKIM_SIGNATURE.lower()
+_LEADSPC = milter.ProtocolFlag.HDR_LEADSPC.value
 # Beyond the resolver's own timeout (DNSTimeout), how long the server may take to hand back
 # key records before they count as timed out: a backstop, so no lookup can hold a message
 # for ever.
@@ -1029,14 +1029,15 @@ def _one_line(text: str) -> str:
 def decides_at_eoh(config: Config) -> bool:
     """Whether a message can get its final reply at end-of-headers under `config`.
 
-    OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, and when a
-    DontSignMailTo recipient is seen, and tempfails a sender whose SigningTable entry names
-    a key that cannot be had: the tables' broken entries are known at load, so only such a
-    configuration asks for the reply. A DKIM-Signature field it cannot read gets the
-    On-BadSignature action there (dkimd.malformed), which needs the reply unless that action
-    is accept. A key file that stops loading later is unforeseeable: when the MTA expects no
-    reply at end-of-headers, that verdict goes out at end-of-message instead (the outcome for
-    the message is the same).
+    OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, when a
+    DontSignMailTo recipient is seen or the author's domain is in ExemptDomains, rejects
+    what RequiredHeaders refuses, and tempfails a sender whose SigningTable (or
+    ResignMailTo) entry names a key that cannot be had: the tables' broken entries are
+    known at load, so only such a configuration asks for the reply. A DKIM-Signature field
+    it cannot read gets the On-BadSignature action there (dkimd.malformed), which needs the
+    reply unless that action is accept. A key file that stops loading later is
+    unforeseeable: when the MTA expects no reply at end-of-headers, that verdict goes out at
+    end-of-message instead (the outcome for the message is the same).
     """
     return (
         not config.verifies

@@ -587,7 +587,7 @@ class MessageRow:
     id: str
     build: Callable[[World], tuple[list[tuple[bytes, bytes]], bytes]]
     client: str
-    reply: str  # "accept", "reject", "reject-bare", "tempfail"
+    reply: str  # "accept", "reject", "reject-bare", "tempfail", "tempfail-bare"
     log: str
     ar: str | None = None  # regex the Authentication-Results value must match
     signed: bool | None = None  # whether a DKIM-Signature must (True) / must not (False) appear
@@ -671,10 +671,21 @@ MESSAGE_ROWS = [
     # -- signing side (internal client) --
     MessageRow("good-internal", _plain(), INTERNAL, C, r"DKIM-Signature field added", signed=True),
     MessageRow(
-        "100k-headers", _many_headers, INTERNAL, C, r"DKIM-Signature field added", signed=True
+        # OpenDKIM's MaximumHeaders (default 65536 bytes): On-Security, a bare tempfail.
+        "100k-headers",
+        _many_headers,
+        INTERNAL,
+        "tempfail-bare",
+        r"too much header data",
+        signed=False,
     ),
     MessageRow(
-        "900KB-header", _headers_900k, INTERNAL, C, r"DKIM-Signature field added", signed=True
+        "900KB-header",
+        _headers_900k,
+        INTERNAL,
+        "tempfail-bare",
+        r"too much header data",
+        signed=False,
     ),
     MessageRow(
         "nul-bytes-in-body",
@@ -855,7 +866,8 @@ MESSAGE_ROWS = [
     ),
     MessageRow(
         "sig-huge-b",
-        _sig(_tags(b="A" * 100_000)),
+        # Within MaximumHeaders (a larger header block is tempfailed before it is read).
+        _sig(_tags(b="A" * 20_000)),
         EXTERNAL,
         R,
         r"b= is too long",
@@ -1054,6 +1066,7 @@ _REPLIES = {
     "reject": ("y", "550 5.7.0 "),
     "reject-bare": ("r", ""),
     "tempfail": ("y", "451 4.7."),
+    "tempfail-bare": ("t", ""),
 }
 # The log line OpenDKIM writes for a status that is rejected or tempfailed.
 _STATUS_LOG = (
