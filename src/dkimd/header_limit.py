@@ -24,6 +24,8 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import sys
+
 from dkimd import milter
 from dkimd.config import Condition, Config
 from dkimd.replies import miltercode
@@ -34,22 +36,36 @@ LOG_TEXT = "too much header data"
 
 
 class HeaderBudget:
-    """The header bytes one message has used, against MaximumHeaders."""
+    """The header bytes one message has used, against MaximumHeaders.
 
-    __slots__ = ("limit", "used")
+    The caller adds each field's size as received to `raw` (cheap, inline) and asks
+    `take` only once `raw` passes `limit`, or for every field without SMFIP_HDR_LEADSPC:
+    what OpenDKIM counts never exceeds the raw sizes, and differs from them only by the
+    leading whitespace a kept copy loses without LEADSPC (`stripped`).
+    """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+    __slots__ = ("leading_space", "limit", "raw", "stripped")
 
-    def take(self, name: bytes, value: bytes, *, leading_space: bool) -> bool:
-        """Count one field; False once it would pass the limit (the field is not kept)."""
-        if self.limit <= 0:
-            return True
-        if self.used + len(name) + len(value) + 2 > self.limit:
+    def __init__(self, limit: int, *, leading_space: bool) -> None:
+        self.limit = limit if limit > 0 else sys.maxsize
+        #: SMFIP_HDR_LEADSPC on this connection: values are kept with their leading space.
+        self.leading_space = leading_space
+        self.raw = 0
+        self.stripped = 0
+
+    def add(self, name: bytes, value: bytes) -> bool:
+        """Count one field (MilterSession._on_header does the same inline, as a call per
+        field costs): False once the message passed the limit."""
+        self.raw += len(name) + len(value) + 2
+        return (self.raw <= self.limit and self.leading_space) or self.take(name, value)
+
+    def take(self, name: bytes, value: bytes) -> bool:
+        """OpenDKIM's exact check for the field just added to `raw`; False when it would
+        pass the limit (the field is not kept)."""
+        if self.raw - self.stripped > self.limit:
             return False
-        kept = value if leading_space else value.lstrip(b" \t\r\n\v\f")
-        self.used += len(name) + len(kept) + 2
+        if not self.leading_space:
+            self.stripped += len(value) - len(value.lstrip(b" \t\r\n\v\f"))
         return True
 
 

@@ -201,7 +201,7 @@ class SigningPolicy:
             client.authenticated
             or self.is_internal(client)
             or self.local_by_macros(macro)
-            or listed_mta(config, macro)
+            or (config.mta_names is not None and listed_mta(config, macro))
         )
         if author is not None:
             sender = author.address

@@ -88,6 +88,7 @@ _log = get_logger("session")
 
 _DKIM_SIGNATURE = b"DKIM-Signature"
 _DKIM_SIGNATURE_KEY = _DKIM_SIGNATURE.lower()
+_LEADSPC = milter.ProtocolFlag.HDR_LEADSPC.value
 # Beyond the resolver's own timeout (DNSTimeout), how long the server may take to hand back
 # key records before they count as timed out: a backstop, so no lookup can hold a message
 # for ever.
@@ -289,10 +290,12 @@ class _Message:
         "verifier",
     )
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, leading_space: bool = True) -> None:
         self.runtime = runtime
         self.headers: list[HeaderField] = []
-        self.header_budget = header_limit.HeaderBudget(runtime.config.maximum_headers)
+        self.header_budget = header_limit.HeaderBudget(
+            runtime.config.maximum_headers, leading_space=leading_space
+        )
         self.plan: MessagePlan | None = None
         self.signer: Signer | None = None
         self.signing: list[SigningRequest] = []
@@ -447,7 +450,10 @@ class MilterSession:
 
     def _message_state(self) -> _Message:
         if self._message is None:
-            self._message = _Message(self._holder.current)
+            negotiated = self._conn.negotiated
+            # Plain ints: a Flag operation builds a Flag member, a cost per message.
+            leading_space = negotiated is None or bool(negotiated.protocol.value & _LEADSPC)
+            self._message = _Message(self._holder.current, leading_space=leading_space)
             self._log.queue_id = self._conn.macro("i") or "NOQUEUE"
         return self._message
 
@@ -455,9 +461,11 @@ class MilterSession:
         msg = self._message_state()
         if msg.verdict is not None:  # stopped (MaximumHeaders): nothing more is kept
             return None
-        negotiated = self._conn.negotiated
-        leading_space = negotiated is not None and negotiated.leading_space
-        if not msg.header_budget.take(event.name, event.value, leading_space=leading_space):
+        budget = msg.header_budget
+        budget.raw += len(event.name) + len(event.value) + 2  # inline: a call per field costs
+        if (budget.raw > budget.limit or not budget.leading_space) and not budget.take(
+            event.name, event.value
+        ):
             self._log.warning(header_limit.LOG_TEXT)
             return self._eoh_verdict(msg, header_limit.verdict(msg.runtime.config))
         value = event.value
@@ -474,7 +482,7 @@ class MilterSession:
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
         config = runtime.config
-        author = macro_author(config, self._conn.macro)
+        author = None if config.sender_macro is None else macro_author(config, self._conn.macro)
         # The plan first, for the sender address it finds (the author check needs no second
         # look then); a plan without a sender has had no effect but to be made.
         plan = runtime.policy.plan(
@@ -483,7 +491,7 @@ class MilterSession:
         bad = malformed.check_sender(msg.headers, config, plan.sender, author)
         if bad is not None:
             return self._bad_format(msg, bad)
-        exempt = exempt_domain(config, plan.sender)
+        exempt = None if config.exempt_domains is None else exempt_domain(config, plan.sender)
         if exempt is not None:
             if config.log_why:
                 self._log.info("domain '%s' exempted, accepting", exempt)
@@ -1189,14 +1197,15 @@ def _one_line(text: str) -> str:
 def decides_at_eoh(config: Config) -> bool:
     """Whether a message can get its final reply at end-of-headers under `config`.
 
-    OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, and when a
-    DontSignMailTo recipient is seen, and tempfails a sender whose SigningTable entry names
-    a key that cannot be had: the tables' broken entries are known at load, so only such a
-    configuration asks for the reply. A DKIM-Signature field it cannot read gets the
-    On-BadSignature action there (dkimd.malformed), which needs the reply unless that action
-    is accept. A key file that stops loading later is unforeseeable: when the MTA expects no
-    reply at end-of-headers, that verdict goes out at end-of-message instead (the outcome for
-    the message is the same).
+    OpenDKIM's mlfi_eoh accepts early when Mode lacks what the message needs, when a
+    DontSignMailTo recipient is seen or the author's domain is in ExemptDomains, rejects
+    what RequiredHeaders refuses, and tempfails a sender whose SigningTable (or
+    ResignMailTo) entry names a key that cannot be had: the tables' broken entries are
+    known at load, so only such a configuration asks for the reply. A DKIM-Signature field
+    it cannot read gets the On-BadSignature action there (dkimd.malformed), which needs the
+    reply unless that action is accept. A key file that stops loading later is
+    unforeseeable: when the MTA expects no reply at end-of-headers, that verdict goes out at
+    end-of-message instead (the outcome for the message is the same).
     """
     return (
         not config.verifies
