@@ -645,3 +645,49 @@ odkim.log(ctx, "probe " .. #names .. " " .. table.concat(bad, "; "))
     [line] = lua_log(caplog)
     count, _, bad = line.removeprefix("probe ").partition(" ")
     assert int(count) > 10 and bad == ""
+
+
+# The odkim tables of OpenDKIM 2.11 (Debian), listed by a script walking `odkim` in each
+# hook of the real filter (2026-12-04). Statistics is not built into that filter: its list
+# is opendkim-lua(3)'s without odkim.spam.
+OBSERVED = {
+    "setup": "check_popauth db_check db_close db_open export get_clienthost get_clientip "
+    "get_dbhandle get_envfrom get_fromdomain get_header get_mtasymbol get_rcpt get_rcptarray "
+    "internal_ip log rcpt_count replace_header resign set_result sign signfor use_ltag verify "
+    "xtag",
+    "screen": "db_check db_close db_open export get_dbhandle get_envfrom get_fromdomain "
+    "get_header get_mtasymbol get_rcpt get_rcptarray get_sigarray get_sigcount get_sighandle "
+    "internal_ip log parse_field rcpt_count sig_getdomain sig_getidentity sig_ignore",
+    "statistics": "export get_envfrom get_header get_mtasymbol get_rcpt get_rcptarray "
+    "get_sigarray get_sigcount get_sighandle internal_ip log parse_field rbl_check rcpt_count "
+    "sig_bhresult sig_bodylength sig_canonlength sig_getdomain sig_getidentity sig_result stats",
+    "final": "add_header add_rcpt del_header del_rcpt get_clienthost get_clientip get_envfrom "
+    "get_fromdomain get_header get_mtasymbol get_rcpt get_rcptarray get_sigarray "
+    "get_sigcount get_sighandle internal_ip log parse_field quarantine rbl_check rcpt_count "
+    "set_reply set_result sig_bhresult sig_bodylength sig_canonlength sig_getdomain "
+    "sig_getidentity sig_result xtag",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OBSERVED))
+def test_each_hook_has_opendkims_functions_and_no_others(
+    site: Site, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    option = {
+        "setup": "SetupPolicyScript",
+        "screen": "ScreenPolicyScript",
+        "statistics": "StatisticsPolicyScript",
+        "final": "FinalPolicyScript",
+    }[kind]
+    script = site.script(
+        f"{kind}.lua",
+        "local names = {}\n"
+        "for name, fn in pairs(odkim) do if type(fn) == 'userdata' or type(fn) == 'function'"
+        " then names[#names + 1] = name end end\n"
+        "table.sort(names)\n"
+        "odkim.log(ctx, 'probe ' .. table.concat(names, ' '))\n",
+    )
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        mta = Mta(site.config(f"{option} {script}\n"), site.records)
+        run(mta, site.signed_headers(), client=OUTSIDE)
+    assert lua_log(caplog) == ["probe " + " ".join(sorted(OBSERVED[kind].split()))]
