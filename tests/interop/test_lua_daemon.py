@@ -1,6 +1,6 @@
-"""A running dkimd picks up an edited policy script on SIGHUP and SIGUSR1, and keeps the
-compiled one until then; a script that no longer compiles leaves the old configuration
-serving (a failed reload changes nothing)."""
+"""Policy scripts in the running daemon: an edited script is picked up on SIGHUP and SIGUSR1
+(the compiled one serves until then; one that no longer compiles leaves the old configuration
+serving), and a runaway script holds other connections no longer than its limit."""
 
 from __future__ import annotations
 
@@ -52,3 +52,37 @@ def test_scripts_follow_the_reload(tmp_path: Path, sig: signal.Signals) -> None:
         assert reload(d, sig) == "reload failed"
         assert "Lua compilation error" in d.log_text()
         assert milter_transaction(d.socket_spec, MAIL).reply == "t"
+
+
+def test_a_runaway_script_holds_other_connections_no_longer_than_its_limit(
+    tmp_path: Path,
+) -> None:
+    """The session is synchronous: while a script runs, the worker serves nothing else. The
+    wall-clock limit (2 s) bounds that: the looping message is tempfailed, the message sent
+    meanwhile on another connection is answered right after, and the next one at once."""
+    import threading
+
+    require("miltertest")
+    if not lua_available():
+        unavailable("lupa is not installed (pip install dkimd[lua])")
+    script = tmp_path / "setup.lua"
+    script.write_text('if odkim.get_header(ctx, "X-Loop", 0) then while true do end end\n')
+    looping = MAIL.replace(b"Subject: x", b"X-Loop: yes\r\nSubject: x")
+    replies: dict[str, tuple[str, float]] = {}
+
+    def send(name: str, mail: bytes) -> None:
+        started = time.monotonic()
+        reply = milter_transaction(d.socket_spec, mail).reply
+        replies[name] = (reply, time.monotonic() - started)
+
+    with Dkimd(tmp_path / "d", mode="v", options={"SetupPolicyScript": str(script)}) as d:
+        first = threading.Thread(target=send, args=("loop", looping))
+        first.start()
+        time.sleep(0.3)
+        send("meanwhile", MAIL)
+        first.join()
+        send("after", MAIL)
+        log = d.log_text()
+    assert replies["loop"][0] == "t" and "script stopped" in log
+    assert replies["meanwhile"][0] == "a" and replies["meanwhile"][1] < 2.0 + 3.0
+    assert replies["after"][0] == "a" and replies["after"][1] < 2.0
