@@ -108,6 +108,7 @@ class Mta:
             milter.FilterOptions(actions=milter.ActionFlag(0x1FF), protocol=protocol)
         )
         self.session = MilterSession(ConnectionInfo(self.conn, "t"), self.holder, SessionStats())
+        self.client_name = "client.example"
 
     async def feed(self, data: bytes) -> list[milter.Action]:
         self.conn.receive_data(data)
@@ -135,9 +136,8 @@ class Mta:
         rcpts: Sequence[str] = ("<bob@example.net>", "<carol@example.org>"),
     ) -> list[milter.Action]:
         optneg = pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
-        connect = pkt(
-            b"C", b"client.example\x004" + struct.pack(">H", 25) + client.encode() + b"\0"
-        )
+        name = self.client_name.encode()
+        connect = pkt(b"C", name + b"\x004" + struct.pack(">H", 25) + client.encode() + b"\0")
         stream = optneg + macros(b"C", {"j": "mx.test.example"}) + connect
         stream += macros(b"M", {"i": "QID1", "{auth_type}": ""})
         stream += pkt(b"M", b"<alice@example.com>\0")
@@ -691,3 +691,30 @@ def test_each_hook_has_opendkims_functions_and_no_others(
         mta = Mta(site.config(f"{option} {script}\n"), site.records)
         run(mta, site.signed_headers(), client=OUTSIDE)
     assert lua_log(caplog) == ["probe " + " ".join(sorted(OBSERVED[kind].split()))]
+
+
+def test_bytes_reach_scripts_unchanged(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    raw = bytes(range(0x80, 0x100)) + b"\x01\x7f"
+    script = site.script(
+        "setup.lua",
+        'local v = odkim.get_header(ctx, "X-Raw", 0)\n'
+        'odkim.log(ctx, "probe " .. #v .. " " .. string.byte(v, 2) .. " " .. string.byte(v, -1))\n'
+        'odkim.replace_header(ctx, "X-Raw", 0, string.reverse(v))\n'
+        'odkim.log(ctx, "probe " .. string.byte(odkim.get_header(ctx, "X-Raw", 0), 2))\n',
+    )
+    headers = [*HEADERS, (b"X-Raw", b" " + raw)]
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        actions = run(Mta(site.config(f"SetupPolicyScript {script}\n"), site.records), headers)
+    assert lua_log(caplog) == [f"probe {len(raw) + 1} 128 127", "probe 127"]
+    assert added(actions, b"DKIM-Signature")
+
+
+def test_clienthost_of_a_client_without_a_name(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = site.script("setup.lua", 'odkim.log(ctx, "probe " .. odkim.get_clienthost(ctx))\n')
+    mta = Mta(site.config(f"SetupPolicyScript {script}\n"), site.records)
+    mta.client_name = "[198.51.100.7]"
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        run(mta, client=OUTSIDE)
+    assert lua_log(caplog) == ["probe [198.51.100.7]"]
