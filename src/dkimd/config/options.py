@@ -16,6 +16,9 @@ the value (t/T/y/Y/1 or f/F/n/N/0), an `int` is C `strtol(value, 0)` (so `UMask 
 dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown):
 
 * `Workers` (int, default 1): number of worker processes serving the milter socket.
+* `LuaInstructionLimit` (int, default 50000000) and `LuaTimeLimit` (int, seconds, default 2):
+  what one call of a policy script may use before it is stopped and its message tempfailed
+  (dkimd.lua; OpenDKIM puts no bound on a script).
 * `AllowSHA1` (bool, default no): accept rsa-sha1 signatures when verifying and allow
   `SignatureAlgorithm rsa-sha1` when signing. RFC 8301 section 3.1 forbids both; this is the
   legacy switch for sites that still need it.
@@ -149,6 +152,8 @@ _TABLE: tuple[OptionSpec, ...] = (
     # -- dkimd extensions -------------------------------------------------------------------
     _spec("Workers", _I, 1, implemented=True, extension=True),
     _spec("AllowSHA1", _B, False, implemented=True, extension=True),
+    _spec("LuaInstructionLimit", _I, 50_000_000, implemented=True, extension=True),
+    _spec("LuaTimeLimit", _I, 2, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("AllowSHA1Only", _B),
     _spec("BaseDirectory", _S),

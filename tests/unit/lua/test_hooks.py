@@ -718,3 +718,15 @@ def test_clienthost_of_a_client_without_a_name(
     with caplog.at_level(logging.INFO, logger="dkimd"):
         run(mta, client=OUTSIDE)
     assert lua_log(caplog) == ["probe [198.51.100.7]"]
+
+
+def test_limits_are_configurable(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    script = site.script("count.lua", "local n = 0\nfor i = 1, 300000 do n = n + i end\n")
+    roomy = site.config(f"SetupPolicyScript {script}\n")
+    assert added(run(Mta(roomy, site.records)), b"DKIM-Signature")
+    tight = roomy + "LuaInstructionLimit 100000\nLuaTimeLimit 1\n"
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        assert run(Mta(tight, site.records)) == [milter.TempFail()]
+    assert "count.lua:2: script stopped" in caplog.text
+    with pytest.raises(ConfigError, match="LuaTimeLimit: 0 is out of range"):
+        parse_config_text(roomy + "LuaTimeLimit 0\n")
