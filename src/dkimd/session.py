@@ -667,33 +667,20 @@ class MilterSession:
         self, msg: _Message, plan: MessagePlan
     ) -> tuple[MessagePlan, milter.FinalAction | None]:
         # Imported on first use: a configuration without scripts never loads dkimd.lua.
-        from dkimd.lua.api import MessageFacts
         from dkimd.lua.message import LuaMessage
 
-        runtime = msg.runtime
-        scripts = runtime.config.policy_scripts
-        assert scripts is not None
-        sender_domain = plan.sender.rpartition("@")[2] if plan.sender else None
-        keys = runtime.policy.keys
-
-        def resolve_key(name: str | None, signer: str | None) -> object | None:
-            made = keys.for_key_name(name, signer, sender_domain or "")
-            return made if isinstance(made, SigningRequest) else None
-
-        facts = MessageFacts(
+        msg.lua = LuaMessage.start(
+            msg.runtime.config,
+            msg.runtime.policy,
+            plan,
             msg.headers,
-            runtime.config,
-            client_address=self._client.address,
-            client_hostname=self._client.hostname,
-            envelope_sender=self._envelope_sender,
-            recipients=msg.recipients,
-            macro=self._conn.macro,
-            internal=runtime.policy.is_internal(self._client),
-            from_domain=sender_domain,
-            resolve_key=resolve_key,
+            self._client,
+            self._envelope_sender,
+            msg.recipients,
+            self._conn.macro,
+            self._log,
         )
-        msg.lua = LuaMessage(scripts, facts, self._log)
-        return msg.lua.setup(plan, runtime.policy)
+        return msg.lua.setup(plan, msg.runtime.policy)
 
     def _lua_finish(self, msg: _Message, result: HandlerResult) -> HandlerResult:
         """The statistics and final scripts over the end-of-message reply."""

@@ -31,6 +31,9 @@ OpenDKIM they replace:
 dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown):
 
 * `Workers` (int, default 1): number of worker processes serving the milter socket.
+* `LuaInstructionLimit` (int, default 50000000) and `LuaTimeLimit` (int, seconds, default 2):
+  what one call of a policy script may use before it is stopped and its message tempfailed
+  (dkimd.lua; OpenDKIM puts no bound on a script).
 * `AllowSHA1` (bool, default no): accept rsa-sha1 signatures when verifying and allow
   `SignatureAlgorithm rsa-sha1` when signing. RFC 8301 section 3.1 forbids both; this is the
   legacy switch for sites that still need it.
@@ -196,6 +199,8 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
     _spec("TrustResolverAD", _B, False, implemented=True, extension=True),
     _spec("SkipUnpublishedKeys", _B, False, implemented=True, extension=True),
+    _spec("LuaInstructionLimit", _I, 50_000_000, implemented=True, extension=True),
+    _spec("LuaTimeLimit", _I, 2, implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("BaseDirectory", _S, implemented=True),
     _spec("CaptureUnknownErrors", _B, implemented=True),

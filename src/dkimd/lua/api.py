@@ -304,9 +304,12 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
 
     def get_clienthost(*a: object) -> object:
         _check("get_clienthost", a, (1,), _ctx_ok(a))
-        host = slot.call.facts.client_hostname
-        if host is None and slot.call.facts.client_address is not None:
-            host = f"[{slot.call.facts.client_address}]"
+        facts = slot.call.facts
+        host, address = facts.client_hostname, facts.client_address
+        if address is not None and host in (None, address):
+            # A client without a name: the MTA's "[address]", brackets kept (dkimd strips
+            # them for its host lists).
+            return f"[{address}]"
         return host
 
     def get_clientip(*a: object) -> object:

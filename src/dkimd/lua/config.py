@@ -7,11 +7,12 @@ cannot be served at all: that is a configuration error (exit 78) saying what to 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from dkimd.config.problems import Problem, Severity
 from dkimd.lua.hooks import OPTION_OF_HOOK, PolicyScripts, ScriptCompileError, ScriptSource
-from dkimd.lua.sandbox import lua_available
+from dkimd.lua.sandbox import DEFAULT_LIMITS, Limits, lua_available
 
 if TYPE_CHECKING:
     from dkimd.config.reader import RawConfig, Setting
@@ -31,6 +32,24 @@ def missing_lua_problem(setting: Setting, what: str) -> Problem:
         INSTALL_HINT,
         setting.name,
     )
+
+
+def _limits(raw: RawConfig) -> tuple[Limits, list[Problem]]:
+    """LuaInstructionLimit and LuaTimeLimit (dkimd extensions), each at least 1."""
+    values: dict[str, int] = {}
+    problems: list[Problem] = []
+    for option, field in (("LuaInstructionLimit", "max_instructions"), ("LuaTimeLimit", "seconds")):
+        setting = raw.get(option)
+        if setting is None:
+            continue
+        if not isinstance(setting.parsed, int) or setting.parsed < 1:
+            message = f"{option}: {setting.value} is out of range (at least 1)"
+            problems.append(
+                Problem(setting.file, setting.line, Severity.ERROR, message, option=option)
+            )
+            continue
+        values[field] = setting.parsed
+    return dataclasses.replace(DEFAULT_LIMITS, **values), problems
 
 
 def policy_scripts_from(raw: RawConfig) -> tuple[PolicyScripts | None, list[Problem]]:
@@ -59,8 +78,11 @@ def policy_scripts_from(raw: RawConfig) -> tuple[PolicyScripts | None, list[Prob
             )
     if problems:
         return None, problems
+    limits, problems = _limits(raw)
+    if problems:
+        return None, problems
     try:
-        return PolicyScripts(sources), []
+        return PolicyScripts(sources, limits), []
     except ScriptCompileError as exc:
         where = named[exc.kind]
         return None, [

@@ -13,8 +13,15 @@ import logging
 from collections.abc import Callable, Sequence
 
 from dkimd import milter
-from dkimd.config import Condition
-from dkimd.dkim import DkimResult, SignatureField, SignatureResult, SigningRequest, VerifyError
+from dkimd.config import Condition, Config
+from dkimd.dkim import (
+    DkimResult,
+    HeaderField,
+    SignatureField,
+    SignatureResult,
+    SigningRequest,
+    VerifyError,
+)
 from dkimd.lua.api import (
     SIGBH_MATCH,
     SIGBH_MISMATCH,
@@ -26,7 +33,7 @@ from dkimd.lua.api import (
     SignSpec,
 )
 from dkimd.lua.hooks import HookFailure, PolicyScripts
-from dkimd.policy import Decision, MessagePlan, SigningPolicy
+from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.replies import DkimStatus, final_reply
 
 __all__ = ["LuaMessage", "sig_error_of"]
@@ -91,6 +98,43 @@ class LuaMessage:
         self.facts = facts
         self.effects = Effects()
         self.log = log
+
+    @classmethod
+    def start(
+        cls,
+        config: Config,
+        policy: SigningPolicy,
+        plan: MessagePlan,
+        headers: list[HeaderField],
+        client: Client,
+        envelope_sender: str,
+        recipients: list[str],
+        macro: Callable[[str], str | None],
+        log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+    ) -> LuaMessage:
+        """The scripts' view of a message at end-of-headers: `headers` is the session's own
+        list (odkim.replace_header edits it), `plan` what the tables decided."""
+        scripts = config.policy_scripts
+        assert scripts is not None
+        sender_domain = plan.sender.rpartition("@")[2] if plan.sender else None
+
+        def resolve_key(name: str | None, signer: str | None) -> object | None:
+            made = policy.keys.for_key_name(name, signer, sender_domain or "")
+            return made if isinstance(made, SigningRequest) else None
+
+        facts = MessageFacts(
+            headers,
+            config,
+            client_address=client.address,
+            client_hostname=client.hostname,
+            envelope_sender=envelope_sender,
+            recipients=recipients,
+            macro=macro,
+            internal=policy.is_internal(client),
+            from_domain=sender_domain,
+            resolve_key=resolve_key,
+        )
+        return cls(scripts, facts, log)
 
     def _run(self, kind: str) -> HookFailure | None:
         failure = self.scripts.run(kind, self.facts, self.effects, self._script_log)

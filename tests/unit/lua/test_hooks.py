@@ -108,6 +108,7 @@ class Mta:
             milter.FilterOptions(actions=milter.ActionFlag(0x1FF), protocol=protocol)
         )
         self.session = MilterSession(ConnectionInfo(self.conn, "t"), self.holder, SessionStats())
+        self.client_name = "client.example"
 
     async def feed(self, data: bytes) -> list[milter.Action]:
         self.conn.receive_data(data)
@@ -135,9 +136,8 @@ class Mta:
         rcpts: Sequence[str] = ("<bob@example.net>", "<carol@example.org>"),
     ) -> list[milter.Action]:
         optneg = pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
-        connect = pkt(
-            b"C", b"client.example\x004" + struct.pack(">H", 25) + client.encode() + b"\0"
-        )
+        name = self.client_name.encode()
+        connect = pkt(b"C", name + b"\x004" + struct.pack(">H", 25) + client.encode() + b"\0")
         stream = optneg + macros(b"C", {"j": "mx.test.example"}) + connect
         stream += macros(b"M", {"i": "QID1", "{auth_type}": ""})
         stream += pkt(b"M", b"<alice@example.com>\0")
@@ -645,3 +645,88 @@ odkim.log(ctx, "probe " .. #names .. " " .. table.concat(bad, "; "))
     [line] = lua_log(caplog)
     count, _, bad = line.removeprefix("probe ").partition(" ")
     assert int(count) > 10 and bad == ""
+
+
+# The odkim tables of OpenDKIM 2.11 (Debian), listed by a script walking `odkim` in each
+# hook of the real filter (2026-12-04). Statistics is not built into that filter: its list
+# is opendkim-lua(3)'s without odkim.spam.
+OBSERVED = {
+    "setup": "check_popauth db_check db_close db_open export get_clienthost get_clientip "
+    "get_dbhandle get_envfrom get_fromdomain get_header get_mtasymbol get_rcpt get_rcptarray "
+    "internal_ip log rcpt_count replace_header resign set_result sign signfor use_ltag verify "
+    "xtag",
+    "screen": "db_check db_close db_open export get_dbhandle get_envfrom get_fromdomain "
+    "get_header get_mtasymbol get_rcpt get_rcptarray get_sigarray get_sigcount get_sighandle "
+    "internal_ip log parse_field rcpt_count sig_getdomain sig_getidentity sig_ignore",
+    "statistics": "export get_envfrom get_header get_mtasymbol get_rcpt get_rcptarray "
+    "get_sigarray get_sigcount get_sighandle internal_ip log parse_field rbl_check rcpt_count "
+    "sig_bhresult sig_bodylength sig_canonlength sig_getdomain sig_getidentity sig_result stats",
+    "final": "add_header add_rcpt del_header del_rcpt get_clienthost get_clientip get_envfrom "
+    "get_fromdomain get_header get_mtasymbol get_rcpt get_rcptarray get_sigarray "
+    "get_sigcount get_sighandle internal_ip log parse_field quarantine rbl_check rcpt_count "
+    "set_reply set_result sig_bhresult sig_bodylength sig_canonlength sig_getdomain "
+    "sig_getidentity sig_result xtag",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OBSERVED))
+def test_each_hook_has_opendkims_functions_and_no_others(
+    site: Site, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    option = {
+        "setup": "SetupPolicyScript",
+        "screen": "ScreenPolicyScript",
+        "statistics": "StatisticsPolicyScript",
+        "final": "FinalPolicyScript",
+    }[kind]
+    script = site.script(
+        f"{kind}.lua",
+        "local names = {}\n"
+        "for name, fn in pairs(odkim) do if type(fn) == 'userdata' or type(fn) == 'function'"
+        " then names[#names + 1] = name end end\n"
+        "table.sort(names)\n"
+        "odkim.log(ctx, 'probe ' .. table.concat(names, ' '))\n",
+    )
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        mta = Mta(site.config(f"{option} {script}\n"), site.records)
+        run(mta, site.signed_headers(), client=OUTSIDE)
+    assert lua_log(caplog) == ["probe " + " ".join(sorted(OBSERVED[kind].split()))]
+
+
+def test_bytes_reach_scripts_unchanged(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    raw = bytes(range(0x80, 0x100)) + b"\x01\x7f"
+    script = site.script(
+        "setup.lua",
+        'local v = odkim.get_header(ctx, "X-Raw", 0)\n'
+        'odkim.log(ctx, "probe " .. #v .. " " .. string.byte(v, 2) .. " " .. string.byte(v, -1))\n'
+        'odkim.replace_header(ctx, "X-Raw", 0, string.reverse(v))\n'
+        'odkim.log(ctx, "probe " .. string.byte(odkim.get_header(ctx, "X-Raw", 0), 2))\n',
+    )
+    headers = [*HEADERS, (b"X-Raw", b" " + raw)]
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        actions = run(Mta(site.config(f"SetupPolicyScript {script}\n"), site.records), headers)
+    assert lua_log(caplog) == [f"probe {len(raw) + 1} 128 127", "probe 127"]
+    assert added(actions, b"DKIM-Signature")
+
+
+def test_clienthost_of_a_client_without_a_name(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = site.script("setup.lua", 'odkim.log(ctx, "probe " .. odkim.get_clienthost(ctx))\n')
+    mta = Mta(site.config(f"SetupPolicyScript {script}\n"), site.records)
+    mta.client_name = "[198.51.100.7]"
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        run(mta, client=OUTSIDE)
+    assert lua_log(caplog) == ["probe [198.51.100.7]"]
+
+
+def test_limits_are_configurable(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    script = site.script("count.lua", "local n = 0\nfor i = 1, 300000 do n = n + i end\n")
+    roomy = site.config(f"SetupPolicyScript {script}\n")
+    assert added(run(Mta(roomy, site.records)), b"DKIM-Signature")
+    tight = roomy + "LuaInstructionLimit 100000\nLuaTimeLimit 1\n"
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        assert run(Mta(tight, site.records)) == [milter.TempFail()]
+    assert "count.lua:2: script stopped" in caplog.text
+    with pytest.raises(ConfigError, match="LuaTimeLimit: 0 is out of range"):
+        parse_config_text(roomy + "LuaTimeLimit 0\n")
