@@ -82,21 +82,21 @@ class MessagePlan:
     notable: bool = False
 
 
-_FROM_KEY = name_key("From")
+_FROM_KEY = name_key("from")
 
 
 def sender_address(headers: Sequence[HeaderField], sender_headers: Sequence[str]) -> str | None:
     """The address in the first SenderHeaders field present (OpenDKIM: dkimf_findheader +
-    dkim_mail_parse), lower-cased domain; None when there is no usable address.
-
-    With none of them present, From is used unless the list names it already (mlfi_eoh
-    falls back to From; observed with Debian's 2.11 by the differential matrix)."""
-    wanted_keys = [name_key(name) for name in sender_headers]
-    if _FROM_KEY not in wanted_keys:
-        wanted_keys.append(_FROM_KEY)
-    for wanted in wanted_keys:
+    dkim_mail_parse), lower-cased domain; None when there is no usable address. When the
+    list does not name From and none of its fields is present, From is tried too, as
+    mlfi_eoh does (observed: `SenderHeaders Sender` signs a message with no Sender by its
+    From; dkimd.malformed.author_address follows the same order)."""
+    wanted = [name_key(name) for name in sender_headers]
+    if _FROM_KEY not in wanted:
+        wanted.append(_FROM_KEY)
+    for key in wanted:
         for h in headers:
-            if h.key == wanted:
+            if h.key == key:
                 return parse_address(h.value)
     return None
 

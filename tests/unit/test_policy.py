@@ -68,7 +68,9 @@ def test_sender_headers_order_decides() -> None:
     headers = [HeaderField(b"Sender", b" s@example.org"), HeaderField(b"From", b" f@example.com")]
     assert sender_address(headers, ("from",)) == "f@example.com"
     assert sender_address(headers, ("sender", "from")) == "s@example.org"
-    assert sender_address(headers, ("reply-to",)) == "f@example.com"  # From, the fallback
+    # No field of the list present: From, as OpenDKIM's mlfi_eoh (observed).
+    assert sender_address(headers, ("reply-to",)) == "f@example.com"
+    assert sender_address(headers[:1], ("reply-to",)) is None
 
 
 def _policy(text: str) -> SigningPolicy:

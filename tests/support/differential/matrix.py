@@ -304,6 +304,7 @@ MESSAGE_IDS = (
     "signed-with-revoked-key",
     "broken-signature",
     "subdomain-from",
+    "sender-field",
 )
 
 #: Setting ids of the differential tests outside the matrix (tests/interop), which use the
@@ -356,6 +357,7 @@ def build_messages(keys: Keys) -> dict[str, bytes]:
         ),
         "broken-signature": _broken_signature() + PLAIN,
         "subdomain-from": PLAIN.replace(b"alice@example.com", b"alice@sub.example.com"),
+        "sender-field": b"Sender: Bob <bob@example.org>\r\n" + PLAIN,
     }
     assert tuple(messages) == MESSAGE_IDS
     return messages
