@@ -53,7 +53,7 @@ from dkimd.dkim.atps import AtpsSignature, atps_queries, atps_result
 from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
-from dkimd.key_trust import KeyTrust, TrustOutcome, validates_keys
+from dkimd.key_trust import KeyTrust, TrustOutcome, key_records_from_files, validates_keys
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
@@ -135,8 +135,8 @@ class Runtime:
     #: Seconds the server may wait for key records (NeedKeys.timeout).
     key_timeout: float = 5.0 + _KEY_WAIT_MARGIN
     hostname: str = field(default_factory=socket_module.gethostname)
-    #: The DNSSEC word after the key size in A-R items: None when keys come from test
-    #: data (OpenDKIM knows no DNSSEC state there), else "unprotected" (no validation).
+    #: The DNSSEC word after the key size in A-R items when no key is validated: None when
+    #: keys come from test data (OpenDKIM knows no DNSSEC state there), else "unprotected".
     dnssec_word: str | None = "unprotected"
     #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
     keeps_recipients: bool = False
@@ -170,12 +170,14 @@ class Runtime:
             resolver,
             options,
             dns_timeout + _KEY_WAIT_MARGIN,
-            dnssec_word=None if isinstance(resolver, TestDnsFile) else "unprotected",
+            # Key records from a file (TestDNSData, TestPublicKeys) have no DNSSEC state, and
+            # OpenDKIM writes no word for them (observed).
+            dnssec_word=None
+            if isinstance(resolver, TestDnsFile) or key_records_from_files(config)
+            else "unprotected",
             keeps_recipients=needs_recipients(config),
             key_trust=KeyTrust.for_config(
-                config,
-                validating=validates_keys(config),
-                test_data=config.test_dns_data is not None or config.test_public_keys is not None,
+                config, validating=validates_keys(config), test_data=key_records_from_files(config)
             ),
             atps_missing_is_error=config.test_dns_data is not None,
         )
