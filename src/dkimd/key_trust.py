@@ -38,7 +38,12 @@ from dkimd.config import Config, KeyAction
 from dkimd.dkim import DkimResult, SignatureResult
 from dkimd.dns.base import DnssecStatus, TxtResult
 
-__all__ = ["KeyTrust", "TrustOutcome", "validates_keys"]
+__all__ = ["KeyTrust", "TrustOutcome", "key_records_from_files", "validates_keys"]
+
+
+def key_records_from_files(config: Config) -> bool:
+    """Whether key records come from TestDNSData or TestPublicKeys (no DNSSEC state)."""
+    return config.test_dns_data is not None or config.test_public_keys is not None
 
 
 def validates_keys(config: Config) -> bool:

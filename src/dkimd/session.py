@@ -67,7 +67,7 @@ from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.exempt import exempt_domain
-from dkimd.key_trust import KeyTrust, TrustOutcome, validates_keys
+from dkimd.key_trust import KeyTrust, TrustOutcome, key_records_from_files, validates_keys
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
 from dkimd.mta import no_match_note
@@ -167,9 +167,8 @@ class Runtime:
     #: Seconds the server may wait for key records (NeedKeys.timeout).
     key_timeout: float = 5.0 + _KEY_WAIT_MARGIN
     hostname: str = field(default_factory=socket_module.gethostname)
-    #: The DNSSEC word after the key size in A-R items: None when keys come from
-    #: TestDNSData or TestPublicKeys (OpenDKIM knows no DNSSEC state there), else
-    #: "unprotected" (no validation).
+    #: The DNSSEC word after the key size in A-R items when no key is validated: None when
+    #: keys come from test data (OpenDKIM knows no DNSSEC state there), else "unprotected".
     dnssec_word: str | None = "unprotected"
     #: Whether RCPT is asked for and recipients are kept (dkimd.recipients).
     keeps_recipients: bool = False
@@ -208,12 +207,14 @@ class Runtime:
             resolver,
             options,
             dns_timeout + _KEY_WAIT_MARGIN,
-            dnssec_word=None if _keys_from_test_data(config, resolver) else "unprotected",
+            # Key records from a file (TestDNSData, TestPublicKeys) have no DNSSEC state, and
+            # OpenDKIM writes no word for them (observed).
+            dnssec_word=None
+            if isinstance(resolver, TestDnsFile) or key_records_from_files(config)
+            else "unprotected",
             keeps_recipients=needs_recipients(config),
             key_trust=KeyTrust.for_config(
-                config,
-                validating=validates_keys(config),
-                test_data=config.test_dns_data is not None or config.test_public_keys is not None,
+                config, validating=validates_keys(config), test_data=key_records_from_files(config)
             ),
             atps_missing_is_error=config.test_dns_data is not None,
         )
@@ -240,12 +241,6 @@ class Runtime:
         if configured is None:
             return mta_name or UNKNOWN_HOST
         return self.hostname if configured == "HOSTNAME" else configured
-
-
-def _keys_from_test_data(config: Config, resolver: TxtLookup) -> bool:
-    """Whether keys come from TestDNSData or TestPublicKeys, where OpenDKIM knows no DNSSEC
-    state (no word after the key size; observed with both)."""
-    return isinstance(resolver, TestDnsFile) or config.test_public_keys is not None
 
 
 class RuntimeHolder:

@@ -129,6 +129,10 @@ class ChainValidator:
                     worst = status
         except _Bogus as exc:
             return DnssecStatus.BOGUS, str(exc)
+        except (ValueError, dns.exception.DNSException) as exc:
+            # Records that do not hold together (an NSEC3 owner that is no hash, an unknown
+            # hash algorithm): nothing validates, and nothing here may take the lookup down.
+            return DnssecStatus.BOGUS, f"malformed DNSSEC records: {type(exc).__name__}: {exc}"
         return worst
 
     # -- one RRset --
@@ -172,7 +176,7 @@ class ChainValidator:
             why = await self._no_ds(anchor, zone, response)
             if why is None:
                 raise _Bogus(f"{zone} signs records but its parent proves no DS for it")
-            return self._remember(zone, _Insecure(why), 300)
+            return self._remember(zone, _Insecure(why), _negative_ttl(response))
         ds_sigs = _rrsigs(response, ds_rrset)
         if ds_sigs is None:
             raise _Bogus(f"DS {zone} has no RRSIG")
@@ -259,9 +263,9 @@ class ChainValidator:
             denial = _denial(child, response, trust, self._clock())
             if denial == "insecure":
                 why = f"{child} is an unsigned delegation from {trust.zone}"
-                trust = self._remember(child, _Insecure(why), 300)
+                trust = self._remember(child, _Insecure(why), _negative_ttl(response))
             elif denial == "inside":
-                self._remember_inside(child, 300)
+                self._remember_inside(child, _negative_ttl(response))
             else:
                 raise _Bogus(f"no proof for the missing DS at {child}: {denial}")
         return trust
@@ -313,6 +317,15 @@ class ChainValidator:
 
 
 # -- helpers --
+
+
+def _negative_ttl(response: dns.message.Message) -> int:
+    """How long a proven absence holds: min(SOA TTL, SOA MINIMUM) (RFC 2308), capped at an
+    hour; 5 minutes when the response has no SOA."""
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return max(0, min(int(rrset.ttl), int(rrset[0].minimum), 3600))
+    return 300
 
 
 def _rrsigs(response: dns.message.Message, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None:
@@ -425,7 +438,7 @@ def _nsec3_denial(name: dns.name.Name, zone: dns.name.Name, proofs: list[dns.rrs
             if not isinstance(rdata, dns.rdtypes.ANY.NSEC3.NSEC3):
                 continue
             hashed = dns.dnssec.nsec3_hash(name, rdata.salt, rdata.iterations, rdata.algorithm)
-            owner = rrset.name.labels[0].decode("ascii").upper()
+            owner = rrset.name.labels[0].decode("ascii", "replace").upper()
             if owner == hashed:
                 return _bitmap_verdict(_nsec_types(rdata))
     # No exact match: an opt-out NSEC3 covering the name leaves room for an unsigned
@@ -437,7 +450,7 @@ def _nsec3_denial(name: dns.name.Name, zone: dns.name.Name, proofs: list[dns.rrs
             if not rdata.flags & _NSEC3_OPT_OUT:
                 continue
             hashed = dns.dnssec.nsec3_hash(name, rdata.salt, rdata.iterations, rdata.algorithm)
-            owner = rrset.name.labels[0].decode("ascii").upper()
+            owner = rrset.name.labels[0].decode("ascii", "replace").upper()
             following = base64.b32encode(rdata.next).decode("ascii")
             following = following.translate(_B32_TO_HEX).rstrip("=")
             if _covers(owner, following, hashed):

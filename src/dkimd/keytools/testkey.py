@@ -224,5 +224,9 @@ async def check_key(spec: KeySpec, lookup: TxtLookup, policy: KeyPolicy) -> KeyR
         result.error(f"'{spec.dns_name}' record not found", EX_UNAVAILABLE)
     else:
         result.dnssec = answer.dnssec
+        if answer.dnssec is DnssecStatus.BOGUS:
+            # A record that does not validate fails the key, as it fails every message
+            # signed with it (BogusKey); opendkim-testkey's query times out there.
+            result.error("record is bogus (DNSSEC failed)", EX_UNAVAILABLE)
         _check_record(spec, policy, result, answer.records)
     return result
