@@ -41,8 +41,9 @@ from mta_message import load_message
 from dkimd.config import load_config
 from dkimd.daemon import build_runtime
 from dkimd.log import setup_logging
+from dkimd.negotiation import filter_options_for
 from dkimd.server import MilterServer, _MilterProtocol
-from dkimd.session import RuntimeHolder, SessionStats, filter_options_for, handler_factory
+from dkimd.session import RuntimeHolder, SessionStats, handler_factory
 
 
 class _Transport(asyncio.Transport):

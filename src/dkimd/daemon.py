@@ -59,6 +59,7 @@ from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
 from dkimd.key_guard import watch_keys
 from dkimd.key_trust import validates_keys
 from dkimd.log import flush_logging, get_logger, setup_logging
+from dkimd.negotiation import filter_options_for
 from dkimd.process import (
     PidFile,
     ProcessError,
@@ -69,13 +70,7 @@ from dkimd.process import (
     resolve_user,
 )
 from dkimd.server import MilterServer
-from dkimd.session import (
-    Runtime,
-    RuntimeHolder,
-    SessionStats,
-    filter_options_for,
-    handler_factory,
-)
+from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
 
 log = get_logger("daemon")

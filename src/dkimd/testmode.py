@@ -32,7 +32,8 @@ from dkimd.milter.codec import encode_packet
 from dkimd.milter.connection import Connection, NeedData
 from dkimd.milter.constants import POSTFIX_ACTIONS, POSTFIX_V6_PROTOCOL, Command, ProtocolFlag
 from dkimd.milter.handler import ConnectionInfo, Prefetch, Request
-from dkimd.session import Runtime, RuntimeHolder, SessionStats, filter_options_for, handler_factory
+from dkimd.negotiation import filter_options_for
+from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 
 __all__ = ["EX_DATAERR", "EX_NOINPUT", "main", "run_test_files", "test_mode_config"]
 

@@ -464,7 +464,8 @@ class _SessionWorld:
 
         from dkimd.config import Config
         from dkimd.dns.testdata import TestDnsFile
-        from dkimd.session import Runtime, RuntimeHolder, SessionStats, filter_options_for
+        from dkimd.negotiation import filter_options_for
+        from dkimd.session import Runtime, RuntimeHolder, SessionStats
 
         self.filter_options = filter_options_for(Config())
         self.dir = Path(tempfile.mkdtemp(prefix="dkimd-fuzz-session-"))

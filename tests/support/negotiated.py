@@ -14,7 +14,8 @@ from dkimd import milter
 from dkimd.config import parse_config_text
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.milter.handler import ConnectionInfo
-from dkimd.session import MilterSession, Runtime, RuntimeHolder, filter_options_for
+from dkimd.negotiation import filter_options_for
+from dkimd.session import MilterSession, Runtime, RuntimeHolder
 from support.handler import settle
 
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd import milter
 from dkimd.config import parse_config_text
-from dkimd.session import filter_options_for
+from dkimd.negotiation import filter_options_for
 from support.negotiated import Mta
 
 HEADERS = [

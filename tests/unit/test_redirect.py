@@ -12,8 +12,8 @@ import pytest
 
 from dkimd import milter
 from dkimd.config import parse_config_text
+from dkimd.negotiation import filter_options_for
 from dkimd.redirect import redirect_actions
-from dkimd.session import filter_options_for
 from support.negotiated import Mta
 from support.signed import Fields, signed_message
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dkimd import milter
 from dkimd.config import parse_config_text
+from dkimd.negotiation import filter_options_for
 from dkimd.resign import resign_hit
-from dkimd.session import filter_options_for
 from support.negotiated import Mta
 from support.signed import Fields, signed_message
 

@@ -458,7 +458,7 @@ def test_multiple_from_is_not_signed(tmp_path: Path, keys: FakeKeyTable) -> None
 
 def test_filter_options_follow_the_config() -> None:
     """No replies before end-of-message, except where the config may need one."""
-    from dkimd.session import filter_options_for
+    from dkimd.negotiation import filter_options_for
 
     flags = milter.ProtocolFlag
     plain = filter_options_for(parse_config_text("Mode sv\n")).protocol
@@ -758,7 +758,7 @@ def test_authserv_id_falls_back_as_opendkim_does(
 
 
 def test_filter_options_ask_for_recipients_and_end_of_headers_only_when_needed() -> None:
-    from dkimd.session import filter_options_for
+    from dkimd.negotiation import filter_options_for
 
     flags = milter.ProtocolFlag
     plain = filter_options_for(parse_config_text("Mode sv\n"))
@@ -781,7 +781,7 @@ def test_filter_options_ask_for_recipients_and_end_of_headers_only_when_needed()
 def test_incoming_authentication_results_options(
     tmp_path: Path, keys: FakeKeyTable, extra: str, deleted: list[tuple[int, bytes]], chghdrs: bool
 ) -> None:
-    from dkimd.session import filter_options_for
+    from dkimd.negotiation import filter_options_for
 
     config = make_config(tmp_path, keys, extra)
     assert (milter.ActionFlag.CHGHDRS in filter_options_for(parse_config_text(config)).actions) is (

@@ -19,9 +19,9 @@ from dkimd.config import parse_config_text
 from dkimd.dkim import HeaderField
 from dkimd.header_limit import HeaderBudget
 from dkimd.mta import listed_mta, no_match_note
+from dkimd.negotiation import decides_at_eoh, filter_options_for
 from dkimd.required_headers import header_count_error
 from dkimd.sender_macro import macro_author
-from dkimd.session import decides_at_eoh, filter_options_for
 from support.negotiated import Mta
 
 DATE = (b"Date", b" Tue, 22 Dec 2009 13:04:12 -0800")
