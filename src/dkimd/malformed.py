@@ -96,7 +96,12 @@ def check_sender(
     """
     if author is not None:
         reason = author.bad_format_reason(config)
-        return None if reason is None else BadFormat(reason)
+        if reason is not None:
+            return BadFormat(reason)
+        if author.address is not None:
+            return None
+        # A filter that does not sign leaves an unparseable macro value aside, and the
+        # header fields decide (observed with 2.11: no From is still a bad format there).
     if sender is None and author_address(headers, config.sender_headers) is None:
         if (
             config.weak_syntax_checks
