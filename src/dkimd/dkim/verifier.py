@@ -23,7 +23,8 @@ Choices where the RFCs leave room, each visible in the result's error (and its r
 * Several TXT records at a key name: the first one that parses as a key record is used, the
   others are ignored (RFC 6376 3.6.2.2 leaves this to the verifier; OpenDKIM uses the first).
 * RFC 8301: rsa-sha1 signatures are permerror unless `allow_sha1`; RSA keys under 1024 bits
-  are permerror; keys of at least 1024 but under `min_key_bits` are "policy".
+  are permerror; keys of at least 1024 but under `min_key_bits` are "policy", once the
+  signature has verified (a failing one stays a fail, as in OpenDKIM).
 * A key record with t=y (testing): a failing signature is reported neutral, not fail (3.6.1:
   verifiers must not treat testing-mode failures differently from unsigned mail). A revoked
   key (empty p=, 3.6.1) is a fail even so, as in OpenDKIM: there is no key to test with.
@@ -286,6 +287,8 @@ class Verifier:
         error = _key_refused(record, sig, algo, self.options)
         if error is None:
             error = self._mismatch(p, sig, algo, record)
+        if error is None and _below_local_minimum(record, self.options):
+            error = VerifyError.KEY_BELOW_MINIMUM
         return self._report(p, sig, error, record=record)
 
     def _key_record(self, sig: DkimSignature) -> KeyRecord | _KeyProblem:
@@ -395,12 +398,16 @@ def _key_refused(
         return VerifyError.KEY_NOT_FOR_EMAIL
     if record.strict and not _same_domain(sig.auid.rpartition("@")[2], sig.domain):
         return VerifyError.KEY_STRICT_IDENTITY
-    if record.key_type == "rsa":
-        if record.key_bits < RSA_MIN_BITS:
-            return VerifyError.KEY_TOO_SHORT
-        if record.key_bits < options.min_key_bits:
-            return VerifyError.KEY_BELOW_MINIMUM
+    if record.key_type == "rsa" and record.key_bits < RSA_MIN_BITS:
+        return VerifyError.KEY_TOO_SHORT
     return None
+
+
+def _below_local_minimum(record: KeyRecord, options: VerifyOptions) -> bool:
+    """MinimumKeyBits: asked only of a signature that verified. OpenDKIM checks the key's
+    size after the signature, so a tampered message signed with a short key is a `fail`
+    (signature verification failed), not a `policy` result."""
+    return record.key_type == "rsa" and record.key_bits < options.min_key_bits
 
 
 def _same_domain(a: str, b: str) -> bool:

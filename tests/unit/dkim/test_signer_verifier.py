@@ -334,6 +334,10 @@ def test_rfc8301_sha1_and_small_keys(dns: dict[str, bytes]) -> None:
     assert results(signed, dns, min_key_bits=2048) == [
         ("policy", "key shorter than the local minimum")
     ]
+    # MinimumKeyBits judges a signature that verified; a tampered one stays a fail, as
+    # OpenDKIM reports it ("signature verification failed" before the key size).
+    tampered = signed.replace(b"Hello", b"Jello")
+    assert results(tampered, dns, min_key_bits=2048)[0][0] == "fail"
     tiny_der = tiny.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
