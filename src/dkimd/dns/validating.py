@@ -41,7 +41,7 @@ import dns.resolver
 
 from dkimd.dns.base import DnssecStatus, TxtResult, TxtStatus
 from dkimd.dns.dnssec import ChainUnavailable, ChainValidator
-from dkimd.dns.resolver import DnsResolver, _describe_errors, _negative_ttl
+from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.trust_anchors import TrustAnchors, load_trust_anchors
 from dkimd.key_trust import validates_keys
 
@@ -88,44 +88,21 @@ class ValidatingResolver(DnsResolver):
             resolver.use_edns(0, 0, _EDNS_PAYLOAD)
             self.validator = None
 
-    async def _query_unchecked(self, key: str) -> tuple[TxtResult, int]:
-        if not key:
-            return TxtResult(key, TxtStatus.ERROR, detail="empty name"), 0
-        try:
-            qname = dns.name.from_text(key, origin=dns.name.root)
-        except dns.exception.DNSException as exc:
-            return TxtResult(key, TxtStatus.ERROR, detail=f"bad name: {exc}"), 0
-        self.queries += 1
-        try:
-            answer = await self._resolver.resolve(
-                qname, dns.rdatatype.TXT, search=False, raise_on_no_answer=False
-            )
-        except dns.resolver.NXDOMAIN as exc:
-            responses = exc.kwargs.get("responses") or {}
-            response = next(iter(responses.values()), None)
-            ttl = _negative_ttl(response, self.negative_ttl, self.max_negative_ttl)
-            return TxtResult(key, TxtStatus.NXDOMAIN, detail="NXDOMAIN"), ttl
-        except (dns.resolver.LifetimeTimeout, dns.exception.Timeout) as exc:
-            return TxtResult(key, TxtStatus.TIMEOUT, detail=str(exc)), 0
-        except dns.resolver.NoNameservers as exc:
-            errors = exc.kwargs.get("errors")
-            if self.validator is None and _says_bogus(errors):
-                return await self._bogus_from_resolver(key, qname)
-            status, detail = _describe_errors(errors)
-            return TxtResult(key, status, detail=detail), 0
-        except dns.resolver.YXDOMAIN:
-            return TxtResult(key, TxtStatus.ERROR, detail="YXDOMAIN"), 0
-        except dns.exception.DNSException as exc:
-            return TxtResult(key, TxtStatus.ERROR, detail=f"{type(exc).__name__}: {exc}"), 0
+    async def _no_nameservers(
+        self, key: str, qname: dns.name.Name, errors: object
+    ) -> tuple[TxtResult, int]:
+        if self.validator is None and _says_bogus(errors):
+            return await self._bogus_from_resolver(key, qname)
+        return await super()._no_nameservers(key, qname, errors)
 
-        chain = answer.chaining_result
-        if answer.rrset is None:
-            ttl = _negative_ttl(answer.response, self.negative_ttl, self.max_negative_ttl)
-            for cname in chain.cnames:
-                ttl = min(ttl, int(cname.ttl))
-            return TxtResult(key, TxtStatus.NXDOMAIN, detail="no TXT record (NODATA)"), ttl
-        records = tuple(b"".join(rdata.strings) for rdata in answer.rrset)
-        ttl = max(0, min(int(chain.minimum_ttl), self.max_ttl))
+    async def _answered(
+        self,
+        key: str,
+        qname: dns.name.Name,
+        answer: dns.resolver.Answer,
+        records: tuple[bytes, ...],
+        ttl: int,
+    ) -> tuple[TxtResult, int]:
         if self.validator is None:
             secure = bool(answer.response.flags & dns.flags.AD)
             verdict = DnssecStatus.SECURE if secure else DnssecStatus.INSECURE
