@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 
 from dkimd.cli.usage import RaisingParser, UsageError
-from dkimd.config import KeyTable, analyze_config, open_dataset
+from dkimd.config import KeyTable, open_dataset
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.dkim.errors import KeyLoadError
 from dkimd.dkim.keys import PrivateKey, load_private_key, load_private_key_file
-from dkimd.keytools.context import default_config_path, spec_for_entry
+from dkimd.keytools.context import default_config_path, load_tool_config, spec_for_entry
 from dkimd.keytools.generate import KeyType
 from dkimd.keytools.record import SoaOptions, ZoneKey, ZoneOptions, genzone_text
 
@@ -145,19 +145,13 @@ def _key_table(args: argparse.Namespace) -> KeyTable | int:
     if path is None:
         _err("no KeyTable: give a data set or -x CONF")
         return EX_USAGE
-    try:
-        report = analyze_config(path)
-    except OSError as exc:
-        _err(f"{path}: {exc.strerror or exc}")
+    config = load_tool_config(path, _err)
+    if config is None:
         return EX_CONFIG
-    if report.config is None:
-        for problem in report.errors:
-            _err(str(problem))
-        return EX_CONFIG
-    if report.config.key_table is None:
+    if config.key_table is None:
         _err(f"{path}: no KeyTable is set")
         return EX_USAGE
-    return report.config.key_table
+    return config.key_table
 
 
 def _wanted(entry: KeyTableEntry, domain: str | None, subdomains: bool) -> bool:

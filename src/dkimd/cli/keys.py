@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from dkimd.cli.usage import RaisingParser, UsageError
-from dkimd.config import Config, ConfigError, load_config
+from dkimd.config import Config
 from dkimd.config.datasets import DatasetKind
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.testdata import RecordsFileError, TestDnsFile
-from dkimd.keytools.context import DEFAULT_CONFIG, filter_uid, txt_lookup
+from dkimd.keytools.context import DEFAULT_CONFIG, filter_uid, load_tool_config, txt_lookup
 from dkimd.keytools.generate import KeyType
 from dkimd.keytools.reload import reload_daemon
 from dkimd.keytools.retire import RetireError, retire_due
@@ -188,14 +188,8 @@ def main(argv: list[str]) -> int:
     if args.action is None:
         sys.stdout.write(parser.format_help())
         return EX_USAGE
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _err(str(problem))
-        return EX_CONFIG
-    except OSError as exc:
-        _err(f"{args.config}: {exc.strerror or exc}")
+    config = load_tool_config(args.config, _err)
+    if config is None:
         return EX_CONFIG
     try:
         tables = table_writer_for(config)

@@ -20,12 +20,13 @@ import asyncio
 import sys
 
 from dkimd.cli.usage import RaisingParser, UsageError
-from dkimd.config import Config, analyze_config
+from dkimd.config import Config
 from dkimd.dns.base import DnssecStatus, TxtLookup
 from dkimd.dns.testdata import RecordsFileError
 from dkimd.keytools.context import (
     default_config_path,
     keytable_specs,
+    load_tool_config,
     policy_for,
     txt_lookup,
 )
@@ -93,17 +94,8 @@ def _err(text: str) -> None:
 def _load(path: str | None) -> tuple[Config | None, int]:
     if path is None:
         return None, EX_OK
-    try:
-        report = analyze_config(path)
-    except OSError as exc:
-        _err(f"{path}: {exc.strerror or exc}")
-        return None, EX_CONFIG
-    if report.config is None:
-        for problem in report.errors:
-            _err(str(problem))
-        _err(f"{path}: configuration error (dkimd check -x {path} explains every problem)")
-        return None, EX_CONFIG
-    return report.config, EX_OK
+    config = load_tool_config(path, _err)
+    return config, EX_OK if config is not None else EX_CONFIG
 
 
 def main(argv: list[str]) -> int:

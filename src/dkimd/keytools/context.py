@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from dkimd.config import Config, KeyTableEntry
+from dkimd.config import Config, KeyTableEntry, analyze_config
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
@@ -19,6 +19,22 @@ DEFAULT_CONFIG = "/etc/opendkim.conf"
 def default_config_path() -> str | None:
     """/etc/opendkim.conf when it is readable, as the OpenDKIM tools default to."""
     return DEFAULT_CONFIG if os.access(DEFAULT_CONFIG, os.R_OK) else None
+
+
+def load_tool_config(path: str, err: Callable[[str], None]) -> Config | None:
+    """The configuration at `path` for a key tool; None once `err` has been told why (the
+    tool then exits 78, EX_CONFIG). `dkimd check` is named for the whole list of problems."""
+    try:
+        report = analyze_config(path)
+    except OSError as exc:
+        err(f"{path}: {exc.strerror or exc}")
+        return None
+    if report.config is None:
+        for problem in report.errors:
+            err(str(problem))
+        err(f"{path}: configuration error (dkimd check -x {path} explains every problem)")
+        return None
+    return report.config
 
 
 def txt_lookup(
