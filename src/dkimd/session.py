@@ -58,7 +58,6 @@ from dkimd.dkim import (
     VerifyOptions,
     authentication_results_value,
     bad_format_value,
-    canonicalize_body,
     name_key,
     signature_fields,
 )
@@ -67,6 +66,7 @@ from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult, TxtStatus
 from dkimd.dns.keyrequest import KeyRecords, NeedKeys
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.exempt import exempt_domain
+from dkimd.failure_report import ReportEnvelope, failure_report_request
 from dkimd.key_trust import KeyTrust, TrustOutcome, key_records_from_files, validates_keys
 from dkimd.log import QueueIdAdapter, get_logger
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
@@ -74,12 +74,11 @@ from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
 from dkimd.replies import DkimStatus, final_reply
-from dkimd.report_smtp import SmtpReport, bcc_recipients
+from dkimd.report_smtp import SmtpReport
 from dkimd.required_headers import header_count_error
 from dkimd.required_headers import rejection as required_headers_rejection
 from dkimd.sender_macro import macro_author
 from dkimd.signing_keys import KeyProblem
-from dkimd.smtp_uri import parse_smtp_uri
 
 if TYPE_CHECKING:
     from dkimd.lua.message import LuaMessage
@@ -767,53 +766,23 @@ class MilterSession:
         return result
 
     def _failure_report(self, msg: _Message) -> reports.SendReport | SmtpReport | None:
-        verifier = msg.verifier
-        body = msg.report_body
-        if verifier is None or body is None:
-            return None
-        results = verifier.results()
-        if any(r.passed for r in results):
-            return None
-        # The first signature OpenDKIM verified (one it ignored has nothing to report).
-        index = next(
-            (i for i, r in enumerate(results) if r.error is not VerifyError.SIGNATURE_IGNORED), 0
-        )
-        first = results[index]
-        found = verifier.signature(index)
-        if found is None:
-            return None
-        sig, header_data = found
-        record = msg.report_records.get(reports.report_record_name(sig.domain))
-        txt = record.records[0] if record is not None and record.ok and record.records else None
-        report = reports.report_for(first.error, sig.tags, txt)
-        if report is None:
-            return None
-        config = msg.runtime.config
-        from_text, address, unparsed = reports.report_address(config.report_address)
-        if unparsed:
-            self._log.warning("error parsing ReportAddress; using default")
-        canonical_body = canonicalize_body(bytes(body), sig.body_canon)
-        if sig.body_length is not None:
-            canonical_body = canonical_body[: sig.body_length]
         negotiated = self._conn.negotiated
-        text = reports.report_text(
-            report,
-            from_text=from_text,
-            bcc=config.report_bcc_address,
+        envelope = ReportEnvelope(
             jobid=self._job_id() or UNKNOWN_JOB_ID,
             hostname=self._mta_host() or UNKNOWN_HOST,
             envelope_sender=self._envelope_sender,
             client_ip=self._client.address or "",
-            headers=msg.headers,
-            canonical_header=header_data,
-            canonical_body=canonical_body,
             leading_space=negotiated is not None and negotiated.leading_space,
         )
-        self._log.info("sending failure report to %s", report.recipient)
-        if config.smtp_uri is not None:  # SMTPURI instead of MTACommand
-            recipients = [report.recipient, *bcc_recipients(config.report_bcc_address)]
-            return SmtpReport(parse_smtp_uri(config.smtp_uri), address, recipients, text)
-        return reports.SendReport(config.mta_command, address, text)
+        return failure_report_request(
+            msg.verifier,
+            msg.report_body,
+            msg.report_records,
+            msg.headers,
+            msg.runtime.config,
+            envelope,
+            self._log,
+        )
 
     # -- stopped at end-of-headers (dkimd.malformed) --
 
