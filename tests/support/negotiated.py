@@ -17,10 +17,7 @@ from dkimd.milter.handler import ConnectionInfo
 from dkimd.negotiation import filter_options_for
 from dkimd.session import MilterSession, Runtime, RuntimeHolder
 from support.handler import settle
-
-
-def pkt(cmd: bytes, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload) + 1) + cmd + payload
+from support.milterwire import pkt
 
 
 class Mta:

@@ -12,15 +12,7 @@ from dkimd import milter
 from dkimd.config import parse_config_text
 from dkimd.milter import Connection, FilterOptions
 from dkimd.milter_trace import TracingConnection, connection_factory
-
-
-def pkt(command: str, payload: bytes = b"") -> bytes:
-    return struct.pack(">IB", len(payload) + 1, ord(command)) + payload
-
-
-def z(*parts: str) -> bytes:
-    return b"".join(p.encode() + b"\0" for p in parts)
-
+from support.milterwire import pkt, z
 
 BODY = "x" * 300
 CONVERSATION = b"".join(

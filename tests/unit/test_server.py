@@ -18,6 +18,7 @@ from dkimd import milter
 from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Request, Step
 from dkimd.server import MilterServer
 from dkimd.sockets import bind_socket
+from support.milterwire import pkt, z
 
 # -- binding -----------------------------------------------------------------------
 
@@ -81,14 +82,6 @@ def test_bind_unix_refuses_to_remove_regular_file(tmp_path: Path) -> None:
 
 
 # -- server ------------------------------------------------------------------------
-
-
-def pkt(command: str, payload: bytes = b"") -> bytes:
-    return struct.pack(">IB", len(payload) + 1, ord(command)) + payload
-
-
-def z(*parts: str) -> bytes:
-    return b"".join(p.encode() + b"\0" for p in parts)
 
 
 OPTNEG = pkt("O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))

@@ -29,6 +29,7 @@ from dkimd.milter.handler import ConnectionInfo, Prefetch, Request, Step
 from dkimd.server import perform_request
 from dkimd.session import MilterSession, Runtime, RuntimeHolder, SessionStats
 from support.handler import settle
+from support.milterwire import macro, pkt
 
 INTERNAL = "127.0.0.1"
 OUTSIDE = "198.51.100.7"
@@ -43,17 +44,8 @@ MESSAGE_HEADERS = [
 BODY = b"Hello,\r\n\r\nthis is a test.\r\n"
 
 
-def pkt(cmd: bytes, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload) + 1) + cmd + payload
-
-
 def optneg(version: int = 6) -> bytes:
     return pkt(b"O", struct.pack(">III", version, 0x1FF, 0x1FFFFF if version == 6 else 0x7F))
-
-
-def macros(stage: bytes, values: dict[str, str]) -> bytes:
-    data = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in values.items())
-    return pkt(b"D", stage + data)
 
 
 def connect(address: str, hostname: str = "client.example") -> bytes:
@@ -177,8 +169,8 @@ class Driver:
     ) -> list[milter.Action]:
         stream = b""
         if new_connection:
-            stream += optneg() + macros(b"C", {"j": "mx.test.example"}) + connect(client)
-        stream += macros(b"M", {"i": "QID1", **(mail_macros or {})})
+            stream += optneg() + macro(b"C", {"j": "mx.test.example"}) + connect(client)
+        stream += macro(b"M", {"i": "QID1", **(mail_macros or {})})
         stream += pkt(b"M", b"<alice@example.com>\0") + pkt(b"R", b"<bob@example.net>\0")
         early = await self.feed(stream)
         assert all(isinstance(a, milter.Continue) for a in early), early
@@ -436,7 +428,7 @@ def test_several_messages_and_abort_on_one_connection(tmp_path: Path, keys: Fake
     async def scenario() -> list[list[milter.Action]]:
         first = await d.message(MESSAGE_HEADERS, BODY)
         await d.feed(
-            macros(b"M", {"i": "QID2"})
+            macro(b"M", {"i": "QID2"})
             + pkt(b"M", b"<a@example.com>\0")
             + pkt(b"R", b"<b@example.net>\0")
         )
@@ -506,8 +498,8 @@ class Broken:
 def _steps_up_to_eom(d: Driver, headers: Sequence[tuple[bytes, bytes]]) -> list[Step]:
     """What the session returns for each event of one outside message, unsettled; every
     event before end of message is replied to with Continue (a prefetch is not run)."""
-    stream = optneg() + macros(b"C", {"j": "mx"}) + connect(OUTSIDE)
-    stream += macros(b"M", {"i": "QID1"}) + pkt(b"M", b"<a@example.com>\0")
+    stream = optneg() + macro(b"C", {"j": "mx"}) + connect(OUTSIDE)
+    stream += macro(b"M", {"i": "QID1"}) + pkt(b"M", b"<a@example.com>\0")
     stream += pkt(b"R", b"<bob@example.net>\0")
     stream += b"".join(pkt(b"L", n + b"\0" + v + b"\0") for n, v in headers)
     stream += pkt(b"N") + pkt(b"B", BODY) + pkt(b"E")
@@ -750,7 +742,7 @@ def test_authserv_id_falls_back_as_opendkim_does(
         "AuthservID mx.test\n", ""
     )
     d = Driver(text, TestDnsFile.from_records(keys.records))
-    run(d.feed(optneg() + macros(b"C", macros_at_connect) + connect(OUTSIDE)))
+    run(d.feed(optneg() + macro(b"C", macros_at_connect) + connect(OUTSIDE)))
     actions = run(d.message(MESSAGE_HEADERS, BODY, client=OUTSIDE, new_connection=False))
     assert inserted(actions, b"Authentication-Results") == [
         b" " + authserv_id + b"; dkim=none; dkim-atps=neutral"

@@ -21,6 +21,7 @@ from dkimd.dns.testdata import TestDnsFile
 from dkimd.milter.handler import ConnectionInfo
 from dkimd.session import MilterSession, Runtime, RuntimeHolder, SessionStats
 from support.handler import settle
+from support.milterwire import macro, pkt
 
 INTERNAL = "127.0.0.1"
 OUTSIDE = "198.51.100.7"
@@ -32,15 +33,6 @@ HEADERS = [
     (b"Received", b" from b"),
 ]
 BODY = b"Hello,\r\nthis is a test.\r\n"
-
-
-def pkt(cmd: bytes, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload) + 1) + cmd + payload
-
-
-def macros(stage: bytes, values: dict[str, str]) -> bytes:
-    data = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in values.items())
-    return pkt(b"D", stage + data)
 
 
 class Site:
@@ -138,8 +130,8 @@ class Mta:
         optneg = pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
         name = self.client_name.encode()
         connect = pkt(b"C", name + b"\x004" + struct.pack(">H", 25) + client.encode() + b"\0")
-        stream = optneg + macros(b"C", {"j": "mx.test.example"}) + connect
-        stream += macros(b"M", {"i": "QID1", "{auth_type}": ""})
+        stream = optneg + macro(b"C", {"j": "mx.test.example"}) + connect
+        stream += macro(b"M", {"i": "QID1", "{auth_type}": ""})
         stream += pkt(b"M", b"<alice@example.com>\0")
         for rcpt in rcpts:
             stream += pkt(b"R", rcpt.encode() + b"\0")

@@ -8,11 +8,11 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from milterwire import body, connect, header, macro, mail, optneg, pkt, rcpt, z
 
 from dkimd import milter
 from dkimd.milter import codec
 from dkimd.milter.constants import Command, Family
+from support.milterwire import body, connect, header, macro, mail, optneg, pkt, rcpt, z
 
 
 def test_frame_reader_whole_and_partial() -> None:

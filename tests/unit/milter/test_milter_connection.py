@@ -8,7 +8,11 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from milterwire import (
+
+from dkimd import milter
+from dkimd.milter import ActionFlag, FilterOptions, MacroStage, ProtocolFlag, State, connection
+from dkimd.milter.state import transitions
+from support.milterwire import (
     ABORT,
     DATA,
     EOH,
@@ -33,10 +37,6 @@ from milterwire import (
     session,
     z,
 )
-
-from dkimd import milter
-from dkimd.milter import ActionFlag, FilterOptions, MacroStage, ProtocolFlag, State, connection
-from dkimd.milter.state import transitions
 
 PF = ProtocolFlag
 

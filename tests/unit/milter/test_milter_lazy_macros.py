@@ -13,7 +13,11 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from milterwire import (
+
+from dkimd import milter
+from dkimd.milter import Command
+from dkimd.milter.codec import FrameReader, decode, macro_stage, macro_values
+from support.milterwire import (
     ABORT,
     EOH,
     QUIT_NC,
@@ -30,10 +34,6 @@ from milterwire import (
     rcpt,
     session,
 )
-
-from dkimd import milter
-from dkimd.milter import Command
-from dkimd.milter.codec import FrameReader, decode, macro_stage, macro_values
 
 STAGES = [int(c) for c in Command] + [0, 1, 0x7F, 0xFF]
 

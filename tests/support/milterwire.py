@@ -18,8 +18,8 @@ POSTFIX_V2_PROTOCOL = 0x7F
 POSTFIX_V6_PROTOCOL = 0x1FFFFF
 
 
-def pkt(command: str | int, payload: bytes = b"") -> bytes:
-    code = ord(command) if isinstance(command, str) else command
+def pkt(command: str | bytes | int, payload: bytes = b"") -> bytes:
+    code = command if isinstance(command, int) else ord(command)
     return struct.pack(">IB", len(payload) + 1, code) + payload
 
 
@@ -33,8 +33,9 @@ def optneg(
     return pkt("O", struct.pack(">III", version, actions, protocol))
 
 
-def macro(stage: str, pairs: dict[str, str]) -> bytes:
-    return pkt("D", stage.encode() + b"".join(z(k, v) for k, v in pairs.items()))
+def macro(stage: str | bytes, pairs: dict[str, str]) -> bytes:
+    code = stage.encode() if isinstance(stage, str) else stage
+    return pkt("D", code + b"".join(z(k, v) for k, v in pairs.items()))
 
 
 def connect(
