@@ -766,6 +766,8 @@ class MilterSession:
         return result
 
     def _failure_report(self, msg: _Message) -> reports.SendReport | SmtpReport | None:
+        if msg.report_body is None:  # no report can be due (SendReports off, or too long)
+            return None
         negotiated = self._conn.negotiated
         envelope = ReportEnvelope(
             jobid=self._job_id() or UNKNOWN_JOB_ID,
