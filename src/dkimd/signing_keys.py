@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from dkimd import metrics
 from dkimd.config import Condition, Config, KeySource, KeyTableEntry
 from dkimd.dkim import KeyLoadError, PrivateKey, SigningRequest, load_private_key
 from dkimd.keytools.keyfile import check_key_file
@@ -300,6 +301,12 @@ class SigningKeys:
         return loaded if isinstance(loaded, KeyProblem) else loaded.key
 
     def _load(self, entry: KeyTableEntry) -> _Loaded | KeyProblem:
+        loaded = self._read(entry)
+        if isinstance(loaded, KeyProblem):
+            metrics.recorder.key_load_error()
+        return loaded
+
+    def _read(self, entry: KeyTableEntry) -> _Loaded | KeyProblem:
         data = entry.key_data
         if data is not None:
             known = self._inline.get(data)
