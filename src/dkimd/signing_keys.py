@@ -248,6 +248,8 @@ class SigningKeys:
         is immutable, so messages share it until the key file changes."""
         loaded = self._load(entry)
         if isinstance(loaded, KeyProblem):
+            # Counted here and in preload, the loads for signing; not key_guard's checks.
+            metrics.recorder.key_load_error()
             return loaded
         use = (entry.name, entry.domain, entry.selector, signer)
         made = loaded.requests.get(use)
@@ -301,12 +303,6 @@ class SigningKeys:
         return loaded if isinstance(loaded, KeyProblem) else loaded.key
 
     def _load(self, entry: KeyTableEntry) -> _Loaded | KeyProblem:
-        loaded = self._read(entry)
-        if isinstance(loaded, KeyProblem):
-            metrics.recorder.key_load_error()
-        return loaded
-
-    def _read(self, entry: KeyTableEntry) -> _Loaded | KeyProblem:
         data = entry.key_data
         if data is not None:
             known = self._inline.get(data)
@@ -407,6 +403,7 @@ class SigningKeys:
         for entry in entries:
             loaded = self.load(entry)
             if isinstance(loaded, KeyProblem):
+                metrics.recorder.key_load_error()
                 problems.append(loaded)
         return problems
 
