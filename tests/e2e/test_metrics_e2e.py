@@ -395,7 +395,7 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         # Preloaded once, in the supervisor, before the workers were forked.
         assert value(m, "dkimd_key_load_errors_total") == 1
 
-        # Hold a connection open in each... at least one worker, then kill a worker.
+        # A connection held open (by one of the workers), then both workers killed.
         held = socket.create_connection(("127.0.0.1", d.port))
         held.sendall(w.optneg())
         held.recv(1024)
