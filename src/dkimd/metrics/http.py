@@ -42,6 +42,8 @@ async def serve_http(sock: socket.socket, render: Render) -> None:
             await _answer(reader, writer, render)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away or was too slow: nothing to tell it
+        except asyncio.CancelledError:
+            pass  # the listener stops; asyncio's stream callback must not see it raised
         except Exception:
             log.exception("metrics: scrape failed")
         finally:

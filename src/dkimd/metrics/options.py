@@ -23,13 +23,17 @@ if TYPE_CHECKING:
 __all__ = ["read_metrics_options"]
 
 _SEPARATORS = re.compile(r"[\s,]+")
+_BARE_INET = re.compile(r"\d+@\S+")  # PORT@ADDR: to Socket a path, here TCP is meant
 
 
 def read_metrics_options(builder: _Builder) -> None:
     setting = builder.get("MetricsSocket")
     if setting is not None:
+        text = setting.value.strip()
+        if _BARE_INET.fullmatch(text):
+            text = f"inet:{text}"
         try:
-            spec = parse_socket_spec(setting.value)
+            spec = parse_socket_spec(text)
         except ValueError as exc:
             builder.error(setting, f"MetricsSocket: {exc}", "e.g. inet:9318@127.0.0.1")
         else:
