@@ -10,14 +10,17 @@ signature field), a key that cannot be loaded, reloads that work and one that fa
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ from support import milterwire as w
 from support.dkimd import Dkimd
 from support.fakedns import FakeDns
 from support.signed import signed_message
-from support.tools import free_port
+from support.tools import free_port, require
 
 HEADERS = [
     (b"From", b" Alice <alice@example.com>"),
@@ -149,12 +152,6 @@ def values(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
 
 
 # -- the set-up -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_dns() -> Iterator[FakeDns]:
-    with FakeDns() as server:
-        yield server
 
 
 def private_key(path: Path) -> Path:
@@ -448,3 +445,53 @@ def test_scraper_gets_404_elsewhere_and_bad_requests_are_harmless(
             s.sendall(b"\x00" * 20000)  # no request head at all, past the limit
             assert s.recv(100) == b""
         assert value(scrape(metrics_port), "dkimd_build_info", version="0.1.0", python=_python())
+
+
+def _prometheus_query(port: int, query: str) -> list[dict[str, object]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.load(response)
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+def test_the_real_prometheus_scrapes_it(tmp_path: Path, fake_dns: FakeDns) -> None:
+    prometheus = require("prometheus")
+    d, metrics_port = start_dkimd(tmp_path, fake_dns.port)
+    prom_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: dkimd\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{metrics_port}']\n"
+    )
+    with d, open(tmp_path / "prometheus.log", "wb") as log:
+        for _ in range(3):
+            assert final(milter_message(d.port, HEADERS, client="127.0.0.1")) == "a"
+        proc = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            query = 'sum(dkimd_messages_total{job="dkimd", action="signed"})'
+            deadline = time.monotonic() + 60
+            got: list[dict[str, object]] = []
+            while time.monotonic() < deadline:
+                with contextlib.suppress(urllib.error.URLError, ConnectionError):
+                    got = _prometheus_query(prom_port, query)
+                    if got:
+                        break
+                time.sleep(0.5)
+            assert got, (tmp_path / "prometheus.log").read_text(errors="replace")
+            assert got[0]["value"][1] == "3"  # type: ignore[index]
+            [up] = _prometheus_query(prom_port, 'up{job="dkimd"}')
+            assert up["value"][1] == "1"  # type: ignore[index]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
