@@ -185,7 +185,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--profile", choices=("tottime", "cumtime"))
+    p.add_argument(
+        "--metrics",
+        choices=("off", "memory", "multiprocess"),
+        default="off",
+        help="count into Prometheus metrics as the daemon would (needs MetricsSocket in CONF):"
+        " in memory (one process) or in multiprocess files (Workers N)",
+    )
     args = p.parse_args(argv)
+    if args.metrics != "off":
+        from dkimd.metrics.setup import prepare
+
+        many = args.metrics == "multiprocess"
+        prepare(load_config(str(args.conf)), multiprocess=many, owner=None)
     # As the daemon logs in the foreground, to nowhere: its cost counts, its lines do not.
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
     setup_logging(syslog=False, stderr=True)

@@ -17,6 +17,9 @@ if [ "$profile" = "test" ]; then
     # A signed DNS tree on loopback for the DNSSEC tests: nsd (authoritative), unbound
     # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).
     apt_packages+=(nsd unbound ldnsutils)
+    # Prometheus (and promtool): the metrics tests check the alert rules and scrape dkimd
+    # with the real server.
+    apt_packages+=(prometheus)
 fi
 
 missing=()

@@ -36,9 +36,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from dkimd import __version__
+from dkimd import __version__, metrics
 from dkimd.chroot import (
     EX_OSERR,
     ChrootError,
@@ -72,6 +72,9 @@ from dkimd.process import (
 from dkimd.server import MilterServer
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
+
+if TYPE_CHECKING:
+    from dkimd.metrics.setup import Exporter
 
 log = get_logger("daemon")
 
@@ -218,6 +221,28 @@ def bind_listener(spec: SocketSpec, config: Config) -> socket.socket:
     return bind_socket(spec, umask=config.umask)
 
 
+def start_metrics(config: Config, run_as: RunAs | None) -> Exporter | None:
+    """MetricsSocket: bind it and install the recorder (dkimd.metrics.setup), or None."""
+    if config.metrics_socket is None:
+        return None
+    from dkimd.metrics.setup import MetricsUnavailable, prepare
+
+    many = supervised(config)
+    if many and config.change_root_directory is not None:
+        # The workers' value files live in a directory outside the new root.
+        raise StartupError(
+            "MetricsSocket with Workers or AutoRestart does not work with ChangeRootDirectory",
+            exit_code=EX_CONFIG,
+        )
+    try:
+        owner = (run_as.uid, run_as.gid) if run_as is not None else None
+        return prepare(config, multiprocess=many, owner=owner)
+    except MetricsUnavailable as exc:
+        raise StartupError(str(exc), exit_code=EX_CONFIG) from None
+    except OSError as exc:
+        raise StartupError(f"MetricsSocket {config.metrics_socket}: {exc.strerror}") from None
+
+
 def _config_problems(exc: ConfigError) -> None:
     for problem in exc.problems:
         if problem.severity is Severity.WARNING:
@@ -318,6 +343,7 @@ def run(options: DaemonOptions) -> int:
         if config.umask is not None:
             os.umask(config.umask)  # as opendkim: for the socket file and the pid file
         new_root = config.change_root_directory is not None
+        exporter = start_metrics(config, run_as)  # before keys load: their errors count
         runtime = build_runtime(config, run_as, load_keys=not new_root)
         # A TCP socket's host name is resolved outside a new root; a local: path is one
         # inside it, as opendkim opens the socket after the chroot.
@@ -368,8 +394,8 @@ def run(options: DaemonOptions) -> int:
     )
     try:
         if supervised(config):
-            return _supervise(config, options, runtime, sock, run_as, channel)
-        return asyncio.run(_serve(options, runtime, sock, run_as, channel))
+            return _supervise(config, options, runtime, sock, run_as, channel, exporter)
+        return asyncio.run(_serve(options, runtime, sock, run_as, channel, exporter))
     finally:
         channel.failed("the daemon stopped during start-up")  # no-op once ready
         if pid_file is not None:
@@ -430,9 +456,11 @@ class _Reloader:
         except ConfigError as exc:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
+            metrics.recorder.config_loaded(False, reload=True)
             return
         except Exception as exc:  # anything at all: the running config stays
             log.error("reload failed (%s); keeping the previous configuration", exc)
+            metrics.recorder.config_loaded(False, reload=True)
             return
         old = self.holder.current.config
         if str(config.socket) != str(old.socket) and self.options.socket is None:
@@ -440,6 +468,7 @@ class _Reloader:
         if config.workers != old.workers or config.user_id != old.user_id:
             log.warning("reload: Workers and UserID changes need a restart")
         self.holder.current = new
+        metrics.recorder.config_loaded(True, reload=True)
         for warning in config.warnings:
             log.warning("%s", warning)
         log.info("configuration reloaded from %s", self.options.config_path)
@@ -451,8 +480,10 @@ async def _serve(
     sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
+    exporter: Exporter | None = None,
 ) -> int:
     holder = RuntimeHolder(runtime)
+    metrics.recorder.process_started()
     stats = SessionStats()
     server = MilterServer(
         handler_factory(holder, stats),
@@ -490,11 +521,14 @@ async def _serve(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, ALL_SIGNALS)
 
     serving = asyncio.ensure_future(server.serve(sock))
+    exporting = exporter.serve_here() if exporter is not None else None
     await asyncio.sleep(0)  # let serve() register the listener before we say "ready"
     channel.ready()
     guarding = asyncio.ensure_future(watch_keys(holder))
     await stopping.wait()
     guarding.cancel()
+    if exporting is not None:
+        exporting.cancel()
     log.info("stopping: finishing in-flight messages")
     await server.stop(STOP_GRACE, idle_grace=STOP_IDLE_GRACE)
     with contextlib.suppress(asyncio.CancelledError):
@@ -536,6 +570,13 @@ def _worker(
         os._exit(code)
 
 
+_EXPORTER_SLOT = -2  # the supervisor's child serving the metrics page
+
+
+def _child_name(slot: int) -> str:
+    return "metrics exporter" if slot == _EXPORTER_SLOT else "worker"
+
+
 def _restart_limit(config: Config) -> tuple[int, float]:
     rate = config.auto_restart_rate
     if rate is not None:
@@ -550,8 +591,12 @@ def _supervise(
     sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
+    exporter: Exporter | None = None,
 ) -> int:
-    """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code."""
+    """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code.
+
+    With MetricsSocket, one more child serves the metrics page (slot ``_EXPORTER_SLOT``),
+    restarted as a worker is."""
     children: dict[int, int] = {}  # pid -> worker slot
     stopping = False
     give_up = False
@@ -561,13 +606,17 @@ def _supervise(
         # action: terminate) before its event loop has taken the signal over.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         try:
-            pid = os.fork()
-            if pid == 0:
-                _worker(options, runtime, sock, run_as)
+            if slot == _EXPORTER_SLOT:
+                assert exporter is not None
+                pid = exporter.fork_process(sock.close)
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    _worker(options, runtime, sock, run_as)
             children[pid] = slot
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        log.info("worker %d started (slot %d)", pid, slot)
+        log.info("%s %d started (slot %d)", _child_name(slot), pid, slot)
 
     def relay(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -581,6 +630,8 @@ def _supervise(
         signal.signal(sig, relay)
     for slot in range(config.workers):
         spawn(slot)
+    if exporter is not None:
+        spawn(_EXPORTER_SLOT)
     channel.ready()
     limit, window = _restart_limit(config)
     restarts: list[float] = []
@@ -591,10 +642,12 @@ def _supervise(
         except ChildProcessError:
             break
         slot = children.pop(pid, -1)
-        if slot < 0 or stopping:
+        if exporter is not None:
+            exporter.process_dead(pid)  # its live gauges (open connections) go
+        if slot == -1 or stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
-        if code == 0:
+        if code == 0 and slot != _EXPORTER_SLOT:
             log.info("worker %d exited", pid)
             continue
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
@@ -604,12 +657,12 @@ def _supervise(
         if len(restarts) > limit or (
             config.auto_restart_count and total > config.auto_restart_count
         ):
-            log.error("worker %d %s; too many restarts, giving up", pid, how)
+            log.error("%s %d %s; too many restarts, giving up", _child_name(slot), pid, how)
             give_up = True
             stopping = True
             relay(signal.SIGTERM, None)
             continue
-        log.error("worker %d %s; restarting", pid, how)
+        log.error("%s %d %s; restarting", _child_name(slot), pid, how)
         spawn(slot)
     sock.close()
     log.info("supervisor stopped")

@@ -36,7 +36,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from dkimd import milter
+from dkimd import metrics, milter
 from dkimd.milter import Action, FilterOptions
 from dkimd.milter.handler import (
     ConnectionInfo,
@@ -279,6 +279,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
             return
         server._clients.add(self)
         server.stats.connections += 1
+        metrics.recorder.connection_opened()
         self._peer = peer = _peer_name(transport)
         nodelay = _set_nodelay(transport)
         try:
@@ -576,6 +577,7 @@ class _MilterProtocol(asyncio.BufferedProtocol):
             self._idle_timer.cancel()
             self._idle_timer = None
         self._drop_prefetched()
+        metrics.recorder.connection_closed()
         handler = self._handler
         if handler is not None:
             try:

@@ -37,6 +37,7 @@ from dkimd import (
     header_limit,
     identity_header,
     malformed,
+    metrics,
     milter,
     redirect,
     reports,
@@ -489,6 +490,7 @@ class MilterSession:
         if exempt is not None:
             if config.log_why:
                 self._log.info("domain '%s' exempted, accepting", exempt)
+            metrics.recorder.message_ignored()
             return self._eoh_verdict(msg, milter.Accept())
         if config.resign_mail_to is not None:
             plan = self._resign_plan(msg, plan)
@@ -508,10 +510,12 @@ class MilterSession:
             # the KeyTable, a broken line, a file that will not load) tempfails the message
             # at end-of-headers, with no reply text.
             self._stats.errors += 1
+            metrics.recorder.message_failed()
             return self._eoh_verdict(msg, milter.TempFail())
         if plan.decision is Decision.NOTHING:
             if runtime.config.log_why:
                 self._log.info("%s; not signing or verifying", plan.why)
+            metrics.recorder.message_ignored()
             # Through _eoh_verdict: a connection negotiated before a reload changed Mode may
             # have asked for no reply here.
             return self._eoh_verdict(msg, milter.Accept())
@@ -520,6 +524,7 @@ class MilterSession:
             if hit is not None:
                 if runtime.config.log_why:
                     self._log.info("skipping signing of mail to '%s'", hit)
+                metrics.recorder.message_ignored()
                 return self._eoh_verdict(msg, milter.Accept())
         if config.required_headers:
             reason = header_count_error(msg.headers)
@@ -649,6 +654,7 @@ class MilterSession:
 
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
+        metrics.recorder.message_failed()
         self._log.exception("internal error while processing message")
         captured = capture.captured_internal_error(msg.runtime.config, self._allowed_actions())
         if captured is not None:
@@ -797,6 +803,7 @@ class MilterSession:
         # OpenDKIM (mlfi_eoh): dkimf_libstatus(SYNTAX), the On-BadSignature action with its
         # reply text, and the parser's reason in the log.
         action = msg.runtime.policy.action_for(DkimStatus.SYNTAX.condition)
+        metrics.recorder.on_action(DkimStatus.SYNTAX.condition, action)
         self._log.info("syntax error: %s", _one_line(broken.reason))
         return self._eoh_verdict(msg, final_reply(action, DkimStatus.SYNTAX))
 
@@ -868,6 +875,7 @@ class MilterSession:
                     "DKIM-Signature field added (s=%s, d=%s)", request.selector, request.domain
                 )
         self._stats.signed += 1
+        metrics.recorder.message_signed(msg.started, msg.signing)
         return actions
 
     def _resign_plan(self, msg: _Message, plan: MessagePlan) -> MessagePlan:
@@ -946,6 +954,7 @@ class MilterSession:
         assert verifier is not None
         results = verifier.results()
         self._stats.verified += 1
+        metrics.recorder.message_verified(msg.started, results)
         self._log_results(config, results)
         verify_log.log_outcome(self._log, config, verifier, results)
         status = verification_status(results)
@@ -1109,6 +1118,7 @@ class MilterSession:
         its log line ("no signature data" here only when it is not accepted: under LogWhy
         `_log_results` has written it already)."""
         action = runtime.policy.action_for(status.condition)
+        metrics.recorder.on_action(status.condition, action)
         if status is not DkimStatus.NOSIG or action is not Action.ACCEPT:
             where = ""
             if about is not None and about.domain is not None and status in _KEYED:

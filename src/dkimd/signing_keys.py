@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from dkimd import metrics
 from dkimd.config import Condition, Config, KeySource, KeyTableEntry
 from dkimd.dkim import KeyLoadError, PrivateKey, SigningRequest, load_private_key
 from dkimd.keytools.keyfile import check_key_file
@@ -247,6 +248,8 @@ class SigningKeys:
         is immutable, so messages share it until the key file changes."""
         loaded = self._load(entry)
         if isinstance(loaded, KeyProblem):
+            # Counted here and in preload, the loads for signing; not key_guard's checks.
+            metrics.recorder.key_load_error()
             return loaded
         use = (entry.name, entry.domain, entry.selector, signer)
         made = loaded.requests.get(use)
@@ -400,6 +403,7 @@ class SigningKeys:
         for entry in entries:
             loaded = self.load(entry)
             if isinstance(loaded, KeyProblem):
+                metrics.recorder.key_load_error()
                 problems.append(loaded)
         return problems
 

@@ -62,6 +62,8 @@ APT_PACKAGES: dict[str, str] = {
     "ldns-keygen": "ldnsutils",
     "ldns-signzone": "ldnsutils",
     "ldns-key2ds": "ldnsutils",
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
 }
 
 _EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")

@@ -61,6 +61,7 @@ from dkimd.dkim.atps import ATPS_HASHES
 from dkimd.dns.options import ResolverOptions
 from dkimd.dns.resolver import split_nameserver
 from dkimd.log import FACILITIES
+from dkimd.metrics.options import read_metrics_options
 from dkimd.replace_rules import ReplaceRules, ReplaceRulesError, rules_for
 from dkimd.smtp_uri import parse_smtp_uri
 from dkimd.sockets import parse_socket_spec
@@ -213,6 +214,7 @@ class _Builder:
         self.dns()
         self.dnssec()
         self.daemon()
+        read_metrics_options(self)
         self.logging()
         self.policy_scripts()
         if errors_in(self.problems):

@@ -325,6 +325,8 @@ class Config:
     auto_restart_count: int = 0  # 0: no limit
     auto_restart_rate: RestartRate | None = None
     workers: int = 1  # dkimd extension
+    metrics_socket: SocketSpec | None = None  # dkimd extension (dkimd.metrics)
+    metrics_domains: tuple[str, ...] = ()  # verifying domains with a label of their own
     # logging
     syslog: bool = False
     syslog_facility: str = "mail"

@@ -37,6 +37,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from dkimd import metrics
 from dkimd.dns.base import TxtResult, TxtStatus
 from dkimd.log import get_logger
 
@@ -186,12 +187,14 @@ class DnsResolver:
         """The cached answer for `name`, if there is a live one; never queries."""
         cached = self._cache_get(_normalize(name))
         if cached is None:
-            return None
+            return None  # a miss is counted by the lookup_txt that follows
+        metrics.recorder.dns_cache(True)
         return cached if cached.name == name else _rename(cached, name)
 
     async def lookup_txt(self, name: str) -> TxtResult:
         key = _normalize(name)
         cached = self._cache_get(key)
+        metrics.recorder.dns_cache(cached is not None)
         if cached is not None:
             return cached if cached.name == name else _rename(cached, name)
         future = self._inflight.get(key)
@@ -228,6 +231,7 @@ class DnsResolver:
 
     async def _query(self, key: str) -> tuple[TxtResult, int]:
         """Run one query; return the result and how long it may be cached (0: not at all)."""
+        started = time.monotonic()
         try:
             answer = await self._query_unchecked(key)
         except asyncio.CancelledError:
@@ -236,6 +240,7 @@ class DnsResolver:
             answer = TxtResult(key, TxtStatus.ERROR, detail=f"{type(exc).__name__}: {exc}"), 0
         if self.trace:
             _trace_answer(*answer)
+        metrics.recorder.dns_lookup(answer[0].status.value, time.monotonic() - started)
         return answer
 
     async def _query_unchecked(self, key: str) -> tuple[TxtResult, int]:

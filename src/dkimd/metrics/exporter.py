@@ -1,0 +1,306 @@
+"""The Prometheus side: the recorder that counts into prometheus_client, and the page.
+
+Imported only when ``MetricsSocket`` is set (``dkimd.metrics.setup``), after
+``PROMETHEUS_MULTIPROC_DIR`` is decided: prometheus_client picks its value store at import.
+
+Labelled children are looked up once and kept in dicts: ``Counter.labels`` builds a tuple,
+takes a lock and validates the values on every call, a cost per message we do not pay.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from dkimd import __version__
+from dkimd.dkim.results import DkimResult
+from dkimd.dns.base import TxtStatus
+from dkimd.metrics import KNOWN_ALGORITHMS, Recorder
+
+if TYPE_CHECKING:
+    from dkimd.config.values import Action, Condition
+    from dkimd.dkim.results import SignatureResult
+    from dkimd.dkim.signer import SigningRequest
+
+__all__ = ["MAX_SIGNING_DOMAINS", "PrometheusRecorder", "multiprocess_page", "registry_page"]
+
+#: Signing domains get a label each up to this many (KeyTable entries with "%" sign with
+#: the sender's domain, which the sender chooses); later ones count as "other".
+MAX_SIGNING_DOMAINS = 500
+
+# Per-message latency: signing is sub-millisecond, verifying waits for DNS.
+_MESSAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+ACTIONS = ("signed", "verified", "ignored", "tempfailed")
+
+
+class PrometheusRecorder(Recorder):
+    """Counts into prometheus_client metrics registered in ``registry`` (None: multiprocess
+    mode, where the exporter process reads every process's files instead)."""
+
+    __slots__ = (
+        "_dns_cache_hits",
+        "_dns_cache_misses",
+        "_dns_duration",
+        "_dns_lookups",
+        "_domains",
+        "_key_errors",
+        "_last_ok",
+        "_loaded_at",
+        "_messages",
+        "_on_actions",
+        "_on_children",
+        "_open",
+        "_opened",
+        "_reload_ok",
+        "_reload_ts",
+        "_reloads",
+        "_result_children",
+        "_sign_duration",
+        "_signature_children",
+        "_signatures",
+        "_verified",
+        "_verify_children",
+        "_verify_duration",
+        "_verify_signatures",
+    )
+
+    enabled = True
+
+    def __init__(self, registry: CollectorRegistry | None, domains: frozenset[str]) -> None:
+        self._domains = domains
+        r = registry
+        messages = Counter(
+            "dkimd_messages", "Messages by what was done to them", ["action"], registry=r
+        )
+        self._messages = {action: messages.labels(action) for action in ACTIONS}
+        verified = Counter(
+            "dkimd_verified_messages",
+            "Verified messages by result (pass if any signature passed, else the first one's)",
+            ["result"],
+            registry=r,
+        )
+        self._result_children = {res: verified.labels(res.value) for res in DkimResult}
+        self._verified = verified
+        self._signatures = Counter(
+            "dkimd_signatures_added",
+            "DKIM-Signature fields added, by signing domain and algorithm",
+            ["domain", "algorithm"],
+            registry=r,
+        )
+        self._signature_children: dict[tuple[str, str], Counter] = {}
+        self._verify_signatures = Counter(
+            "dkimd_verify_signatures",
+            "Signatures verified, by algorithm, result and domain (MetricsDomains, else other)",
+            ["algorithm", "result", "domain"],
+            registry=r,
+        )
+        self._verify_children: dict[tuple[str | None, DkimResult, str | None], Counter] = {}
+        self._on_actions = Counter(
+            "dkimd_on_actions",
+            "On-* conditions met, by condition and the action configured for it",
+            ["condition", "action"],
+            registry=r,
+        )
+        self._on_children: dict[tuple[Condition, Action], Counter] = {}
+        self._opened = Counter("dkimd_connections", "Milter connections accepted", registry=r)
+        self._open = Gauge(
+            "dkimd_connections_open",
+            "Milter connections open now",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        duration = Histogram(
+            "dkimd_message_duration_seconds",
+            "From the first header field to the end-of-message reply",
+            ["operation"],
+            registry=r,
+            buckets=_MESSAGE_BUCKETS,
+        )
+        self._sign_duration = duration.labels("sign")
+        self._verify_duration = duration.labels("verify")
+        lookups = Counter(
+            "dkimd_dns_lookups", "DNS TXT queries sent, by outcome", ["outcome"], registry=r
+        )
+        self._dns_lookups = {status.value: lookups.labels(status.value) for status in TxtStatus}
+        self._dns_duration = Histogram(
+            "dkimd_dns_lookup_duration_seconds",
+            "DNS TXT query time (timeouts included)",
+            registry=r,
+            buckets=_DNS_BUCKETS,
+        )
+        self._dns_cache_hits = Counter(
+            "dkimd_dns_cache_hits", "Key lookups answered from the cache", registry=r
+        )
+        self._dns_cache_misses = Counter(
+            "dkimd_dns_cache_misses", "Key lookups that needed a query", registry=r
+        )
+        self._key_errors = Counter(
+            "dkimd_key_load_errors", "Private keys that could not be loaded or used", registry=r
+        )
+        reloads = Counter(
+            "dkimd_config_reloads", "Configuration reloads, by result", ["result"], registry=r
+        )
+        self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
+        self._reload_ts = Gauge(
+            "dkimd_config_last_reload_success_timestamp_seconds",
+            "When the configuration in use was loaded (Unix time)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._reload_ok = Gauge(
+            "dkimd_config_last_reload_successful",
+            "1 if the last reload (or the start) loaded the configuration, else 0",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self._loaded_at = time.time()
+        self._last_ok = True
+        build = Gauge(
+            "dkimd_build_info",
+            "dkimd's version and Python's (always 1)",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.process_started()
+
+    # -- connections --
+
+    def connection_opened(self) -> None:
+        self._opened.inc()
+        self._open.inc()
+
+    def connection_closed(self) -> None:
+        self._open.dec()
+
+    # -- messages --
+
+    def message_ignored(self) -> None:
+        self._messages["ignored"].inc()
+
+    def message_failed(self) -> None:
+        self._messages["tempfailed"].inc()
+
+    def message_signed(self, started: float, requests: Sequence[SigningRequest]) -> None:
+        self._sign_duration.observe(time.monotonic() - started)
+        self._messages["signed"].inc()
+        children = self._signature_children
+        for request in requests:
+            # SigningRequest settles a= when made (from the key when not configured).
+            key = (request.domain, request.algorithm or "")
+            child = children.get(key)
+            if child is None:
+                child = self._signature_child(key)
+            child.inc()
+
+    def _signature_child(self, key: tuple[str, str]) -> Counter:
+        domain, algorithm = key
+        if algorithm not in KNOWN_ALGORITHMS:
+            algorithm = "other"
+        if len(self._signature_children) >= MAX_SIGNING_DOMAINS:
+            domain = "other"
+            key = (domain, algorithm)
+            known = self._signature_children.get(key)
+            if known is not None:
+                return known
+        child = self._signatures.labels(domain.lower(), algorithm)
+        self._signature_children[key] = child
+        return child
+
+    def message_verified(self, started: float, results: Sequence[SignatureResult]) -> None:
+        self._verify_duration.observe(time.monotonic() - started)
+        self._messages["verified"].inc()
+        overall = DkimResult.NONE
+        children = self._verify_children
+        for r in results:
+            result = r.result
+            if result is DkimResult.NONE:
+                continue
+            if overall is not DkimResult.PASS and (overall is DkimResult.NONE or r.passed):
+                overall = result
+            key = (r.algorithm, result, r.domain)
+            child = children.get(key)
+            if child is None:
+                child = self._verify_child(key)
+            child.inc()
+        self._result_children[overall].inc()
+
+    def _verify_child(self, key: tuple[str | None, DkimResult, str | None]) -> Counter:
+        algorithm, result, domain = key
+        algo_label = algorithm if algorithm in KNOWN_ALGORITHMS else "other"
+        if algorithm is None:
+            algo_label = "none"
+        name = (domain or "").lower().rstrip(".")
+        domain_label = name if name in self._domains else "other"
+        child = self._verify_signatures.labels(algo_label, result.value, domain_label)
+        # Only bounded keys are kept: a hostile domain or a= maps to an existing child.
+        if algorithm in KNOWN_ALGORITHMS and name in self._domains:
+            self._verify_children[key] = child
+        return child
+
+    def on_action(self, condition: Condition, action: Action) -> None:
+        key = (condition, action)
+        child = self._on_children.get(key)
+        if child is None:
+            child = self._on_children[key] = self._on_actions.labels(
+                condition.value.lower(), action.name.lower()
+            )
+        child.inc()
+
+    # -- DNS --
+
+    def dns_lookup(self, outcome: str, seconds: float) -> None:
+        counter = self._dns_lookups.get(outcome)
+        if counter is not None:
+            counter.inc()
+        self._dns_duration.observe(seconds)
+
+    def dns_cache(self, hit: bool) -> None:
+        (self._dns_cache_hits if hit else self._dns_cache_misses).inc()
+
+    # -- keys, configuration --
+
+    def key_load_error(self) -> None:
+        self._key_errors.inc()
+
+    def config_loaded(self, ok: bool, *, reload: bool) -> None:
+        if reload:
+            self._reloads[ok].inc()
+        self._last_ok = ok
+        if ok:
+            self._loaded_at = time.time()
+        self.process_started()
+
+    def process_started(self) -> None:
+        # A forked worker starts with empty values of its own (multiprocess mode): the
+        # gauges it shares in must say its state, not 0.
+        self._reload_ok.set(1 if self._last_ok else 0)
+        self._reload_ts.set(self._loaded_at)
+        self._open.set(0)
+
+
+def registry_page(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def multiprocess_page(directory: str) -> tuple[bytes, str]:
+    """The sum over every process's files in ``directory`` (a fresh registry per scrape,
+    as prometheus_client's multiprocess documentation does)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
