@@ -170,8 +170,8 @@ class ArcVerifier:
         for s in reversed(c.sets):
             cv = s.seal.cv
             if cv is ChainState.FAIL:
-                return ArcResult(
-                    ChainState.FAIL, ArcError.CV_FAIL, f"AS i={s.instance} has cv=fail"
+                return replace(
+                    base, error=ArcError.CV_FAIL, detail=f"AS i={s.instance} has cv=fail"
                 )
             want = ChainState.NONE if s.instance == 1 else ChainState.PASS
             if cv is not want:
