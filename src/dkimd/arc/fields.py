@@ -136,7 +136,8 @@ def parse_aar(header: HeaderField) -> ArcAuthResults:
     instance = int(match[1])
     if not 1 <= instance <= MAX_INSTANCES:
         raise ArcFieldError(f"AAR instance i={instance} outside 1..{MAX_INSTANCES}")
-    rest = header.value[match.end() :].replace(b"\r\n", b"").decode("latin-1").strip(" \t")
+    # Unfolded, every run of WSP one space: the payload as relaxed canonicalization reads it.
+    rest = " ".join(header.value[match.end() :].decode("latin-1").split())
     authserv_id = re.split(r"[ \t;]", rest, maxsplit=1)[0]
     if not authserv_id:
         raise ArcFieldError("AAR has no authserv-id")

@@ -38,6 +38,7 @@ from dkimd.dkim.canonicalization import BodyHashSet
 from dkimd.dkim.errors import SigningError
 from dkimd.dkim.headers import HeaderField, name_key
 from dkimd.dkim.keys import PrivateKey
+from dkimd.dkim.results import fold_tokens
 from dkimd.dkim.signature import fold_b_value, fold_signature, unsigned_header_hash_input
 from dkimd.dkim.signer import SigningRequest
 
@@ -141,16 +142,18 @@ class ArcSealer:
             self.refusal = "the ARC fields carry no usable instance number"
             return []
         self.refusal = ""
-        if self._own_bodies:
-            self._bodies.finish()
+        self._bodies.finish()  # idempotent, as for a shared set its owner finished
         req = self.request
         dkim = req._dkim
         algo = get_algorithm(dkim.algorithm or "")
         assert algo is not None
         now = int(time.time()) if req.timestamp is None else req.timestamp
         payload = _clean(results)
-        aar_text = f" i={instance}; {req.authserv_id}" + (f";\r\n\t{payload}" if payload else "")
-        aar = HeaderField(AAR_NAME, aar_text.encode("ascii"))
+        aar_text = f"i={instance}; {req.authserv_id}" + (f"; {payload}" if payload else "")
+        # Folded at spaces as OpenDKIM folds its A-R: relaxed canonicalization (what the
+        # seal hashes) reads a fold as the space it replaced.
+        folded = fold_tokens([t for t in aar_text.split(" ") if t])
+        aar = HeaderField(AAR_NAME, b" " + folded.encode("ascii"))
 
         names = dkim.header_names(headers)
         body = self._bodies[dkim.body_hash_key]

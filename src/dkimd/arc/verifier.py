@@ -212,8 +212,8 @@ class ArcVerifier:
     # --- steps 3-6 ---
 
     def _validate(self) -> ArcResult:
-        if self._own_bodies:
-            self._bodies.finish()
+        # Idempotent: a shared set its owner finished already is left as it is.
+        self._bodies.finish()
         now = self.options.now if self.options.now is not None else int(time.time())
         sets = self.collected.sets
         newest = sets[-1]

@@ -35,7 +35,7 @@ def field(name: bytes, value: bytes) -> HeaderField:
 def test_aar_instance_and_authserv_id() -> None:
     aar = parse_aar(field(b"ARC-Authentication-Results", b" i=3; mx.example;\r\n\tspf=pass"))
     assert (aar.instance, aar.authserv_id) == (3, "mx.example")
-    assert aar.payload == "mx.example;\tspf=pass"
+    assert aar.payload == "mx.example; spf=pass"
 
 
 @pytest.mark.parametrize(
