@@ -17,6 +17,9 @@ if [ "$profile" = "test" ]; then
     # A signed DNS tree on loopback for the DNSSEC tests: nsd (authoritative), unbound
     # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).
     apt_packages+=(nsd unbound ldnsutils)
+    # Perl's Mail::DKIM, whose ARC signer and verifier are the second independent ARC
+    # implementation the interop tests check dkimd against (dkimpy is the first).
+    apt_packages+=(libmail-dkim-perl)
 fi
 
 missing=()
