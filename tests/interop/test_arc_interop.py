@@ -19,16 +19,18 @@ import functools
 import itertools
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support.tools import require, unavailable
 
-from dkimd.arc import ArcSealer, ArcVerifier, ArcVerifyOptions, SealRequest, arc_ar_item
+from dkimd.arc import ArcResult, ArcSealer, ArcVerifier, ArcVerifyOptions, SealRequest, arc_ar_item
 from dkimd.dkim import PrivateKey, split_message
 from dkimd.dns.base import TxtResult, TxtStatus
+from support.tools import require, unavailable
 
 SCRIPT = Path(__file__).resolve().parent / "arc" / "mail_dkim_arc.pl"
 NOW = 1_700_000_000
@@ -47,8 +49,16 @@ MESSAGE = (
 )
 
 
+@dataclass(frozen=True)
+class Keys:
+    pem: bytes  # PKCS#1 PEM, for dkimpy and Mail::DKIM
+    ours: PrivateKey
+    records: dict[str, bytes]
+    dir: Path  # key.pem and dns.txt, for the Perl script
+
+
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     """One 2048-bit RSA key (PKCS#1 PEM, which all three load), published for hop1..hop3."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -64,11 +74,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     (directory / "dns.txt").write_bytes(
         b"".join(n.encode() + b" " + r + b"\n" for n, r in records.items())
     )
-    return {"pem": pem, "ours": ours, "records": records, "dir": directory}
+    return Keys(pem, ours, records, directory)
 
 
 @functools.cache
-def _dkimpy() -> object:
+def _dkimpy() -> Any:
     import dkim
 
     try:
@@ -102,40 +112,38 @@ def _perl(*args: str, stdin: bytes) -> bytes:
 # --- the three verifiers: "pass", "fail" or "none" ---
 
 
-def verify_dkimd(message: bytes, keys: dict[str, object]) -> str:
-    records: dict[str, bytes] = keys["records"]  # type: ignore[assignment]
+def verify_dkimd(message: bytes, keys: Keys) -> str:
+    return _dkimd_chain(message, keys).state.value
+
+
+def _dkimd_chain(message: bytes, keys: Keys) -> ArcResult:
     headers, offset = split_message(message)
     v = ArcVerifier(headers, ArcVerifyOptions(now=NOW + 60))
     for name in v.key_queries():
-        found = records.get(name)
-        v.provide_key(
-            name,
-            TxtResult(name, TxtStatus.OK, (found,))
-            if found
-            else TxtResult(name, TxtStatus.NXDOMAIN),
-        )
+        found = keys.records.get(name)
+        status = TxtStatus.OK if found else TxtStatus.NXDOMAIN
+        v.provide_key(name, TxtResult(name, status, (found,) if found else ()))
     v.feed_body(message[offset:])
-    return v.result().state.value
+    return v.result()
 
 
-def verify_dkimpy(message: bytes, keys: dict[str, object]) -> str:
-    records: dict[str, bytes] = keys["records"]  # type: ignore[assignment]
+def verify_dkimpy(message: bytes, keys: Keys) -> str:
+    records = keys.records
     dkim = _dkimpy()
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
         return records.get(name.decode().rstrip(".").lower(), b"")
 
-    cv, _results, _reason = dkim.arc_verify(message, dnsfunc=dnsfunc)  # type: ignore[attr-defined]
+    cv, _results, _reason = dkim.arc_verify(message, dnsfunc=dnsfunc)
     return (cv or b"fail").decode()
 
 
-def verify_perl(message: bytes, keys: dict[str, object]) -> str:
-    directory: Path = keys["dir"]  # type: ignore[assignment]
-    out = _perl("verify", str(directory / "dns.txt"), stdin=message).decode()
+def verify_perl(message: bytes, keys: Keys) -> str:
+    out = _perl("verify", str(keys.dir / "dns.txt"), stdin=message).decode()
     return out.split()[0]
 
 
-VERIFIERS: dict[str, Callable[[bytes, dict[str, object]], str]] = {
+VERIFIERS: dict[str, Callable[[bytes, Keys], str]] = {
     "dkimd": verify_dkimd,
     "dkimpy": verify_dkimpy,
     "perl": verify_perl,
@@ -145,7 +153,7 @@ VERIFIERS: dict[str, Callable[[bytes, dict[str, object]], str]] = {
 # --- the three sealers ---
 
 
-def hop(impl: str, n: int, message: bytes, keys: dict[str, object]) -> bytes:
+def hop(impl: str, n: int, message: bytes, keys: Keys) -> bytes:
     """Hop `n` (domain hopN.example, authserv-id mx.hopN.example) receives and seals."""
     srv = f"mx.hop{n}.example"
     domain = f"hop{n}.example"
@@ -154,19 +162,8 @@ def hop(impl: str, n: int, message: bytes, keys: dict[str, object]) -> bytes:
     message = received.encode() + message
     if impl == "dkimd":
         headers, offset = split_message(message)
-        v = ArcVerifier(headers, ArcVerifyOptions(now=NOW + 60))
-        records: dict[str, bytes] = keys["records"]  # type: ignore[assignment]
-        for name in v.key_queries():
-            found = records.get(name)
-            v.provide_key(
-                name,
-                TxtResult(name, TxtStatus.OK, (found,))
-                if found
-                else TxtResult(name, TxtStatus.NXDOMAIN),
-            )
-        v.feed_body(message[offset:])
-        chain = v.result()
-        sealer = ArcSealer(SealRequest(domain, "arc", keys["ours"], srv, timestamp=NOW))  # type: ignore[arg-type]
+        chain = _dkimd_chain(message, keys)
+        sealer = ArcSealer(SealRequest(domain, "arc", keys.ours, srv, timestamp=NOW))
         sealer.feed_body(message[offset:])
         fields = sealer.seal(
             headers, chain, f"spf=pass smtp.mailfrom=origin.example; {arc_ar_item(chain)}"
@@ -175,12 +172,10 @@ def hop(impl: str, n: int, message: bytes, keys: dict[str, object]) -> bytes:
         return b"".join(f.raw + b"\r\n" for f in fields) + message
     if impl == "dkimpy":
         dkim = _dkimpy()
-        new = dkim.arc_sign(  # type: ignore[attr-defined]
-            message, b"arc", domain.encode(), keys["pem"], srv.encode(), timestamp=NOW
-        )
+        new = dkim.arc_sign(message, b"arc", domain.encode(), keys.pem, srv.encode(), timestamp=NOW)
         assert new, "dkimpy did not seal"
         return b"".join(new) + message
-    directory: Path = keys["dir"]  # type: ignore[assignment]
+    directory = keys.dir
     return _perl(
         "seal",
         str(directory / "dns.txt"),
@@ -193,7 +188,7 @@ def hop(impl: str, n: int, message: bytes, keys: dict[str, object]) -> bytes:
     )
 
 
-def chain(impls: tuple[str, ...], keys: dict[str, object]) -> bytes:
+def chain(impls: tuple[str, ...], keys: Keys) -> bytes:
     message = MESSAGE
     for n, impl in enumerate(impls, start=1):
         message = hop(impl, n, message, keys)
@@ -209,7 +204,7 @@ CHAINS = [
 
 
 @pytest.mark.parametrize("impls", CHAINS, ids=lambda c: "-".join(c))
-def test_chain_verifies_everywhere(impls: tuple[str, ...], keys: dict[str, object]) -> None:
+def test_chain_verifies_everywhere(impls: tuple[str, ...], keys: Keys) -> None:
     message = chain(impls, keys)
     assert message.count(b"ARC-Seal:") == len(impls)
     assert {name: v(message, keys) for name, v in VERIFIERS.items()} == dict.fromkeys(
@@ -220,7 +215,7 @@ def test_chain_verifies_everywhere(impls: tuple[str, ...], keys: dict[str, objec
 @pytest.mark.parametrize(
     "impls", list(itertools.product(IMPLEMENTATIONS, repeat=2)), ids=lambda c: "-".join(c)
 )
-def test_tampered_body_fails_everywhere(impls: tuple[str, ...], keys: dict[str, object]) -> None:
+def test_tampered_body_fails_everywhere(impls: tuple[str, ...], keys: Keys) -> None:
     message = chain(impls, keys).replace(b"Meet at  noon.", b"Meet at  dawn.")
     assert {name: v(message, keys) for name, v in VERIFIERS.items()} == dict.fromkeys(
         VERIFIERS, "fail"
@@ -234,7 +229,7 @@ def test_tampered_body_fails_everywhere(impls: tuple[str, ...], keys: dict[str, 
     "impls", [("dkimd", "perl"), ("perl", "dkimpy"), ("dkimpy", "dkimd")], ids=lambda c: "-".join(c)
 )
 def test_removed_arc_header_fails_everywhere(
-    impls: tuple[str, ...], kind: bytes, keys: dict[str, object]
+    impls: tuple[str, ...], kind: bytes, keys: Keys
 ) -> None:
     message = chain(impls, keys)
     headers, offset = split_message(message)
