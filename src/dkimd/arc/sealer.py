@@ -141,6 +141,10 @@ class ArcSealer:
             # A broken chain whose instances are all unreadable: there is no N to follow.
             self.refusal = "the ARC fields carry no usable instance number"
             return []
+        if not any(h.key == b"from" for h in headers):
+            # The AMS must sign From (RFC 8617 4.1.2 takes RFC 6376 5.4): nothing to sign.
+            self.refusal = "the message has no From field"
+            return []
         self.refusal = ""
         self._bodies.finish()  # idempotent, as for a shared set its owner finished
         req = self.request
