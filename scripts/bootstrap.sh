@@ -20,6 +20,9 @@ if [ "$profile" = "test" ]; then
     # Prometheus (and promtool): the metrics tests check the alert rules and scrape dkimd
     # with the real server.
     apt_packages+=(prometheus)
+    # Perl's Mail::DKIM, whose ARC signer and verifier are the second independent ARC
+    # implementation the interop tests check dkimd against (dkimpy is the first).
+    apt_packages+=(libmail-dkim-perl)
 fi
 
 missing=()

@@ -17,6 +17,9 @@ Targets:
 * ``authserv_id``       -- ``dkimd.authres.authserv_id_of``.
 * ``config_text``, ``dataset`` -- opendkim.conf and data set parsers.
 * ``session``           -- a whole ``MilterSession`` behind a real ``milter.Connection``.
+* ``arc_fields``        -- the three ARC header field parsers (RFC 8617 4.1).
+* ``arc_chain``         -- a header block of hostile ARC fields through ``ArcVerifier``, and
+                           the next set sealed over it by ``ArcSealer``.
 """
 
 from __future__ import annotations
@@ -649,6 +652,96 @@ def session(data: bytes) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# ARC (RFC 8617)
+
+_ARC_NAMES = (b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results")
+
+
+def arc_fields(data: bytes) -> None:
+    """Each ARC field parser returns a value in range or raises ArcFieldError."""
+    from dkimd.arc import ArcFieldError, ChainState, parse_aar, parse_ams, parse_seal
+
+    for name, parse in zip(_ARC_NAMES, (parse_seal, parse_ams, parse_aar), strict=True):
+        try:
+            parsed = parse(HeaderField(name, data))
+        except ArcFieldError:
+            continue
+        assert 1 <= parsed.instance <= 50
+        if name == b"ARC-Seal":
+            assert parsed.cv in ChainState  # type: ignore[union-attr]
+
+
+_ARC_KEY_CACHE: list[object] = []
+
+
+def _arc_key() -> object:
+    if not _ARC_KEY_CACHE:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        from dkimd.dkim import PrivateKey
+
+        # A fixed seed: the target stays a pure function of its input.
+        seed = hashlib.sha256(b"dkimd arc fuzz").digest()
+        _ARC_KEY_CACHE.append(PrivateKey(ed25519.Ed25519PrivateKey.from_private_bytes(seed)))
+    return _ARC_KEY_CACHE[0]
+
+
+def arc_chain(data: bytes) -> None:
+    """The input is a header block (LF or CRLF) of mostly ARC fields, then a body. The
+    verifier ends in none/pass/fail with a reason for anything but pass and none, asks for
+    at most two keys per allowed set, and the sealer either refuses (saying why) or adds a
+    set numbered after the highest instance whose three fields parse back."""
+    from dkimd.arc import (
+        MAX_INSTANCES,
+        ArcSealer,
+        ArcVerifier,
+        ArcVerifyOptions,
+        ChainState,
+        SealRequest,
+        collect_sets,
+        parse_aar,
+        parse_ams,
+        parse_seal,
+    )
+    from dkimd.dkim import PrivateKey, split_message
+    from dkimd.dns.base import TxtResult, TxtStatus
+
+    message = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    try:
+        headers, offset = split_message(message)
+    except MessageError:
+        return
+    limit = 1 + (data[0] % MAX_INSTANCES if data else 0)
+    verifier = ArcVerifier(headers, ArcVerifyOptions(now=1_700_000_000, max_instances=limit))
+    queries = verifier.key_queries()
+    assert len(queries) <= 2 * limit
+    for name in queries:
+        verifier.provide_key(name, TxtResult(name, TxtStatus.NXDOMAIN))
+    verifier.feed_body(message[offset:])
+    result = verifier.result()
+    assert result.state in ChainState
+    if result.state is ChainState.FAIL:
+        assert result.reason
+    else:
+        assert not result.reason
+    key = _arc_key()
+    assert isinstance(key, PrivateKey)
+    sealer = ArcSealer(SealRequest("fuzz.example", "s", key, "mx.fuzz.example", timestamp=1))
+    sealer.feed_body(message[offset:])
+    fields = sealer.seal(headers, result, "dkim=none")
+    if not fields:
+        assert sealer.refusal
+        return
+    seal, ams, aar = fields
+    instance = result.highest + 1
+    assert parse_seal(seal).instance == parse_ams(ams).instance == parse_aar(aar).instance
+    assert parse_seal(seal).instance == instance
+    assert parse_seal(seal).cv is result.state
+    if result.state is not ChainState.FAIL:
+        assert collect_sets([*fields, *headers]).error == ""
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "milter_stream": milter_stream,
     "milter_mutation": milter_mutation,
@@ -662,6 +755,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "config_text": config_text,
     "dataset": dataset,
     "session": session,
+    "arc_fields": arc_fields,
+    "arc_chain": arc_chain,
 }
 
 # Exceptions a target may never let escape are everything else; these are the documented

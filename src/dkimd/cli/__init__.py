@@ -18,7 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run the milter daemon (opendkim's flags: -x CONF -f -p -P -u -n -t -v -V)",
     ),
     "sign": ("dkimd.cli.sign", "sign a message read from stdin"),
-    "verify": ("dkimd.cli.verify", "verify the DKIM signatures of a message read from stdin"),
+    "verify": (
+        "dkimd.cli.verify",
+        "verify the DKIM signatures and ARC chain of a message read from stdin",
+    ),
+    "seal": ("dkimd.cli.seal", "add the next ARC set (RFC 8617) to a message read from stdin"),
     "genkey": ("dkimd.cli.genkey", "make a key pair and its DNS record (opendkim-genkey)"),
     "testkey": ("dkimd.cli.testkey", "check keys against their DNS records (opendkim-testkey)"),
     "genzone": ("dkimd.cli.genzone", "print DNS records for every KeyTable key (opendkim-genzone)"),

@@ -1,6 +1,7 @@
-"""`dkimd verify`: verify the DKIM signatures of a message read from stdin.
+"""`dkimd verify`: verify the DKIM signatures and the ARC chain of a message read from stdin.
 
-Prints one line per verified signature and an Authentication-Results field. The body streams
+Prints one line per verified signature, an Authentication-Results field with the DKIM results
+and one with the ARC result (RFC 8617, dkimd.arc). The body streams
 through the verifier in 64 KB chunks; the key lookups run concurrently with asyncio (the only
 async code here, at the edge, around the sans-IO `Verifier`).
 """
@@ -12,8 +13,10 @@ import asyncio
 import sys
 from typing import BinaryIO
 
+from dkimd.arc import MAX_INSTANCES, ArcVerifier, ArcVerifyOptions, arc_ar_item
 from dkimd.dkim import (
     AR_FIELD_NAME,
+    BodyHashSet,
     DkimError,
     LineEndingNormalizer,
     MessageSplitter,
@@ -42,8 +45,9 @@ A relative name such as mail._domainkey gets the domain of a $ORIGIN line above 
 else the one in genkey's "; ----- DKIM key mail for example.com" comment; never the
 domain of the message's signature. A line in neither form is an error (FILE:LINE).
 
-Exit status: 0 at least one signature passed, 1 none passed (or no signature),
-2 usage or input error."""
+Exit status: 0 at least one signature passed (with --arc: the ARC chain passed),
+1 none passed (or no signature; with --arc: the chain is none or fail), 2 usage or
+input error."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="the authserv-id in the printed Authentication-Results (default localhost)",
     )
+    p.add_argument(
+        "--arc",
+        action="store_true",
+        help="let the ARC chain decide the exit status instead of the DKIM signatures",
+    )
+    p.add_argument(
+        "--arc-max-sets",
+        type=int,
+        default=MAX_INSTANCES,
+        metavar="N",
+        help=f"a chain of more than N ARC sets fails (default and most {MAX_INSTANCES})",
+    )
     p.add_argument("--now", type=int, help=argparse.SUPPRESS)
     return p
 
@@ -109,11 +125,13 @@ def _lookup(args: argparse.Namespace) -> TxtLookup:
     return DnsResolver(nameservers=args.nameserver, timeout=args.timeout)
 
 
-async def _fetch_keys(verifier: Verifier, lookup: TxtLookup) -> None:
-    names = verifier.key_queries()
+async def _fetch_keys(verifier: Verifier, lookup: TxtLookup, arc: ArcVerifier) -> None:
+    """Every key the DKIM signatures and the ARC chain need, each name asked once."""
+    names = list(dict.fromkeys([*verifier.key_queries(), *arc.key_queries()]))
     answers = await asyncio.gather(*(lookup.lookup_txt(n) for n in names))
     for name, answer in zip(names, answers, strict=True):
         verifier.provide_key(name, answer)
+        arc.provide_key(name, answer)
 
 
 def describe(result: SignatureResult) -> str:
@@ -147,35 +165,51 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: Txt
         body_length=args.body_length,
         now=args.now,
     )
+    arc_options = ArcVerifyOptions(max_instances=args.arc_max_sets, now=args.now)
     normalizer = LineEndingNormalizer()
     splitter = MessageSplitter()
+    # One body hash for both: the DKIM verifier feeds the set the ARC verifier reads.
+    bodies = BodyHashSet()
     verifier: Verifier | None = None
+    arc: ArcVerifier | None = None
     while chunk := stdin.read(CHUNK):
         body = splitter.feed(normalizer.feed(chunk))
         if verifier is None and splitter.headers is not None:
-            verifier = Verifier(splitter.headers, options)
+            verifier = Verifier(splitter.headers, options, bodies=bodies)
+            arc = ArcVerifier(splitter.headers, arc_options, bodies=bodies)
         if body:
             assert verifier is not None
             verifier.feed_body(body)
     tail = splitter.feed(normalizer.flush())
     splitter.finish()
     assert splitter.headers is not None
-    if verifier is None:
-        verifier = Verifier(splitter.headers, options)
+    if verifier is None or arc is None:
+        verifier = Verifier(splitter.headers, options, bodies=bodies)
+        arc = ArcVerifier(splitter.headers, arc_options, bodies=bodies)
     if tail:
         verifier.feed_body(tail)
-    if verifier.key_queries():
-        asyncio.run(_fetch_keys(verifier, lookup))
+    if verifier.key_queries() or arc.key_queries():
+        asyncio.run(_fetch_keys(verifier, lookup, arc))
     results = verifier.results()
+    chain = arc.result()
     eol = b"\r\n" if normalizer.crlf_input else b"\n"
     lines = [describe(r).encode("ascii", "replace") for r in results]
     # No ATPS check is made here, so no dkim-atps item (the milter writes OpenDKIM's).
     value = authentication_results_value(args.authserv_id, results, atps=None)
     ar = AR_FIELD_NAME + b": " + value
     lines.append(ar.replace(b"\r\n", eol))
+    arc_ar = f"{_ar_id(args.authserv_id)}; {arc_ar_item(chain)}".encode("ascii")
+    lines.append(AR_FIELD_NAME + b": " + arc_ar)
     stdout.write(eol.join(lines) + eol)
     stdout.flush()
+    if args.arc:
+        return 0 if chain.passed else 1
     return 0 if any(r.passed for r in results) else 1
+
+
+def _ar_id(authserv_id: str) -> str:
+    """The authserv-id as the DKIM A-R writes it: printable ASCII only."""
+    return "".join(c if "!" <= c <= "~" else "?" for c in authserv_id) or "localhost"
 
 
 def main(argv: list[str]) -> int:
@@ -186,6 +220,9 @@ def main(argv: list[str]) -> int:
         return 0 if exc.code == 0 else 2
     if args.max_signatures < 1:
         sys.stderr.write("dkimd verify: --max-signatures must be at least 1\n")
+        return 2
+    if not 1 <= args.arc_max_sets <= MAX_INSTANCES:
+        sys.stderr.write(f"dkimd verify: --arc-max-sets must be 1 to {MAX_INSTANCES}\n")
         return 2
     try:
         # The key source first: a bad --dns-file is reported before stdin is read.

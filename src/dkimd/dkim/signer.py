@@ -160,11 +160,21 @@ class Signer:
     """
 
     def __init__(
-        self, request: SigningRequest, *more: SigningRequest, fix_crlf: bool = False
+        self,
+        request: SigningRequest,
+        *more: SigningRequest,
+        fix_crlf: bool = False,
+        bodies: BodyHashSet | None = None,
     ) -> None:
-        """`fix_crlf`: bare CR and LF in the body are signed as CRLF (OpenDKIM's FixCRLF)."""
+        """`fix_crlf`: bare CR and LF in the body are signed as CRLF (OpenDKIM's FixCRLF).
+        `bodies`: a body hash set shared with other users of the body (ARC, dkimd.arc); the
+        signer feeds it, so the others hash nothing twice."""
         self.requests: tuple[SigningRequest, ...] = (request, *more)
-        self._bodies = BodyHashSet((r.body_hash_key for r in self.requests), fix_crlf=fix_crlf)
+        if bodies is None:
+            bodies = BodyHashSet(fix_crlf=fix_crlf)
+        for r in self.requests:
+            bodies.add(r.body_hash_key)
+        self._bodies = bodies
 
     def feed_body(self, chunk: bytes) -> None:
         self._bodies.update(chunk)

@@ -136,13 +136,15 @@ class Verifier:
         signatures: Sequence[SignatureField] | None = None,
         *,
         author_domain: str | None = None,
+        bodies: BodyHashSet | None = None,
     ) -> None:
         """`signatures`: the DKIM-Signature fields of `headers` as `signature_fields` reads
         them, when the caller has read them already (the milter checks their syntax first).
-        `author_domain`: the From domain, which only `max_signatures` 0 asks about."""
+        `author_domain`: the From domain, which only `max_signatures` 0 asks about.
+        `bodies`: a body hash set shared with ARC (dkimd.arc), fed by this verifier."""
         self.options = options or VerifyOptions()
         self._headers = list(headers)
-        self._bodies = BodyHashSet(fix_crlf=self.options.fix_crlf)
+        self._bodies = BodyHashSet(fix_crlf=self.options.fix_crlf) if bodies is None else bodies
         self._keys: dict[str, TxtResult] = {}
         self._from_count = [f.key for f in self._headers].count(b"from")
         self._results: list[SignatureResult] | None = None

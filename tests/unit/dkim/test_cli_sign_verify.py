@@ -77,9 +77,9 @@ def test_sign_options() -> None:
 def test_unsigned_message_exit_1() -> None:
     out = verify(MSG)
     assert out.returncode == 1
-    assert (
-        out.stdout
-        == b"dkim=none reason='no signatures'\nAuthentication-Results: mx.test; dkim=none\n"
+    assert out.stdout == (
+        b"dkim=none reason='no signatures'\nAuthentication-Results: mx.test; dkim=none\n"
+        b"Authentication-Results: mx.test; arc=none\n"  # the ARC result (docs/arc.md)
     )
 
 
