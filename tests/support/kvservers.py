@@ -1,6 +1,6 @@
 """Private memcached, redis-server and slapd instances for the key-value store tests.
 
-    from support.kvservers import Memcached, RedisServer, Slapd, TestCa
+    from support.kvservers import Memcached, RedisServer, Slapd, ThrowawayCa
 
     with Memcached(tmp_path / "mc") as mc:          # 127.0.0.1:mc.port
         mc.set("dkim:example.com", "example.com:sel:/keys/x.pem")
@@ -9,7 +9,7 @@
     with RedisServer(tmp_path / "rd", password="pw") as rd:
         rd.command("SET", "k", "v")                  # through redis-cli? no: raw RESP here
 
-    ca = TestCa(tmp_path / "ca")                     # a CA and a 127.0.0.1/localhost cert
+    ca = ThrowawayCa(tmp_path / "ca")                     # a CA and a 127.0.0.1/localhost cert
     with Slapd(tmp_path / "ldap", ldif=..., ca=ca) as sd:
         sd.url, sd.ldaps_url, sd.ldapi_url
 
@@ -35,7 +35,7 @@ from types import TracebackType
 
 from support.tools import APT_PACKAGES, free_port, require, wait_for_port
 
-__all__ = ["Memcached", "RedisServer", "Slapd", "TestCa"]
+__all__ = ["Memcached", "RedisServer", "Slapd", "ThrowawayCa"]
 
 APT_PACKAGES.setdefault("memcached", "memcached")
 APT_PACKAGES.setdefault("redis-server", "redis-server")
@@ -154,7 +154,7 @@ class RedisServer(_Child):
     name = "redis"
 
     def __init__(
-        self, directory: Path, password: str | None = None, ca: TestCa | None = None
+        self, directory: Path, password: str | None = None, ca: ThrowawayCa | None = None
     ) -> None:
         super().__init__(directory)
         self.password = password
@@ -173,12 +173,14 @@ class RedisServer(_Child):
             argv += ["--requirepass", self.password]
         return argv
 
-    def command(self, *args: str | bytes) -> bytes:
-        """One command over plain TCP (not for a TLS server), after AUTH if needed."""
+    def command(self, *args: str | bytes, db: int = 0) -> bytes:
+        """One command over plain TCP (not for a TLS server) in database `db`, after AUTH."""
         assert self.ca is None
         data = b""
         if self.password is not None:
             data += _resp("AUTH", self.password)
+        if db:
+            data += _resp("SELECT", str(db))
         data += _resp(*args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
             s.sendall(data + _resp("QUIT"))
@@ -188,7 +190,7 @@ class RedisServer(_Child):
         return reply
 
 
-class TestCa:
+class ThrowawayCa:
     """A throw-away CA and one server certificate for 127.0.0.1 and localhost."""
 
     def __init__(self, directory: Path) -> None:
@@ -295,7 +297,7 @@ class Slapd(_Child):
     name = "slapd"
     reader_password = "reader-secret"
 
-    def __init__(self, directory: Path, ldif: str, ca: TestCa | None = None) -> None:
+    def __init__(self, directory: Path, ldif: str, ca: ThrowawayCa | None = None) -> None:
         super().__init__(directory)
         self.ca = ca
         self.tls_port = free_port() if ca is not None else None

@@ -73,6 +73,8 @@ def parse_spec(text: str) -> tuple[tuple[Server, ...], str]:
         servers.append(_parse_server(item))
     if not servers:
         raise StoreSpecError("memcache: data set: no host before the /prefix")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in prefix):
+        raise StoreSpecError("memcache: data set: the prefix has a space or control character")
     return tuple(servers), prefix
 
 
