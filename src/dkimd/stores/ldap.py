@@ -323,31 +323,28 @@ class LdapStore:
             server = ldap3.Server(
                 url.host, port=url.port, use_ssl=use_ssl, tls=tls, connect_timeout=s.timeout
             )
-        kwargs = self._auth()
+        conn = ldap3.Connection(
+            server,
+            receive_timeout=s.timeout,
+            read_only=True,
+            auto_referrals=False,
+            raise_exceptions=False,
+            **self._auth(),
+        )
         try:
-            conn = ldap3.Connection(
-                server,
-                receive_timeout=s.timeout,
-                read_only=True,
-                auto_referrals=False,
-                raise_exceptions=False,
-                **kwargs,
-            )
             conn.open(read_server_info=False)
             if url.scheme != "ldapi":
                 self._keepalive(conn.socket)
             if s.use_tls and url.scheme == "ldap" and not conn.start_tls(read_server_info=False):
-                reason = conn.result.get("description") if conn.result else "refused"
-                conn.unbind()
-                raise _Failed(f"StartTLS failed: {reason}")
+                raise _Failed(f"StartTLS failed: {_result_text(conn)}")
             if not conn.bind(read_server_info=False):
-                result = conn.result or {}
-                reason = result.get("description") or "refused"
-                message = result.get("message")
-                conn.unbind()
-                raise _Failed(f"bind failed: {reason}" + (f" ({message})" if message else ""))
+                raise _Failed(f"bind failed: {_result_text(conn)}")
         except LDAPException as exc:
+            _discard(conn)
             raise _Failed(_ldap3_reason(exc)) from None
+        except _Failed:
+            _discard(conn)
+            raise
         with self._lock:
             self._connections.add(conn)
         return conn
@@ -398,9 +395,7 @@ class LdapStore:
     def _drop(self, conn: Any) -> None:
         with self._lock:
             self._connections.discard(conn)
-        # A dead connection may fail to say goodbye; it is gone either way.
-        with contextlib.suppress(Exception):
-            conn.unbind()
+        _discard(conn)
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
 
@@ -549,8 +544,25 @@ class LdapStore:
 
 def _unbind_all(connections: list[Any]) -> None:
     for conn in connections:
-        with contextlib.suppress(Exception):
-            conn.unbind()
+        _discard(conn)
+
+
+def _discard(conn: Any) -> None:
+    """Unbind and close, whatever state the connection is in (a dead one may fail to say
+    goodbye, and ldap3 then leaves its socket open)."""
+    with contextlib.suppress(Exception):
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _result_text(conn: Any) -> str:
+    result = conn.result or {}
+    reason = str(result.get("description") or "refused")
+    message = result.get("message")
+    return reason + (f" ({message})" if message else "")
 
 
 def _is_entry(entry: Mapping[str, Any]) -> bool:
