@@ -1,0 +1,277 @@
+"""`redis:` and `rediss:` data sets, a dkimd extension: one Redis key per data set key.
+
+    redis://[[user]:password@]host[:port][/db][?key=string|hash|list&prefix=P&fields=a,b
+            &timeout=SECONDS&ca=/path/ca.pem]
+    rediss://...                              (TLS; `ca=` names the CA file to trust)
+
+The Redis key read for a lookup is `prefix` followed by the data set key, byte for byte (no
+separator is added: write it into the prefix, `prefix=dkim:keys:`). What a key holds is
+named by `key=`:
+
+* `string` (the default): the value is one field, split on ':' by the caller exactly as the
+  value of a `file:` line (`example.com:sel:/keys/example.pem`).
+* `hash`: the fields of the hash make one row, in the order `fields=` names them
+  (`HMGET`; a field that is missing reads as ""); without `fields=`, every field, in the
+  order of the field names (Redis keeps no order of its own for a large hash).
+* `list`: every element is a row of one field (several signatures for one SigningTable key).
+
+redis-py's asyncio client talks to the server: the protocol is length-prefixed, so a key
+holding spaces, CR/LF or `*)(` is data and never a command. The client reconnects by itself
+on the next lookup after the server comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from dkimd.stores.base import MissingExtra, Row, StoreError, StoreSpecError
+
+__all__ = ["RedisStore", "from_spec"]
+
+_KINDS = ("string", "hash", "list")
+_DEFAULT_PORT = 6379
+#: Seconds a lookup (connect included) may take unless the URL says `timeout=`.
+DEFAULT_TIMEOUT = 5.0
+#: Keys asked per SCAN round while walking.
+_SCAN_COUNT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSpec:
+    """What a `redis:` URL says, parsed and checked."""
+
+    tls: bool
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    kind: str
+    prefix: str
+    fields: tuple[str, ...]
+    timeout: float
+    ca_file: str | None
+
+    def describe(self) -> str:
+        auth = ""
+        if self.password is not None:
+            auth = f"{self.username or ''}:***@"
+        elif self.username is not None:
+            auth = f"{self.username}@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = f"key={self.kind}"
+        if self.prefix:
+            query += f"&prefix={self.prefix}"
+        if self.fields:
+            query += "&fields=" + ",".join(self.fields)
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}?{query}"
+
+
+def parse_spec(text: str) -> RedisSpec:
+    """Parse a `redis:`/`rediss:` data set value; StoreSpecError says what is wrong."""
+    try:
+        url = urlsplit(text.strip())
+        port = url.port
+    except ValueError as exc:
+        raise StoreSpecError(f"redis: data set: {exc}") from None
+    scheme = url.scheme.lower()
+    if scheme not in ("redis", "rediss"):
+        raise StoreSpecError(f'redis: data set: unknown scheme "{url.scheme}"')
+    if not url.hostname:
+        raise StoreSpecError(
+            "redis: data set: no host", "write redis://host[:port][/db][?key=string|hash|list]"
+        )
+    path = url.path.strip("/")
+    if path and not path.isdigit():
+        raise StoreSpecError(f'redis: data set: database "{path}" is not a number')
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(url.query, keep_blank_values=True, strict_parsing=False):
+        if name in options:
+            raise StoreSpecError(f'redis: data set: "{name}" given twice')
+        options[name] = value
+    unknown = sorted(set(options) - {"key", "prefix", "fields", "timeout", "ca"})
+    if unknown:
+        raise StoreSpecError(
+            f"redis: data set: unknown parameter {', '.join(unknown)}",
+            "parameters are key=, prefix=, fields=, timeout=, ca=",
+        )
+    kind = options.get("key", "string")
+    if kind not in _KINDS:
+        raise StoreSpecError(f'redis: data set: key="{kind}": must be string, hash or list')
+    fields = tuple(f for f in options.get("fields", "").split(",") if f)
+    if fields and kind != "hash":
+        raise StoreSpecError("redis: data set: fields= only applies to key=hash")
+    try:
+        timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+    except ValueError:
+        raise StoreSpecError("redis: data set: timeout= must be a number of seconds") from None
+    if not 0 < timeout <= 3600:
+        raise StoreSpecError("redis: data set: timeout= must be between 0 and 3600 seconds")
+    ca_file = options.get("ca") or None
+    if ca_file is not None and scheme != "rediss":
+        raise StoreSpecError("redis: data set: ca= needs rediss:// (TLS)")
+    return RedisSpec(
+        tls=scheme == "rediss",
+        host=url.hostname,
+        port=port or _DEFAULT_PORT,
+        db=int(path) if path else 0,
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password is not None else None,
+        kind=kind,
+        prefix=options.get("prefix", ""),
+        fields=fields,
+        timeout=timeout,
+        ca_file=ca_file,
+    )
+
+
+def _text(value: bytes | str, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(f"{what} is not UTF-8 text") from None
+
+
+class RedisStore:
+    """One `redis:` data set: a redis-py asyncio client with its own connection pool."""
+
+    def __init__(self, spec: RedisSpec) -> None:
+        self.spec = spec
+        self._client: Any = None
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+    def _error(self, exc: BaseException) -> StoreError:
+        # redis-py's messages name host and port and the server's reply, never the password.
+        reason = str(exc) or type(exc).__name__
+        return StoreError(f"{self.describe()}: {reason}")
+
+    def _make_client(self) -> Any:
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:
+            raise MissingExtra("redis", "redis", "redis") from None
+        spec = self.spec
+        kwargs: dict[str, Any] = {}
+        if spec.tls:
+            kwargs["ssl"] = True
+            kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+            if spec.ca_file is not None:
+                kwargs["ssl_ca_certs"] = spec.ca_file
+        return aioredis.Redis(
+            host=spec.host,
+            port=spec.port,
+            db=spec.db,
+            username=spec.username,
+            password=spec.password,
+            socket_timeout=spec.timeout,
+            socket_connect_timeout=spec.timeout,
+            # One immediate retry: a pooled connection that died with a restarted server is
+            # replaced on the same lookup. More (with back-off) would only stretch an outage
+            # the data set layer already answers (tempfail, one log line).
+            retry=Retry(NoBackoff(), 1),
+            **kwargs,
+        )
+
+    def _client_or_new(self) -> Any:
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    async def open(self) -> None:
+        import redis.exceptions
+
+        client = self._client_or_new()
+        try:
+            async with asyncio.timeout(self.spec.timeout):
+                await client.ping()
+        except TimeoutError:
+            raise StoreError(
+                f"{self.describe()}: no answer within {self.spec.timeout:g} s"
+            ) from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._error(exc) from None
+
+    async def get(self, key: str) -> list[Row]:
+        import redis.exceptions
+
+        client = self._client_or_new()
+        name = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
+        try:
+            async with asyncio.timeout(self.spec.timeout):
+                return await self._read(client, name)
+        except TimeoutError:
+            raise StoreError(
+                f"{self.describe()}: no answer within {self.spec.timeout:g} s"
+            ) from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._error(exc) from None
+
+    async def _read(self, client: Any, name: bytes) -> list[Row]:
+        spec = self.spec
+        what = f"{self.describe()}: the value of {name[:80]!r}"
+        if spec.kind == "string":
+            value = await client.get(name)
+            return [] if value is None else [(_text(value, what),)]
+        if spec.kind == "list":
+            items = await client.lrange(name, 0, -1)
+            return [(_text(item, what),) for item in items]
+        if spec.fields:
+            values = await client.hmget(name, list(spec.fields))
+            if all(v is None for v in values):
+                return []
+            return [tuple("" if v is None else _text(v, what) for v in values)]
+        mapping = await client.hgetall(name)
+        if not mapping:
+            return []
+        return [tuple(_text(mapping[f], what) for f in sorted(mapping))]
+
+    async def walk(self) -> AsyncIterator[tuple[str, Row]]:
+        import redis.exceptions
+
+        client = self._client_or_new()
+        prefix = self.spec.prefix.encode("utf-8")
+        pattern = _glob_escape(prefix) + b"*"
+        try:
+            async for name in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                key = _text(name[len(prefix) :], f"{self.describe()}: a key")
+                for row in await self._read(client, name):
+                    yield key, row
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._error(exc) from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _glob_escape(prefix: bytes) -> bytes:
+    """`prefix` as a literal in a SCAN MATCH pattern (Redis globs: * ? [ ] and \\)."""
+    out = bytearray()
+    for byte in prefix:
+        if byte in b"*?[]\\":
+            out.append(0x5C)
+        out.append(byte)
+    return bytes(out)
+
+
+def from_spec(text: str) -> RedisStore:
+    """The store a `redis:`/`rediss:` data set value describes (StoreSpecError if unusable)."""
+    spec = parse_spec(text)
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise MissingExtra("redis", "redis", "redis") from None
+    return RedisStore(spec)

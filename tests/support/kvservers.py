@@ -1,0 +1,384 @@
+"""Private memcached, redis-server and slapd instances for the key-value store tests.
+
+    from support.kvservers import Memcached, RedisServer, Slapd, ThrowawayCa
+
+    with Memcached(tmp_path / "mc") as mc:          # 127.0.0.1:mc.port
+        mc.set("dkim:example.com", "example.com:sel:/keys/x.pem")
+        mc.stop(); mc.start()                        # same port, empty again
+
+    with RedisServer(tmp_path / "rd", password="pw") as rd:
+        rd.command("SET", "k", "v")                  # through redis-cli? no: raw RESP here
+
+    ca = ThrowawayCa(tmp_path / "ca")                     # a CA and a 127.0.0.1/localhost cert
+    with Slapd(tmp_path / "ldap", ldif=..., ca=ca) as sd:
+        sd.url, sd.ldaps_url, sd.ldapi_url
+
+Every server runs in the foreground as a child of the test, on loopback ports from
+support.tools.free_port() (and a UNIX socket under its directory for ldapi), with its data in
+its own directory; stop() ends it (SIGTERM, then SIGKILL) and start() runs it again on the
+same port, so a store can be seen to survive an outage. The programs come from apt
+(memcached, redis-server, slapd + ldap-utils); `require()` skips without them, or fails under
+CI.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from support.tools import APT_PACKAGES, free_port, require, wait_for_port
+
+__all__ = ["Memcached", "RedisServer", "Slapd", "ThrowawayCa"]
+
+APT_PACKAGES.setdefault("memcached", "memcached")
+APT_PACKAGES.setdefault("redis-server", "redis-server")
+APT_PACKAGES.setdefault("slapd", "slapd")
+APT_PACKAGES.setdefault("slapadd", "slapd")
+
+
+class _Child:
+    """A server process run in the foreground, restartable on the same port."""
+
+    name = "server"
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        return wait_for_port("127.0.0.1", self.port, timeout=15)
+
+    def start(self) -> None:
+        log = open(self.dir / f"{self.name}.log", "ab")  # noqa: SIM115  (owned by the child)
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir
+        )
+        log.close()
+        if not self.ready():
+            self.stop()
+            text = (self.dir / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} did not start:\n{text}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections but answers nothing (a hung server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def __enter__(self) -> _Child:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+        self.stop()
+
+
+def _talk(port: int, data: bytes, until: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        reply = b""
+        while not reply.endswith(until):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+class Memcached(_Child):
+    name = "memcached"
+
+    def argv(self) -> list[str]:
+        argv = [require("memcached"), "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
+        if os.geteuid() == 0:
+            argv += ["-u", "root"]
+        return argv
+
+    def set(self, key: str | bytes, value: str | bytes) -> None:
+        k = key.encode() if isinstance(key, str) else key
+        v = value.encode() if isinstance(value, str) else value
+        reply = _talk(self.port, b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v), b"\r\n")
+        assert reply == b"STORED\r\n", reply
+
+    def stats_get_cmds(self) -> int:
+        """How many `get` commands the server has answered (`stats`: cmd_get)."""
+        reply = _talk(self.port, b"stats\r\n", b"END\r\n")
+        for line in reply.split(b"\r\n"):
+            if line.startswith(b"STAT cmd_get "):
+                return int(line.split()[2])
+        raise AssertionError(reply)
+
+
+def _resp(*args: str | bytes) -> bytes:
+    out = b"*%d\r\n" % len(args)
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        out += b"$%d\r\n%s\r\n" % (len(data), data)
+    return out
+
+
+class RedisServer(_Child):
+    name = "redis"
+
+    def __init__(
+        self, directory: Path, password: str | None = None, ca: ThrowawayCa | None = None
+    ) -> None:
+        super().__init__(directory)
+        self.password = password
+        self.ca = ca
+
+    def argv(self) -> list[str]:
+        argv = [require("redis-server"), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        if self.ca is not None:
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            argv += ["--tls-cert-file", str(self.ca.cert), "--tls-key-file", str(self.ca.key)]
+            argv += ["--tls-ca-cert-file", str(self.ca.ca_cert)]
+        else:
+            argv += ["--port", str(self.port)]
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
+        return argv
+
+    def command(self, *args: str | bytes, db: int = 0) -> bytes:
+        """One command over plain TCP (not for a TLS server) in database `db`, after AUTH."""
+        assert self.ca is None
+        data = b""
+        if self.password is not None:
+            data += _resp("AUTH", self.password)
+        if db:
+            data += _resp("SELECT", str(db))
+        data += _resp(*args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(data + _resp("QUIT"))
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        return reply
+
+
+class ThrowawayCa:
+    """A throw-away CA and one server certificate for 127.0.0.1 and localhost."""
+
+    def __init__(self, directory: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        directory.mkdir(parents=True, exist_ok=True)
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dkimd test CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        self.ca_cert = directory / "ca.pem"
+        self.cert = directory / "server.pem"
+        self.key = directory / "server.key"
+        self.ca_cert.write_bytes(ca_cert.public_bytes(pem))
+        self.cert.write_bytes(cert.public_bytes(pem))
+        self.key.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        self.key.chmod(0o600)
+
+
+#: A small schema for the tests' DKIM entries, under OpenLDAP's experimental OID arc.
+DKIM_SCHEMA = """\
+attributetype ( 1.3.6.1.4.1.4203.666.11.1 NAME 'dkimDomain'
+    EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
+attributetype ( 1.3.6.1.4.1.4203.666.11.2 NAME 'dkimSelector'
+    EQUALITY caseExactIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
+attributetype ( 1.3.6.1.4.1.4203.666.11.3 NAME 'dkimKey'
+    EQUALITY caseExactMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+attributetype ( 1.3.6.1.4.1.4203.666.11.4 NAME 'dkimIdentity'
+    EQUALITY caseExactMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+objectclass ( 1.3.6.1.4.1.4203.666.11.100 NAME 'dkimEntry' SUP top STRUCTURAL
+    MUST ( cn ) MAY ( dkimDomain $ dkimSelector $ dkimKey $ dkimIdentity ) )
+"""
+
+SUFFIX = "dc=example,dc=com"
+READER_DN = f"cn=reader,{SUFFIX}"
+
+
+class Slapd(_Child):
+    """slapd with back-mdb under `directory`, the DKIM schema, and `ldif` loaded by slapadd.
+
+    Listens on ldap:// (port), ldaps:// (tls_port, when `ca` is given; StartTLS too) and
+    ldapi:// (a socket in the directory). Access: `cn=reader` (password `reader_password`)
+    and the test's own uid over ldapi with SASL EXTERNAL may read; anonymous may not.
+    """
+
+    name = "slapd"
+    reader_password = "reader-secret"
+
+    def __init__(self, directory: Path, ldif: str, ca: ThrowawayCa | None = None) -> None:
+        super().__init__(directory)
+        self.ca = ca
+        self.tls_port = free_port() if ca is not None else None
+        self.socket_path = self.dir / "ldapi"
+        if len(str(self.socket_path)) > 100:
+            raise RuntimeError(f"{self.socket_path} is too long for a UNIX socket")
+        (self.dir / "db").mkdir(exist_ok=True)
+        (self.dir / "dkim.schema").write_text(DKIM_SCHEMA)
+        (self.dir / "slapd.conf").write_text(self._conf())
+        base = (
+            f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\n"
+            "o: example\ndc: example\n\n"
+            f"dn: {READER_DN}\nobjectClass: person\ncn: reader\nsn: reader\n"
+            f"userPassword: {self.reader_password}\n\n"
+        )
+        (self.dir / "data.ldif").write_text(base + ldif)
+        subprocess.run(
+            [
+                require("slapadd"),
+                "-q",
+                "-f",
+                str(self.dir / "slapd.conf"),
+                "-l",
+                str(self.dir / "data.ldif"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def _conf(self) -> str:
+        uid, gid = os.geteuid(), os.getegid()
+        tls = ""
+        if self.ca is not None:
+            tls = (
+                f"TLSCACertificateFile {self.ca.ca_cert}\n"
+                f"TLSCertificateFile {self.ca.cert}\n"
+                f"TLSCertificateKeyFile {self.ca.key}\n"
+            )
+        return (
+            "include /etc/ldap/schema/core.schema\n"
+            "include /etc/ldap/schema/cosine.schema\n"
+            f"include {self.dir}/dkim.schema\n"
+            f"pidfile {self.dir}/slapd.pid\n"
+            "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+            f"{tls}"
+            f'authz-regexp "^gidnumber={gid}\\+uidnumber={uid},cn=peercred,cn=external,cn=auth$"'
+            f' "{READER_DN}"\n'
+            "database mdb\n"
+            f'suffix "{SUFFIX}"\n'
+            f'rootdn "cn=admin,{SUFFIX}"\n'
+            f"directory {self.dir}/db\n"
+            "maxsize 10485760\n"
+            "access to attrs=userPassword by anonymous auth by * none\n"
+            "access to * by users read by * none\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ldapi_url(self) -> str:
+        return "ldapi://" + str(self.socket_path).replace("/", "%2F")
+
+    def argv(self) -> list[str]:
+        urls = [f"ldap://127.0.0.1:{self.port}/", self.ldapi_url + "/"]
+        if self.tls_port is not None:
+            urls.append(f"ldaps://127.0.0.1:{self.tls_port}/")
+        slapd = require("slapd")
+        return [slapd, "-d", "0", "-f", str(self.dir / "slapd.conf"), "-h", " ".join(urls)]
+
+    def ready(self) -> bool:
+        if not wait_for_port("127.0.0.1", self.port, timeout=15):
+            return False
+        deadline = time.monotonic() + 10
+        while not self.socket_path.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True

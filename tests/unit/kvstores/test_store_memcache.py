@@ -1,0 +1,239 @@
+"""memcache: data sets (dkimd.stores.memcache) against a real memcached on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dkimd.stores.base import StoreError, StoreSpecError
+from dkimd.stores.memcache import (
+    DEFAULT_PORT,
+    Server,
+    from_spec,
+    one_at_a_time,
+    parse_spec,
+    server_index,
+    valid_key,
+)
+from support.kvservers import Memcached
+
+
+@pytest.fixture
+def mc(tmp_path: Path) -> Iterator[Memcached]:
+    with Memcached(tmp_path / "mc") as server:
+        yield server
+
+
+# -- the value as opendkim(8) writes it --------------------------------------------------------
+
+
+def test_parse_hosts_ports_and_prefix() -> None:
+    servers, prefix = parse_spec("memcache:localhost,otherhost:11311,[::1]:11411/keyname")
+    assert servers == (
+        Server("localhost", DEFAULT_PORT),
+        Server("otherhost", 11311),
+        Server("::1", 11411),
+    )
+    assert prefix == "keyname"
+    assert from_spec("memcache:a,b:2/p").describe() == "memcache:a:11211,b:2/p"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "memcache:localhost",  # no /prefix
+        "memcache:/prefix",  # no host
+        "memcache:host:0/p",
+        "memcache:host:port/p",
+        "memcache:[::1/p",
+        "memcache:host/pre fix",  # a prefix memcached could never hold
+    ],
+)
+def test_unusable_values_are_configuration_errors(value: str) -> None:
+    with pytest.raises(StoreSpecError):
+        parse_spec(value)
+
+
+def test_one_at_a_time_matches_the_published_vectors() -> None:
+    # Bob Jenkins' one-at-a-time hash: the values every implementation is checked against.
+    assert one_at_a_time(b"a") == 0xCA2E9442
+    assert one_at_a_time(b"The quick brown fox jumps over the lazy dog") == 0x519E91F5
+    assert server_index(b"anything", 1) == 0
+    assert server_index(b"a", 3) == 0xCA2E9442 % 3
+
+
+def test_keys_memcached_cannot_hold() -> None:
+    assert valid_key(b"dkim:example.com")
+    assert not valid_key(b"")
+    assert not valid_key(b"dkim:a b")
+    assert not valid_key(b"dkim:a\r\nflush_all")
+    assert not valid_key(b"dkim:\x7f")
+    assert not valid_key(b"k" * 251)
+
+
+# -- against memcached -------------------------------------------------------------------------
+
+
+def test_found_not_found_and_the_prefix(mc: Memcached) -> None:
+    mc.set("dkim:example.com", "example.com:sel:/keys/example.pem")
+    mc.set("example.org", "unprefixed")
+
+    async def run() -> tuple[object, ...]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim")
+        await store.open()
+        try:
+            return (
+                await store.get("example.com"),
+                await store.get("example.org"),
+                await store.get("EXAMPLE.COM"),
+            )
+        finally:
+            await store.close()
+
+    found, unprefixed, other_case = asyncio.run(run())
+    assert found == [("example.com:sel:/keys/example.pem",)]
+    assert unprefixed == []  # only prefix ":" key is asked
+    assert other_case == []  # memcached keys are exact bytes
+
+
+def test_hostile_keys_are_never_sent(mc: Memcached) -> None:
+    mc.set("dkim:victim", "still-here")
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        await store.open()
+        before = mc.stats_get_cmds()
+        try:
+            answers: list[object] = [
+                await store.get("x\r\nflush_all"),
+                await store.get("a b"),
+                await store.get("k" * 300),
+                await store.get("*)(\x00"),
+            ]
+            answers.append(mc.stats_get_cmds() - before)
+            answers.append(await store.get("victim"))
+            return answers
+        finally:
+            await store.close()
+
+    *hostile, gets, victim = asyncio.run(run())
+    assert hostile == [[], [], [], []]
+    assert gets == 0  # none of them reached the server
+    assert victim == [("still-here",)]  # no flush_all was injected
+
+
+def test_several_hosts_key_goes_where_libmemcached_puts_it(tmp_path: Path) -> None:
+    with Memcached(tmp_path / "a") as a, Memcached(tmp_path / "b") as b:
+        servers = [a, b]
+        names = [f"example{i}.com" for i in range(12)]
+        for name in names:
+            servers[server_index(f"dkim:{name}".encode(), 2)].set(f"dkim:{name}", name)
+        # and a decoy on the wrong server, which must not be read
+        wrong = servers[1 - server_index(b"dkim:example0.com", 2)]
+        wrong.set("dkim:example0.com", "wrong server")
+        used = {server_index(f"dkim:{n}".encode(), 2) for n in names}
+        assert used == {0, 1}  # the test really spreads keys over both
+
+        async def run() -> list[object]:
+            store = from_spec(f"memcache:127.0.0.1:{a.port},127.0.0.1:{b.port}/dkim")
+            await store.open()
+            try:
+                return [await store.get(n) for n in names]
+            finally:
+                await store.close()
+
+        assert asyncio.run(run()) == [[(n,)] for n in names]
+
+
+def test_stopped_server_then_restarted_same_store(mc: Memcached) -> None:
+    mc.set("dkim:example.com", "v1")
+
+    async def run() -> None:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        await store.open()
+        assert await store.get("example.com") == [("v1",)]
+        mc.stop()
+        with pytest.raises(StoreError, match=rf"127\.0\.0\.1:{mc.port}"):
+            await store.get("example.com")
+        mc.start()
+        mc.set("dkim:example.com", "v2")
+        assert await store.get("example.com") == [("v2",)]
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_open_fails_when_a_server_is_down(mc: Memcached) -> None:
+    mc.stop()
+
+    async def run() -> None:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        with pytest.raises(StoreError):
+            await store.open()
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_hung_server_times_out(mc: Memcached) -> None:
+    mc.set("dkim:example.com", "v1")
+
+    async def run() -> float:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=0.5)
+        await store.open()
+        mc.pause()
+        try:
+            start = time.monotonic()
+            with pytest.raises(StoreError, match=r"no answer within 0\.5 s"):
+                await store.get("example.com")
+            return time.monotonic() - start
+        finally:
+            mc.resume()
+            await store.close()
+
+    assert asyncio.run(run()) < 2.0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"VALUE dkim:k 0 99999999999\r\n",  # announces more than any item can hold
+        b"SERVER_ERROR out of memory\r\n",
+        b"VALUE dkim:k 0 3\r\nabcXY",  # data not followed by CR LF
+        b"x" * 70000,  # a line without end
+    ],
+)
+def test_bad_replies_are_store_errors(reply: bytes) -> None:
+    async def run() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(reply)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        store = from_spec(f"memcache:127.0.0.1:{port}/dkim", timeout=2)
+        try:
+            with pytest.raises(StoreError):
+                await store.get("k")
+        finally:
+            await store.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(run())
+
+
+def test_walk_is_refused(mc: Memcached) -> None:
+    async def run() -> None:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim")
+        with pytest.raises(StoreError, match="cannot be walked"):
+            async for _ in store.walk():
+                pass
+
+    asyncio.run(run())
