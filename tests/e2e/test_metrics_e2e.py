@@ -410,8 +410,16 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         while len(_worker_pids(d)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         held.close()
+        # The exporter process too: restarted, it reads the same files.
+        [exporter] = [
+            int(line.split("metrics exporter ", 1)[1].split()[0])
+            for line in d.log_text().splitlines()
+            if "metrics exporter " in line and " started (slot " in line
+        ]
+        os.kill(exporter, signal.SIGKILL)
+        d.wait_for_log(f"metrics exporter {exporter} killed by signal 9; restarting")
 
-        m = scrape(metrics_port)
+        m = wait_for_metrics(metrics_port)
         assert value(m, "dkimd_messages_total", action="signed") == 6  # not reset
         assert value(m, "dkimd_connections_open") == 0  # the dead workers' gauges are gone
         for _ in range(3):
