@@ -271,3 +271,18 @@ def test_http_endpoint_bounds_concurrent_clients(monkeypatch: pytest.MonkeyPatch
             await served
 
     asyncio.run(main())
+
+
+def test_daemon_start_with_the_metrics_port_taken_exits_1(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from dkimd import daemon
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = conf(tmp_path, f"MetricsSocket inet:{port}@127.0.0.1")
+        assert daemon.run(DaemonOptions(str(path), foreground=True)) == 1
+    err = capfd.readouterr().err
+    assert f"cannot start: MetricsSocket inet:{port}@127.0.0.1: Address already in use" in err
