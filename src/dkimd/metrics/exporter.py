@@ -1,10 +1,12 @@
-"""The Prometheus side: the recorder that counts into prometheus_client, and the page.
+"""The Prometheus side: the recorder that counts the events into metrics, and the page.
 
 Imported only when ``MetricsSocket`` is set (``dkimd.metrics.setup``), after
 ``PROMETHEUS_MULTIPROC_DIR`` is decided: prometheus_client picks its value store at import.
 
-Labelled children are looked up once and kept in dicts: ``Counter.labels`` builds a tuple,
-takes a lock and validates the values on every call, a cost per message we do not pay.
+The metrics are dkimd.metrics.local's in one process and prometheus_client's own under
+Workers (``_Factory``). Labelled children are looked up once and kept in dicts:
+``labels()`` builds a tuple and (prometheus_client's) takes a lock and validates the
+values on every call, a cost per message we do not pay.
 """
 
 from __future__ import annotations
@@ -99,7 +101,6 @@ class PrometheusRecorder(Recorder):
         "_sign_duration",
         "_signature_children",
         "_signatures",
-        "_verified",
         "_verify_children",
         "_verify_duration",
         "_verify_signatures",
@@ -118,7 +119,6 @@ class PrometheusRecorder(Recorder):
             ["result"],
         )
         self._result_children = {res: verified.labels(res.value) for res in DkimResult}
-        self._verified = verified
         self._signatures = make.counter(
             "dkimd_signatures_added",
             "DKIM-Signature fields added, by signing domain and algorithm",
