@@ -571,6 +571,7 @@ def _worker(
 
 
 _EXPORTER_SLOT = -2  # the supervisor's child serving the metrics page
+_EXPORTER_RESTARTS = 100  # then metrics are given up, not the mail
 
 
 def _child_name(slot: int) -> str:
@@ -636,6 +637,7 @@ def _supervise(
     limit, window = _restart_limit(config)
     restarts: list[float] = []
     total = 0
+    exporter_restarts = 0
     while children:
         try:
             pid, status = os.wait()
@@ -647,22 +649,33 @@ def _supervise(
         if slot == -1 or stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
-        if code == 0 and slot != _EXPORTER_SLOT:
-            log.info("worker %d exited", pid)
-            continue
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        if slot == _EXPORTER_SLOT:
+            # Restarted on its own budget: a failing metrics page must never stop the mail.
+            exporter_restarts += 1
+            if exporter_restarts > _EXPORTER_RESTARTS:
+                log.error("metrics exporter %d %s; not restarted again", pid, how)
+            else:
+                log.error("metrics exporter %d %s; restarting", pid, how)
+                spawn(slot)
+            continue
+        if code == 0:
+            log.info("worker %d exited", pid)
+            if all(s == _EXPORTER_SLOT for s in children.values()):
+                relay(signal.SIGTERM, None)  # no worker left: the exporter goes too
+            continue
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < window] + [now]
         total += 1
         if len(restarts) > limit or (
             config.auto_restart_count and total > config.auto_restart_count
         ):
-            log.error("%s %d %s; too many restarts, giving up", _child_name(slot), pid, how)
+            log.error("worker %d %s; too many restarts, giving up", pid, how)
             give_up = True
             stopping = True
             relay(signal.SIGTERM, None)
             continue
-        log.error("%s %d %s; restarting", _child_name(slot), pid, how)
+        log.error("worker %d %s; restarting", pid, how)
         spawn(slot)
     sock.close()
     log.info("supervisor stopped")

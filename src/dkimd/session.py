@@ -45,7 +45,7 @@ from dkimd import (
     verify_log,
 )
 from dkimd.authres import forged_result_indexes
-from dkimd.config import Action, Config
+from dkimd.config import Action, Condition, Config
 from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
@@ -462,7 +462,9 @@ class MilterSession:
             event.name, event.value
         ):
             self._log.warning(header_limit.LOG_TEXT)
-            return self._eoh_verdict(msg, header_limit.verdict(msg.runtime.config))
+            config = msg.runtime.config
+            metrics.recorder.on_action(Condition.SECURITY, config.action_for(Condition.SECURITY))
+            return self._eoh_verdict(msg, header_limit.verdict(config))
         value = event.value
         rules = msg.runtime.config.replace_rules
         if rules is not None:  # ReplaceRules: only our copy changes, never the message

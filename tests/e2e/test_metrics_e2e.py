@@ -241,7 +241,7 @@ def test_off_by_default_no_listener(tmp_path: Path, fake_dns: FakeDns) -> None:
 
 
 def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) -> None:
-    d, metrics_port = start_dkimd(tmp_path, fake_dns.port)
+    d, metrics_port = start_dkimd(tmp_path, fake_dns.port, MaximumHeaders="4000")
     cases = verify_cases(fake_dns)
     with d:
         # At start the key guard looks up the record of the key it signs with (NXDOMAIN).
@@ -273,6 +273,9 @@ def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) 
         assert final(milter_message(d.port, HEADERS)) == "a"
         garbled = [(b"DKIM-Signature", b" v=1; a=rsa-sha256; d="), *HEADERS]
         assert final(milter_message(d.port, garbled)) == "r"
+        # Past MaximumHeaders: On-Security (tempfail by default), at the header.
+        huge = [*HEADERS, (b"X-Huge", b" " + b"x" * 5000)]
+        assert final(milter_message(d.port, huge)) == "t"
 
         m = scrape(metrics_port)
     assert values(m, "dkimd_messages_total") == {
@@ -303,6 +306,7 @@ def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) 
         (("action", "reject"), ("condition", "keynotfound")): 1,
         (("action", "tempfail"), ("condition", "dnserror")): 1,
         (("action", "accept"), ("condition", "nosignature")): 1,
+        (("action", "tempfail"), ("condition", "security")): 1,
     }
     # DNS: example.net asked once (then from the cache for the second pass and the fail),
     # missing.example once (and the key
@@ -317,7 +321,7 @@ def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) 
     assert value(m, "dkimd_dns_cache_misses_total") == 4
     assert value(m, "dkimd_dns_cache_hits_total") == 2
     assert value(m, "dkimd_key_load_errors_total") == 2  # start, and the message
-    assert value(m, "dkimd_connections_total") == 11
+    assert value(m, "dkimd_connections_total") == 12
     assert value(m, "dkimd_connections_open") == 0
     assert value(m, "dkimd_message_duration_seconds_count", operation="sign") == 2
     assert value(m, "dkimd_message_duration_seconds_count", operation="verify") == 6
@@ -406,8 +410,16 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         while len(_worker_pids(d)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         held.close()
+        # The exporter process too: restarted, it reads the same files.
+        [exporter] = [
+            int(line.split("metrics exporter ", 1)[1].split()[0])
+            for line in d.log_text().splitlines()
+            if "metrics exporter " in line and " started (slot " in line
+        ]
+        os.kill(exporter, signal.SIGKILL)
+        d.wait_for_log(f"metrics exporter {exporter} killed by signal 9; restarting")
 
-        m = scrape(metrics_port)
+        m = wait_for_metrics(metrics_port)
         assert value(m, "dkimd_messages_total", action="signed") == 6  # not reset
         assert value(m, "dkimd_connections_open") == 0  # the dead workers' gauges are gone
         for _ in range(3):

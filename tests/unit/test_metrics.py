@@ -271,3 +271,57 @@ def test_http_endpoint_bounds_concurrent_clients(monkeypatch: pytest.MonkeyPatch
             await served
 
     asyncio.run(main())
+
+
+def test_daemon_start_with_the_metrics_port_taken_exits_1(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from dkimd import daemon
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = conf(tmp_path, f"MetricsSocket inet:{port}@127.0.0.1")
+        assert daemon.run(DaemonOptions(str(path), foreground=True)) == 1
+    err = capfd.readouterr().err
+    assert f"cannot start: MetricsSocket inet:{port}@127.0.0.1: Address already in use" in err
+
+
+def test_local_metrics_render_as_prometheus_clients_own() -> None:
+    """The same updates through dkimd.metrics.local and through prometheus_client's metrics
+    give the same samples (its *_created ones aside)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from dkimd.metrics.local import LocalCounter, LocalGauge, LocalHistogram, LocalMetrics
+
+    buckets = (0.001, 0.01, 0.1, 1, 10)
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    local = LocalMetrics(ours)
+    pairs = [
+        (Counter("c", "doc", ["a"], registry=theirs), local.add(LocalCounter("c", "doc", ["a"]))),
+        (Gauge("g", "doc", registry=theirs), local.add(LocalGauge("g", "doc", ()))),
+        (
+            Histogram("h_seconds", "doc", ["op"], registry=theirs, buckets=buckets),
+            local.add(LocalHistogram("h_seconds", "doc", ["op"], buckets)),
+        ),
+    ]
+    for counter in (pairs[0][0], pairs[0][1]):
+        counter.labels("x").inc()
+        counter.labels("x").inc(2)
+        counter.labels("y").inc()
+    for gauge in (pairs[1][0], pairs[1][1]):
+        gauge.inc()
+        gauge.inc()
+        gauge.dec()
+        gauge.set(7)
+    for histogram in (pairs[2][0], pairs[2][1]):
+        for v in (0.0005, 0.001, 0.0011, 0.1, 5, 10, 11, 1000):  # on the bounds, between, past
+            histogram.labels("sign").observe(v)
+        histogram.labels("verify").observe(0.02)
+
+    def rendered(registry: CollectorRegistry) -> set[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return {line for line in lines if "_created" not in line}
+
+    assert rendered(ours) == rendered(theirs)

@@ -1,10 +1,12 @@
-"""The Prometheus side: the recorder that counts into prometheus_client, and the page.
+"""The Prometheus side: the recorder that counts the events into metrics, and the page.
 
 Imported only when ``MetricsSocket`` is set (``dkimd.metrics.setup``), after
 ``PROMETHEUS_MULTIPROC_DIR`` is decided: prometheus_client picks its value store at import.
 
-Labelled children are looked up once and kept in dicts: ``Counter.labels`` builds a tuple,
-takes a lock and validates the values on every call, a cost per message we do not pay.
+The metrics are dkimd.metrics.local's in one process and prometheus_client's own under
+Workers (``_Factory``). Labelled children are looked up once and kept in dicts:
+``labels()`` builds a tuple and (prometheus_client's) takes a lock and validates the
+values on every call, a cost per message we do not pay.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +30,7 @@ from dkimd import __version__
 from dkimd.dkim.results import DkimResult
 from dkimd.dns.base import TxtStatus
 from dkimd.metrics import KNOWN_ALGORITHMS, Recorder
+from dkimd.metrics.local import LocalCounter, LocalGauge, LocalHistogram, LocalMetrics
 
 if TYPE_CHECKING:
     from dkimd.config.values import Action, Condition
@@ -47,9 +50,35 @@ _DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 ACTIONS = ("signed", "verified", "ignored", "tempfailed")
 
 
+class _Factory:
+    """Makes the metrics: plain local ones collected from ``registry`` (one process,
+    dkimd.metrics.local), or prometheus_client's own, unregistered (registry None:
+    multiprocess mode, where the exporter process reads every process's files)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.local = LocalMetrics(registry) if registry is not None else None
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+        if self.local is not None:
+            return self.local.add(LocalCounter(name, doc, labels))
+        return Counter(name, doc, labels, registry=None)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = (), *, mode: str) -> Any:
+        if self.local is not None:
+            return self.local.add(LocalGauge(name, doc, labels))
+        return Gauge(name, doc, labels, registry=None, multiprocess_mode=mode)  # type: ignore[arg-type]
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
+    ) -> Any:
+        if self.local is not None:
+            return self.local.add(LocalHistogram(name, doc, labels, buckets))
+        return Histogram(name, doc, labels, registry=None, buckets=buckets)
+
+
 class PrometheusRecorder(Recorder):
-    """Counts into prometheus_client metrics registered in ``registry`` (None: multiprocess
-    mode, where the exporter process reads every process's files instead)."""
+    """Counts into metrics collected from ``registry``, or (None: multiprocess mode) into
+    prometheus_client's multiprocess files, which the exporter process sums."""
 
     __slots__ = (
         "_dns_cache_hits",
@@ -72,7 +101,6 @@ class PrometheusRecorder(Recorder):
         "_sign_duration",
         "_signature_children",
         "_signatures",
-        "_verified",
         "_verify_children",
         "_verify_duration",
         "_verify_signatures",
@@ -82,99 +110,84 @@ class PrometheusRecorder(Recorder):
 
     def __init__(self, registry: CollectorRegistry | None, domains: frozenset[str]) -> None:
         self._domains = domains
-        r = registry
-        messages = Counter(
-            "dkimd_messages", "Messages by what was done to them", ["action"], registry=r
-        )
+        make = _Factory(registry)
+        messages = make.counter("dkimd_messages", "Messages by what was done to them", ["action"])
         self._messages = {action: messages.labels(action) for action in ACTIONS}
-        verified = Counter(
+        verified = make.counter(
             "dkimd_verified_messages",
             "Verified messages by result (pass if any signature passed, else the first one's)",
             ["result"],
-            registry=r,
         )
         self._result_children = {res: verified.labels(res.value) for res in DkimResult}
-        self._verified = verified
-        self._signatures = Counter(
+        self._signatures = make.counter(
             "dkimd_signatures_added",
             "DKIM-Signature fields added, by signing domain and algorithm",
             ["domain", "algorithm"],
-            registry=r,
         )
-        self._signature_children: dict[tuple[str, str], Counter] = {}
-        self._verify_signatures = Counter(
+        self._signature_children: dict[tuple[str, str], Any] = {}
+        self._verify_signatures = make.counter(
             "dkimd_verify_signatures",
             "Signatures verified, by algorithm, result and domain (MetricsDomains, else other)",
             ["algorithm", "result", "domain"],
-            registry=r,
         )
-        self._verify_children: dict[tuple[str | None, DkimResult, str | None], Counter] = {}
-        self._on_actions = Counter(
+        self._verify_children: dict[tuple[str | None, DkimResult, str | None], Any] = {}
+        self._on_actions = make.counter(
             "dkimd_on_actions",
             "On-* conditions met, by condition and the action configured for it",
             ["condition", "action"],
-            registry=r,
         )
-        self._on_children: dict[tuple[Condition, Action], Counter] = {}
-        self._opened = Counter("dkimd_connections", "Milter connections accepted", registry=r)
-        self._open = Gauge(
+        self._on_children: dict[tuple[Condition, Action], Any] = {}
+        self._opened = make.counter("dkimd_connections", "Milter connections accepted")
+        self._open = make.gauge(
             "dkimd_connections_open",
             "Milter connections open now",
-            registry=r,
-            multiprocess_mode="livesum",
+            mode="livesum",
         )
-        duration = Histogram(
+        duration = make.histogram(
             "dkimd_message_duration_seconds",
             "From the first header field to the end-of-message reply",
             ["operation"],
-            registry=r,
             buckets=_MESSAGE_BUCKETS,
         )
         self._sign_duration = duration.labels("sign")
         self._verify_duration = duration.labels("verify")
-        lookups = Counter(
-            "dkimd_dns_lookups", "DNS TXT queries sent, by outcome", ["outcome"], registry=r
-        )
+        lookups = make.counter("dkimd_dns_lookups", "DNS TXT queries sent, by outcome", ["outcome"])
         self._dns_lookups = {status.value: lookups.labels(status.value) for status in TxtStatus}
-        self._dns_duration = Histogram(
+        self._dns_duration = make.histogram(
             "dkimd_dns_lookup_duration_seconds",
             "DNS TXT query time (timeouts included)",
-            registry=r,
             buckets=_DNS_BUCKETS,
         )
-        self._dns_cache_hits = Counter(
-            "dkimd_dns_cache_hits", "Key lookups answered from the cache", registry=r
+        self._dns_cache_hits = make.counter(
+            "dkimd_dns_cache_hits", "Key lookups answered from the cache"
         )
-        self._dns_cache_misses = Counter(
-            "dkimd_dns_cache_misses", "Key lookups that needed a query", registry=r
+        self._dns_cache_misses = make.counter(
+            "dkimd_dns_cache_misses", "Key lookups that needed a query"
         )
-        self._key_errors = Counter(
-            "dkimd_key_load_errors", "Private keys that could not be loaded or used", registry=r
+        self._key_errors = make.counter(
+            "dkimd_key_load_errors", "Private keys that could not be loaded or used"
         )
-        reloads = Counter(
-            "dkimd_config_reloads", "Configuration reloads, by result", ["result"], registry=r
+        reloads = make.counter(
+            "dkimd_config_reloads", "Configuration reloads, by result", ["result"]
         )
         self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
-        self._reload_ts = Gauge(
+        self._reload_ts = make.gauge(
             "dkimd_config_last_reload_success_timestamp_seconds",
             "When the configuration in use was loaded (Unix time)",
-            registry=r,
-            multiprocess_mode="livemax",
+            mode="livemax",
         )
-        self._reload_ok = Gauge(
+        self._reload_ok = make.gauge(
             "dkimd_config_last_reload_successful",
             "1 if the last reload (or the start) loaded the configuration, else 0",
-            registry=r,
-            multiprocess_mode="livemin",
+            mode="livemin",
         )
         self._loaded_at = time.time()
         self._last_ok = True
-        build = Gauge(
+        build = make.gauge(
             "dkimd_build_info",
             "dkimd's version and Python's (always 1)",
             ["version", "python"],
-            registry=r,
-            multiprocess_mode="max",
+            mode="max",
         )
         build.labels(__version__, platform.python_version()).set(1)
         self.process_started()
@@ -208,7 +221,7 @@ class PrometheusRecorder(Recorder):
                 child = self._signature_child(key)
             child.inc()
 
-    def _signature_child(self, key: tuple[str, str]) -> Counter:
+    def _signature_child(self, key: tuple[str, str]) -> Any:
         domain, algorithm = key
         if algorithm not in KNOWN_ALGORITHMS:
             algorithm = "other"
@@ -240,7 +253,7 @@ class PrometheusRecorder(Recorder):
             child.inc()
         self._result_children[overall].inc()
 
-    def _verify_child(self, key: tuple[str | None, DkimResult, str | None]) -> Counter:
+    def _verify_child(self, key: tuple[str | None, DkimResult, str | None]) -> Any:
         algorithm, result, domain = key
         algo_label = algorithm if algorithm in KNOWN_ALGORITHMS else "other"
         if algorithm is None:

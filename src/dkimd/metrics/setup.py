@@ -1,12 +1,14 @@
 """Turning metrics on in the daemon: the listener, the recorder, where the page is served.
 
-Without ``Workers``/``AutoRestart`` the one process counts in memory and serves the page
-from its own event loop. With a supervisor, every worker counts into prometheus_client's
-multiprocess files in a directory of this daemon's own (made fresh at start, removed at
-stop), and one exporter process, forked and restarted by the supervisor like a worker,
-sums them per scrape. A worker that dies leaves its counter files behind, so its counts
-stay in the sums and its replacement starts from zero in files of its own: nothing is
-reset or counted twice; ``process_dead`` drops its live gauges (open connections).
+Without ``Workers``/``AutoRestart`` the one process counts in plain numbers
+(dkimd.metrics.local) and serves the page from its own event loop (rendering it is CPU
+work of a millisecond or so, no I/O). With a supervisor, every worker counts into
+prometheus_client's multiprocess files in a directory of this daemon's own (made fresh at
+start, removed at stop), and one exporter process, forked and restarted by the supervisor
+like a worker, sums them per scrape. A worker that dies leaves its counter files behind, so
+its counts stay in the sums and its replacement starts from zero in files of its own:
+nothing is reset or counted twice; ``process_dead`` drops its live gauges (open
+connections).
 """
 
 from __future__ import annotations
