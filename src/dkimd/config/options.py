@@ -46,6 +46,8 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   bit of the resolver named by `Nameservers` (a validating resolver the admin trusts,
   ideally on loopback) instead of validating them from `TrustAnchorFile`
   (dkimd.dns.validating).
+* `ArcMode`, `ArcKey`, `ArcSignHeaders`, `ArcSealHosts`, `ArcSealMailTo`, `ArcMaximumSets`:
+  ARC (RFC 8617) verification and sealing, read by `dkimd.config.arc`; docs/arc.md.
 * `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
   the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
   whose record is missing or does not match the private key. With no (OpenDKIM's
@@ -116,6 +118,13 @@ def _spec(
 _TABLE: tuple[OptionSpec, ...] = (
     # -- implemented ---------------------------------------------------------------------
     _spec("AlwaysAddARHeader", _B, implemented=True),
+    # ARC (RFC 8617), dkimd extensions after OpenARC's names (dkimd.config.arc)
+    _spec("ArcKey", _S, implemented=True, extension=True),
+    _spec("ArcMaximumSets", _I, 50, implemented=True, extension=True),
+    _spec("ArcMode", _S, implemented=True, extension=True),
+    _spec("ArcSealHosts", _D, implemented=True, extension=True),
+    _spec("ArcSealMailTo", _D, implemented=True, extension=True),
+    _spec("ArcSignHeaders", _D, implemented=True, extension=True),
     _spec("ATPSDomains", _D, implemented=True),
     _spec("ATPSHashAlgorithm", _S, "sha256", implemented=True),
     _spec("AuthservID", _S, implemented=True),
