@@ -57,10 +57,19 @@ class ArcMessage:
     """One message's ARC work. `seal` says whether it is to be sealed."""
 
     def __init__(
-        self, settings: ArcSettings, config: Config, headers: Sequence[HeaderField], *, seal: bool
+        self,
+        settings: ArcSettings,
+        config: Config,
+        headers: Sequence[HeaderField],
+        *,
+        seal: bool,
+        report: bool,
     ) -> None:
+        """`seal`: add the next set; `report`: add the arc= A-R field (ArcMode v, on a
+        message dkimd verifies)."""
         self.settings = settings
         self.seal = seal
+        self.report = report
         self.bodies = BodyHashSet(fix_crlf=config.fix_crlf)
         self._shared = False
         options = ArcVerifyOptions(
@@ -111,7 +120,7 @@ class ArcMessage:
         chain = self.result()
         item = arc_ar_item(chain, remote_ip)
         added: list[milter.Action] = []
-        if self.settings.verifies:
+        if self.report:
             added.append(_insert(AR_FIELD_NAME, f"{authserv_id}; {item}".encode("ascii")))
         if chain.reason:
             log.info("ARC chain %s: %s", chain.state.value, chain.reason)
@@ -254,16 +263,19 @@ def start(
     *,
     client: tuple[str | None, str | None],
     recipients: Sequence[str],
+    verifying: bool,
 ) -> ArcMessage | None:
     """The ARC work for a message at end-of-headers, or None when there is none: ARC off,
-    or a seal-only configuration and a message it does not seal."""
+    a message this configuration does not seal and dkimd does not verify (`verifying`:
+    the DKIM verification path; mail dkimd only signs gets no arc= result)."""
     settings = config.arc
     if settings is None:
         return None
     seal = settings.seals and _sealed(settings, client, recipients)
-    if not seal and not settings.verifies:
+    report = settings.verifies and verifying
+    if not seal and not report:
         return None
-    return ArcMessage(settings, config, headers, seal=seal)
+    return ArcMessage(settings, config, headers, seal=seal, report=report)
 
 
 def _sealed(

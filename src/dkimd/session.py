@@ -543,7 +543,10 @@ class MilterSession:
         if problem is not None:
             return self._bad_format(msg, problem)
         client = (self._client.address, self._client.hostname)
-        msg.arc = arc_filter.start(config, msg.headers, client=client, recipients=msg.recipients)
+        verifying = plan.decision is Decision.VERIFY or msg.resign
+        msg.arc = arc_filter.start(
+            config, msg.headers, client=client, recipients=msg.recipients, verifying=verifying
+        )
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
             if msg.resign and not signatures:  # nothing to verify: simply signed

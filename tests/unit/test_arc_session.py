@@ -22,6 +22,7 @@ from test_session import (
 
 from dkimd import milter
 from dkimd.arc import ArcSealer, ArcVerifier, ArcVerifyOptions, ChainState, SealRequest, arc_ar_item
+from dkimd.arc_filter import copied_results, outgoing_headers
 from dkimd.config import ConfigError, parse_config_text
 from dkimd.dkim import HeaderField, load_private_key, split_message
 from dkimd.dns.base import TxtResult, TxtStatus
@@ -176,6 +177,56 @@ def test_tampered_chain_is_reported_and_sealed_with_cv_fail(
     assert arc_ar.startswith(b' mx.test; arc=fail reason="AMS i=1: body hash mismatch"')
     [seal] = inserted(actions, b"ARC-Seal")
     assert b"cv=fail" in seal
+
+
+def test_verify_only_leaves_mail_it_signs_alone(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys, "ArcMode v\n"), TestDnsFile.from_records(keys.records))
+    actions = run(d.message(MESSAGE_HEADERS, BODY))
+    assert inserted(actions, b"DKIM-Signature")
+    assert inserted(actions, b"Authentication-Results") == []
+
+
+def test_arc_key_must_be_in_the_key_table(tmp_path: Path, keys: FakeKeyTable) -> None:
+    text = make_config(tmp_path, keys, "ArcMode s\nArcKey nope._domainkey.example.com\n")
+    with pytest.raises(ConfigError, match="no usable KeyTable entry"):
+        parse_config_text(text)
+
+
+def test_copied_results_trust_only_our_authserv_id() -> None:
+    headers = [
+        HeaderField(
+            b"Authentication-Results",
+            b" MX.Test; spf=pass smtp.mailfrom=a.example (comment; with semicolon);\r\n"
+            b'\tdkim=pass header.d=x; dmarc=fail reason="p=reject; test" header.from=a.example',
+        ),
+        HeaderField(b"Authentication-Results", b" other.example; spf=pass; dmarc=pass"),
+        HeaderField(b"X-Not-AR", b" mx.test; spf=pass"),
+    ]
+    assert copied_results(headers, "mx.test") == [
+        "spf=pass smtp.mailfrom=a.example (comment; with semicolon)",
+        'dmarc=fail reason="p=reject; test" header.from=a.example',
+    ]
+
+
+def test_outgoing_headers_apply_deletions_and_insertions() -> None:
+    headers = [
+        HeaderField(b"Authentication-Results", b" a"),
+        HeaderField(b"From", b" x@example.com"),
+        HeaderField(b"Authentication-Results", b" b"),
+    ]
+    actions = [
+        milter.ChangeHeader(2, b"Authentication-Results", b""),
+        milter.InsertHeader(0, b"DKIM-Signature", b" v=1;\n\tb=x"),
+        milter.InsertHeader(0, b"Authentication-Results", b" ours"),
+        milter.Accept(),
+    ]
+    out = outgoing_headers(headers, actions)
+    assert [(h.name, h.value) for h in out] == [
+        (b"Authentication-Results", b" ours"),
+        (b"DKIM-Signature", b" v=1;\r\n\tb=x"),
+        (b"Authentication-Results", b" a"),
+        (b"From", b" x@example.com"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,13 @@ def read_arc_options(builder: _Builder) -> None:
             )
         elif key is not None and builder.get("KeyTable") is None:
             builder.error(key, "ArcKey names a KeyTable entry, but there is no KeyTable")
+        elif key is not None:
+            table = builder.values.get("key_table")
+            name = key.value.strip()
+            if table is not None and table.get(name) is None:
+                broken = table.broken(name)
+                why = f": {broken}" if broken else ""
+                builder.error(key, f"ArcKey: no usable KeyTable entry {name!r}{why}")
     found = builder.header_names("ArcSignHeaders")
     if found is not None:
         names = tuple(dict.fromkeys(h.lower() for h in found[1]))
