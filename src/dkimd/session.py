@@ -1045,6 +1045,8 @@ class MilterSession:
         domain = (sender or "").rpartition("@")[2]
 
         def seal_key() -> SigningRequest | str:
+            if not arc.settings.key_name and msg.signing:
+                return msg.signing[0]  # the signing domain's key, as the SigningTable chose
             made = runtime.policy.keys.for_key(arc.settings.key_name, domain)
             if made is None or isinstance(made, KeyProblem):
                 return made.message if made is not None else "no sealing key"

@@ -249,3 +249,15 @@ def test_arc_options_read(tmp_path: Path, keys: FakeKeyTable) -> None:
     )
     assert config.arc is not None and config.arc.seals and config.arc.verifies
     assert config.arc.maximum_sets == 7 and config.arc.sign_headers == ("from", "subject")
+
+
+def test_without_arc_key_the_signing_tables_key_seals(tmp_path: Path, keys: FakeKeyTable) -> None:
+    d = Driver(make_config(tmp_path, keys, "ArcMode s\n"), TestDnsFile.from_records(keys.records))
+    actions = run(d.message(MESSAGE_HEADERS, BODY))
+    [seal] = inserted(actions, b"ARC-Seal")
+    assert b"d=example.com" in seal and b"s=mail" in seal
+    assert dkimpy_arc(leaving(MESSAGE_HEADERS, BODY, actions), keys) == b"pass"
+    # Mail it only verifies has no SigningTable key and no single key: not sealed, logged.
+    d = Driver(make_config(tmp_path, keys, "ArcMode s\n"), TestDnsFile.from_records(keys.records))
+    outside = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
+    assert inserted(outside, b"ARC-Seal") == []

@@ -5,8 +5,9 @@ dkimd extensions, named after OpenARC's options with an `Arc` prefix where OpenA
 
 * `ArcMode` (OpenARC `Mode`): `v` verifies ARC chains and adds an `arc=` result to
   Authentication-Results, `s` seals, `sv` both. Unset: no ARC at all.
-* `ArcKey`: the KeyTable entry (by name) that seals; unset, the single key of
-  Domain/Selector/KeyFile (the signing domain's key). Sealing needs one or the other.
+* `ArcKey`: the KeyTable entry (by name) that seals; unset, the signing domain's key: the
+  key the SigningTable chose for a message dkimd also signs, else the single key of
+  Domain/Selector/KeyFile. Sealing needs one of them.
 * `ArcSignHeaders` (OpenARC `SignHeaders`): the fields the ARC-Message-Signature signs.
 * `ArcSealHosts`: clients (host lists, as InternalHosts) whose mail is sealed;
   `ArcSealMailTo`: recipients whose mail is sealed (a forwarder seals what it relays). With
@@ -83,7 +84,7 @@ def read_arc_options(builder: _Builder) -> None:
     if mode & ArcMode.SEAL:
         raw = builder.raw
         single = raw.get("Selector") is not None and raw.get("KeyFile") is not None
-        if key is None and not single:
+        if key is None and not single and raw.get("SigningTable") is None:
             builder.error(
                 setting,
                 "ArcMode s seals, but there is no key to seal with",
