@@ -261,3 +261,16 @@ def test_without_arc_key_the_signing_tables_key_seals(tmp_path: Path, keys: Fake
     d = Driver(make_config(tmp_path, keys, "ArcMode s\n"), TestDnsFile.from_records(keys.records))
     outside = run(d.message(_signed_headers(keys, BODY), BODY, client=OUTSIDE))
     assert inserted(outside, b"ARC-Seal") == []
+
+
+def test_check_summary_says_what_arc_does(tmp_path: Path, keys: FakeKeyTable) -> None:
+    from dkimd.config.arc import arc_summary
+
+    extra = ARC_SV + "ArcSealHosts csl:192.0.2.0/24\nArcMaximumSets 5\n"
+    config = parse_config_text(make_config(tmp_path, keys, extra))
+    assert config.arc is not None
+    assert arc_summary(config.arc) == (
+        "ARC chains of verified mail are checked (arc= in Authentication-Results); mail from "
+        "ArcSealHosts (csl:192.0.2.0/24) is ARC-sealed with KeyTable entry "
+        "mail._domainkey.example.com; chains of more than 5 sets fail."
+    )

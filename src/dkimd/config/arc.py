@@ -28,7 +28,7 @@ from dkimd.config.hosts import HostList, check_host_entries
 if TYPE_CHECKING:
     from dkimd.config.load import _Builder
 
-__all__ = ["ArcMode", "ArcSettings", "read_arc_options"]
+__all__ = ["ArcMode", "ArcSettings", "arc_summary", "read_arc_options"]
 
 
 class ArcMode(enum.Flag):
@@ -68,7 +68,11 @@ def read_arc_options(builder: _Builder) -> None:
     ]
     if setting is None:
         if others:
-            builder.warn(builder.get(others[0]), f"{others[0]} has no effect without ArcMode")
+            builder.warn(
+                builder.get(others[0]),
+                f"{others[0]} has no effect without ArcMode",
+                "set ArcMode v, s or sv, or remove it (docs/arc.md)",
+            )
         return
     mode = ArcMode.NONE
     for letter in setting.value.strip().lower():
@@ -129,3 +133,23 @@ def read_arc_options(builder: _Builder) -> None:
         else:
             values["maximum_sets"] = number
     builder.values["arc"] = ArcSettings(**values)  # type: ignore[arg-type]
+
+
+def arc_summary(settings: ArcSettings) -> str:
+    """One sentence for `dkimd check`'s summary of what the ARC options make dkimd do."""
+    parts = []
+    if settings.verifies:
+        parts.append("ARC chains of verified mail are checked (arc= in Authentication-Results)")
+    if settings.seals:
+        key = f"KeyTable entry {settings.key_name}" if settings.key_name else "the signing key"
+        whom = []
+        if settings.seal_hosts is not None:
+            whom.append(f"from ArcSealHosts ({settings.seal_hosts.dataset.spec})")
+        if settings.seal_mail_to is not None:
+            whom.append(f"to ArcSealMailTo ({settings.seal_mail_to.spec})")
+        which = " or ".join(whom) if whom else "of every kind"
+        parts.append(f"mail {which} is ARC-sealed with {key}")
+    text = "; ".join(parts)
+    if settings.maximum_sets < MAX_INSTANCES:
+        text += f"; chains of more than {settings.maximum_sets} sets fail"
+    return text[:1].upper() + text[1:] + "."
