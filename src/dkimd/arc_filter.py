@@ -100,6 +100,11 @@ class ArcMessage:
     def result(self) -> ArcResult:
         return self.verifier.result()
 
+    def needs_body(self) -> bool:
+        """Whether the body still matters: always to a seal (its AMS hashes it), and to the
+        chain unless it failed on its fields alone."""
+        return self.seal or self.verifier.needs_body()
+
     def finish(
         self,
         actions: list[milter.Action],

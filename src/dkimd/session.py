@@ -597,7 +597,9 @@ class MilterSession:
                 body += event.data
                 if len(body) > reports.BODY_COPY_LIMIT:
                     msg.report_body = None
-            if msg.signer is not None or msg.arc is not None or msg.verifier.needs_body():
+            if msg.signer is not None or msg.verifier.needs_body():
+                return None
+            if msg.arc is not None and msg.arc.needs_body():
                 return None
         elif msg.bad_format is None:
             return None

@@ -274,3 +274,24 @@ def test_check_summary_says_what_arc_does(tmp_path: Path, keys: FakeKeyTable) ->
         "ArcSealHosts (csl:192.0.2.0/24) is ARC-sealed with KeyTable entry "
         "mail._domainkey.example.com; chains of more than 5 sets fail."
     )
+
+
+def test_chain_without_dkim_signature_keeps_the_body(tmp_path: Path, keys: FakeKeyTable) -> None:
+    """No DKIM signature: the DKIM verifier wants no body, the chain does (no SKIP)."""
+    key = load_private_key(keys.rsa_path.read_bytes())
+    fields = [HeaderField(n, v.replace(b"\n", b"\r\n")) for n, v in MESSAGE_HEADERS]
+    sealer = ArcSealer(SealRequest("example.com", "mail", key, "first.example"))
+    sealer.feed_body(BODY)
+    from dkimd.arc import ArcResult
+
+    new = sealer.seal(fields, ArcResult(ChainState.NONE), "arc=none")
+    headers = [(f.name, f.value) for f in new] + MESSAGE_HEADERS
+    protocol = (
+        milter.ProtocolFlag.HDR_LEADSPC | milter.ProtocolFlag.NR_HDR | milter.ProtocolFlag.SKIP
+    )
+    text = make_config(tmp_path, keys, "ArcMode v\n")
+    d = Driver(text, TestDnsFile.from_records(keys.records), protocol=protocol)
+    actions = run(d.message(headers, BODY, client=OUTSIDE))
+    assert not any(isinstance(a, milter.Skip) for a in actions)
+    arc_ar = inserted(actions, b"Authentication-Results")[-1]
+    assert arc_ar == b" mx.test; arc=pass header.oldest-pass=0 smtp.remote-ip=198.51.100.7"
