@@ -10,8 +10,8 @@ the session hands over at end-of-headers, sans-IO like the session itself.
   ARC-Authentication-Results records our dkim= results, the spf= and dmarc= results the MTA's
   other filters wrote under our own authserv-id (the only A-R fields we trust), and the arc=
   result. The key is the KeyTable entry `ArcKey` names, or Domain/Selector/KeyFile's.
-* One body pass: the chain's AMS hashes, the seal's AMS hash and the DKIM verifier's
-  hashes live in one `BodyHashSet`; whoever the session feeds first owns it.
+* One body pass: the chain's AMS hashes, the seal's AMS hash and the hashes of the DKIM
+  signer or verifier live in one `BodyHashSet`, fed by that signer or verifier.
 """
 
 from __future__ import annotations
@@ -82,8 +82,12 @@ class ArcMessage:
             # The seal's own AMS hash (relaxed, sha256), registered before any body byte.
             self.bodies.add(("relaxed", "sha256", None))
 
-    def shared_bodies(self) -> BodyHashSet:
-        """The body hash set, for the DKIM verifier to feed (and share) from now on."""
+    def shared_bodies(self) -> BodyHashSet | None:
+        """The body hash set, for the first DKIM signer or verifier that asks to feed (and
+        share) from now on; None to any later one, which hashes for itself: two feeders of
+        one set would hash the body twice over."""
+        if self._shared:
+            return None
         self._shared = True
         return self.bodies
 

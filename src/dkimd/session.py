@@ -842,7 +842,9 @@ class MilterSession:
             requests = self._with_identity(msg, requests, plan.sender)
         msg.signing = requests
         if requests:
-            msg.signer = Signer(*requests, fix_crlf=config.fix_crlf)
+            # One body pass for the DKIM signatures and the ARC hashes (dkimd.arc_filter).
+            bodies = None if msg.arc is None else msg.arc.shared_bodies()
+            msg.signer = Signer(*requests, fix_crlf=config.fix_crlf, bodies=bodies)
 
     def _with_identity(
         self, msg: _Message, requests: list[SigningRequest], sender: str
