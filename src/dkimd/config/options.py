@@ -46,14 +46,14 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   bit of the resolver named by `Nameservers` (a validating resolver the admin trusts,
   ideally on loopback) instead of validating them from `TrustAnchorFile`
   (dkimd.dns.validating).
-* `ArcMode`, `ArcKey`, `ArcSignHeaders`, `ArcSealHosts`, `ArcSealMailTo`, `ArcMaximumSets`:
-  ARC (RFC 8617) verification and sealing, read by `dkimd.config.arc`; docs/arc.md.
 * `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
   the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
   whose record is missing or does not match the private key. With no (OpenDKIM's
   behaviour) it still signs with that key; with yes it skips it in favour of the sender's
   next SigningTable match, and signs nothing when no published key is left
   (dkimd.key_guard).
+* `ArcMode`, `ArcKey`, `ArcSignHeaders`, `ArcSealHosts`, `ArcSealMailTo`, `ArcMaximumSets`:
+  ARC (RFC 8617) verification and sealing, read by `dkimd.config.arc`; docs/arc.md.
 """
 
 from __future__ import annotations
