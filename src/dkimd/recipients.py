@@ -26,6 +26,7 @@ RECIPIENT_OPTIONS = (
     "BodyLengthDB",
     "RedirectFailuresTo",
     "ResignMailTo",
+    "ArcSealMailTo",  # dkimd.arc_filter
     # the policy scripts may read them (odkim.get_rcpt, rcpt_count, get_rcptarray)
     "SetupPolicyScript",
     "ScreenPolicyScript",

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from dkimd import (
     __version__,
+    arc_filter,
     capture,
     header_limit,
     identity_header,
@@ -266,6 +267,7 @@ class _Message:
     """Per-message state; dropped at abort, end of message or a new MAIL FROM."""
 
     __slots__ = (
+        "arc",
         "atps_records",
         "bad_format",
         "header_budget",
@@ -318,6 +320,8 @@ class _Message:
         self.lua: LuaMessage | None = None
         # ResignMailTo: verified, and signed as well (dkimd.resign).
         self.resign = False
+        # ARC verification and sealing (dkimd.arc_filter), when ArcMode asks for it.
+        self.arc: arc_filter.ArcMessage | None = None
         self.started = time.monotonic()
 
 
@@ -390,7 +394,7 @@ class MilterSession:
             if not isinstance(answer, dict):
                 raise TypeError(f"key records expected, got {type(answer).__name__}")
             self._take_keys(msg, answer)
-            return self._finish_message(msg)
+            return self._arc_finish(msg, self._finish_message(msg))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -545,6 +549,11 @@ class MilterSession:
             return self._broken_signature(msg, problem)
         if problem is not None:
             return self._bad_format(msg, problem)
+        client = (self._client.address, self._client.hostname)
+        verifying = plan.decision is Decision.VERIFY or msg.resign
+        msg.arc = arc_filter.start(
+            config, msg.headers, client=client, recipients=msg.recipients, verifying=verifying
+        )
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)
             if msg.resign and not signatures:  # nothing to verify: simply signed
@@ -558,6 +567,11 @@ class MilterSession:
             if runtime.config.log_why and plan.why and not plan.notable:
                 self._log.info("%s; verifying", plan.why)
             wanted = self._start_verifying(msg, signatures)
+            if wanted is not None:
+                return Prefetch(wanted)
+        if msg.arc is not None and msg.verifier is None:
+            # Signing only: the chain's keys are asked for on their own.
+            wanted = self._start_verifying(msg, (), only_arc=True)
             if wanted is not None:
                 return Prefetch(wanted)
         return None
@@ -577,6 +591,8 @@ class MilterSession:
             return None
         if msg.verdict is not None:
             return self._skip_body()
+        if msg.arc is not None:
+            msg.arc.feed_body(event.data)
         if msg.signer is not None:
             msg.signer.feed_body(event.data)
             if msg.verifier is None:
@@ -589,6 +605,8 @@ class MilterSession:
                 if len(body) > reports.BODY_COPY_LIMIT:
                     msg.report_body = None
             if msg.signer is not None or msg.verifier.needs_body():
+                return None
+            if msg.arc is not None and msg.arc.needs_body():
                 return None
         elif msg.bad_format is None:
             return None
@@ -630,7 +648,7 @@ class MilterSession:
             self._owed = msg
             return msg.keys_wanted
         try:
-            return self._finish_message(msg)
+            return self._arc_finish(msg, self._finish_message(msg))
         except Exception:
             return self._internal_error(msg)
         finally:
@@ -835,7 +853,9 @@ class MilterSession:
             requests = self._with_identity(msg, requests, plan.sender)
         msg.signing = requests
         if requests:
-            msg.signer = Signer(*requests, fix_crlf=config.fix_crlf)
+            # One body pass for the DKIM signatures and the ARC hashes (dkimd.arc_filter).
+            bodies = None if msg.arc is None else msg.arc.shared_bodies()
+            msg.signer = Signer(*requests, fix_crlf=config.fix_crlf, bodies=bodies)
 
     def _with_identity(
         self, msg: _Message, requests: list[SigningRequest], sender: str
@@ -900,10 +920,14 @@ class MilterSession:
     # -- verifying --
 
     def _start_verifying(
-        self, msg: _Message, signatures: Sequence[SignatureField]
+        self, msg: _Message, signatures: Sequence[SignatureField], *, only_arc: bool = False
     ) -> NeedKeys | None:
-        """Build the verifier; the key records it still needs, if any, as a request."""
+        """Build the verifier; the key records it (and the ARC chain) still needs, if any,
+        as a request. `only_arc`: no DKIM verification, the ARC chain's keys alone."""
         runtime = msg.runtime
+        arc_names = [] if msg.arc is None else msg.arc.key_queries()
+        if only_arc:
+            return self._key_request(msg, arc_names)
         if msg.lua is not None:
             signatures, verdict = msg.lua.screen(signatures, runtime.policy)
             if verdict is not None:
@@ -912,15 +936,23 @@ class MilterSession:
         author = None
         if runtime.verify_options.max_signatures == 0:  # only then does the author matter
             author = self._author_domain(msg, ("from",))
-        verifier = Verifier(msg.headers, runtime.verify_options, signatures, author_domain=author)
+        # One body pass for DKIM and ARC: the DKIM verifier feeds the ARC hashes too.
+        bodies = None if msg.arc is None else msg.arc.shared_bodies()
+        verifier = Verifier(
+            msg.headers, runtime.verify_options, signatures, author_domain=author, bodies=bodies
+        )
         msg.verifier = verifier
         self._log_ignored(runtime, verifier)
         names = verifier.key_queries()
+        if names:
+            names += self._report_names(msg, verifier)
+            names += self._atps_names(msg, verifier)
+        return self._key_request(msg, [*names, *(n for n in arc_names if n not in names)])
+
+    def _key_request(self, msg: _Message, names: list[str]) -> NeedKeys | None:
         if not names:
             return None
-        names += self._report_names(msg, verifier)
-        names += self._atps_names(msg, verifier)
-        wanted = runtime.key_request(names)
+        wanted = msg.runtime.key_request(names)
         known = wanted.answer_now()
         if known is not None:  # all cached, the usual case on a busy server
             self._take_keys(msg, known)
@@ -930,11 +962,13 @@ class MilterSession:
 
     def _take_keys(self, msg: _Message, records: KeyRecords) -> None:
         verifier = msg.verifier
-        assert verifier is not None
         for name, result in records.items():
             if not result.ok and result.detail:
                 self._log.info("key lookup %s: %s (%s)", name, result.status.value, result.detail)
-            verifier.provide_key(name, result)
+            if verifier is not None:
+                verifier.provide_key(name, result)
+            if msg.arc is not None:
+                msg.arc.provide_key(name, result)
             if msg.report_body is not None and name in msg.report_records:
                 msg.report_records[name] = result
             if name in msg.atps_records:
@@ -1006,6 +1040,45 @@ class MilterSession:
             # A key published with t=y only tests: OpenDKIM delivers what it would refuse.
             final = milter.Accept()
         return [*actions, final]
+
+    def _arc_finish(self, msg: _Message, step: Step) -> Step:
+        """The end-of-message reply with the ARC result and set added (dkimd.arc_filter);
+        a reply held back for a failure report gets them where it waits."""
+        arc = msg.arc
+        if arc is None:
+            return step
+        if self._reporting:
+            self._after_report = self._arc_actions(msg, arc, self._after_report)
+            return step
+        if isinstance(step, milter.Action | list | tuple) or step is None:
+            return self._arc_actions(msg, arc, step)
+        return step
+
+    def _arc_actions(
+        self, msg: _Message, arc: arc_filter.ArcMessage, result: HandlerResult
+    ) -> list[milter.Action]:
+        runtime = msg.runtime
+        sender = msg.plan.sender if msg.plan is not None else None
+        domain = (sender or "").rpartition("@")[2]
+
+        def seal_key() -> SigningRequest | str:
+            if not arc.settings.key_name and msg.signing:
+                return msg.signing[0]  # the signing domain's key, as the SigningTable chose
+            made = runtime.policy.keys.for_key(arc.settings.key_name, domain)
+            if made is None or isinstance(made, KeyProblem):
+                return made.message if made is not None else "no sealing key"
+            return made
+
+        return arc.finish(
+            _as_list(result),
+            msg.headers,
+            authserv_id=runtime.authserv_id(self._mta_host(), self._job_id),
+            trusted_id=runtime.base_authserv_id(self._mta_host()),
+            remote_ip=self._client.address,
+            dkim_results=None if msg.verifier is None else msg.verifier.results(),
+            seal_key=seal_key,
+            log=self._log,
+        )
 
     def _redirect(self, msg: _Message) -> list[milter.Action]:
         allowed = self._allowed_actions()

@@ -327,6 +327,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "On-Security": "tempfail",
                 "DNSTimeout": "2",
                 "AlwaysAddARHeader": "yes",
+                # ARC verified and sealed (with the Domain/Selector/KeyFile key): the ARC
+                # rows below feed its parsers; every other row is sealed too when accepted.
+                "ArcMode": "sv",
             },
         )
         del d.config["TestDNSData"]
@@ -652,6 +655,58 @@ def _tags(**change: str | None) -> bytes:
             tags[k] = v
     return "; ".join(f"{k}={v}" for k, v in tags.items()).encode()
 
+
+def _arc_chain(w: World, sets: int = 1) -> list[tuple[bytes, bytes]]:
+    """GOOD_HEADERS sealed `sets` times by example.com (dkimd.arc), newest set on top."""
+    from dkimd.arc import ArcResult, ArcSealer, ChainState, SealRequest
+
+    fields = [HeaderField(n, v) for n, v in GOOD_HEADERS]
+    key = load_private_key(w.key_pem)
+    for i in range(sets):
+        state = ChainState.NONE if i == 0 else ChainState.PASS
+        chain = ArcResult(state, highest=i, last_cv=state if i else None)
+        sealer = ArcSealer(SealRequest("example.com", "mail", key, "relay.example"))
+        sealer.feed_body(GOOD_BODY)
+        fields = [*sealer.seal(fields, chain, f"arc={state.value}"), *fields]
+    return [(f.name, f.value) for f in fields]
+
+
+def _arc_edit(
+    edit: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]], sets: int = 1
+) -> Callable[[World], object]:
+    return lambda w: (edit(_arc_chain(w, sets)), GOOD_BODY)
+
+
+def _arc_bomb(w: World) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    seal = b" i=%d; a=rsa-sha256; cv=pass; d=example.com; s=mail; b=YWJj"
+    return [*((b"ARC-Seal", seal % (n % 50 + 1)) for n in range(300)), *GOOD_HEADERS], GOOD_BODY
+
+
+def _without_set(n: int) -> Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]:
+    return lambda hs: [
+        (k, v) for k, v in hs if not (k.startswith(b"ARC-") and v.startswith(b" i=%d;" % n))
+    ]
+
+
+def _seal_h(hs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            k,
+            re.sub(rb"(?<![a-z])h=", b"h=ARC-Seal:", v, count=1)
+            if k == b"ARC-Message-Signature"
+            else v,
+        )
+        for k, v in hs
+    ]
+
+
+def _huge_b(hs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [
+        (k, v.replace(b"b=", b"b=" + b"A" * 40_000, 1) if k == b"ARC-Seal" else v) for k, v in hs
+    ]
+
+
+ARC_FAIL = r"ARC chain fail: "
 
 R = "reject"
 T = "tempfail"
@@ -1058,6 +1113,36 @@ MESSAGE_ROWS = [
         T,
         r"s=garbled\): key query failed: timeout",
         "temperror",
+    ),
+    # -- ARC (RFC 8617): the chain parsers; mail is delivered, the chain fails --
+    MessageRow("arc-good-chain", _arc_edit(lambda hs: hs, 2), EXTERNAL, C, r"ARC set i=3 added"),
+    MessageRow("arc-instance-bomb", _arc_bomb, EXTERNAL, C, ARC_FAIL + r"300 ARC header fields"),
+    MessageRow(
+        "arc-duplicate-instance",
+        _arc_edit(lambda hs: [hs[0], *hs]),
+        EXTERNAL,
+        C,
+        ARC_FAIL + r"duplicate ARC-Seal i=1",
+    ),
+    MessageRow(
+        "arc-gap", _arc_edit(_without_set(2), 3), EXTERNAL, C, ARC_FAIL + r"gap in the chain"
+    ),
+    MessageRow(
+        "arc-instance-51",
+        _arc_edit(lambda hs: [(k, v.replace(b" i=1;", b" i=51;", 1)) for k, v in hs]),
+        EXTERNAL,
+        C,
+        ARC_FAIL + r"instance i=51 outside 1\.\.50",
+    ),
+    MessageRow(
+        "arc-ams-signs-seal",
+        _arc_edit(_seal_h),
+        EXTERNAL,
+        C,
+        ARC_FAIL + r"AMS i=1: h= contains ARC-Seal",
+    ),
+    MessageRow(
+        "arc-huge-seal", _arc_edit(_huge_b), EXTERNAL, C, ARC_FAIL + r"AS i=1: b= is too long"
     ),
 ]
 

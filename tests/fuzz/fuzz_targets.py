@@ -16,7 +16,8 @@ Targets:
 * ``auth_results``      -- ``authentication_results_value`` with hostile fields.
 * ``authserv_id``       -- ``dkimd.authres.authserv_id_of``.
 * ``config_text``, ``dataset`` -- opendkim.conf and data set parsers.
-* ``session``           -- a whole ``MilterSession`` behind a real ``milter.Connection``.
+* ``session``           -- a whole ``MilterSession`` behind a real ``milter.Connection``
+                           (ARC on: ArcMode sv or v, hostile ARC fields among the edits).
 * ``arc_fields``        -- the three ARC header field parsers (RFC 8617 4.1).
 * ``arc_chain``         -- a header block of hostile ARC fields through ``ArcVerifier``, and
                            the next set sealed over it by ``ArcSealer``.
@@ -458,6 +459,10 @@ def dataset(data: bytes) -> None:
 # the whole MilterSession
 
 
+#: The three ARC fields (RFC 8617 4.1): the session target inserts them, arc_fields parses them.
+_ARC_NAMES = (b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results")
+
+
 class _SessionWorld:
     """Keys, configs and runtimes for the session target, built once per process."""
 
@@ -511,6 +516,8 @@ class _SessionWorld:
                     f"On-SignatureError {action}",
                     "AlwaysAddARHeader yes" if i % 2 else "RemoveOldSignatures yes",
                     "AuthservID mx.test.example" if i % 2 else "MultipleSignatures yes",
+                    # ARC (dkimd.arc_filter): verified and sealed, or verified only.
+                    "ArcMode sv" if i % 2 == 0 else "ArcMode v",
                 ]
             )
             config = parse_config_text(conf + "\n")
@@ -627,7 +634,7 @@ def session(data: bytes) -> None:
     for piece in pieces[:8]:
         if not piece:
             continue
-        op = piece[0] % 5
+        op = piece[0] % 6
         name, _, value = piece[1:].partition(b":")
         name = name.replace(b"\0", b"") or b"X"
         value = value.replace(b"\0", b"")
@@ -642,6 +649,9 @@ def session(data: bytes) -> None:
             headers[i] = (headers[i][0], value)
         elif op == 4:
             headers.append((b"From", value))
+        elif op == 5:
+            # An ARC field of the kind the name's first byte picks, the value as given.
+            headers.insert(0, (_ARC_NAMES[name[0] % 3], b" " + value))
     body = pieces[-1] if len(pieces) > 1 else b"Hello,\r\nworld.\r\n"
     run_session(
         data[0],
@@ -654,8 +664,6 @@ def session(data: bytes) -> None:
 
 # --------------------------------------------------------------------------------------------
 # ARC (RFC 8617)
-
-_ARC_NAMES = (b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results")
 
 
 def arc_fields(data: bytes) -> None:

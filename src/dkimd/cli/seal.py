@@ -22,7 +22,7 @@ from dkimd.arc import (
     SealRequest,
     arc_ar_item,
 )
-from dkimd.cli.verify import _fetch_keys, _lookup
+from dkimd.cli.verify import fetch_keys, make_lookup
 from dkimd.dkim import (
     BodyHashSet,
     DkimError,
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: Txt
     if tail:
         bodies.update(tail)
     if verifier.key_queries() or arc.key_queries():
-        asyncio.run(_fetch_keys(verifier, lookup, arc))
+        asyncio.run(fetch_keys(verifier, lookup, arc))
     chain = arc.result()
     if args.ar is not None:
         recorded = args.ar.strip().rstrip(";")
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
     try:
-        lookup = _lookup(args)
+        lookup = make_lookup(args)
     except OSError as exc:
         sys.stderr.write(f"dkimd seal: cannot read {args.dns_file}: {exc.strerror or exc}\n")
         return 2

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _lookup(args: argparse.Namespace) -> TxtLookup:
+def make_lookup(args: argparse.Namespace) -> TxtLookup:
     if args.dns_file:
         return TestDnsFile(args.dns_file)
     from dkimd.dns.resolver import DnsResolver
@@ -125,7 +125,7 @@ def _lookup(args: argparse.Namespace) -> TxtLookup:
     return DnsResolver(nameservers=args.nameserver, timeout=args.timeout)
 
 
-async def _fetch_keys(verifier: Verifier, lookup: TxtLookup, arc: ArcVerifier) -> None:
+async def fetch_keys(verifier: Verifier, lookup: TxtLookup, arc: ArcVerifier) -> None:
     """Every key the DKIM signatures and the ARC chain need, each name asked once."""
     names = list(dict.fromkeys([*verifier.key_queries(), *arc.key_queries()]))
     answers = await asyncio.gather(*(lookup.lookup_txt(n) for n in names))
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, lookup: Txt
     if tail:
         verifier.feed_body(tail)
     if verifier.key_queries() or arc.key_queries():
-        asyncio.run(_fetch_keys(verifier, lookup, arc))
+        asyncio.run(fetch_keys(verifier, lookup, arc))
     results = verifier.results()
     chain = arc.result()
     eol = b"\r\n" if normalizer.crlf_input else b"\n"
@@ -226,7 +226,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         # The key source first: a bad --dns-file is reported before stdin is read.
-        lookup = _lookup(args)
+        lookup = make_lookup(args)
     except OSError as exc:
         sys.stderr.write(f"dkimd verify: cannot read {args.dns_file}: {exc.strerror or exc}\n")
         return 2

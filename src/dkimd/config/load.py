@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from dkimd.config.arc import read_arc_options
 from dkimd.config.basedir import enter_base_directory
 from dkimd.config.datasets import Dataset, DatasetKind, open_dataset
 from dkimd.config.hosts import check_host_entries
@@ -209,6 +210,7 @@ class _Builder:
         self.hosts()
         self.results()
         read_verification_options(self)
+        read_arc_options(self)
         self.recipients()
         self.session_options()
         self.dns()

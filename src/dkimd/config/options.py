@@ -54,6 +54,8 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   behaviour) it still signs with that key; with yes it skips it in favour of the sender's
   next SigningTable match, and signs nothing when no published key is left
   (dkimd.key_guard).
+* `ArcMode`, `ArcKey`, `ArcSignHeaders`, `ArcSealHosts`, `ArcSealMailTo`, `ArcMaximumSets`:
+  ARC (RFC 8617) verification and sealing, read by `dkimd.config.arc`; docs/arc.md.
 """
 
 from __future__ import annotations
@@ -118,6 +120,13 @@ def _spec(
 _TABLE: tuple[OptionSpec, ...] = (
     # -- implemented ---------------------------------------------------------------------
     _spec("AlwaysAddARHeader", _B, implemented=True),
+    # ARC (RFC 8617), dkimd extensions after OpenARC's names (dkimd.config.arc)
+    _spec("ArcKey", _S, implemented=True, extension=True),
+    _spec("ArcMaximumSets", _I, 50, implemented=True, extension=True),
+    _spec("ArcMode", _S, implemented=True, extension=True),
+    _spec("ArcSealHosts", _D, implemented=True, extension=True),
+    _spec("ArcSealMailTo", _D, implemented=True, extension=True),
+    _spec("ArcSignHeaders", _D, implemented=True, extension=True),
     _spec("ATPSDomains", _D, implemented=True),
     _spec("ATPSHashAlgorithm", _S, "sha256", implemented=True),
     _spec("AuthservID", _S, implemented=True),

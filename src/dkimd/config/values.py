@@ -24,6 +24,7 @@ from dkimd.replace_rules import ReplaceRules
 from dkimd.sockets import SocketSpec
 
 if TYPE_CHECKING:
+    from dkimd.config.arc import ArcSettings
     from dkimd.lua.hooks import PolicyScripts
 
 __all__ = [
@@ -287,6 +288,7 @@ class Config:
     log_results: bool = False  # one log line with every signature's result
     allow_sha1_only: bool = False  # accepted; means nothing to dkimd (config.options)
     select_canonicalization_header: str = "X-Canonicalization"  # accepted; no effect
+    arc: ArcSettings | None = None  # ARC (dkimd.config.arc); None: ArcMode unset
     ignore_malformed_mail: bool = False  # bad-format path: accept with no A-R field
     # RFC 6651 failure reports (dkimd.reports)
     send_reports: bool = False

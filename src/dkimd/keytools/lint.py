@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from dkimd.chroot import path_in_root
 from dkimd.config import Config, ConfigReport, DatasetKind, HostList, Mode, Problem, Severity
+from dkimd.config.arc import arc_summary
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.config.load import daemon_refusals
 from dkimd.dkim.errors import KeyLoadError
@@ -605,6 +606,8 @@ class _Linter:
             )
         if Mode.VERIFY in config.mode:
             lines.append("Mail from every other client is verified.")
+        if config.arc is not None:
+            lines.append(arc_summary(config.arc))
         if len(config.peer_list):
             lines.append(
                 "Clients in PeerList (" + _hosts_text(config.peer_list) + ") are passed through "

@@ -1,0 +1,301 @@
+"""ARC in the milter (RFC 8617; options in dkimd.config.arc): one `ArcMessage` per message
+the session hands over at end-of-headers, sans-IO like the session itself.
+
+* Verify: the chain is validated with the key records the session fetches with the DKIM
+  keys (one request), and a second Authentication-Results field carries the result:
+  ``arc=pass header.oldest-pass=0 smtp.remote-ip=192.0.2.1``. The DKIM field stays as
+  OpenDKIM writes it.
+* Seal: after our own verification, the next ARC set goes on top of the message as it leaves
+  (our DKIM-Signature and A-R fields included, fields we delete left out). Its
+  ARC-Authentication-Results records our dkim= results, the spf= and dmarc= results the MTA's
+  other filters wrote under our own authserv-id (the only A-R fields we trust), and the arc=
+  result. The key is the KeyTable entry `ArcKey` names, or Domain/Selector/KeyFile's.
+* One body pass: the chain's AMS hashes, the seal's AMS hash and the hashes of the DKIM
+  signer or verifier live in one `BodyHashSet`, fed by that signer or verifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from dkimd import milter
+from dkimd.arc import (
+    ArcResult,
+    ArcSealer,
+    ArcVerifier,
+    ArcVerifyOptions,
+    SealRequest,
+    arc_ar_item,
+)
+from dkimd.authres import authserv_id_of
+from dkimd.config import Config
+from dkimd.config.arc import ArcSettings
+from dkimd.dkim import (
+    AR_FIELD_NAME,
+    BodyHashSet,
+    DkimError,
+    HeaderField,
+    SignatureResult,
+    SigningRequest,
+    b_prefixes,
+    format_result,
+)
+from dkimd.dns.base import TxtResult
+
+__all__ = ["ArcMessage", "copied_results", "outgoing_headers", "start"]
+
+_AR_KEY = AR_FIELD_NAME.lower()
+#: What a sealer copies from trusted A-R fields: the results RFC 8617 6.1 says a receiver
+#: of the chain will want (the DKIM ones are our own).
+_COPIED_METHODS = frozenset({"spf", "dmarc"})
+_MAX_COPIED = 8  # items taken from trusted fields: a flood of them is not a record
+_MAX_ITEM = 512  # characters of one copied item
+
+
+class ArcMessage:
+    """One message's ARC work. `seal` says whether it is to be sealed."""
+
+    def __init__(
+        self,
+        settings: ArcSettings,
+        config: Config,
+        headers: Sequence[HeaderField],
+        *,
+        seal: bool,
+        report: bool,
+    ) -> None:
+        """`seal`: add the next set; `report`: add the arc= A-R field (ArcMode v, on a
+        message dkimd verifies)."""
+        self.settings = settings
+        self.seal = seal
+        self.report = report
+        self.bodies = BodyHashSet(fix_crlf=config.fix_crlf)
+        self._shared = False
+        options = ArcVerifyOptions(
+            max_instances=settings.maximum_sets,
+            clock_skew=config.clock_drift,
+            fix_crlf=config.fix_crlf,
+        )
+        self.verifier = ArcVerifier(headers, options, bodies=self.bodies)
+        if seal:
+            # The seal's own AMS hash (relaxed, sha256), registered before any body byte.
+            self.bodies.add(("relaxed", "sha256", None))
+
+    def shared_bodies(self) -> BodyHashSet | None:
+        """The body hash set, for the first DKIM signer or verifier that asks to feed (and
+        share) from now on; None to any later one, which hashes for itself: two feeders of
+        one set would hash the body twice over."""
+        if self._shared:
+            return None
+        self._shared = True
+        return self.bodies
+
+    def key_queries(self) -> list[str]:
+        return self.verifier.key_queries()
+
+    def provide_key(self, name: str, result: TxtResult) -> None:
+        self.verifier.provide_key(name, result)
+
+    def feed_body(self, chunk: bytes) -> None:
+        if not self._shared:
+            self.bodies.update(chunk)
+
+    def result(self) -> ArcResult:
+        return self.verifier.result()
+
+    def needs_body(self) -> bool:
+        """Whether the body still matters: always to a seal (its AMS hashes it), and to the
+        chain unless it failed on its fields alone."""
+        return self.seal or self.verifier.needs_body()
+
+    def finish(
+        self,
+        actions: list[milter.Action],
+        headers: Sequence[HeaderField],
+        *,
+        authserv_id: str,
+        trusted_id: str,
+        remote_ip: str | None,
+        dkim_results: Sequence[SignatureResult] | None,
+        seal_key: Callable[[], SigningRequest | str],
+        log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+    ) -> list[milter.Action]:
+        """`actions` (the session's reply, its final action last) with the arc= A-R field
+        and, when sealing, the new ARC set inserted before the final action. A reply that
+        does not deliver the message is returned as it is."""
+        if not actions or not isinstance(actions[-1], milter.Accept | milter.Continue):
+            return actions
+        chain = self.result()
+        item = arc_ar_item(chain, remote_ip)
+        added: list[milter.Action] = []
+        if self.report:
+            added.append(_insert(AR_FIELD_NAME, f"{authserv_id}; {item}".encode("ascii")))
+        if chain.reason:
+            log.info("ARC chain %s: %s", chain.state.value, chain.reason)
+        if self.seal:
+            added += self._seal(
+                actions, headers, chain, item, trusted_id, dkim_results, seal_key, log
+            )
+        return [*actions[:-1], *added, actions[-1]]
+
+    def _seal(
+        self,
+        actions: Sequence[milter.Action],
+        headers: Sequence[HeaderField],
+        chain: ArcResult,
+        item: str,
+        trusted_id: str,
+        dkim_results: Sequence[SignatureResult] | None,
+        seal_key: Callable[[], SigningRequest | str],
+        log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+    ) -> list[milter.Action]:
+        key = seal_key()
+        if isinstance(key, str):
+            log.warning("ARC: not sealed: %s", key)
+            return []
+        try:
+            request = SealRequest(
+                key.domain,
+                key.selector,
+                key.key,
+                trusted_id,
+                signed_headers=self.settings.sign_headers,
+            )
+        except DkimError as exc:
+            log.warning("ARC: not sealed: %s", exc.reason)
+            return []
+        items: list[str] = []
+        if dkim_results is not None:
+            prefixes = b_prefixes(dkim_results)
+            items += [format_result(r, p) for r, p in zip(dkim_results, prefixes, strict=True)]
+        items += copied_results(headers, trusted_id)
+        items.append(item)
+        sealer = ArcSealer(request, bodies=self.bodies)
+        fields = sealer.seal(outgoing_headers(headers, actions), chain, "; ".join(items))
+        if not fields:
+            log.info("ARC: not sealed: %s", sealer.refusal)
+            return []
+        log.info(
+            "ARC set i=%d added (d=%s, s=%s, cv=%s)",
+            chain.highest + 1,
+            key.domain,
+            key.selector,
+            chain.state.value,
+        )
+        # Each goes on top: AAR first, so that AS ends on top (top-down AS, AMS, AAR).
+        return [_insert(f.name, f.value) for f in reversed(fields)]
+
+
+def _insert(name: bytes, value: bytes) -> milter.InsertHeader:
+    """As the session inserts its fields: at the top, folded with bare LF (smfi_insheader)."""
+    return milter.InsertHeader(0, name, b" " + value.lstrip(b" ").replace(b"\r\n", b"\n"))
+
+
+def outgoing_headers(
+    headers: Sequence[HeaderField], actions: Sequence[milter.Action]
+) -> list[HeaderField]:
+    """The header block as the MTA will have it after `actions`: fields changed or deleted
+    (ChangeHeader, by name and 1-based index) and fields inserted at the top."""
+    fields = list(headers)
+    top: list[HeaderField] = []
+    for action in actions:
+        if isinstance(action, milter.ChangeHeader):
+            key = action.name.lower()
+            positions = [i for i, f in enumerate(fields) if f.key == key]
+            index = max(action.index, 1) - 1  # Postfix reads 0 as 1
+            if index < len(positions):
+                at = positions[index]
+                if action.value:
+                    fields[at] = HeaderField(fields[at].name, _crlf(action.value))
+                else:
+                    del fields[at]
+        elif isinstance(action, milter.InsertHeader) and action.index == 0:
+            top.insert(0, HeaderField(action.name, _crlf(action.value)))
+    return [*top, *fields]
+
+
+def _crlf(value: bytes) -> bytes:
+    return value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def copied_results(headers: Sequence[HeaderField], trusted_id: str) -> list[str]:
+    """The spf= and dmarc= resinfo items of the A-R fields whose authserv-id is ours,
+    top-down, comments and all, each on one line."""
+    ours = trusted_id.lower()
+    out: list[str] = []
+    for h in headers:
+        if h.key != _AR_KEY or authserv_id_of(h.value) != ours:
+            continue
+        for resinfo in _resinfos(h.value)[1:]:
+            method = resinfo.split("=", 1)[0].strip().split("/", 1)[0].strip().lower()
+            if method in _COPIED_METHODS and "=" in resinfo and len(resinfo) <= _MAX_ITEM:
+                out.append(resinfo)
+                if len(out) >= _MAX_COPIED:
+                    return out
+    return out
+
+
+def _resinfos(value: bytes) -> list[str]:
+    """An A-R value split at the ";" outside comments and quoted strings, each part on one
+    line of printable ASCII (the authserv-id part first)."""
+    text = "".join(c if " " <= c <= "~" else " " for c in value.decode("latin-1"))
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif ch == '"' and not depth:
+            quoted = True
+        elif ch == ";" and not depth:
+            parts.append(" ".join("".join(current).split()))
+            current = []
+            continue
+        current.append(ch)
+    parts.append(" ".join("".join(current).split()))
+    return [p for p in parts if p]
+
+
+def start(
+    config: Config,
+    headers: Sequence[HeaderField],
+    *,
+    client: tuple[str | None, str | None],
+    recipients: Sequence[str],
+    verifying: bool,
+) -> ArcMessage | None:
+    """The ARC work for a message at end-of-headers, or None when there is none: ARC off,
+    a message this configuration does not seal and dkimd does not verify (`verifying`:
+    the DKIM verification path; mail dkimd only signs gets no arc= result)."""
+    settings = config.arc
+    if settings is None:
+        return None
+    seal = settings.seals and _sealed(settings, client, recipients)
+    report = settings.verifies and verifying
+    if not seal and not report:
+        return None
+    return ArcMessage(settings, config, headers, seal=seal, report=report)
+
+
+def _sealed(
+    settings: ArcSettings, client: tuple[str | None, str | None], recipients: Sequence[str]
+) -> bool:
+    hosts, mail_to = settings.seal_hosts, settings.seal_mail_to
+    if hosts is None and mail_to is None:
+        return True
+    if hosts is not None and hosts.matches(*client):
+        return True
+    if mail_to is not None:
+        # The whole address, else its domain (what a forwarder lists: the domains it relays to).
+        return any(r in mail_to or r.rpartition("@")[2] in mail_to for r in recipients)
+    return False
