@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -297,9 +298,12 @@ class Slapd(_Child):
     name = "slapd"
     reader_password = "reader-secret"
 
-    def __init__(self, directory: Path, ldif: str, ca: ThrowawayCa | None = None) -> None:
+    def __init__(
+        self, directory: Path, ldif: str, ca: ThrowawayCa | None = None, loglevel: str = "0"
+    ) -> None:
         super().__init__(directory)
         self.ca = ca
+        self.loglevel = loglevel  # "stats" logs every search (base, filter) to slapd.log
         self.tls_port = free_port() if ca is not None else None
         self.socket_path = self.dir / "ldapi"
         if len(str(self.socket_path)) > 100:
@@ -371,7 +375,15 @@ class Slapd(_Child):
         if self.tls_port is not None:
             urls.append(f"ldaps://127.0.0.1:{self.tls_port}/")
         slapd = require("slapd")
-        return [slapd, "-d", "0", "-f", str(self.dir / "slapd.conf"), "-h", " ".join(urls)]
+        return [
+            slapd,
+            "-d",
+            self.loglevel,
+            "-f",
+            str(self.dir / "slapd.conf"),
+            "-h",
+            " ".join(urls),
+        ]
 
     def ready(self) -> bool:
         if not wait_for_port("127.0.0.1", self.port, timeout=15):
@@ -382,3 +394,8 @@ class Slapd(_Child):
                 return False
             time.sleep(0.02)
         return True
+
+    def searched_filters(self) -> list[str]:
+        """The filters of the searches slapd logged so far (needs loglevel "stats")."""
+        text = (self.dir / f"{self.name}.log").read_text(errors="replace")
+        return re.findall(r' SRCH base=".*" scope=\d deref=\d filter="(.*)"$', text, re.M)
