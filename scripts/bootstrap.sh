@@ -17,6 +17,9 @@ if [ "$profile" = "test" ]; then
     # A signed DNS tree on loopback for the DNSSEC tests: nsd (authoritative), unbound
     # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).
     apt_packages+=(nsd unbound ldnsutils)
+    # Remote data sets (dkimd.stores): private memcached, redis-server and slapd instances
+    # (ldap-utils for looking at them by hand; the tests need only slapd/slapadd).
+    apt_packages+=(memcached redis-server slapd ldap-utils)
 fi
 
 missing=()
@@ -31,6 +34,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Postfix asks how to configure itself; the tests run private instances, so none.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    # Nor a system directory from slapd: the tests run their own, on private ports.
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -34,14 +34,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from support.tools import APT_PACKAGES, free_port, require, wait_for_port
+from support.tools import free_port, require, wait_for_port
 
 __all__ = ["Memcached", "RedisServer", "Slapd", "ThrowawayCa"]
-
-APT_PACKAGES.setdefault("memcached", "memcached")
-APT_PACKAGES.setdefault("redis-server", "redis-server")
-APT_PACKAGES.setdefault("slapd", "slapd")
-APT_PACKAGES.setdefault("slapadd", "slapd")
 
 
 class _Child:

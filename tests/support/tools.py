@@ -62,6 +62,10 @@ APT_PACKAGES: dict[str, str] = {
     "ldns-keygen": "ldnsutils",
     "ldns-signzone": "ldnsutils",
     "ldns-key2ds": "ldnsutils",
+    "memcached": "memcached",
+    "redis-server": "redis-server",
+    "slapd": "slapd",
+    "slapadd": "slapd",
 }
 
 _EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")
