@@ -411,3 +411,60 @@ def test_walk_refused_when_the_key_is_not_in_one_filter_assertion(sd: Slapd) -> 
         await store.close()
 
     asyncio.run(run())
+
+
+def test_concurrent_lookups_share_a_bounded_pool(sd: Slapd) -> None:
+    keys = ["example.com", "example.org", "example.net"] * 20
+
+    async def run() -> tuple[list[list[tuple[str, ...]]], int]:
+        store = from_spec(sd.url + KEYS, READER)
+        try:
+            answers = await asyncio.gather(*(store.get(k) for k in keys))
+            return [sorted(a) for a in answers], len(store._connections)
+        finally:
+            await store.close()
+
+    answers, connections = asyncio.run(run())
+    expected = {
+        "example.com": [("sel-a", "/keys/example.com.pem")],
+        "example.org": [("sel-1", "/keys/org-1.pem"), ("sel-2", "")],
+        "example.net": [],
+    }
+    assert answers == [expected[k] for k in keys]
+    assert 1 <= connections <= LdapSettings().max_connections
+
+
+def test_a_hung_server_never_blocks_the_event_loop(sd: Slapd) -> None:
+    quick = LdapSettings(bind_user=READER_DN, bind_password=Slapd.reader_password, timeout=1)
+
+    async def run() -> tuple[list[object], int, float, list[tuple[str, ...]]]:
+        store = from_spec(sd.url + KEYS, quick)
+        await store.open()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        sd.pause()
+        start = time.monotonic()
+        try:
+            results = await asyncio.gather(
+                *(store.get("example.com") for _ in range(10)), return_exceptions=True
+            )
+        finally:
+            elapsed = time.monotonic() - start
+            sd.resume()
+            task.cancel()
+        after = await store.get("example.com")
+        await store.close()
+        return results, ticks, elapsed, after
+
+    results, ticks, elapsed, after = asyncio.run(run())
+    assert all(isinstance(r, StoreError) for r in results)
+    # the loop ran its 10 ms ticker all along (at least half the ticks it could)
+    assert ticks >= elapsed / 0.01 / 2
+    assert after == [("sel-a", "/keys/example.com.pem")]

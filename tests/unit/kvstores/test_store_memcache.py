@@ -237,3 +237,22 @@ def test_walk_is_refused(mc: Memcached) -> None:
                 pass
 
     asyncio.run(run())
+
+
+def test_concurrent_lookups(mc: Memcached) -> None:
+    for i in range(50):
+        mc.set(f"dkim:d{i}.example", f"d{i}.example:sel:/k{i}")
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim")
+        try:
+            return list(
+                await asyncio.gather(*(store.get(f"d{i % 60}.example") for i in range(300)))
+            )
+        finally:
+            await store.close()
+
+    answers = asyncio.run(run())
+    assert answers == [
+        [(f"d{i % 60}.example:sel:/k{i % 60}",)] if i % 60 < 50 else [] for i in range(300)
+    ]
