@@ -348,7 +348,8 @@ class Slapd(_Child):
             f'suffix "{SUFFIX}"\n'
             f'rootdn "cn=admin,{SUFFIX}"\n'
             f"directory {self.dir}/db\n"
-            "maxsize 10485760\n"
+            "maxsize 104857600\n"
+            "index objectClass eq\nindex cn,dkimDomain,dkimIdentity eq\n"
             "access to attrs=userPassword by anonymous auth by * none\n"
             "access to * by users read by * none\n"
         )
