@@ -141,12 +141,6 @@ class MemcacheStore:
     def _failed(self, server: Server, reason: str) -> StoreError:
         return StoreError(f"{self.describe()}: {server}: {reason}")
 
-    async def _connect(self, server: Server) -> _Stream:
-        idle = self._idle[server]
-        if idle:
-            return idle.pop()
-        return await asyncio.open_connection(server.host, server.port)
-
     def _release(self, server: Server, stream: _Stream) -> None:
         idle = self._idle[server]
         if len(idle) < _IDLE_PER_SERVER:
@@ -158,27 +152,41 @@ class MemcacheStore:
         """Send one retrieval command; the (key, value) pairs of its reply, up to END."""
         try:
             async with asyncio.timeout(self.timeout):
-                stream = await self._connect(server)
-                try:
-                    stream[1].write(line)
-                    await stream[1].drain()
-                    items = await _read_values(stream[0])
-                except BaseException:
-                    # The connection is in an unknown state (half a reply read, cancelled):
-                    # never reuse it.
-                    stream[1].close()
-                    raise
-                self._release(server, stream)
-                return items
+                idle = self._idle[server]
+                while idle:
+                    # A kept connection may have died with a restarted server: then the
+                    # same lookup goes on over a new one.
+                    try:
+                        return await self._exchange(server, idle.pop(), line)
+                    except (OSError, EOFError):
+                        continue
+                stream = await asyncio.open_connection(server.host, server.port)
+                return await self._exchange(server, stream, line)
         except TimeoutError:
             raise self._failed(server, f"no answer within {self.timeout:g} s") from None
         except _BadReply as exc:
             raise self._failed(server, f"bad reply: {exc}") from None
         except asyncio.LimitOverrunError:
             raise self._failed(server, "bad reply: a line too long") from None
-        except (OSError, asyncio.IncompleteReadError, EOFError) as exc:
+        except (OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
             raise self._failed(server, reason) from None
+
+    async def _exchange(
+        self, server: Server, stream: _Stream, line: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        reader, writer = stream
+        try:
+            writer.write(line)
+            await writer.drain()
+            items = await _read_values(reader)
+        except BaseException:
+            # The connection is in an unknown state (half a reply read, cancelled): never
+            # reuse it.
+            writer.close()
+            raise
+        self._release(server, stream)
+        return items
 
     async def open(self) -> None:
         # memcached has no login: that every server answers a `get` is all there is to check.
@@ -189,7 +197,12 @@ class MemcacheStore:
             await self._command(server, b"get " + probe + b"\r\n")
 
     def _key(self, key: str) -> bytes:
-        return f"{self.prefix}:{key}".encode("utf-8", "surrogateescape")
+        """The memcached key for `key`; b"" (never valid) when it has no byte form."""
+        try:
+            # surrogateescape: bytes that came in undecodable go out as they came.
+            return f"{self.prefix}:{key}".encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return b""
 
     async def get(self, key: str) -> list[Row]:
         name = self._key(key)

@@ -206,8 +206,12 @@ class RedisStore:
     async def get(self, key: str) -> list[Row]:
         import redis.exceptions
 
+        try:
+            # surrogateescape: bytes that came in undecodable go out as they came.
+            name = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return []  # a lone surrogate: no byte string, so no Redis key, has it
         client = self._client_or_new()
-        name = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
         try:
             async with asyncio.timeout(self.spec.timeout):
                 return await self._read(client, name)

@@ -468,3 +468,25 @@ def test_a_hung_server_never_blocks_the_event_loop(sd: Slapd) -> None:
     # the loop ran its 10 ms ticker all along (at least half the ticks it could)
     assert ticks >= elapsed / 0.01 / 2
     assert after == [("sel-a", "/keys/example.com.pem")]
+
+
+def test_any_key_is_answered_or_refused_cleanly(sd: Slapd) -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = 'ab.*()\\\0\x01\n\r ,+"<>;=#$%é€\U0001f600\udcff'
+    keys = ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 12))) for _ in range(300)]
+
+    async def run() -> list[list[tuple[str, ...]]]:
+        store = from_spec(sd.url + KEYS, READER)
+        dn_store = from_spec(sd.url + f"/$D,{SUFFIX}?description?base", READER)
+        try:
+            answers = [await store.get(k) for k in keys]
+            answers += [await dn_store.get(k) for k in keys]
+            return answers
+        finally:
+            await store.close()
+            await dn_store.close()
+
+    # none of these keys is in the directory, and none breaks a lookup
+    assert asyncio.run(run()) == [[]] * 600

@@ -256,3 +256,36 @@ def test_concurrent_lookups(mc: Memcached) -> None:
     assert answers == [
         [(f"d{i % 60}.example:sel:/k{i % 60}",)] if i % 60 < 50 else [] for i in range(300)
     ]
+
+
+def test_restart_between_lookups_costs_no_failed_lookup(mc: Memcached) -> None:
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        await store.open()
+        first = await store.get("example.com")  # leaves an idle connection
+        mc.stop()
+        mc.start()
+        mc.set("dkim:example.com", "after restart")
+        second = await store.get("example.com")  # the idle one is dead: a new one answers
+        await store.close()
+        return [first, second]
+
+    assert asyncio.run(run()) == [[], [("after restart",)]]
+
+
+def test_any_key_is_answered_or_refused_cleanly(mc: Memcached) -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = 'ab.*()\\\0\x01\n\r ,+"<>;=#$%é€\U0001f600\udcff\ud800'
+    keys = ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 12))) for _ in range(300)]
+    keys.append("k" * 400)
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        try:
+            return [await store.get(k) for k in keys]
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [[]] * len(keys)

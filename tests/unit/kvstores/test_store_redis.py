@@ -237,3 +237,23 @@ def test_tls_with_the_test_ca_and_refused_without_it(tmp_path: Path) -> None:
         found, refused = asyncio.run(run())
         assert found == []
         assert "certificate" in refused.lower() and PASSWORD not in refused
+
+
+def test_any_key_is_answered_or_refused_cleanly(rd: RedisServer) -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = 'ab.*()\\\0\x01\n\r ,+"<>;=#$%é€\U0001f600\udcff\ud800'
+    keys = ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 12))) for _ in range(300)]
+    rd.command("SET", b"p:\xff", "raw byte key")
+
+    async def run() -> list[object]:
+        store = from_spec(url(rd, "prefix=p:"))
+        try:
+            return [await store.get(k) for k in [*keys, "\udcff"]]
+        finally:
+            await store.close()
+
+    *answers, raw = asyncio.run(run())
+    assert answers == [[]] * len(keys)
+    assert raw == [("raw byte key",)]  # an undecodable byte is looked up as that byte
