@@ -33,6 +33,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from support.tools import free_port, require, wait_for_port
 
@@ -187,9 +188,11 @@ class RedisServer(_Child):
 
 
 class ThrowawayCa:
-    """A throw-away CA and one server certificate for 127.0.0.1 and localhost."""
+    """A throw-away CA and one server certificate for `names` (127.0.0.1 and localhost)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -237,12 +240,7 @@ class ThrowawayCa:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
+                x509.SubjectAlternativeName([_san(name) for name in names]),
                 critical=False,
             )
             .add_extension(
@@ -261,6 +259,15 @@ class ThrowawayCa:
             key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         )
         self.key.chmod(0o600)
+
+
+def _san(name: str) -> Any:
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 #: A small schema for the tests' DKIM entries, under OpenLDAP's experimental OID arc.

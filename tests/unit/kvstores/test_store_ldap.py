@@ -490,3 +490,28 @@ def test_any_key_is_answered_or_refused_cleanly(sd: Slapd) -> None:
 
     # none of these keys is in the directory, and none breaks a lookup
     assert asyncio.run(run()) == [[]] * 600
+
+
+# ldap3 2.9.1 raises on the name before it keeps the TLS-wrapped socket, so the garbage
+# collector, not the store, closes that socket (a ResourceWarning, no lasting leak).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
+    other = ThrowawayCa(tmp_path / "ca", names=("ldap.other.example",))
+    with Slapd(tmp_path / "ldap", LDIF, ca=other) as server:
+        settings = LdapSettings(
+            bind_user=READER_DN,
+            bind_password=Slapd.reader_password,
+            timeout=3,
+            tls_ca_file=str(other.ca_cert),
+        )
+
+        async def run() -> str:
+            store = from_spec(server.ldaps_url + KEYS, settings)
+            try:
+                with pytest.raises(StoreError) as err:
+                    await store.open()
+                return str(err.value)
+            finally:
+                await store.close()
+
+        assert "doesn't match" in asyncio.run(run())
