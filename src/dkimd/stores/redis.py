@@ -167,6 +167,8 @@ class RedisStore:
         if spec.tls:
             kwargs["ssl"] = True
             kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+            # (redis-py 5 did not check the name by default; 6 does: say it either way)
+            kwargs["ssl_check_hostname"] = True
             if spec.ca_file is not None:
                 kwargs["ssl_ca_certs"] = spec.ca_file
         return aioredis.Redis(
