@@ -616,6 +616,8 @@ def from_spec(text: str, settings: LdapSettings | None = None) -> LdapStore:
     """The store an `ldap:`/`ldaps:`/`ldapi:` data set value describes."""
     urls = parse_urls(text)
     settings = settings or LdapSettings()
+    if settings.timeout <= 0 or settings.max_connections <= 0:
+        raise StoreSpecError("ldap: data set: the timeout and the pool size must be positive")
     mech = settings.auth_mechanism.strip()
     if mech.lower() not in ("", "none", "simple") and mech.upper() not in _SASL:
         raise StoreSpecError(
