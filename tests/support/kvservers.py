@@ -130,11 +130,11 @@ class Memcached(_Child):
         reply = _talk(self.port, b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v), b"\r\n")
         assert reply == b"STORED\r\n", reply
 
-    def stats_get_cmds(self) -> int:
-        """How many `get` commands the server has answered (`stats`: cmd_get)."""
+    def stat(self, name: str) -> int:
+        """One counter of `stats` (cmd_get: `get` commands answered; total_connections)."""
         reply = _talk(self.port, b"stats\r\n", b"END\r\n")
         for line in reply.split(b"\r\n"):
-            if line.startswith(b"STAT cmd_get "):
+            if line.startswith(b"STAT %s " % name.encode()):
                 return int(line.split()[2])
         raise AssertionError(reply)
 

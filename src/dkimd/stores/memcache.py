@@ -40,8 +40,9 @@ MAX_KEY_BYTES = 250
 #: The largest value accepted from a server (memcached's default item size limit): a reply
 #: announcing more is a bad reply, never an allocation of that size.
 MAX_VALUE_BYTES = 1024 * 1024
-#: Idle connections kept per server; more lookups at once open more, closed after use.
-_IDLE_PER_SERVER = 4
+#: Connections per server at most, all kept open between lookups: more lookups at once wait
+#: for one (within their timeout) rather than open hundreds during a burst.
+MAX_CONNECTIONS_PER_SERVER = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ class MemcacheStore:
         self.prefix = prefix
         self.timeout = timeout
         self._idle: dict[Server, list[_Stream]] = {s: [] for s in servers}
+        self._slots = {s: asyncio.Semaphore(MAX_CONNECTIONS_PER_SERVER) for s in servers}
 
     def describe(self) -> str:
         return "memcache:" + ",".join(str(s) for s in self.servers) + "/" + self.prefix
@@ -143,7 +145,7 @@ class MemcacheStore:
 
     def _release(self, server: Server, stream: _Stream) -> None:
         idle = self._idle[server]
-        if len(idle) < _IDLE_PER_SERVER:
+        if len(idle) < MAX_CONNECTIONS_PER_SERVER:
             idle.append(stream)
         else:
             stream[1].close()
@@ -151,7 +153,7 @@ class MemcacheStore:
     async def _command(self, server: Server, line: bytes) -> list[tuple[bytes, bytes]]:
         """Send one retrieval command; the (key, value) pairs of its reply, up to END."""
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout), self._slots[server]:
                 idle = self._idle[server]
                 while idle:
                     # A kept connection may have died with a restarted server: then the

@@ -12,6 +12,7 @@ import pytest
 from dkimd.stores.base import StoreError, StoreSpecError
 from dkimd.stores.memcache import (
     DEFAULT_PORT,
+    MAX_CONNECTIONS_PER_SERVER,
     Server,
     from_spec,
     one_at_a_time,
@@ -106,7 +107,7 @@ def test_hostile_keys_are_never_sent(mc: Memcached) -> None:
     async def run() -> list[object]:
         store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
         await store.open()
-        before = mc.stats_get_cmds()
+        before = mc.stat("cmd_get")
         try:
             answers: list[object] = [
                 await store.get("x\r\nflush_all"),
@@ -114,7 +115,7 @@ def test_hostile_keys_are_never_sent(mc: Memcached) -> None:
                 await store.get("k" * 300),
                 await store.get("*)(\x00"),
             ]
-            answers.append(mc.stats_get_cmds() - before)
+            answers.append(mc.stat("cmd_get") - before)
             answers.append(await store.get("victim"))
             return answers
         finally:
@@ -252,7 +253,10 @@ def test_concurrent_lookups(mc: Memcached) -> None:
         finally:
             await store.close()
 
+    before = mc.stat("total_connections")
     answers = asyncio.run(run())
+    # 300 lookups at once, over no more than the bound of connections (+1: stat's own)
+    assert mc.stat("total_connections") - before <= MAX_CONNECTIONS_PER_SERVER + 1
     assert answers == [
         [(f"d{i % 60}.example:sel:/k{i % 60}",)] if i % 60 < 50 else [] for i in range(300)
     ]
