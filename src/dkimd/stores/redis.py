@@ -37,6 +37,9 @@ _KINDS = ("string", "hash", "list")
 _DEFAULT_PORT = 6379
 #: Seconds a lookup (connect included) may take unless the URL says `timeout=`.
 DEFAULT_TIMEOUT = 5.0
+#: Lookups in flight at once, so connections open at once: more wait (within their timeout)
+#: rather than open a connection each during a burst (redis-py's pool has no bound).
+MAX_CONNECTIONS = 16
 #: Keys asked per SCAN round while walking.
 _SCAN_COUNT = 500
 
@@ -146,6 +149,7 @@ class RedisStore:
     def __init__(self, spec: RedisSpec) -> None:
         self.spec = spec
         self._client: Any = None
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
     def describe(self) -> str:
         return self.spec.describe()
@@ -215,7 +219,7 @@ class RedisStore:
             return []  # a lone surrogate: no byte string, so no Redis key, has it
         client = self._client_or_new()
         try:
-            async with asyncio.timeout(self.spec.timeout):
+            async with asyncio.timeout(self.spec.timeout), self._slots:
                 return await self._read(client, name)
         except TimeoutError:
             raise StoreError(

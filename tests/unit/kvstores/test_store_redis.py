@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dkimd.stores.base import MissingExtra, StoreError, StoreSpecError
-from dkimd.stores.redis import from_spec, parse_spec
+from dkimd.stores.redis import MAX_CONNECTIONS, from_spec, parse_spec
 from support.kvservers import RedisServer, ThrowawayCa
 
 PASSWORD = "s3cret-Pw"
@@ -257,3 +257,29 @@ def test_any_key_is_answered_or_refused_cleanly(rd: RedisServer) -> None:
     *answers, raw = asyncio.run(run())
     assert answers == [[]] * len(keys)
     assert raw == [("raw byte key",)]  # an undecodable byte is looked up as that byte
+
+
+def test_concurrent_lookups_over_a_bounded_number_of_connections(rd: RedisServer) -> None:
+    for i in range(50):
+        rd.command("SET", f"d{i}.example", f"d{i}.example:sel:/k{i}")
+
+    def connections_received() -> int:
+        info = rd.command("INFO", "stats").decode()
+        return int(info.split("total_connections_received:")[1].split()[0])
+
+    async def run() -> list[object]:
+        store = from_spec(url(rd))
+        try:
+            return list(
+                await asyncio.gather(*(store.get(f"d{i % 60}.example") for i in range(300)))
+            )
+        finally:
+            await store.close()
+
+    before = connections_received()
+    answers = asyncio.run(run())
+    assert answers == [
+        [(f"d{i % 60}.example:sel:/k{i % 60}",)] if i % 60 < 50 else [] for i in range(300)
+    ]
+    # +1: connections_received's own connection
+    assert connections_received() - before <= MAX_CONNECTIONS + 1
