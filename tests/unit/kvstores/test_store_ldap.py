@@ -515,3 +515,20 @@ def test_a_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
                 await store.close()
 
         assert "doesn't match" in asyncio.run(run())
+
+
+def test_server_down_at_open_then_up_serves_without_a_new_store(sd: Slapd) -> None:
+    # What SoftStart relies on: a failed open() leaves a store that works once the server does.
+    sd.stop()
+
+    async def run() -> list[tuple[str, ...]]:
+        store = from_spec(sd.url + KEYS, READER)
+        with pytest.raises(StoreError):
+            await store.open()
+        sd.start()
+        try:
+            return await store.get("example.com")
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [("sel-a", "/keys/example.com.pem")]

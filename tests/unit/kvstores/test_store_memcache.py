@@ -293,3 +293,21 @@ def test_any_key_is_answered_or_refused_cleanly(mc: Memcached) -> None:
             await store.close()
 
     assert asyncio.run(run()) == [[]] * len(keys)
+
+
+def test_server_down_at_open_then_up_serves_without_a_new_store(mc: Memcached) -> None:
+    # What SoftStart relies on: a failed open() leaves a store that works once the server does.
+    mc.stop()
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        with pytest.raises(StoreError):
+            await store.open()
+        mc.start()
+        mc.set("dkim:example.com", "up now")
+        try:
+            return await store.get("example.com")
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [("up now",)]

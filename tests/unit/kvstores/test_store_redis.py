@@ -283,3 +283,21 @@ def test_concurrent_lookups_over_a_bounded_number_of_connections(rd: RedisServer
     ]
     # +1: connections_received's own connection
     assert connections_received() - before <= MAX_CONNECTIONS + 1
+
+
+def test_server_down_at_open_then_up_serves_without_a_new_store(rd: RedisServer) -> None:
+    # What SoftStart relies on: a failed open() leaves a store that works once the server does.
+    rd.stop()
+
+    async def run() -> list[object]:
+        store = from_spec(url(rd, "timeout=2"))
+        with pytest.raises(StoreError):
+            await store.open()
+        rd.start()
+        rd.command("SET", "example.com", "up now")
+        try:
+            return await store.get("example.com")
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [("up now",)]
