@@ -351,6 +351,11 @@ class Slapd(_Child):
             f"{tls}"
             f'authz-regexp "^gidnumber={gid}\\+uidnumber={uid},cn=peercred,cn=external,cn=auth$"'
             f' "{READER_DN}"\n'
+            # SASL PLAIN/DIGEST-MD5 check a user's password against the directory's own
+            # userPassword (no sasldb): uid=NAME[,cn=REALM],cn=MECH,cn=auth -> cn=NAME,...
+            "sasl-auxprops slapd\nsasl-secprops none\n"
+            'authz-regexp "^uid=([^,]+)(,cn=[^,]+)?,cn=[^,]+,cn=auth$"'
+            f' "cn=$1,{SUFFIX}"\n'
             "database mdb\n"
             f'suffix "{SUFFIX}"\n'
             f'rootdn "cn=admin,{SUFFIX}"\n'
@@ -358,7 +363,7 @@ class Slapd(_Child):
             "maxsize 104857600\n"
             "index objectClass eq\nindex cn,dkimDomain,dkimIdentity eq\n"
             "access to attrs=userPassword by anonymous auth by * none\n"
-            "access to * by users read by * none\n"
+            "access to * by users read by anonymous auth by * none\n"
         )
 
     @property

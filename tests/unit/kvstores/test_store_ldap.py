@@ -252,9 +252,20 @@ def test_wrong_password_fails_at_open_without_the_password(sd: Slapd) -> None:
     assert "Not-The-Pw-42" not in message and Slapd.reader_password not in message
 
 
-def test_anonymous_reads_nothing_here(sd: Slapd) -> None:
-    # The test directory lets only bound users read: anonymous gets no entries, no error.
-    assert lookups(sd.url + KEYS, LdapSettings(timeout=3), "example.com") == [[]]
+def test_a_refused_search_is_an_error_not_a_miss(sd: Slapd) -> None:
+    # Anonymous may only authenticate in the test directory: its search is refused
+    # (insufficientAccessRights), which must not read as "no such key".
+    async def run() -> str:
+        store = from_spec(sd.url + KEYS, LdapSettings(timeout=3))
+        await store.open()
+        try:
+            with pytest.raises(StoreError) as err:
+                await store.get("example.com")
+            return str(err.value)
+        finally:
+            await store.close()
+
+    assert "insufficientAccessRights" in asyncio.run(run())
 
 
 def test_sasl_external_over_ldapi(sd: Slapd) -> None:
@@ -532,3 +543,31 @@ def test_server_down_at_open_then_up_serves_without_a_new_store(sd: Slapd) -> No
             await store.close()
 
     assert asyncio.run(run()) == [("sel-a", "/keys/example.com.pem")]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "DIGEST-MD5"])
+def test_sasl_with_a_password(sd: Slapd, mechanism: str) -> None:
+    # LDAPAuthMechanism + LDAPAuthName + LDAPBindPassword; slapd checks the password against
+    # cn=reader's userPassword (sasl-auxprops slapd).
+    good = LdapSettings(
+        auth_mechanism=mechanism,
+        auth_name="reader",
+        bind_password=Slapd.reader_password,
+        timeout=3,
+    )
+    assert lookups(sd.url + KEYS, good, "example.com") == [[("sel-a", "/keys/example.com.pem")]]
+    bad = LdapSettings(
+        auth_mechanism=mechanism, auth_name="reader", bind_password="Not-The-Pw-42", timeout=3
+    )
+
+    async def refused() -> str:
+        store = from_spec(sd.url + KEYS, bad)
+        try:
+            with pytest.raises(StoreError) as err:
+                await store.open()
+            return str(err.value)
+        finally:
+            await store.close()
+
+    message = asyncio.run(refused())
+    assert "Not-The-Pw-42" not in message and "bind failed" in message
