@@ -83,6 +83,21 @@ class _Child:
         """SIGSTOP: the server holds its connections but answers nothing (a hung server)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        # The signal is delivered asynchronously: wait until the kernel shows every thread
+        # stopped, so that no request sent after pause() is still answered.
+        deadline = time.monotonic() + 5
+        task_dir = Path(f"/proc/{self.proc.pid}/task")
+        while time.monotonic() < deadline:
+            states = []
+            for task in task_dir.iterdir():
+                try:
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except OSError:
+                    continue
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.name} did not stop on SIGSTOP")
 
     def resume(self) -> None:
         assert self.proc is not None

@@ -268,7 +268,9 @@ class LdapStore:
 
     # -- running blocking work off the event loop -------------------------------------------
 
-    async def _run(self, work: Callable[[], _T]) -> _T:
+    async def _run(self, work: Callable[[], _T], bounded: bool = True) -> _T:
+        """`work` in the pool; a lookup (`bounded`) gives up after `_budget()` seconds, a walk
+        only when one of its requests does (each is bounded by LDAPTimeout in the thread)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=max(1, self.settings.max_connections),
@@ -276,7 +278,7 @@ class LdapStore:
             )
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._budget()):
+            async with asyncio.timeout(self._budget() if bounded else None):
                 return await loop.run_in_executor(self._executor, work)
         except TimeoutError:
             raise StoreError(
@@ -530,7 +532,7 @@ class LdapStore:
                 raise _Failed(_ldap3_reason(exc)) from None
             return found
 
-        for item in await self._run(lambda: self._with_connection(collect)):
+        for item in await self._run(lambda: self._with_connection(collect), bounded=False):
             yield item
 
     def _walk_attribute(self) -> str:
