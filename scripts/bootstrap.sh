@@ -18,8 +18,9 @@ if [ "$profile" = "test" ]; then
     # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).
     apt_packages+=(nsd unbound ldnsutils)
     # Remote data sets (dkimd.stores): private memcached, redis-server and slapd instances
-    # (ldap-utils for looking at them by hand; the tests need only slapd/slapadd).
-    apt_packages+=(memcached redis-server slapd ldap-utils)
+    # (ldap-utils for looking at them by hand; the tests need only slapd/slapadd);
+    # libmemcached-tools' memccp writes a memcache: table as OpenDKIM's client would.
+    apt_packages+=(memcached redis-server slapd ldap-utils libmemcached-tools)
 fi
 
 missing=()

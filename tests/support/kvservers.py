@@ -145,6 +145,11 @@ class Memcached(_Child):
         reply = _talk(self.port, b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v), b"\r\n")
         assert reply == b"STORED\r\n", reply
 
+    def has(self, key: str) -> bool:
+        """Whether this server holds `key` (a plain `get`, not through dkimd)."""
+        reply = _talk(self.port, b"get %s\r\n" % key.encode(), b"END\r\n")
+        return reply.startswith(b"VALUE ")
+
     def stat(self, name: str) -> int:
         """One counter of `stats` (cmd_get: `get` commands answered; total_connections)."""
         reply = _talk(self.port, b"stats\r\n", b"END\r\n")

@@ -63,6 +63,7 @@ APT_PACKAGES: dict[str, str] = {
     "ldns-signzone": "ldnsutils",
     "ldns-key2ds": "ldnsutils",
     "memcached": "memcached",
+    "memccp": "libmemcached-tools",
     "redis-server": "redis-server",
     "slapd": "slapd",
     "slapadd": "slapd",
