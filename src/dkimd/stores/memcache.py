@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from dkimd.stores.base import Row, StoreError, StoreSpecError
 
@@ -223,10 +224,51 @@ class MemcacheStore:
         return self._walk()
 
     async def _walk(self) -> AsyncIterator[tuple[str, Row]]:
-        # memcached cannot list its keys through the protocol OpenDKIM uses (libmemcached
-        # `get`); OpenDKIM cannot walk a memcache: data set either.
-        raise StoreError(f"{self.describe()}: a memcache: data set cannot be walked")
-        yield  # pragma: no cover  (makes this an async generator)
+        # OpenDKIM cannot walk a memcache: data set; memcached (1.5 and later) can list its
+        # keys with `lru_crawler metadump all`. A key is listed from the server `get` reads
+        # it from, so the walk sees exactly what lookups see.
+        prefix = self._key("")
+        for index, server in enumerate(self.servers):
+            for name in await self._dump_keys(server):
+                if not name.startswith(prefix) or not valid_key(name):
+                    continue
+                if server_index(name, len(self.servers)) != index:
+                    continue
+                for got, value in await self._command(server, b"get " + name + b"\r\n"):
+                    if got == name:
+                        key = name[len(prefix) :].decode("utf-8", "surrogateescape")
+                        yield key, (value.decode("utf-8", "replace"),)
+
+    async def _dump_keys(self, server: Server) -> list[bytes]:
+        """Every key `server` holds (`lru_crawler metadump all`), over a connection of its
+        own: the dump is long and must not hold up lookups."""
+        keys: list[bytes] = []
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(b"lru_crawler metadump all\r\n")
+                await writer.drain()
+            while True:
+                # each line within the timeout; the whole dump takes what the table takes
+                async with asyncio.timeout(self.timeout):
+                    # (metadump ends its key lines with a bare LF, END with CR LF)
+                    line = (await reader.readuntil(b"\n")).rstrip(b"\r\n")
+                if line == b"END":
+                    return keys
+                if not line.startswith(b"key="):
+                    reason = line[:80].decode("ascii", "replace").strip()
+                    raise self._failed(server, f"cannot list keys: {reason}")
+                keys.append(unquote_to_bytes(line[4:].split(b" ", 1)[0]))
+        except TimeoutError:
+            raise self._failed(server, f"no answer within {self.timeout:g} s") from None
+        except asyncio.LimitOverrunError:
+            raise self._failed(server, "bad reply: a line too long") from None
+        except (OSError, EOFError) as exc:
+            raise self._failed(server, str(exc) or type(exc).__name__) from None
+        finally:
+            if writer is not None:
+                writer.close()
 
     async def close(self) -> None:
         for idle in self._idle.values():

@@ -230,14 +230,30 @@ def test_bad_replies_are_store_errors(reply: bytes) -> None:
     asyncio.run(run())
 
 
-def test_walk_is_refused(mc: Memcached) -> None:
-    async def run() -> None:
-        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim")
-        with pytest.raises(StoreError, match="cannot be walked"):
-            async for _ in store.walk():
-                pass
+def test_walk_lists_the_prefixed_keys_of_every_server(tmp_path: Path) -> None:
+    with Memcached(tmp_path / "a") as a, Memcached(tmp_path / "b") as b:
+        servers = [a, b]
+        names = ["example.com", "example.org", "a b", "x.example"]
+        for name in names[:2] + names[3:]:
+            key = f"dkim:{name}"
+            servers[server_index(key.encode(), 2)].set(key, f"{name}:sel:/k")
+        a.set("other:example.net", "not in this table")
+        # a key on the server lookups would not ask is not part of the table either
+        stray = "dkim:stray.example"
+        servers[1 - server_index(stray.encode(), 2)].set(stray, "unreachable by get")
 
-    asyncio.run(run())
+        async def run() -> list[tuple[str, tuple[str, ...]]]:
+            store = from_spec(f"memcache:127.0.0.1:{a.port},127.0.0.1:{b.port}/dkim")
+            try:
+                return sorted([item async for item in store.walk()])
+            finally:
+                await store.close()
+
+        assert asyncio.run(run()) == [
+            ("example.com", ("example.com:sel:/k",)),
+            ("example.org", ("example.org:sel:/k",)),
+            ("x.example", ("x.example:sel:/k",)),
+        ]
 
 
 def test_concurrent_lookups(mc: Memcached) -> None:
