@@ -14,8 +14,8 @@ With several hosts, a key lives on one of them, chosen as libmemcached (OpenDKIM
 chooses with its default settings: the one-at-a-time hash of the whole key, modulo the number
 of hosts. A table written by a libmemcached-based tool is found where that tool put it.
 
-The client is memcached's text protocol (`get`) over asyncio streams, written here: it is one
-command and one reply shape. memcached keys are at most 250 bytes without spaces or control
+The client is memcached's text protocol over asyncio streams, written here: `get` for
+lookups and `lru_crawler metadump all` for a walk are all it needs. memcached keys are at most 250 bytes without spaces or control
 characters, so a lookup key that breaks those rules cannot be stored and is answered "not
 found" without a request (libmemcached would send it as is, letting a key with CR LF inject
 a second command).
