@@ -23,6 +23,10 @@ if [ "$profile" = "test" ]; then
     # Perl's Mail::DKIM, whose ARC signer and verifier are the second independent ARC
     # implementation the interop tests check dkimd against (dkimpy is the first).
     apt_packages+=(libmail-dkim-perl)
+    # Remote data sets (dkimd.stores): private memcached, redis-server and slapd instances
+    # (ldap-utils for looking at them by hand; the tests need only slapd/slapadd);
+    # libmemcached-tools' memccp writes a memcache: table as OpenDKIM's client would.
+    apt_packages+=(memcached redis-server slapd ldap-utils libmemcached-tools)
 fi
 
 missing=()
@@ -37,6 +41,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Postfix asks how to configure itself; the tests run private instances, so none.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    # Nor a system directory from slapd: the tests run their own, on private ports.
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

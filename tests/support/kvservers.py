@@ -26,21 +26,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from support.tools import APT_PACKAGES, free_port, require, wait_for_port
+from support.tools import free_port, require, wait_for_port
 
 __all__ = ["Memcached", "RedisServer", "Slapd", "ThrowawayCa"]
-
-APT_PACKAGES.setdefault("memcached", "memcached")
-APT_PACKAGES.setdefault("redis-server", "redis-server")
-APT_PACKAGES.setdefault("slapd", "slapd")
-APT_PACKAGES.setdefault("slapadd", "slapd")
 
 
 class _Child:
@@ -86,6 +83,21 @@ class _Child:
         """SIGSTOP: the server holds its connections but answers nothing (a hung server)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        # The signal is delivered asynchronously: wait until the kernel shows every thread
+        # stopped, so that no request sent after pause() is still answered.
+        deadline = time.monotonic() + 5
+        task_dir = Path(f"/proc/{self.proc.pid}/task")
+        while time.monotonic() < deadline:
+            states = []
+            for task in task_dir.iterdir():
+                try:
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except OSError:
+                    continue
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.name} did not stop on SIGSTOP")
 
     def resume(self) -> None:
         assert self.proc is not None
@@ -133,11 +145,16 @@ class Memcached(_Child):
         reply = _talk(self.port, b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v), b"\r\n")
         assert reply == b"STORED\r\n", reply
 
-    def stats_get_cmds(self) -> int:
-        """How many `get` commands the server has answered (`stats`: cmd_get)."""
+    def has(self, key: str) -> bool:
+        """Whether this server holds `key` (a plain `get`, not through dkimd)."""
+        reply = _talk(self.port, b"get %s\r\n" % key.encode(), b"END\r\n")
+        return reply.startswith(b"VALUE ")
+
+    def stat(self, name: str) -> int:
+        """One counter of `stats` (cmd_get: `get` commands answered; total_connections)."""
         reply = _talk(self.port, b"stats\r\n", b"END\r\n")
         for line in reply.split(b"\r\n"):
-            if line.startswith(b"STAT cmd_get "):
+            if line.startswith(b"STAT %s " % name.encode()):
                 return int(line.split()[2])
         raise AssertionError(reply)
 
@@ -191,9 +208,11 @@ class RedisServer(_Child):
 
 
 class ThrowawayCa:
-    """A throw-away CA and one server certificate for 127.0.0.1 and localhost."""
+    """A throw-away CA and one server certificate for `names` (127.0.0.1 and localhost)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -241,12 +260,7 @@ class ThrowawayCa:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
+                x509.SubjectAlternativeName([_san(name) for name in names]),
                 critical=False,
             )
             .add_extension(
@@ -265,6 +279,15 @@ class ThrowawayCa:
             key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         )
         self.key.chmod(0o600)
+
+
+def _san(name: str) -> Any:
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 #: A small schema for the tests' DKIM entries, under OpenLDAP's experimental OID arc.
@@ -297,9 +320,12 @@ class Slapd(_Child):
     name = "slapd"
     reader_password = "reader-secret"
 
-    def __init__(self, directory: Path, ldif: str, ca: ThrowawayCa | None = None) -> None:
+    def __init__(
+        self, directory: Path, ldif: str, ca: ThrowawayCa | None = None, loglevel: str = "0"
+    ) -> None:
         super().__init__(directory)
         self.ca = ca
+        self.loglevel = loglevel  # "stats" logs every search (base, filter) to slapd.log
         self.tls_port = free_port() if ca is not None else None
         self.socket_path = self.dir / "ldapi"
         if len(str(self.socket_path)) > 100:
@@ -345,13 +371,19 @@ class Slapd(_Child):
             f"{tls}"
             f'authz-regexp "^gidnumber={gid}\\+uidnumber={uid},cn=peercred,cn=external,cn=auth$"'
             f' "{READER_DN}"\n'
+            # SASL PLAIN/DIGEST-MD5 check a user's password against the directory's own
+            # userPassword (no sasldb): uid=NAME[,cn=REALM],cn=MECH,cn=auth -> cn=NAME,...
+            "sasl-auxprops slapd\nsasl-secprops none\n"
+            'authz-regexp "^uid=([^,]+)(,cn=[^,]+)?,cn=[^,]+,cn=auth$"'
+            f' "cn=$1,{SUFFIX}"\n'
             "database mdb\n"
             f'suffix "{SUFFIX}"\n'
             f'rootdn "cn=admin,{SUFFIX}"\n'
             f"directory {self.dir}/db\n"
-            "maxsize 10485760\n"
+            "maxsize 104857600\n"
+            "index objectClass eq\nindex cn,dkimDomain,dkimIdentity eq\n"
             "access to attrs=userPassword by anonymous auth by * none\n"
-            "access to * by users read by * none\n"
+            "access to * by users read by anonymous auth by * none\n"
         )
 
     @property
@@ -371,7 +403,15 @@ class Slapd(_Child):
         if self.tls_port is not None:
             urls.append(f"ldaps://127.0.0.1:{self.tls_port}/")
         slapd = require("slapd")
-        return [slapd, "-d", "0", "-f", str(self.dir / "slapd.conf"), "-h", " ".join(urls)]
+        return [
+            slapd,
+            "-d",
+            self.loglevel,
+            "-f",
+            str(self.dir / "slapd.conf"),
+            "-h",
+            " ".join(urls),
+        ]
 
     def ready(self) -> bool:
         if not wait_for_port("127.0.0.1", self.port, timeout=15):
@@ -382,3 +422,8 @@ class Slapd(_Child):
                 return False
             time.sleep(0.02)
         return True
+
+    def searched_filters(self) -> list[str]:
+        """The filters of the searches slapd logged so far (needs loglevel "stats")."""
+        text = (self.dir / f"{self.name}.log").read_text(errors="replace")
+        return re.findall(r' SRCH base=".*" scope=\d deref=\d filter="(.*)"$', text, re.M)

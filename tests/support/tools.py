@@ -64,6 +64,11 @@ APT_PACKAGES: dict[str, str] = {
     "ldns-key2ds": "ldnsutils",
     "promtool": "prometheus",
     "prometheus": "prometheus",
+    "memcached": "memcached",
+    "memccp": "libmemcached-tools",
+    "redis-server": "redis-server",
+    "slapd": "slapd",
+    "slapadd": "slapd",
 }
 
 _EXTRA_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/postfix/sbin")

@@ -268,7 +268,9 @@ class LdapStore:
 
     # -- running blocking work off the event loop -------------------------------------------
 
-    async def _run(self, work: Callable[[], _T]) -> _T:
+    async def _run(self, work: Callable[[], _T], bounded: bool = True) -> _T:
+        """`work` in the pool; a lookup (`bounded`) gives up after `_budget()` seconds, a walk
+        only when one of its requests does (each is bounded by LDAPTimeout in the thread)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=max(1, self.settings.max_connections),
@@ -276,12 +278,18 @@ class LdapStore:
             )
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._budget()):
+            async with asyncio.timeout(self._budget() if bounded else None):
                 return await loop.run_in_executor(self._executor, work)
         except TimeoutError:
             raise StoreError(
                 f"{self.describe()}: no answer within {self.settings.timeout} s"
             ) from None
+        except StoreError:
+            raise
+        except Exception as exc:
+            # Whatever else ldap3 raises (a reply it cannot decode, ...) is this lookup's
+            # failure, told as every other: the caller handles StoreError alone.
+            raise StoreError(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
 
     def _budget(self) -> float:
         # connect + StartTLS/bind + search, each bounded by LDAPTimeout inside the thread;
@@ -424,6 +432,12 @@ class LdapStore:
         await self._run(lambda: self._with_connection(lambda conn: None))
 
     async def get(self, key: str) -> list[Row]:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            # LDAP strings are UTF-8 (RFC 4511 section 4.1.2): a key that is not (bytes kept
+            # as surrogates) can be in no entry.
+            return []
         q = self.query
         base = expand(q.dn, key, escape_dn_value)
         search_filter = expand(q.filter, key, escape_filter_value)
@@ -433,7 +447,11 @@ class LdapStore:
 
     def _search(self, conn: Any, base: str, search_filter: str) -> list[Row]:
         import ldap3
-        from ldap3.core.exceptions import LDAPException
+        from ldap3.core.exceptions import (
+            LDAPException,
+            LDAPInvalidDnError,
+            LDAPInvalidFilterError,
+        )
 
         q = self.query
         scope = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}[q.scope]
@@ -446,11 +464,15 @@ class LdapStore:
                 time_limit=self.settings.timeout,
                 auto_escape=False,
             )
+        except LDAPInvalidDnError:
+            # ldap3 checks the DN before sending it; a key that makes it invalid ("" or
+            # "a..b" in $D) is what the server would answer invalidDNSyntax: not found.
+            return []
+        except LDAPInvalidFilterError as exc:
+            # The filter template is malformed (keys are escaped, so it is the URL's): a
+            # configuration fault, reported for this lookup (the server is fine).
+            raise StoreError(f"{self.describe()}: bad filter: {exc}") from None
         except LDAPException as exc:
-            # The filter template itself is malformed after substitution: a configuration
-            # fault, reported for this lookup (the server is fine).
-            if type(exc).__name__.startswith("LDAPInvalidFilter"):
-                raise StoreError(f"{self.describe()}: bad filter: {exc}") from None
             raise _Failed(_ldap3_reason(exc)) from None
         result = conn.result or {}
         code = int(result.get("result", 0) or 0)
@@ -510,7 +532,7 @@ class LdapStore:
                 raise _Failed(_ldap3_reason(exc)) from None
             return found
 
-        for item in await self._run(lambda: self._with_connection(collect)):
+        for item in await self._run(lambda: self._with_connection(collect), bounded=False):
             yield item
 
     def _walk_attribute(self) -> str:
@@ -596,6 +618,8 @@ def from_spec(text: str, settings: LdapSettings | None = None) -> LdapStore:
     """The store an `ldap:`/`ldaps:`/`ldapi:` data set value describes."""
     urls = parse_urls(text)
     settings = settings or LdapSettings()
+    if settings.timeout <= 0 or settings.max_connections <= 0:
+        raise StoreSpecError("ldap: data set: the timeout and the pool size must be positive")
     mech = settings.auth_mechanism.strip()
     if mech.lower() not in ("", "none", "simple") and mech.upper() not in _SASL:
         raise StoreSpecError(

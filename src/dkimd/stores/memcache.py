@@ -14,8 +14,8 @@ With several hosts, a key lives on one of them, chosen as libmemcached (OpenDKIM
 chooses with its default settings: the one-at-a-time hash of the whole key, modulo the number
 of hosts. A table written by a libmemcached-based tool is found where that tool put it.
 
-The client is memcached's text protocol (`get`) over asyncio streams, written here: it is one
-command and one reply shape. memcached keys are at most 250 bytes without spaces or control
+The client is memcached's text protocol over asyncio streams, written here: `get` for
+lookups and `lru_crawler metadump all` for a walk are all it needs. memcached keys are at most 250 bytes without spaces or control
 characters, so a lookup key that breaks those rules cannot be stored and is answered "not
 found" without a request (libmemcached would send it as is, letting a key with CR LF inject
 a second command).
@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from dkimd.stores.base import Row, StoreError, StoreSpecError
 
@@ -40,8 +41,9 @@ MAX_KEY_BYTES = 250
 #: The largest value accepted from a server (memcached's default item size limit): a reply
 #: announcing more is a bad reply, never an allocation of that size.
 MAX_VALUE_BYTES = 1024 * 1024
-#: Idle connections kept per server; more lookups at once open more, closed after use.
-_IDLE_PER_SERVER = 4
+#: Connections per server at most, all kept open between lookups: more lookups at once wait
+#: for one (within their timeout) rather than open hundreds during a burst.
+MAX_CONNECTIONS_PER_SERVER = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,7 @@ class MemcacheStore:
         self.prefix = prefix
         self.timeout = timeout
         self._idle: dict[Server, list[_Stream]] = {s: [] for s in servers}
+        self._slots = {s: asyncio.Semaphore(MAX_CONNECTIONS_PER_SERVER) for s in servers}
 
     def describe(self) -> str:
         return "memcache:" + ",".join(str(s) for s in self.servers) + "/" + self.prefix
@@ -141,15 +144,9 @@ class MemcacheStore:
     def _failed(self, server: Server, reason: str) -> StoreError:
         return StoreError(f"{self.describe()}: {server}: {reason}")
 
-    async def _connect(self, server: Server) -> _Stream:
-        idle = self._idle[server]
-        if idle:
-            return idle.pop()
-        return await asyncio.open_connection(server.host, server.port)
-
     def _release(self, server: Server, stream: _Stream) -> None:
         idle = self._idle[server]
-        if len(idle) < _IDLE_PER_SERVER:
+        if len(idle) < MAX_CONNECTIONS_PER_SERVER:
             idle.append(stream)
         else:
             stream[1].close()
@@ -157,28 +154,42 @@ class MemcacheStore:
     async def _command(self, server: Server, line: bytes) -> list[tuple[bytes, bytes]]:
         """Send one retrieval command; the (key, value) pairs of its reply, up to END."""
         try:
-            async with asyncio.timeout(self.timeout):
-                stream = await self._connect(server)
-                try:
-                    stream[1].write(line)
-                    await stream[1].drain()
-                    items = await _read_values(stream[0])
-                except BaseException:
-                    # The connection is in an unknown state (half a reply read, cancelled):
-                    # never reuse it.
-                    stream[1].close()
-                    raise
-                self._release(server, stream)
-                return items
+            async with asyncio.timeout(self.timeout), self._slots[server]:
+                idle = self._idle[server]
+                while idle:
+                    # A kept connection may have died with a restarted server: then the
+                    # same lookup goes on over a new one.
+                    try:
+                        return await self._exchange(server, idle.pop(), line)
+                    except (OSError, EOFError):
+                        continue
+                stream = await asyncio.open_connection(server.host, server.port)
+                return await self._exchange(server, stream, line)
         except TimeoutError:
             raise self._failed(server, f"no answer within {self.timeout:g} s") from None
         except _BadReply as exc:
             raise self._failed(server, f"bad reply: {exc}") from None
         except asyncio.LimitOverrunError:
             raise self._failed(server, "bad reply: a line too long") from None
-        except (OSError, asyncio.IncompleteReadError, EOFError) as exc:
+        except (OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
             raise self._failed(server, reason) from None
+
+    async def _exchange(
+        self, server: Server, stream: _Stream, line: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        reader, writer = stream
+        try:
+            writer.write(line)
+            await writer.drain()
+            items = await _read_values(reader)
+        except BaseException:
+            # The connection is in an unknown state (half a reply read, cancelled): never
+            # reuse it.
+            writer.close()
+            raise
+        self._release(server, stream)
+        return items
 
     async def open(self) -> None:
         # memcached has no login: that every server answers a `get` is all there is to check.
@@ -189,7 +200,12 @@ class MemcacheStore:
             await self._command(server, b"get " + probe + b"\r\n")
 
     def _key(self, key: str) -> bytes:
-        return f"{self.prefix}:{key}".encode("utf-8", "surrogateescape")
+        """The memcached key for `key`; b"" (never valid) when it has no byte form."""
+        try:
+            # surrogateescape: bytes that came in undecodable go out as they came.
+            return f"{self.prefix}:{key}".encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return b""
 
     async def get(self, key: str) -> list[Row]:
         name = self._key(key)
@@ -208,10 +224,51 @@ class MemcacheStore:
         return self._walk()
 
     async def _walk(self) -> AsyncIterator[tuple[str, Row]]:
-        # memcached cannot list its keys through the protocol OpenDKIM uses (libmemcached
-        # `get`); OpenDKIM cannot walk a memcache: data set either.
-        raise StoreError(f"{self.describe()}: a memcache: data set cannot be walked")
-        yield  # pragma: no cover  (makes this an async generator)
+        # OpenDKIM cannot walk a memcache: data set; memcached (1.5 and later) can list its
+        # keys with `lru_crawler metadump all`. A key is listed from the server `get` reads
+        # it from, so the walk sees exactly what lookups see.
+        prefix = self._key("")
+        for index, server in enumerate(self.servers):
+            for name in await self._dump_keys(server):
+                if not name.startswith(prefix) or not valid_key(name):
+                    continue
+                if server_index(name, len(self.servers)) != index:
+                    continue
+                for got, value in await self._command(server, b"get " + name + b"\r\n"):
+                    if got == name:
+                        key = name[len(prefix) :].decode("utf-8", "surrogateescape")
+                        yield key, (value.decode("utf-8", "replace"),)
+
+    async def _dump_keys(self, server: Server) -> list[bytes]:
+        """Every key `server` holds (`lru_crawler metadump all`), over a connection of its
+        own: the dump is long and must not hold up lookups."""
+        keys: list[bytes] = []
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(b"lru_crawler metadump all\r\n")
+                await writer.drain()
+            while True:
+                # each line within the timeout; the whole dump takes what the table takes
+                async with asyncio.timeout(self.timeout):
+                    # (metadump ends its key lines with a bare LF, END with CR LF)
+                    line = (await reader.readuntil(b"\n")).rstrip(b"\r\n")
+                if line == b"END":
+                    return keys
+                if not line.startswith(b"key="):
+                    reason = line[:80].decode("ascii", "replace").strip()
+                    raise self._failed(server, f"cannot list keys: {reason}")
+                keys.append(unquote_to_bytes(line[4:].split(b" ", 1)[0]))
+        except TimeoutError:
+            raise self._failed(server, f"no answer within {self.timeout:g} s") from None
+        except asyncio.LimitOverrunError:
+            raise self._failed(server, "bad reply: a line too long") from None
+        except (OSError, EOFError) as exc:
+            raise self._failed(server, str(exc) or type(exc).__name__) from None
+        finally:
+            if writer is not None:
+                writer.close()
 
     async def close(self) -> None:
         for idle in self._idle.values():

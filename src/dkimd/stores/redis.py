@@ -37,6 +37,9 @@ _KINDS = ("string", "hash", "list")
 _DEFAULT_PORT = 6379
 #: Seconds a lookup (connect included) may take unless the URL says `timeout=`.
 DEFAULT_TIMEOUT = 5.0
+#: Lookups in flight at once, so connections open at once: more wait (within their timeout)
+#: rather than open a connection each during a burst (redis-py's pool has no bound).
+MAX_CONNECTIONS = 16
 #: Keys asked per SCAN round while walking.
 _SCAN_COUNT = 500
 
@@ -146,6 +149,7 @@ class RedisStore:
     def __init__(self, spec: RedisSpec) -> None:
         self.spec = spec
         self._client: Any = None
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
     def describe(self) -> str:
         return self.spec.describe()
@@ -167,6 +171,8 @@ class RedisStore:
         if spec.tls:
             kwargs["ssl"] = True
             kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+            # (redis-py 5 did not check the name by default; 6 does: say it either way)
+            kwargs["ssl_check_hostname"] = True
             if spec.ca_file is not None:
                 kwargs["ssl_ca_certs"] = spec.ca_file
         return aioredis.Redis(
@@ -206,10 +212,14 @@ class RedisStore:
     async def get(self, key: str) -> list[Row]:
         import redis.exceptions
 
-        client = self._client_or_new()
-        name = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
         try:
-            async with asyncio.timeout(self.spec.timeout):
+            # surrogateescape: bytes that came in undecodable go out as they came.
+            name = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return []  # a lone surrogate: no byte string, so no Redis key, has it
+        client = self._client_or_new()
+        try:
+            async with asyncio.timeout(self.spec.timeout), self._slots:
                 return await self._read(client, name)
         except TimeoutError:
             raise StoreError(

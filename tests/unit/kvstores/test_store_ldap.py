@@ -252,9 +252,20 @@ def test_wrong_password_fails_at_open_without_the_password(sd: Slapd) -> None:
     assert "Not-The-Pw-42" not in message and Slapd.reader_password not in message
 
 
-def test_anonymous_reads_nothing_here(sd: Slapd) -> None:
-    # The test directory lets only bound users read: anonymous gets no entries, no error.
-    assert lookups(sd.url + KEYS, LdapSettings(timeout=3), "example.com") == [[]]
+def test_a_refused_search_is_an_error_not_a_miss(sd: Slapd) -> None:
+    # Anonymous may only authenticate in the test directory: its search is refused
+    # (insufficientAccessRights), which must not read as "no such key".
+    async def run() -> str:
+        store = from_spec(sd.url + KEYS, LdapSettings(timeout=3))
+        await store.open()
+        try:
+            with pytest.raises(StoreError) as err:
+                await store.get("example.com")
+            return str(err.value)
+        finally:
+            await store.close()
+
+    assert "insufficientAccessRights" in asyncio.run(run())
 
 
 def test_sasl_external_over_ldapi(sd: Slapd) -> None:
@@ -411,3 +422,152 @@ def test_walk_refused_when_the_key_is_not_in_one_filter_assertion(sd: Slapd) -> 
         await store.close()
 
     asyncio.run(run())
+
+
+def test_concurrent_lookups_share_a_bounded_pool(sd: Slapd) -> None:
+    keys = ["example.com", "example.org", "example.net"] * 20
+
+    async def run() -> tuple[list[list[tuple[str, ...]]], int]:
+        store = from_spec(sd.url + KEYS, READER)
+        try:
+            answers = await asyncio.gather(*(store.get(k) for k in keys))
+            return [sorted(a) for a in answers], len(store._connections)
+        finally:
+            await store.close()
+
+    answers, connections = asyncio.run(run())
+    expected = {
+        "example.com": [("sel-a", "/keys/example.com.pem")],
+        "example.org": [("sel-1", "/keys/org-1.pem"), ("sel-2", "")],
+        "example.net": [],
+    }
+    assert answers == [expected[k] for k in keys]
+    assert 1 <= connections <= LdapSettings().max_connections
+
+
+def test_a_hung_server_never_blocks_the_event_loop(sd: Slapd) -> None:
+    quick = LdapSettings(bind_user=READER_DN, bind_password=Slapd.reader_password, timeout=1)
+
+    async def run() -> tuple[list[object], int, float, list[tuple[str, ...]]]:
+        store = from_spec(sd.url + KEYS, quick)
+        await store.open()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        sd.pause()
+        start = time.monotonic()
+        try:
+            results = await asyncio.gather(
+                *(store.get("example.com") for _ in range(10)), return_exceptions=True
+            )
+        finally:
+            elapsed = time.monotonic() - start
+            sd.resume()
+            task.cancel()
+        after = await store.get("example.com")
+        await store.close()
+        return results, ticks, elapsed, after
+
+    results, ticks, elapsed, after = asyncio.run(run())
+    assert all(isinstance(r, StoreError) for r in results)
+    # the loop ran its 10 ms ticker all along (at least half the ticks it could)
+    assert ticks >= elapsed / 0.01 / 2
+    assert after == [("sel-a", "/keys/example.com.pem")]
+
+
+def test_any_key_is_answered_or_refused_cleanly(sd: Slapd) -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = 'ab.*()\\\0\x01\n\r ,+"<>;=#$%é€\U0001f600\udcff'
+    keys = ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 12))) for _ in range(300)]
+
+    async def run() -> list[list[tuple[str, ...]]]:
+        store = from_spec(sd.url + KEYS, READER)
+        dn_store = from_spec(sd.url + f"/$D,{SUFFIX}?description?base", READER)
+        try:
+            answers = [await store.get(k) for k in keys]
+            answers += [await dn_store.get(k) for k in keys]
+            return answers
+        finally:
+            await store.close()
+            await dn_store.close()
+
+    # none of these keys is in the directory, and none breaks a lookup
+    assert asyncio.run(run()) == [[]] * 600
+
+
+# ldap3 2.9.1 raises on the name before it keeps the TLS-wrapped socket, so the garbage
+# collector, not the store, closes that socket (a ResourceWarning, no lasting leak).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
+    other = ThrowawayCa(tmp_path / "ca", names=("ldap.other.example",))
+    with Slapd(tmp_path / "ldap", LDIF, ca=other) as server:
+        settings = LdapSettings(
+            bind_user=READER_DN,
+            bind_password=Slapd.reader_password,
+            timeout=3,
+            tls_ca_file=str(other.ca_cert),
+        )
+
+        async def run() -> str:
+            store = from_spec(server.ldaps_url + KEYS, settings)
+            try:
+                with pytest.raises(StoreError) as err:
+                    await store.open()
+                return str(err.value)
+            finally:
+                await store.close()
+
+        assert "doesn't match" in asyncio.run(run())
+
+
+def test_server_down_at_open_then_up_serves_without_a_new_store(sd: Slapd) -> None:
+    # What SoftStart relies on: a failed open() leaves a store that works once the server does.
+    sd.stop()
+
+    async def run() -> list[tuple[str, ...]]:
+        store = from_spec(sd.url + KEYS, READER)
+        with pytest.raises(StoreError):
+            await store.open()
+        sd.start()
+        try:
+            return await store.get("example.com")
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [("sel-a", "/keys/example.com.pem")]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "DIGEST-MD5"])
+def test_sasl_with_a_password(sd: Slapd, mechanism: str) -> None:
+    # LDAPAuthMechanism + LDAPAuthName + LDAPBindPassword; slapd checks the password against
+    # cn=reader's userPassword (sasl-auxprops slapd).
+    good = LdapSettings(
+        auth_mechanism=mechanism,
+        auth_name="reader",
+        bind_password=Slapd.reader_password,
+        timeout=3,
+    )
+    assert lookups(sd.url + KEYS, good, "example.com") == [[("sel-a", "/keys/example.com.pem")]]
+    bad = LdapSettings(
+        auth_mechanism=mechanism, auth_name="reader", bind_password="Not-The-Pw-42", timeout=3
+    )
+
+    async def refused() -> str:
+        store = from_spec(sd.url + KEYS, bad)
+        try:
+            with pytest.raises(StoreError) as err:
+                await store.open()
+            return str(err.value)
+        finally:
+            await store.close()
+
+    message = asyncio.run(refused())
+    assert "Not-The-Pw-42" not in message and "bind failed" in message

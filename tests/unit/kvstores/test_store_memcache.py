@@ -12,6 +12,7 @@ import pytest
 from dkimd.stores.base import StoreError, StoreSpecError
 from dkimd.stores.memcache import (
     DEFAULT_PORT,
+    MAX_CONNECTIONS_PER_SERVER,
     Server,
     from_spec,
     one_at_a_time,
@@ -106,7 +107,7 @@ def test_hostile_keys_are_never_sent(mc: Memcached) -> None:
     async def run() -> list[object]:
         store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
         await store.open()
-        before = mc.stats_get_cmds()
+        before = mc.stat("cmd_get")
         try:
             answers: list[object] = [
                 await store.get("x\r\nflush_all"),
@@ -114,7 +115,7 @@ def test_hostile_keys_are_never_sent(mc: Memcached) -> None:
                 await store.get("k" * 300),
                 await store.get("*)(\x00"),
             ]
-            answers.append(mc.stats_get_cmds() - before)
+            answers.append(mc.stat("cmd_get") - before)
             answers.append(await store.get("victim"))
             return answers
         finally:
@@ -229,11 +230,100 @@ def test_bad_replies_are_store_errors(reply: bytes) -> None:
     asyncio.run(run())
 
 
-def test_walk_is_refused(mc: Memcached) -> None:
-    async def run() -> None:
-        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim")
-        with pytest.raises(StoreError, match="cannot be walked"):
-            async for _ in store.walk():
-                pass
+def test_walk_lists_the_prefixed_keys_of_every_server(tmp_path: Path) -> None:
+    with Memcached(tmp_path / "a") as a, Memcached(tmp_path / "b") as b:
+        servers = [a, b]
+        names = ["example.com", "example.org", "a b", "x.example"]
+        for name in names[:2] + names[3:]:
+            key = f"dkim:{name}"
+            servers[server_index(key.encode(), 2)].set(key, f"{name}:sel:/k")
+        a.set("other:example.net", "not in this table")
+        # a key on the server lookups would not ask is not part of the table either
+        stray = "dkim:stray.example"
+        servers[1 - server_index(stray.encode(), 2)].set(stray, "unreachable by get")
 
-    asyncio.run(run())
+        async def run() -> list[tuple[str, tuple[str, ...]]]:
+            store = from_spec(f"memcache:127.0.0.1:{a.port},127.0.0.1:{b.port}/dkim")
+            try:
+                return sorted([item async for item in store.walk()])
+            finally:
+                await store.close()
+
+        assert asyncio.run(run()) == [
+            ("example.com", ("example.com:sel:/k",)),
+            ("example.org", ("example.org:sel:/k",)),
+            ("x.example", ("x.example:sel:/k",)),
+        ]
+
+
+def test_concurrent_lookups(mc: Memcached) -> None:
+    for i in range(50):
+        mc.set(f"dkim:d{i}.example", f"d{i}.example:sel:/k{i}")
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim")
+        try:
+            return list(
+                await asyncio.gather(*(store.get(f"d{i % 60}.example") for i in range(300)))
+            )
+        finally:
+            await store.close()
+
+    before = mc.stat("total_connections")
+    answers = asyncio.run(run())
+    # 300 lookups at once, over no more than the bound of connections (+1: stat's own)
+    assert mc.stat("total_connections") - before <= MAX_CONNECTIONS_PER_SERVER + 1
+    assert answers == [
+        [(f"d{i % 60}.example:sel:/k{i % 60}",)] if i % 60 < 50 else [] for i in range(300)
+    ]
+
+
+def test_restart_between_lookups_costs_no_failed_lookup(mc: Memcached) -> None:
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        await store.open()
+        first = await store.get("example.com")  # leaves an idle connection
+        mc.stop()
+        mc.start()
+        mc.set("dkim:example.com", "after restart")
+        second = await store.get("example.com")  # the idle one is dead: a new one answers
+        await store.close()
+        return [first, second]
+
+    assert asyncio.run(run()) == [[], [("after restart",)]]
+
+
+def test_any_key_is_answered_or_refused_cleanly(mc: Memcached) -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = 'ab.*()\\\0\x01\n\r ,+"<>;=#$%é€\U0001f600\udcff\ud800'
+    keys = ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 12))) for _ in range(300)]
+    keys.append("k" * 400)
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        try:
+            return [await store.get(k) for k in keys]
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [[]] * len(keys)
+
+
+def test_server_down_at_open_then_up_serves_without_a_new_store(mc: Memcached) -> None:
+    # What SoftStart relies on: a failed open() leaves a store that works once the server does.
+    mc.stop()
+
+    async def run() -> list[object]:
+        store = from_spec(f"memcache:127.0.0.1:{mc.port}/dkim", timeout=2)
+        with pytest.raises(StoreError):
+            await store.open()
+        mc.start()
+        mc.set("dkim:example.com", "up now")
+        try:
+            return await store.get("example.com")
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [("up now",)]

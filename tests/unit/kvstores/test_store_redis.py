@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dkimd.stores.base import MissingExtra, StoreError, StoreSpecError
-from dkimd.stores.redis import from_spec, parse_spec
+from dkimd.stores.redis import MAX_CONNECTIONS, from_spec, parse_spec
 from support.kvservers import RedisServer, ThrowawayCa
 
 PASSWORD = "s3cret-Pw"
@@ -237,3 +237,67 @@ def test_tls_with_the_test_ca_and_refused_without_it(tmp_path: Path) -> None:
         found, refused = asyncio.run(run())
         assert found == []
         assert "certificate" in refused.lower() and PASSWORD not in refused
+
+
+def test_any_key_is_answered_or_refused_cleanly(rd: RedisServer) -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = 'ab.*()\\\0\x01\n\r ,+"<>;=#$%é€\U0001f600\udcff\ud800'
+    keys = ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 12))) for _ in range(300)]
+    rd.command("SET", b"p:\xff", "raw byte key")
+
+    async def run() -> list[object]:
+        store = from_spec(url(rd, "prefix=p:"))
+        try:
+            return [await store.get(k) for k in [*keys, "\udcff"]]
+        finally:
+            await store.close()
+
+    *answers, raw = asyncio.run(run())
+    assert answers == [[]] * len(keys)
+    assert raw == [("raw byte key",)]  # an undecodable byte is looked up as that byte
+
+
+def test_concurrent_lookups_over_a_bounded_number_of_connections(rd: RedisServer) -> None:
+    for i in range(50):
+        rd.command("SET", f"d{i}.example", f"d{i}.example:sel:/k{i}")
+
+    def connections_received() -> int:
+        info = rd.command("INFO", "stats").decode()
+        return int(info.split("total_connections_received:")[1].split()[0])
+
+    async def run() -> list[object]:
+        store = from_spec(url(rd))
+        try:
+            return list(
+                await asyncio.gather(*(store.get(f"d{i % 60}.example") for i in range(300)))
+            )
+        finally:
+            await store.close()
+
+    before = connections_received()
+    answers = asyncio.run(run())
+    assert answers == [
+        [(f"d{i % 60}.example:sel:/k{i % 60}",)] if i % 60 < 50 else [] for i in range(300)
+    ]
+    # +1: connections_received's own connection
+    assert connections_received() - before <= MAX_CONNECTIONS + 1
+
+
+def test_server_down_at_open_then_up_serves_without_a_new_store(rd: RedisServer) -> None:
+    # What SoftStart relies on: a failed open() leaves a store that works once the server does.
+    rd.stop()
+
+    async def run() -> list[object]:
+        store = from_spec(url(rd, "timeout=2"))
+        with pytest.raises(StoreError):
+            await store.open()
+        rd.start()
+        rd.command("SET", "example.com", "up now")
+        try:
+            return await store.get("example.com")
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == [("up now",)]
