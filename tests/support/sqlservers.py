@@ -115,15 +115,19 @@ class PgServer:
     ) -> None:
         import psycopg
 
-        with psycopg.connect(
-            host=str(self.sockdir), port=self.port, user="postgres", dbname=DBNAME, autocommit=True
-        ) as conn:
-            with (
-                conn.cursor() as cur,
-                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp,
-            ):
-                for row in rows:
-                    cp.write_row(row)
+        with (
+            psycopg.connect(
+                host=str(self.sockdir),
+                port=self.port,
+                user="postgres",
+                dbname=DBNAME,
+                autocommit=True,
+            ) as conn,
+            conn.cursor() as cur,
+            cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp,
+        ):
+            for row in rows:
+                cp.write_row(row)
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
