@@ -14,6 +14,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,16 +55,18 @@ def _as_user(account: str) -> tuple[int, int] | None:
     return pw.pw_uid, pw.pw_gid
 
 
-def _open_path_to(path: Path, owner: tuple[int, int] | None) -> None:
-    """Let `owner` reach `path`: search bit on the ancestors, and `path` its own."""
+def _server_dir(base: Path, owner: tuple[int, int] | None) -> Path:
+    """Where the server keeps its data: `base` itself when we are not root; as root, a
+    fresh directory of the server's user under /tmp, because pytest keeps resetting
+    /tmp/pytest-of-root to mode 0700 (any concurrent pytest run does), which would shut
+    the server out of anything under tmp_path. Removed by `cleanup()`."""
     if owner is None:
-        return
-    for parent in [path, *path.parents]:
-        if str(parent) in ("/", "/tmp"):
-            break
-        mode = parent.stat().st_mode
-        parent.chmod(mode | 0o001)
+        return base
+    path = Path(tempfile.mkdtemp(prefix="dkimd-sql-", dir="/tmp"))
+    path.chmod(0o700)
     os.chown(path, *owner)
+    (base / "server-dir").write_text(str(path))  # for whoever debugs a failed run
+    return path
 
 
 def _run(cmd: list[str], owner: tuple[int, int] | None, **kw: object) -> None:
@@ -149,6 +152,12 @@ class PgServer:
         )
         self.running = True
 
+    def cleanup(self) -> None:
+        """Stop and remove the data (the directory outside tmp_path when run as root)."""
+        self.stop()
+        if self.owner is not None:
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
     def stop(self) -> None:
         if self.running:
             _run(
@@ -161,16 +170,12 @@ class PgServer:
 def start_postgres(base: Path) -> PgServer:
     owner = _as_user("postgres")
     base.mkdir(parents=True, exist_ok=True)
-    _open_path_to(base, owner)
+    base = _server_dir(base, owner)
     datadir, sockdir = base / "pgdata", base / "pgsock"
     for d in (datadir, sockdir):
         d.mkdir()
         if owner is not None:
             os.chown(d, *owner)
-    pwfile = base / "pgpw"
-    pwfile.write_text("unused\n")
-    if owner is not None:
-        os.chown(pwfile, *owner)
     _run(
         [
             _pg_tool("initdb"),
@@ -265,6 +270,11 @@ class MariaServer:
             self.stop()
             raise RuntimeError(f"mariadbd did not listen: {self.log.read_text()[-2000:]}")
 
+    def cleanup(self) -> None:
+        self.stop()
+        if self.owner is not None:
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None:
@@ -282,7 +292,7 @@ def start_mariadb(base: Path) -> MariaServer:
     require("mariadbd")
     install = require("mariadb-install-db")
     base.mkdir(parents=True, exist_ok=True)
-    _open_path_to(base, owner)
+    base = _server_dir(base, owner)
     datadir = base / "mdata"
     datadir.mkdir()
     if owner is not None:

@@ -33,7 +33,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         "SELECT pg_sleep(CASE WHEN t = 'slow' THEN 2 ELSE 0 END) IS NOT NULL $$ LANGUAGE SQL",
     )
     yield server
-    server.stop()
+    server.cleanup()
 
 
 def test_lookup_and_hostile_key(pg: PgServer) -> None:
