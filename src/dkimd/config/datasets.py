@@ -40,8 +40,9 @@ from __future__ import annotations
 import enum
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dkimd.config.problems import Problem, Severity
 from dkimd.config.softstart import failure_severity
@@ -389,11 +390,13 @@ def open_dataset(
     origin: tuple[str, int] | None = None,
     option: str | None = None,
     soft_start: bool = False,
+    remote: Callable[[str], Any] | None = None,
 ) -> tuple[Dataset | None, list[Problem]]:
     """Open the data set an option value names; never raises.
 
     `soft_start` is the SoftStart option: whether a failed open stops the start is
-    `dkimd.config.softstart`'s rule.
+    `dkimd.config.softstart`'s rule. `remote` looks up options by name (a loader's `get`),
+    for the cache settings of a data set behind a server.
 
     Returns the data set (None if it cannot be opened at all) and the problems found.
     Problems about the value itself are placed at `origin` (the config file:line); problems
@@ -423,6 +426,7 @@ def open_dataset(
     if spec.kind is DatasetKind.REMOTE:
         # Imported only when a configuration names one: the drivers are optional extras.
         from dkimd.stores.dataset import open_remote_dataset
+        from dkimd.stores.settings import cache_settings
 
         return open_remote_dataset(
             text,
@@ -430,6 +434,7 @@ def open_dataset(
             origin=origin,
             option=option,
             soft_start=soft_start,
+            settings=None if remote is None else cache_settings(remote),
         )
     if spec.kind is DatasetKind.CSL:
         entries, problems = parse_dataset_lines(
