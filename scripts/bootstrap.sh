@@ -17,6 +17,9 @@ if [ "$profile" = "test" ]; then
     # A signed DNS tree on loopback for the DNSSEC tests: nsd (authoritative), unbound
     # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).
     apt_packages+=(nsd unbound ldnsutils)
+    # dsn: data sets (dkimd.stores.dsn): private PostgreSQL and MariaDB servers started by
+    # the test fixtures (tests/support/sqlservers.py).
+    apt_packages+=(postgresql mariadb-server)
 fi
 
 missing=()
