@@ -36,6 +36,8 @@ __all__ = [
     "REMOTE_OPTIONS",
     "RemoteDataset",
     "RowsMissing",
+    "close_stores",
+    "close_stores_later",
     "open_remote_dataset",
     "pin_key",
     "remote_datasets",
@@ -213,6 +215,30 @@ def open_remote_dataset(
                 return None, problems
     cache = StoreCache(store, settings)
     return RemoteDataset(text, cache, case_insensitive=case_insensitive), problems
+
+
+_closing: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
+
+
+async def close_stores(config: Any) -> None:
+    """Close the connections of a configuration's remote data sets (at stop)."""
+    for dataset in remote_datasets(config):
+        await dataset.cache.close()
+
+
+def close_stores_later(config: Any, delay: float = 60.0) -> None:
+    """After a reload: close the replaced configuration's stores once the messages that
+    started under it are done (a message is bounded by the MTA's milter timeouts)."""
+    if not remote_datasets(config):
+        return
+    loop = asyncio.get_running_loop()
+
+    def close() -> None:
+        task = loop.create_task(close_stores(config))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    loop.call_later(delay, close)
 
 
 def remote_datasets(config: Any) -> list[RemoteDataset]:
