@@ -225,7 +225,7 @@ class MariaServer:
 
     def dsn(
         self,
-        table: str = "keys",
+        table: str = "dkimkeys",
         keycol: str = "id",
         datacol: str = "data",
         *,
