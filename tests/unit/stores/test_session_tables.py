@@ -263,3 +263,28 @@ def test_two_daemons_one_postgres_rotation_and_delete(pg: PgServer) -> None:
             for dataset in remote_datasets(mta.holder.current.config):
                 loop.run_until_complete(dataset.cache.close())
         loop.close()
+
+
+# -- dkimd check --walk --
+
+
+def test_check_walk_reports_rows_naming_missing_keys(
+    sqlite_site: tuple[Path, str, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dkimd.cli import check
+
+    db, config, _ = sqlite_site
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO signing VALUES ('example.org', 'nosuchkey')")
+    conn.execute("INSERT INTO keytable VALUES ('bad', 'example.net', 'sel', NULL)")
+    conn.commit()
+    conn.close()
+    conf = db.parent / "dkimd.conf"
+    conf.write_text(config)
+    code = check.main(["-x", str(conf), "--no-postfix", "--walk"])
+    out = capsys.readouterr().out
+    assert 'SigningTable row "example.org" names key "nosuchkey"' in out
+    assert 'KeyTable row "bad"' in out
+    assert "SigningTable: 2 rows walked, 1 name a missing key" in out
+    assert "KeyTable: 2 rows walked" in out
+    assert code == check.EXIT_ERRORS  # rows that fail messages count as errors
