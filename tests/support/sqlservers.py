@@ -158,6 +158,11 @@ class PgServer:
         if self.owner is not None:
             shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
+    def reload(self) -> None:
+        """Re-read pg_hba.conf and postgresql.conf (pg_ctl reload), and wait for it."""
+        _run([_pg_tool("pg_ctl"), "-D", str(self.datadir), "reload"], self.owner)
+        time.sleep(0.5)  # the postmaster re-reads on SIGHUP, asynchronously
+
     def stop(self) -> None:
         if self.running:
             _run(

@@ -133,3 +133,29 @@ def test_walk_streams_every_row(pg: PgServer) -> None:
         return n
 
     assert asyncio.run(go()) == 5000
+
+
+def test_tls_required_and_missing(pg: PgServer) -> None:
+    # The server accepts this account over TLS only, and has no TLS: a clear error at open
+    # (a configuration naming it would not start, exit 78), no silent downgrade.
+    hba = pg.datadir / "pg_hba.conf"
+    saved = hba.read_text()
+    hba.write_text("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+    pg.reload()
+    try:
+
+        async def go() -> str:
+            store = from_spec(pg.dsn())
+            try:
+                await store.open()
+            except StoreError as exc:
+                return str(exc)
+            finally:
+                await store.close()
+            raise AssertionError("opened without TLS")
+
+        message = asyncio.run(go())
+    finally:
+        hba.write_text(saved)
+        pg.reload()
+    assert "no encryption" in message or "SSL" in message, message
