@@ -80,8 +80,18 @@ def test_error_message_hides_the_password() -> None:
 
 def test_registry_picks_the_module_by_scheme(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert scheme_of("DSN:sqlite3://x") == "dsn"
-    directory = str(tmp_path).replace("/", "=2F")
+    directory = str(tmp_path).replace("/", "=2F") + "=2F"
     store = open_store(f"dsn:sqlite3://{directory}/k.db/table=t?keycol=k?datacol=v")
     assert store.describe().startswith("dsn:sqlite3://")
     with pytest.raises(StoreSpecError):
         open_store("gopher://x")
+
+
+def test_sqlite_file_is_host_and_database_side_by_side() -> None:
+    # OpenDBX's sqlite3 back end (and so OpenDKIM) joins them with no "/" between.
+    from dkimd.stores.dsn import SqliteStore
+
+    spec = parse_dsn("dsn:sqlite3://=2Fvar=2Flib=2Fdkim=2F/keys.db/table=k?keycol=a?datacol=b")
+    assert SqliteStore(spec).path == "/var/lib/dkim/keys.db"
+    spec = parse_dsn("dsn:sqlite3://dk/im.db/table=k?keycol=a?datacol=b")
+    assert SqliteStore(spec).path == "dkim.db"

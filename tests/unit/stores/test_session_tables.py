@@ -130,7 +130,7 @@ def tags(sig: bytes) -> dict[str, str]:
 
 
 def _qp(path: Path) -> str:
-    return str(path).replace("/", "=2F")
+    return str(path).replace("/", "=2F") + "=2F"  # OpenDBX: host is the directory with its /
 
 
 @pytest.fixture

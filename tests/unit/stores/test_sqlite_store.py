@@ -28,7 +28,7 @@ def _db(path: Path) -> None:
 
 def _dsn(path: Path, extra: str = "") -> str:
     return (
-        f"dsn:sqlite3://{str(path.parent).replace('/', '=2F')}/{path.name}/"
+        f"dsn:sqlite3://{str(path.parent).replace('/', '=2F')}=2F/{path.name}/"
         f"table=keys?keycol=id?datacol=domain,selector,keydata{extra}"
     )
 
