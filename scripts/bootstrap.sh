@@ -27,6 +27,12 @@ if [ "$profile" = "test" ]; then
     # (ldap-utils for looking at them by hand; the tests need only slapd/slapadd);
     # libmemcached-tools' memccp writes a memcache: table as OpenDKIM's client would.
     apt_packages+=(memcached redis-server slapd ldap-utils libmemcached-tools)
+    # dsn: data sets (dkimd.stores.dsn): private PostgreSQL and MariaDB servers started by
+    # the test fixtures (tests/support/sqlservers.py).
+    apt_packages+=(postgresql mariadb-server)
+    # OpenDBX's sqlite3 back end, through which the real OpenDKIM reads a dsn: data set in
+    # the differential test (tests/interop/test_dsn_differential.py).
+    apt_packages+=(libopendbx1-sqlite3)
 fi
 
 missing=()

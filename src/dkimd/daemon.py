@@ -72,6 +72,7 @@ from dkimd.process import (
 from dkimd.server import MilterServer
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
+from dkimd.stores.dataset import close_stores, close_stores_later
 
 if TYPE_CHECKING:
     from dkimd.metrics.setup import Exporter
@@ -469,6 +470,7 @@ class _Reloader:
             log.warning("reload: Workers and UserID changes need a restart")
         self.holder.current = new
         metrics.recorder.config_loaded(True, reload=True)
+        close_stores_later(old)  # remote data sets' connections (dkimd.stores)
         for warning in config.warnings:
             log.warning("%s", warning)
         log.info("configuration reloaded from %s", self.options.config_path)
@@ -533,6 +535,7 @@ async def _serve(
     await server.stop(STOP_GRACE, idle_grace=STOP_IDLE_GRACE)
     with contextlib.suppress(asyncio.CancelledError):
         await serving
+    await close_stores(holder.current.config)
     log.info(
         "stopped: %d messages (%d signed, %d verified: %d pass, %d fail), %d errors",
         stats.messages,

@@ -47,6 +47,7 @@ from dkimd import (
 )
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Condition, Config
+from dkimd.config.datasets import DatasetKind
 from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
@@ -71,7 +72,7 @@ from dkimd.exempt import exempt_domain
 from dkimd.failure_report import ReportEnvelope, failure_report_request
 from dkimd.key_trust import KeyTrust, TrustOutcome, key_records_from_files, validates_keys
 from dkimd.log import QueueIdAdapter, get_logger
-from dkimd.milter.handler import ConnectionInfo, HandlerResult, Prefetch, Step
+from dkimd.milter.handler import ConnectionInfo, HandlerResult, MilterHandler, Prefetch, Step
 from dkimd.mta import no_match_note
 from dkimd.policy import Client, Decision, MessagePlan, SigningPolicy
 from dkimd.recipients import dont_sign_hit, needs_recipients, strip_brackets
@@ -182,10 +183,15 @@ class Runtime:
     # The resolver's memory, if it has one; a runtime Protocol check per message cost more
     # than the lookup it saves.
     cached_lookup: Callable[[str], TxtResult | None] | None = field(init=False, default=None)
+    #: Whether a table is behind a server (dkimd.stores): sessions are wrapped to fetch rows.
+    remote_tables: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.resolver, CachingTxtLookup):
             object.__setattr__(self, "cached_lookup", self.resolver.cached)
+        tables = (self.config.signing_table, self.config.key_table)
+        remote = any(t is not None and t.dataset.kind is DatasetKind.REMOTE for t in tables)
+        object.__setattr__(self, "remote_tables", remote)
 
     @classmethod
     def build(cls, config: Config, resolver: TxtLookup, *, check_uid: int | None = None) -> Runtime:
@@ -671,6 +677,19 @@ class MilterSession:
             return self._lua_finish(msg, checked)
         signed = _as_list(self._finish_signing(msg, msg.signer))
         return self._lua_finish(msg, [*checked[:-1], *signed])
+
+    def store_unavailable(self, event: milter.Event) -> Step:
+        """A remote data set cannot answer for this message (dkimd.stores.lookups): the
+        On-InternalError action, with no traceback (the store's cache logs the outage once)."""
+        msg = self._message_state()
+        self._stats.errors += 1
+        captured = capture.captured_internal_error(msg.runtime.config, self._allowed_actions())
+        if captured is not None:
+            return captured
+        action = self._libstatus(msg.runtime, DkimStatus.INTERNAL)
+        if isinstance(event, milter.EndOfHeaders):
+            return self._eoh_verdict(msg, action)
+        return action
 
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
@@ -1234,9 +1253,14 @@ def _one_line(text: str) -> str:
 
 def handler_factory(
     holder: RuntimeHolder, stats: SessionStats
-) -> Callable[[ConnectionInfo], MilterSession]:
-    def make(info: ConnectionInfo) -> MilterSession:
-        return MilterSession(info, holder, stats)
+) -> Callable[[ConnectionInfo], MilterHandler]:
+    def make(info: ConnectionInfo) -> MilterHandler:
+        session = MilterSession(info, holder, stats)
+        if not holder.current.remote_tables:
+            return session
+        from dkimd.stores.lookups import RemoteRowsHandler  # remote data sets only
+
+        return RemoteRowsHandler(session, session.store_unavailable)
 
     return make
 

@@ -18,6 +18,7 @@ from typing import Final
 
 from dkimd import metrics
 from dkimd.config import Condition, Config, KeySource, KeyTableEntry
+from dkimd.config.datasets import DatasetKind
 from dkimd.dkim import KeyLoadError, PrivateKey, SigningRequest, load_private_key
 from dkimd.keytools.keyfile import check_key_file
 
@@ -99,6 +100,10 @@ class SigningKeys:
         # The tables are fixed for this object's life, so what they say for an address is
         # looked up once; the key files are not (re-stat'ed on every use).
         self._routes: dict[str, tuple[_Route, ...]] = {}
+        self._remote_tables = any(
+            t is not None and t.dataset.kind is DatasetKind.REMOTE
+            for t in (config.signing_table, config.key_table)
+        )
         #: KeyTable names whose DNS record is missing or does not match the key, as the
         #: key guard (dkimd.key_guard) last found them; SkipUnpublishedKeys skips these.
         self.unpublished: frozenset[str] = frozenset()
@@ -110,7 +115,8 @@ class SigningKeys:
         routes = self._routes.get(address)
         if routes is None:
             routes = self._route(address)
-            if len(address) <= _ROUTE_ADDRESS_MAX:
+            # Tables behind a server change under us: their cache (dkimd.stores) remembers.
+            if len(address) <= _ROUTE_ADDRESS_MAX and not self._remote_tables:
                 if len(self._routes) >= _ROUTES_KEPT:
                     self._routes.clear()
                 self._routes[address] = routes

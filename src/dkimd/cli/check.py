@@ -1,6 +1,6 @@
 """`dkimd check`: lint an opendkim.conf and everything it names, then say what it does.
 
-    dkimd check [-x CONF] [--strict] [--no-postfix] [-q] [--dns]
+    dkimd check [-x CONF] [--strict] [--no-postfix] [-q] [--dns] [--walk]
 
 Every problem is printed as FILE:LINE: error|warning: message, with a "fix:" line when
 there is a known fix; then a plain-language summary of who is signed with which key, and
@@ -60,6 +60,12 @@ def build_parser() -> RaisingParser:
         help="also look up every signing key's record through the configured resolver "
         "and report one that is missing or does not match (as the daemon's key guard)",
     )
+    p.add_argument(
+        "--walk",
+        action="store_true",
+        help="read KeyTable/SigningTable kept in a database whole and report rows that name "
+        "a missing key or are malformed (the daemon never walks them)",
+    )
     return p
 
 
@@ -117,6 +123,12 @@ def main(argv: list[str]) -> int:
     if args.dns and report.config is not None:
         config = report.config
         result.problems += asyncio.run(unpublished_problems(config, txt_lookup(config)))
+    if args.walk and report.config is not None:
+        from dkimd.stores.walk import walk_problems  # database tables only
+
+        walked, notes = asyncio.run(walk_problems(report.config))
+        result.problems += walked
+        result.summary += notes
     # Sorted by place so an admin can walk through the files top to bottom.
     for problem in sorted(result.problems, key=lambda p: (p.file or "", p.line or 0)):
         sys.stdout.write(_show(problem))

@@ -29,9 +29,10 @@ File details that matter, all as in dkimf_db_open():
   same and warn about the later ones.
 
 Differences from OpenDKIM, on purpose: lines are not cut into 1023-byte pieces (OpenDKIM's
-fgets() buffer), and the other OpenDKIM data set types (`db:`, `dsn:`, `ldap:`,
-`memcache:`, ...) are rejected with an error naming the type instead of being opened.
-`lua:PATH` (a script answers each lookup) is `dkimd.lua.dataset`.
+fgets() buffer), and the OpenDKIM data set types dkimd lacks (`db:`, `mdb:`, `erlang:`,
+...) are rejected with an error naming the type instead of being opened. `lua:PATH` (a
+script answers each lookup) is `dkimd.lua.dataset`; the data sets behind a server (`dsn:`,
+`ldap:`, `memcache:`, `redis:`) are `dkimd.stores` (dkimd.stores.dataset).
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ from __future__ import annotations
 import enum
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dkimd.config.problems import Problem, Severity
 from dkimd.config.softstart import failure_severity
 
 __all__ = [
+    "PER_LOOKUP_KINDS",
     "UNSUPPORTED_TYPES",
     "Dataset",
     "DatasetEntry",
@@ -59,9 +62,7 @@ __all__ = [
 
 # OpenDKIM's dbtypes[] table beyond what we read. "repute", "socket", "mdb" and "erlang" are
 # FFR/optional back-ends; listing them gives a clearer message than "unknown type".
-UNSUPPORTED_TYPES = frozenset(
-    {"db", "dsn", "ldap", "ldapi", "ldaps", "memcache", "repute", "socket", "mdb", "erlang"}
-)
+UNSUPPORTED_TYPES = frozenset({"db", "repute", "socket", "mdb", "erlang"})
 
 _ASCII_SPACE = " \t\n\v\f\r"  # C isspace() in the C locale
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -77,6 +78,11 @@ class DatasetKind(enum.Enum):
     REFILE = "refile"
     CSL = "csl"
     LUA = "lua"  # a script answers each lookup (dkimd.lua.dataset)
+    REMOTE = "remote"  # dsn:, ldap:, memcache:, redis: ... (dkimd.stores.dataset)
+
+
+#: Kinds answered per lookup rather than read whole at load: they cannot be listed.
+PER_LOOKUP_KINDS = frozenset({DatasetKind.LUA, DatasetKind.REMOTE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +123,10 @@ def parse_dataset_spec(text: str) -> DatasetSpec:
         return DatasetSpec(DatasetKind.CSL, text, text)
     type_name = ascii_lower(text[:colon])
     argument = text[colon + 1 :]
+    from dkimd.stores import SCHEMES  # a table of names only: no driver is imported
+
+    if type_name in SCHEMES:
+        return DatasetSpec(DatasetKind.REMOTE, argument, text)
     for kind in DatasetKind:
         if kind.value == type_name:
             if kind is not DatasetKind.CSL and not argument:
@@ -211,6 +221,9 @@ class Dataset:
 
     def _query_ok(self, key: str) -> bool:
         return not (self.ascii_only and not key.isascii())
+
+    def prefetch(self, keys: Sequence[str]) -> None:
+        """Say which keys are about to be looked up (a remote set fetches them at once)."""
 
     def match(self, key: str) -> DatasetEntry | None:
         """The entry `key` selects: the exact key, or the first refile pattern matching it."""
@@ -377,11 +390,13 @@ def open_dataset(
     origin: tuple[str, int] | None = None,
     option: str | None = None,
     soft_start: bool = False,
+    remote: Callable[[str], Any] | None = None,
 ) -> tuple[Dataset | None, list[Problem]]:
     """Open the data set an option value names; never raises.
 
     `soft_start` is the SoftStart option: whether a failed open stops the start is
-    `dkimd.config.softstart`'s rule.
+    `dkimd.config.softstart`'s rule. `remote` looks up options by name (a loader's `get`),
+    for the cache settings of a data set behind a server.
 
     Returns the data set (None if it cannot be opened at all) and the problems found.
     Problems about the value itself are placed at `origin` (the config file:line); problems
@@ -407,6 +422,19 @@ def open_dataset(
 
         return open_lua_dataset(
             text, spec.argument, case_insensitive=case_insensitive, origin=origin, option=option
+        )
+    if spec.kind is DatasetKind.REMOTE:
+        # Imported only when a configuration names one: the drivers are optional extras.
+        from dkimd.stores.dataset import open_remote_dataset
+        from dkimd.stores.settings import cache_settings
+
+        return open_remote_dataset(
+            text,
+            case_insensitive=case_insensitive,
+            origin=origin,
+            option=option,
+            soft_start=soft_start,
+            settings=None if remote is None else cache_settings(remote),
         )
     if spec.kind is DatasetKind.CSL:
         entries, problems = parse_dataset_lines(

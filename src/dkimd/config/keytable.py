@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind
+from dkimd.config.datasets import PER_LOOKUP_KINDS, Dataset, DatasetEntry, DatasetKind
 from dkimd.config.problems import Problem, Severity
 
 __all__ = [
@@ -234,10 +234,13 @@ class KeyTable:
             return None
         entry = self.entries.get(id(raw))
         if entry is None:
-            if self.dataset.kind is not DatasetKind.LUA:
+            if self.dataset.kind not in PER_LOOKUP_KINDS:
                 return None
-            # A lua: KeyTable is asked per lookup: its answer is parsed as a line would be.
-            parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            # A lua: or remote KeyTable is asked per lookup: its answer is parsed as a line.
+            try:
+                parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            except KeyTableAlgorithmError:
+                return None  # broken() says why
             return None if isinstance(parsed, str) else parsed
         # A refile KeyTable matches names by pattern: report the name asked for.
         return entry if entry.name == name else replace(entry, name=name)
@@ -251,8 +254,11 @@ class KeyTable:
         raw = self.dataset.match(name)
         if raw is None:
             return None
-        if self.dataset.kind is DatasetKind.LUA:
-            parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+        if self.dataset.kind in PER_LOOKUP_KINDS:
+            try:
+                parsed = parse_keytable_value(raw.key, raw.value, raw.file, raw.line)
+            except KeyTableAlgorithmError as exc:
+                return str(exc)
             return parsed if isinstance(parsed, str) else None
         return self._broken.get(id(raw))
 
@@ -325,7 +331,9 @@ class SigningTable:
             entries = self.dataset.match_all(address)
             hits = [self._hit(e, e.key, domain) for e in entries]
         else:
-            for key in self.candidate_keys(user, domain):
+            candidates = self.candidate_keys(user, domain)
+            self.dataset.prefetch(candidates)  # a remote table fetches them in one round
+            for key in candidates:
                 entry = self.dataset.match(key)
                 if entry is not None:
                     hits.append(self._hit(entry, key, domain))

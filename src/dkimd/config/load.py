@@ -196,6 +196,7 @@ class _Builder:
             origin=(setting.file, setting.line),
             option=setting.name,
             soft_start=bool(soft_start and soft_start.parsed),
+            remote=self.get,  # dkimd.stores.settings reads the DataSet* options through it
         )
         self.problems.extend(problems)
         return None if ds is None else (setting, ds)

@@ -48,6 +48,11 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   (dkimd.dns.validating).
 * `MetricsSocket` (socket, off by default) and `MetricsDomains` (list of domains):
   Prometheus metrics on HTTP (dkimd.metrics.options).
+* `DataSetCacheTTL` (int, seconds, default 300), `DataSetNegativeCacheTTL` (default 60) and
+  `DataSetTimeout` (default 5): how long rows of a data set behind a server (`dsn:`,
+  `ldap:`, ...) are remembered when found and when absent (0: not at all), and how long
+  one lookup may take before the message gets the On-InternalError action
+  (dkimd.stores.cache, docs/datasets.md).
 * `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
   the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
   whose record is missing or does not match the private key. With no (OpenDKIM's
@@ -210,6 +215,10 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("CheckSigningTable", _B, False, implemented=True, extension=True),
     _spec("TrustResolverAD", _B, False, implemented=True, extension=True),
     _spec("SkipUnpublishedKeys", _B, False, implemented=True, extension=True),
+    # Remote data sets' cache and timeout (dkimd.stores.settings).
+    _spec("DataSetCacheTTL", _I, 300, implemented=True, extension=True),
+    _spec("DataSetNegativeCacheTTL", _I, 60, implemented=True, extension=True),
+    _spec("DataSetTimeout", _I, 5, implemented=True, extension=True),
     _spec("LuaInstructionLimit", _I, 50_000_000, implemented=True, extension=True),
     _spec("LuaTimeLimit", _I, 2, implemented=True, extension=True),
     _spec("MetricsSocket", _S, implemented=True, extension=True),

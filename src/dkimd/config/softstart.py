@@ -21,7 +21,7 @@ __all__ = ["RECONNECTING_KINDS", "failure_severity"]
 
 # Data-set kinds (DatasetKind values) that reconnect per query and so may start without
 # their server under SoftStart.
-RECONNECTING_KINDS: frozenset[str] = frozenset()
+RECONNECTING_KINDS: frozenset[str] = frozenset({"remote"})  # dkimd.stores
 
 
 def failure_severity(kind: str, soft_start: bool) -> Severity:

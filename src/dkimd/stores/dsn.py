@@ -11,9 +11,9 @@ text is written in quoted-printable, `=XX` (`=2F` for `/`, `=40` for `@`): OpenD
 take `=XX` as punctuation, and we decode it in every part (OpenDKIM decodes only `filter`
 and hands the other parts to OpenDBX as written).
 
-Back ends: `sqlite3` (the stdlib module behind a bounded thread pool; the file is
-`host/dbase`, as OpenDBX's sqlite3 back end joins them), `pgsql` (psycopg 3 and its async
-pool), `mysql` (PyMySQL behind a bounded thread pool; it logs in to caching_sha2_password
+Back ends: `sqlite3` (the stdlib module behind a bounded thread pool; the file is host
+and dbase side by side, as OpenDBX's sqlite3 back end joins them), `pgsql` (psycopg 3 and
+its async pool), `mysql` (PyMySQL behind a bounded thread pool; it logs in to caching_sha2_password
 accounts, which OpenDBX cannot). All but sqlite3 need the `dkimd[sql]` extra.
 
 The query is OpenDKIM's, `SELECT datacol FROM table WHERE keycol = <key> [AND (filter)]`,
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -369,7 +368,11 @@ class SqliteStore(_ThreadedStore):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.spec.host, self.spec.dbase)
+        # OpenDBX's sqlite3 back end puts host and database side by side, no "/" between
+        # (host is "the directory, with its trailing slash"): `=2Fvar=2Flib=2F/keys.db` is
+        # /var/lib/keys.db, `dk/im.db` is dkim.db in the working directory. Observed with
+        # Debian's OpenDKIM 2.11 + libopendbx1-sqlite3 (docs/differences.md).
+        return self.spec.host + self.spec.dbase
 
     def _connect(self) -> _Connection:
         import sqlite3

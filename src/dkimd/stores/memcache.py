@@ -15,10 +15,10 @@ chooses with its default settings: the one-at-a-time hash of the whole key, modu
 of hosts. A table written by a libmemcached-based tool is found where that tool put it.
 
 The client is memcached's text protocol over asyncio streams, written here: `get` for
-lookups and `lru_crawler metadump all` for a walk are all it needs. memcached keys are at most 250 bytes without spaces or control
-characters, so a lookup key that breaks those rules cannot be stored and is answered "not
-found" without a request (libmemcached would send it as is, letting a key with CR LF inject
-a second command).
+lookups and `lru_crawler metadump all` for a walk are all it needs. memcached keys are at
+most 250 bytes without spaces or control characters, so a lookup key that breaks those
+rules cannot be stored and is answered "not found" without a request (libmemcached would
+send it as is, letting a key with CR LF inject a second command).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def test_spec(text: str, kind: DatasetKind, argument: str) -> None:
     assert (spec.kind, spec.argument) == (kind, argument)
 
 
-@pytest.mark.parametrize("type_name", ["db", "dsn", "ldap", "ldaps", "memcache"])
+@pytest.mark.parametrize("type_name", ["db", "mdb", "erlang", "repute", "socket"])
 def test_unsupported_types_are_named(type_name: str) -> None:
     with pytest.raises(DatasetSpecError) as info:
         parse_dataset_spec(f"{type_name}:/somewhere")
@@ -140,8 +140,8 @@ def test_missing_file_is_an_error_at_the_option_line() -> None:
 
 
 def test_unsupported_type_problem_location() -> None:
-    ds, (problem,) = open_dataset("ldap://x/y", origin=("o.conf", 2), option="KeyTable")
-    assert ds is None and problem.line == 2 and '"ldap:"' in problem.message
+    ds, (problem,) = open_dataset("mdb:/x/y", origin=("o.conf", 2), option="KeyTable")
+    assert ds is None and problem.line == 2 and '"mdb:"' in problem.message
 
 
 def test_ascii_only() -> None:

@@ -1,0 +1,252 @@
+"""A remote store as a data set option's value (KeyTable, SigningTable, ...).
+
+`RemoteDataset` is a `Dataset` whose lookups are answered from memory without awaiting:
+first the rows fetched for the message being handled ("pins", set by
+`dkimd.stores.lookups.RemoteRowsHandler` around each call into the session), then the
+store's cache. A key found in neither raises `RowsMissing`: the handler wrapper turns it
+into a `NeedRows` request that the server performs, then runs the same event again with
+the rows pinned. A key whose lookup failed raises `StoreError`, which ends the message with
+the On-InternalError action.
+
+A row's columns are joined with ":" into the entry's value, the column separator of
+OpenDKIM's file data sets, so a KeyTable row `(domain, selector, key)` reads exactly as
+the file line `name domain:selector:key` does. Only the first row of a key is used, as
+OpenDKIM's dkimf_db_get() does for SQL.
+
+Such a set answers lookups but cannot be listed: the options dkimd reads whole at load
+(header lists, MacroList, Domain, ...) refuse it, as they refuse `lua:`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, ascii_lower
+from dkimd.config.problems import Problem, Severity
+from dkimd.config.softstart import failure_severity
+from dkimd.stores.base import MissingExtra, Row, StoreError, StoreSpecError
+from dkimd.stores.cache import CacheSettings, StoreCache
+
+__all__ = [
+    "PINS",
+    "REMOTE_OPTIONS",
+    "RemoteDataset",
+    "RowsMissing",
+    "close_stores",
+    "close_stores_later",
+    "open_remote_dataset",
+    "pin_key",
+    "remote_datasets",
+]
+
+#: Rows fetched for the current message: (id of the StoreCache, key) -> rows or the error.
+Pins = dict[tuple[int, str], "list[Row] | StoreError"]
+PINS: contextvars.ContextVar[Pins | None] = contextvars.ContextVar("dkimd_store_pins", default=None)
+
+#: The options a remote data set may be used for today: those whose lookups go through
+#: `Dataset.match` while a message is handled. Host lists (InternalHosts, PeerList, ...) are
+#: read whole at load, and so are the header and domain lists: refused, with the reason.
+REMOTE_OPTIONS = frozenset({"keytable", "signingtable"})
+
+#: Seconds a configuration load waits to log in to a store (the start-up check).
+OPEN_TIMEOUT = 5.0
+
+
+def pin_key(cache: StoreCache, key: str) -> tuple[int, str]:
+    return (id(cache), key)
+
+
+class RowsMissing(Exception):
+    """Lookups that need the store: (cache, key) pairs not in memory yet."""
+
+    def __init__(self, wanted: Sequence[tuple[StoreCache, str]]) -> None:
+        super().__init__(f"{len(wanted)} remote lookups needed")
+        self.wanted = tuple(wanted)
+
+
+class RemoteDataset(Dataset):
+    """A data set answered by a remote store through its cache."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self, spec: str, cache: StoreCache, *, case_insensitive: bool = True) -> None:
+        super().__init__(spec, DatasetKind.REMOTE, (), case_insensitive=case_insensitive)
+        self.cache = cache
+
+    def _key(self, key: str) -> str:
+        # Case-blind options (SigningTable, host lists) ask with the key in lower case:
+        # the table is expected to hold its keys so (docs/datasets.md).
+        return ascii_lower(key) if self.case_insensitive else key
+
+    def _rows(self, key: str) -> list[Row] | None:
+        pins = PINS.get()
+        if pins is not None:
+            pinned = pins.get(pin_key(self.cache, key))
+            if isinstance(pinned, StoreError):
+                raise pinned
+            if pinned is not None:
+                return pinned
+        return self.cache.cached(key)
+
+    def prefetch(self, keys: Sequence[str]) -> None:
+        """Raise RowsMissing for every key of `keys` not in memory (one round trip for all)."""
+        missing: list[tuple[StoreCache, str]] = []
+        for key in keys:
+            if not self._query_ok(key):
+                continue
+            folded = self._key(key)
+            if self._rows(folded) is None:
+                missing.append((self.cache, folded))
+        if missing:
+            raise RowsMissing(missing)
+
+    def match(self, key: str) -> DatasetEntry | None:
+        if not self._query_ok(key):
+            return None
+        folded = self._key(key)
+        rows = self._rows(folded)
+        if rows is None:
+            raise RowsMissing([(self.cache, folded)])
+        if not rows:
+            return None
+        value = ":".join(rows[0])
+        return DatasetEntry(key, value or None, self.cache.describe(), None)
+
+    def match_all(self, key: str) -> list[DatasetEntry]:
+        entry = self.match(key)
+        return [] if entry is None else [entry]
+
+    def __len__(self) -> int:
+        return 1  # not listable, but not empty: users that skip an empty set must ask it
+
+    def __iter__(self) -> Iterator[DatasetEntry]:
+        return iter(())
+
+    def _identity(self) -> tuple[object, ...]:
+        return (self.spec, self.kind, id(self))
+
+
+def _probe(text: str) -> None:
+    """Log in once with a throw-away store, on a loop of its own (config load is sync and
+    may run where a loop is already running); the daemon's own store connects lazily, in
+    the worker process that uses it."""
+    from dkimd.stores import open_store
+
+    errors: list[BaseException] = []
+
+    async def attempt() -> None:
+        store = open_store(text)
+        try:
+            await asyncio.wait_for(store.open(), OPEN_TIMEOUT)
+        finally:
+            await store.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(attempt())
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name="dkimd-store-probe", daemon=True)
+    worker.start()
+    worker.join(OPEN_TIMEOUT + 1.0)
+    if worker.is_alive():
+        raise StoreError(f"no answer within {OPEN_TIMEOUT:g}s")
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, TimeoutError):
+            raise StoreError(f"no answer within {OPEN_TIMEOUT:g}s")
+        raise exc
+
+
+def open_remote_dataset(
+    text: str,
+    *,
+    case_insensitive: bool,
+    origin: tuple[str, int] | None,
+    option: str | None,
+    soft_start: bool,
+    settings: CacheSettings | None = None,
+    check: bool = True,
+) -> tuple[Dataset | None, list[Problem]]:
+    """Open a remote data set for `option`; never raises.
+
+    With `check`, log in once now: a store that refuses (wrong password, no such table,
+    unreachable) stops the start (exit 78), or with SoftStart is a warning and every
+    lookup tries again.
+    """
+    from dkimd.stores import open_store
+
+    where_file, where_line = origin if origin is not None else (None, None)
+
+    def problem(severity: Severity, message: str, hint: str | None = None) -> Problem:
+        text_ = f"{option}: {message}" if option else message
+        return Problem(where_file, where_line, severity, text_, hint, option)
+
+    if option is not None and option.lower() not in REMOTE_OPTIONS:
+        return None, [
+            problem(
+                Severity.ERROR,
+                f"a data set behind a server cannot be used for {option} yet "
+                "(dkimd reads that option whole at load)",
+                "KeyTable and SigningTable can be; keep this one in a file",
+            )
+        ]
+    try:
+        store = open_store(text)
+    except MissingExtra as exc:
+        return None, [problem(Severity.ERROR, exc.message, exc.hint)]
+    except StoreSpecError as exc:
+        return None, [problem(Severity.ERROR, exc.message, exc.hint)]
+    problems: list[Problem] = []
+    if check:
+        try:
+            _probe(text)
+        except (StoreError, StoreSpecError, OSError) as exc:
+            severity = failure_severity(DatasetKind.REMOTE.value, soft_start)
+            message = f"cannot use data set {store.describe()}: {exc}"
+            hint = None if severity is Severity.WARNING else "SoftStart yes starts anyway"
+            problems.append(problem(severity, message, hint))
+            if severity is Severity.ERROR:
+                return None, problems
+    cache = StoreCache(store, settings)
+    return RemoteDataset(text, cache, case_insensitive=case_insensitive), problems
+
+
+_closing: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
+
+
+async def close_stores(config: Any) -> None:
+    """Close the connections of a configuration's remote data sets (at stop)."""
+    for dataset in remote_datasets(config):
+        await dataset.cache.close()
+
+
+def close_stores_later(config: Any, delay: float = 60.0) -> None:
+    """After a reload: close the replaced configuration's stores once the messages that
+    started under it are done (a message is bounded by the MTA's milter timeouts)."""
+    if not remote_datasets(config):
+        return
+    loop = asyncio.get_running_loop()
+
+    def close() -> None:
+        task = loop.create_task(close_stores(config))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    loop.call_later(delay, close)
+
+
+def remote_datasets(config: Any) -> list[RemoteDataset]:
+    """The remote data sets a configuration uses (for the handler wrapper and shutdown)."""
+    found: list[RemoteDataset] = []
+    for name in ("signing_table", "key_table"):
+        table = getattr(config, name, None)
+        dataset = getattr(table, "dataset", None)
+        if isinstance(dataset, RemoteDataset):
+            found.append(dataset)
+    return found

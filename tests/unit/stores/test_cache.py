@@ -1,0 +1,189 @@
+"""The lookup layer: TTL and negative cache, coalescing, timeout, once-per-outage logging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dkimd.stores.base import Row, StoreError
+from dkimd.stores.cache import CacheSettings, StoreCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedStore:
+    """A store whose answers the test sets: rows per key, failures, a delay."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Row]] = {}
+        self.calls: list[str] = []
+        self.fail: str | None = None
+        self.delay = 0.0
+        self.opened = 0
+
+    def describe(self) -> str:
+        return "dsn:test://store/db/table=t?keycol=k?datacol=v"
+
+    async def open(self) -> None:
+        self.opened += 1
+        if self.fail:
+            raise StoreError(self.fail)
+
+    async def get(self, key: str) -> list[Row]:
+        self.calls.append(key)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise StoreError(f"{self.describe()}: {self.fail}")
+        return list(self.rows.get(key, []))
+
+    async def walk(self) -> AsyncIterator[tuple[str, Row]]:
+        for key, rows in self.rows.items():
+            for row in rows:
+                yield key, row
+
+    async def close(self) -> None:
+        pass
+
+
+def _cache(store: ScriptedStore, clock: Clock, **kw: float) -> StoreCache:
+    return StoreCache(store, CacheSettings(**kw), clock=clock)  # type: ignore[arg-type]
+
+
+def test_positive_and_negative_ttl() -> None:
+    store, clock = ScriptedStore(), Clock()
+    store.rows["a"] = [("x",)]
+    cache = _cache(store, clock, ttl=30, negative_ttl=5)
+
+    async def go() -> None:
+        assert cache.cached("a") is None
+        assert await cache.get("a") == [("x",)]
+        assert await cache.get("b") == []
+        assert cache.cached("a") == [("x",)] and cache.cached("b") == []
+        store.rows["a"] = [("y",)]
+        store.rows["b"] = [("new",)]
+        clock.now += 6  # the negative answer expired, the positive one not yet
+        assert await cache.get("b") == [("new",)]
+        assert await cache.get("a") == [("x",)]
+        clock.now += 30
+        assert await cache.get("a") == [("y",)]
+
+    asyncio.run(go())
+    assert store.calls == ["a", "b", "b", "a"]
+
+
+def test_zero_ttl_disables_caching() -> None:
+    store, clock = ScriptedStore(), Clock()
+    cache = _cache(store, clock, ttl=0, negative_ttl=0)
+
+    async def go() -> None:
+        await cache.get("a")
+        await cache.get("a")
+
+    asyncio.run(go())
+    assert store.calls == ["a", "a"]
+
+
+def test_concurrent_lookups_share_one_query() -> None:
+    store, clock = ScriptedStore(), Clock()
+    store.rows["a"] = [("x",)]
+    store.delay = 0.05
+    cache = _cache(store, clock)
+
+    async def go() -> list[list[Row]]:
+        return await asyncio.gather(*(cache.get("a") for _ in range(50)))
+
+    answers = asyncio.run(go())
+    assert answers == [[("x",)]] * 50
+    assert store.calls == ["a"]
+
+
+def test_timeout_fails_only_the_slow_key() -> None:
+    store, clock = ScriptedStore(), Clock()
+    cache = _cache(store, clock, timeout=0.05)
+
+    async def go() -> None:
+        store.delay = 1.0
+        with pytest.raises(StoreError, match="no answer in time"):
+            await cache.get("slow")
+        store.delay = 0.0
+        assert await cache.get("fast") == []
+
+    asyncio.run(go())
+
+
+def test_one_log_line_per_outage_and_one_on_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    store, clock = ScriptedStore(), Clock()
+    store.rows["a"] = [("x",)]
+    cache = _cache(store, clock, ttl=0, negative_ttl=0)
+    caplog.set_level(logging.INFO, logger="dkimd.stores")
+
+    async def go() -> None:
+        store.fail = "connection refused"
+        for _ in range(20):
+            with pytest.raises(StoreError):
+                await cache.get("a")
+        assert cache.is_down
+        clock.now += 12
+        store.fail = None
+        assert await cache.get("a") == [("x",)]
+        assert await cache.get("a") == [("x",)]
+
+    asyncio.run(go())
+    lines = [r for r in caplog.records if r.name == "dkimd.stores"]
+    assert len(lines) == 2
+    assert lines[0].levelno == logging.ERROR and "unavailable" in lines[0].getMessage()
+    assert "connection refused" in lines[0].getMessage()
+    assert "answers again after 12.0s (20 lookups failed" in lines[1].getMessage()
+    assert not cache.is_down
+
+
+def test_failures_are_not_cached() -> None:
+    store, clock = ScriptedStore(), Clock()
+    cache = _cache(store, clock)
+
+    async def go() -> None:
+        store.fail = "down"
+        with pytest.raises(StoreError):
+            await cache.get("a")
+        store.fail = None
+        store.rows["a"] = [("x",)]
+        assert await cache.get("a") == [("x",)]
+
+    asyncio.run(go())
+
+
+def test_open_soft_start() -> None:
+    store, clock = ScriptedStore(), Clock()
+    store.fail = "password authentication failed"
+    cache = _cache(store, clock)
+
+    async def go() -> None:
+        with pytest.raises(StoreError, match="password"):
+            await cache.open()
+        await cache.open(soft_start=True)  # starts; lookups try again
+        assert cache.is_down
+
+    asyncio.run(go())
+
+
+def test_bounded_size() -> None:
+    store, clock = ScriptedStore(), Clock()
+    cache = _cache(store, clock, max_entries=10)
+
+    async def go() -> None:
+        for i in range(100):
+            await cache.get(f"k{i}")
+
+    asyncio.run(go())
+    assert len(cache._entries) <= 10
+    assert cache.cached("k99") == []
