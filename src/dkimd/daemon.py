@@ -72,6 +72,8 @@ from dkimd.process import (
 from dkimd.server import MilterServer
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
+from dkimd.systemd.activation import describe, listen_fds, milter_socket
+from dkimd.systemd.service import Service
 
 log = get_logger("daemon")
 
@@ -310,9 +312,13 @@ def run(options: DaemonOptions) -> int:
     )
     for warning in config.warnings:
         log.warning("%s", warning)
+    # Read before detaching: LISTEN_PID and WATCHDOG_PID name this process.
+    service = Service.from_environment()
     spec: SocketSpec | None = None
     try:
-        spec = parse_socket_spec(socket_spec(config, options))
+        activated = listen_fds()  # socket activation: the milter socket is systemd's
+        if not activated or options.socket or config.socket is not None:
+            spec = parse_socket_spec(socket_spec(config, options))
         wanted = user_spec(config, options)
         run_as = resolve_user(wanted) if wanted else None
         if config.umask is not None:
@@ -321,11 +327,21 @@ def run(options: DaemonOptions) -> int:
         runtime = build_runtime(config, run_as, load_keys=not new_root)
         # A TCP socket's host name is resolved outside a new root; a local: path is one
         # inside it, as opendkim opens the socket after the chroot.
-        early = bind_listener(spec, config) if not new_root or spec.family != "local" else None
+        early: socket.socket | None = None
+        if activated:
+            early, mismatch = milter_socket(activated, spec)
+            if mismatch:
+                log.warning("%s", mismatch)
+            service.socket_from_systemd = True
+        elif spec is not None and (not new_root or spec.family != "local"):
+            early = bind_listener(spec, config)
         if new_root:
             enter_new_root(config, run_as)
             preload_keys(runtime)  # KeyTable keys are read inside the new root from now on
-        sock = early if early is not None else bind_listener(spec, config)
+        if early is None:
+            assert spec is not None  # no socket from systemd: parsed above
+            early = bind_listener(spec, config)
+        sock = early
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return exc.exit_code
@@ -357,19 +373,21 @@ def run(options: DaemonOptions) -> int:
         if pid_file is not None:
             pid_file.remove()
         return 1
+    service.listening_on = describe(sock) if service.socket_from_systemd else str(spec)
     log.info(
-        "dkimd %s starting (%s, listening on %s, %d worker%s%s)",
+        "dkimd %s starting (%s, listening on %s%s, %d worker%s%s)",
         __version__,
         config.source or options.config_path,
-        spec,
+        service.listening_on,
+        " from systemd" if service.socket_from_systemd else "",
         config.workers,
         "" if config.workers == 1 else "s",
         f", as {run_as.user}" if run_as is not None else "",
     )
     try:
         if supervised(config):
-            return _supervise(config, options, runtime, sock, run_as, channel)
-        return asyncio.run(_serve(options, runtime, sock, run_as, channel))
+            return _supervise(config, options, runtime, sock, run_as, channel, service)
+        return asyncio.run(_serve(options, runtime, sock, run_as, channel, service))
     finally:
         channel.failed("the daemon stopped during start-up")  # no-op once ready
         if pid_file is not None:
@@ -408,7 +426,8 @@ class _Reloader:
         # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
         self.query_cache = query_cache
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
+        """True when the new configuration is in force."""
         log.info("reloading configuration from %s", self.options.config_path)
         try:
             # BaseDirectory: a failed reload must leave the running one's directory
@@ -430,10 +449,10 @@ class _Reloader:
         except ConfigError as exc:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
-            return
+            return False
         except Exception as exc:  # anything at all: the running config stays
             log.error("reload failed (%s); keeping the previous configuration", exc)
-            return
+            return False
         old = self.holder.current.config
         if str(config.socket) != str(old.socket) and self.options.socket is None:
             log.warning("reload: a new Socket needs a restart; still listening on the old one")
@@ -443,6 +462,7 @@ class _Reloader:
         for warning in config.warnings:
             log.warning("%s", warning)
         log.info("configuration reloaded from %s", self.options.config_path)
+        return True
 
 
 async def _serve(
@@ -451,6 +471,7 @@ async def _serve(
     sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
+    service: Service,
 ) -> int:
     holder = RuntimeHolder(runtime)
     stats = SessionStats()
@@ -480,18 +501,28 @@ async def _serve(
         signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         if not stopping.is_set():
             log.info("%s: stopping", signal.Signals(signum).name)
+            service.stopping()
         stopping.set()
+
+    def reload_and_tell() -> None:
+        service.reloading()
+        service.reloaded(reload())
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig)
     for sig in RELOAD_SIGNALS:
-        loop.add_signal_handler(sig, reload)
+        loop.add_signal_handler(sig, reload_and_tell)
     # Workers start with these blocked (see _spawn); pending ones are delivered now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, ALL_SIGNALS)
 
-    serving = asyncio.ensure_future(server.serve(sock))
+    serving = asyncio.ensure_future(
+        server.serve(sock, remove_unix_socket=not service.socket_from_systemd)
+    )
     await asyncio.sleep(0)  # let serve() register the listener before we say "ready"
     channel.ready()
+    service.count_from(stats, server)
+    service.ready()
+    ticking = asyncio.ensure_future(service.run())  # watchdog pings, STATUS, worker counters
     guarding = asyncio.ensure_future(watch_keys(holder))
     await stopping.wait()
     guarding.cancel()
@@ -499,6 +530,8 @@ async def _serve(
     await server.stop(STOP_GRACE, idle_grace=STOP_IDLE_GRACE)
     with contextlib.suppress(asyncio.CancelledError):
         await serving
+    ticking.cancel()
+    service.tick()  # a worker's last counts, for the supervisor's totals
     log.info(
         "stopped: %d messages (%d signed, %d verified: %d pass, %d fail), %d errors",
         stats.messages,
@@ -522,13 +555,17 @@ def _start_nameservers(runtime: Runtime) -> tuple[str, ...]:
 
 
 def _worker(
-    options: DaemonOptions, runtime: Runtime, sock: socket.socket, run_as: RunAs | None
+    options: DaemonOptions,
+    runtime: Runtime,
+    sock: socket.socket,
+    run_as: RunAs | None,
+    service: Service,
 ) -> NoReturn:
     code = 1
     try:
         for sig in ALL_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)  # still blocked; asyncio takes them over
-        code = asyncio.run(_serve(options, runtime, sock, run_as, StartupChannel(None)))
+        code = asyncio.run(_serve(options, runtime, sock, run_as, StartupChannel(None), service))
     except BaseException:
         log.exception("worker failed")
     finally:
@@ -550,6 +587,7 @@ def _supervise(
     sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
+    service: Service,
 ) -> int:
     """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code."""
     children: dict[int, int] = {}  # pid -> worker slot
@@ -563,7 +601,7 @@ def _supervise(
         try:
             pid = os.fork()
             if pid == 0:
-                _worker(options, runtime, sock, run_as)
+                _worker(options, runtime, sock, run_as, service.for_worker(slot))
             children[pid] = slot
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -572,16 +610,25 @@ def _supervise(
     def relay(signum: int, _frame: object) -> None:
         nonlocal stopping
         if signum in STOP_SIGNALS:
+            if not stopping:
+                service.stopping()
             stopping = True
+        elif not stopping:
+            service.reloading()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum in STOP_SIGNALS else signum)
+        if signum in RELOAD_SIGNALS and not stopping:
+            service.reloaded(None)  # each worker reloads, and logs how that went
 
     for sig in ALL_SIGNALS:
         signal.signal(sig, relay)
+    service.supervise(config.workers)
     for slot in range(config.workers):
         spawn(slot)
     channel.ready()
+    service.ready()
+    service.start_timer()  # watchdog pings and STATUS from the supervisor
     limit, window = _restart_limit(config)
     restarts: list[float] = []
     total = 0
@@ -591,6 +638,8 @@ def _supervise(
         except ChildProcessError:
             break
         slot = children.pop(pid, -1)
+        if slot >= 0:
+            service.worker_died(slot)
         if slot < 0 or stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
@@ -611,6 +660,7 @@ def _supervise(
             continue
         log.error("worker %d %s; restarting", pid, how)
         spawn(slot)
+    service.stop_timer()
     sock.close()
     log.info("supervisor stopped")
     return 1 if give_up else 0
