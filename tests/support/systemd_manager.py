@@ -18,7 +18,6 @@ but the system has not been booted with systemd"), so the tests play the manager
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import struct
@@ -164,6 +163,3 @@ def connect_unix(path: Path | str, timeout: float = 5.0) -> socket.socket:
     sock.settimeout(timeout)
     sock.connect(str(path))
     return sock
-
-
-
