@@ -264,6 +264,10 @@ class Service:
         signal.signal(signal.SIGALRM, lambda _signum, _frame: self.tick())
         signal.setitimer(signal.ITIMER_REAL, self.period, self.period)
 
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
+
     def stop_timer(self) -> None:
         if self.notifier is None:
             return
