@@ -309,6 +309,7 @@ def run(options: DaemonOptions) -> int:
         stderr=True,
         verbose=options.verbose,
         ident=config.syslog_name,
+        log_format=config.log_format,
     )
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -360,6 +361,7 @@ def run(options: DaemonOptions) -> int:
             stderr=False,
             verbose=options.verbose,
             ident=config.syslog_name,
+            log_format=config.log_format,
         )
     pid_file = PidFile(config.pid_file) if config.pid_file else None
     try:

@@ -11,6 +11,7 @@ LISTEN_FDS side. Every milter exchange is a whole Postfix-like session over the 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from dkimd import __version__
 from support.milterwire import replies, session
 from support.systemd_manager import (
     NotifySocket,
@@ -430,3 +432,19 @@ def test_under_systemd_socket_activate(tmp_path: Path) -> None:
                 proc.wait()
     text = (tmp_path / "dkimd.log").read_text()
     assert f"listening on inet:{port}@127.0.0.1 from systemd" in text, text
+
+
+def test_json_log_lines_for_the_journal(tmp_path: Path, service: Service) -> None:
+    port = free_port()
+    conf = write_conf(tmp_path, f"inet:{port}@127.0.0.1", LogFormat="json", LogWhy="yes")
+    proc = service.start(conf)
+    service.notify.wait_for("READY", "1")
+    assert_served(tcp_session(port))
+    assert service.stop() == 0
+    entries = [json.loads(line) for line in service.log().splitlines()]
+    assert {e["pid"] for e in entries} == {proc.pid}
+    assert all(set(e) >= {"time", "level", "ident", "pid", "message"} for e in entries)
+    assert entries[0]["message"].startswith(f"dkimd {__version__} starting (")
+    about_message = [e for e in entries if "queue_id" in e]
+    assert about_message and {e["queue_id"] for e in about_message} == {"QUEUE1"}, entries
+    assert not any(e["message"].startswith("QUEUE1:") for e in about_message)

@@ -46,6 +46,9 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   bit of the resolver named by `Nameservers` (a validating resolver the admin trusts,
   ideally on loopback) instead of validating them from `TrustAnchorFile`
   (dkimd.dns.validating).
+* `LogFormat` (string, default text): `json` writes the lines dkimd logs to stderr (in the
+  foreground: `-f`, `Background no`, the journal under systemd) as one JSON object per line
+  (dkimd.log_json); syslog lines stay text.
 * `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
   the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
   whose record is missing or does not match the private key. With no (OpenDKIM's
@@ -201,6 +204,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("SkipUnpublishedKeys", _B, False, implemented=True, extension=True),
     _spec("LuaInstructionLimit", _I, 50_000_000, implemented=True, extension=True),
     _spec("LuaTimeLimit", _I, 2, implemented=True, extension=True),
+    _spec("LogFormat", _S, "text", implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("BaseDirectory", _S, implemented=True),
     _spec("CaptureUnknownErrors", _B, implemented=True),
