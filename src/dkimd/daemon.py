@@ -73,6 +73,7 @@ from dkimd.server import MilterServer
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
 from dkimd.systemd.activation import describe, listen_fds, milter_socket
+from dkimd.systemd.notify import stderr_is_journal
 from dkimd.systemd.service import Service
 
 log = get_logger("daemon")
@@ -353,8 +354,11 @@ def run(options: DaemonOptions) -> int:
         log.error("cannot start: %s", _os_error_text(exc, spec))
         return 1
     channel = StartupChannel(None)
-    if config.background:
-        channel = detach(keep_directory=config.base_directory is not None)
+    # In the foreground under systemd with Syslog yes, the journal gets syslog's copy of
+    # each line already: stderr is dropped once started, as detaching drops it.
+    if config.background or (config.syslog and stderr_is_journal()):
+        if config.background:
+            channel = detach(keep_directory=config.base_directory is not None)
         setup_logging(
             syslog=config.syslog,
             facility=config.syslog_facility,

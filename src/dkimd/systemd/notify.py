@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Mapping, MutableMapping
 
-__all__ = ["Notifier", "notify_address", "watchdog_interval"]
+__all__ = ["Notifier", "notify_address", "stderr_is_journal", "watchdog_interval"]
 
 log = logging.getLogger("dkimd.systemd")
 
@@ -141,3 +141,17 @@ def _status(status: str | None) -> tuple[str, ...]:
         return ()
     # One line: a newline would start another assignment.
     return ("STATUS=" + " ".join(status.split()),)
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """Whether ``fd`` is systemd's journal stream: JOURNAL_STREAM names its device and
+    inode (systemd.exec(5)), which a redirection or a pipe to another program changes."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, colon, inode = value.partition(":")
+    if not colon:
+        return False
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False

@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from dkimd.systemd.notify import Notifier, notify_address, watchdog_interval
+from dkimd.systemd.notify import Notifier, notify_address, stderr_is_journal, watchdog_interval
 from support.systemd_manager import NotifySocket
 
 
@@ -91,3 +91,13 @@ def test_watchdog_interval() -> None:
     assert watchdog_interval(env, pid=4243) is None  # asked of another process
     assert watchdog_interval({"WATCHDOG_USEC": "1", "WATCHDOG_PID": "x"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())}) == 1.0
+
+
+def test_stderr_is_journal_compares_device_and_inode(tmp_path: Path) -> None:
+    with open(tmp_path / "journal", "w") as stream, open(tmp_path / "other", "w") as other:
+        st = os.fstat(stream.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert stderr_is_journal(env, stream.fileno())
+        assert not stderr_is_journal(env, other.fileno())  # stderr redirected elsewhere
+        assert not stderr_is_journal({}, stream.fileno())
+        assert not stderr_is_journal({"JOURNAL_STREAM": "x:y"}, stream.fileno())
