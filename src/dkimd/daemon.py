@@ -489,6 +489,7 @@ async def _serve(
         # read at start, not on reload, as opendkim
         milter_debug=runtime.config.milter_debug,
     )
+    service.count_from(stats, server)  # before a reload signal can arrive
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     reload = _Reloader(
@@ -526,7 +527,6 @@ async def _serve(
     )
     await asyncio.sleep(0)  # let serve() register the listener before we say "ready"
     channel.ready()
-    service.count_from(stats, server)
     service.ready()
     ticking = asyncio.ensure_future(service.run())  # watchdog pings, STATUS, worker counters
     guarding = asyncio.ensure_future(watch_keys(holder))
@@ -620,12 +620,10 @@ def _supervise(
                 service.stopping()
             stopping = True
         elif not stopping:
-            service.reloading()
+            service.relay_reload()  # READY=1 once every worker has reloaded
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum in STOP_SIGNALS else signum)
-        if signum in RELOAD_SIGNALS and not stopping:
-            service.reloaded(None)  # each worker reloads, and logs how that went
 
     for sig in ALL_SIGNALS:
         signal.signal(sig, relay)

@@ -251,9 +251,19 @@ def test_workers_the_supervisor_notifies_and_sums_the_workers(
         assert_served(tcp_session(port))
     status = wait_status(service, "6 messages")
     assert "6 total" in status
+    # READY=1 only once both workers have reloaded, and STATUS says how it went.
     proc.send_signal(signal.SIGHUP)
     assert service.notify.wait_for("RELOADING", "1").pid == proc.pid
-    assert service.notify.wait_for("READY", "1").pid == proc.pid
+    ready = service.notify.wait_for("READY", "1")
+    assert ready.pid == proc.pid
+    assert ready.fields["STATUS"].endswith(" ok (2 workers)"), ready.fields
+    assert service.log().count("configuration reloaded from") == 2
+    conf.write_text(conf.read_text() + "Mode bogus\n")
+    proc.send_signal(signal.SIGHUP)
+    service.notify.wait_for("RELOADING", "1")
+    ready = service.notify.wait_for("READY", "1")
+    assert "FAILED in 2 of 2 workers (old configuration kept)" in ready.fields["STATUS"]
+    assert service.log().count("reload failed") == 2
     # Every datagram, pings included, came from the supervisor.
     assert {n.pid for n in service.notify.received} == {proc.pid}
     assert any("WATCHDOG" in n.fields for n in service.notify.received)

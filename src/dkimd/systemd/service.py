@@ -15,7 +15,11 @@ With ``Workers N`` only the supervisor (the main PID systemd watches) notifies. 
 copies its counters into its own slot of a shared anonymous mapping (``WorkerCounters``),
 which the supervisor adds up for STATUS; a worker that dies leaves its last copy behind,
 and its replacement counts on from it, so the totals survive restarts (what a worker
-counted after its last copy, at most one tick, is lost).
+counted after its last copy, at most one tick, is lost). A reload goes the same way: the
+supervisor sends RELOADING=1 and relays the signal (``relay_reload``); each worker counts
+its reload, good or refused, in its slot at once; the supervisor, ticking fast meanwhile,
+sends READY=1 when every worker has counted one (or died, or RELOAD_WAIT has passed), with
+a STATUS saying how many refused the new configuration.
 
 Without NOTIFY_SOCKET every method returns at once; the socket ownership flag
 (``socket_from_systemd``) is kept either way.
@@ -40,6 +44,9 @@ __all__ = ["Counters", "Service", "WorkerCounters"]
 
 #: Seconds between STATUS updates when no watchdog asks for a shorter tick.
 STATUS_PERIOD = 5.0
+#: The supervisor's tick while it waits for the workers' reloads, and how long it waits.
+RELOAD_TICK = 0.05
+RELOAD_WAIT = 60.0
 
 
 class _Stats(Protocol):
@@ -67,6 +74,8 @@ class Counters:
     verified: int = 0
     connections_open: int = 0
     connections_total: int = 0
+    reloads_ok: int = 0
+    reloads_failed: int = 0
 
     def add(self, other: Counters) -> None:
         self.messages += other.messages
@@ -74,13 +83,19 @@ class Counters:
         self.verified += other.verified
         self.connections_open += other.connections_open
         self.connections_total += other.connections_total
+        self.reloads_ok += other.reloads_ok
+        self.reloads_failed += other.reloads_failed
+
+    @property
+    def reloads(self) -> int:
+        return self.reloads_ok + self.reloads_failed
 
 
-_SLOT = struct.Struct("<5q")
+_SLOT = struct.Struct("<7q")
 
 
 class WorkerCounters:
-    """One slot of five 64-bit counters per worker, in memory shared across fork.
+    """One slot of seven 64-bit counters per worker, in memory shared across fork.
 
     Each slot has a single writer (its worker) and a reader (the supervisor); a read that
     races a write sees each counter either old or new, which is all a STATUS line needs.
@@ -99,6 +114,8 @@ class WorkerCounters:
             counters.verified,
             counters.connections_open,
             counters.connections_total,
+            counters.reloads_ok,
+            counters.reloads_failed,
         )
 
     def load(self, slot: int) -> Counters:
@@ -138,6 +155,10 @@ class Service:
         self._last_reload = "none"
         self._last_status: str | None = None
         self._counters: Callable[[], Counters] | None = None
+        # In a worker: its reloads so far. In the supervisor: the reload being waited for
+        # (each slot's reload count when it was relayed, and until when to wait).
+        self._reloads = Counters()
+        self._pending: tuple[dict[int, Counters], float] | None = None
 
     @classmethod
     def from_environment(
@@ -169,14 +190,53 @@ class Service:
         if self.notifier is not None:
             self.notifier.reloading("reloading the configuration")
 
-    def reloaded(self, ok: bool | None) -> None:
-        """The reload is over: ``ok`` says how it went (None: handed to the workers)."""
+    def reloaded(self, ok: bool) -> None:
+        """This process's reload is over; ``ok``: the new configuration is in force."""
+        if self._slot is not None:  # a worker: counted for the supervisor, at once
+            if ok:
+                self._reloads.reloads_ok += 1
+            else:
+                self._reloads.reloads_failed += 1
+            self.tick()
+            return
+        self._finish_reload("ok" if ok else "FAILED (old configuration kept)")
+
+    def _finish_reload(self, outcome: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        how = {True: "ok", False: "FAILED (old configuration kept)", None: "signalled to workers"}
-        self._last_reload = f"{stamp} {how[ok]}"
+        self._last_reload = f"{stamp} {outcome}"
         if self.notifier is not None:
             self._last_status = self._status()
             self.notifier.ready(self._last_status)
+
+    def relay_reload(self) -> None:
+        """The supervisor is about to signal the workers to reload (module docstring)."""
+        if self.notifier is None or self.workers is None:
+            return
+        self.notifier.reloading("reloading the configuration")
+        workers = self.workers
+        before = {slot: workers.load(slot) for slot in range(workers.workers)}
+        self._pending = (before, time.monotonic() + RELOAD_WAIT)
+        self._set_timer(RELOAD_TICK)
+
+    def _check_reload(self) -> None:
+        pending, workers = self._pending, self.workers
+        if pending is None or workers is None:
+            return
+        before, deadline = pending
+        now = {slot: workers.load(slot) for slot in before}
+        waiting = [slot for slot in before if now[slot].reloads <= before[slot].reloads]
+        if waiting and time.monotonic() < deadline:
+            return
+        self._pending = None
+        self._set_timer(self.period)
+        failed = sum(1 for slot in before if now[slot].reloads_failed > before[slot].reloads_failed)
+        if waiting:
+            outcome = f"no answer from {len(waiting)} of {len(before)} workers"
+        elif failed:
+            outcome = f"FAILED in {failed} of {len(before)} workers (old configuration kept)"
+        else:
+            outcome = f"ok ({len(before)} workers)"
+        self._finish_reload(outcome)
 
     def stopping(self) -> None:
         if self.notifier is not None:
@@ -189,6 +249,8 @@ class Service:
         notifier = self.notifier
         if notifier is None:
             return
+        if self._pending is not None:
+            self._check_reload()
         status = self._status()
         lines = ["WATCHDOG=1"] if self.watchdog is not None else []
         if status != self._last_status:
@@ -202,6 +264,7 @@ class Service:
     def count_from(self, stats: _Stats, server: _Server) -> None:
         """This process serves: its counters are these (plus a predecessor's, in a worker)."""
         base = self._base
+        reloads = self._reloads
 
         def counters() -> Counters:
             return Counters(
@@ -210,6 +273,8 @@ class Service:
                 base.verified + stats.verified,
                 server.active_connections,
                 base.connections_total + server.stats.connections,
+                base.reloads_ok + reloads.reloads_ok,
+                base.reloads_failed + reloads.reloads_failed,
             )
 
         self._counters = counters
@@ -234,6 +299,12 @@ class Service:
     def worker_died(self, slot: int) -> None:
         if self.workers is not None:
             self.workers.worker_died(slot)
+        pending = self._pending
+        if pending is not None and slot in pending[0]:
+            # Its successor starts from the start-up configuration: nothing to wait for.
+            before = dict(pending[0])
+            del before[slot]
+            self._pending = (before, pending[1])
 
     def _status(self) -> str:
         c = self._counters() if self._counters is not None else Counters()
@@ -262,7 +333,10 @@ class Service:
         if self.notifier is None:
             return
         signal.signal(signal.SIGALRM, lambda _signum, _frame: self.tick())
-        signal.setitimer(signal.ITIMER_REAL, self.period, self.period)
+        self._set_timer(self.period)
+
+    def _set_timer(self, period: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, period, period)
 
     def close(self) -> None:
         if self.notifier is not None:

@@ -120,3 +120,39 @@ def test_worker_counters_survive_fork_and_a_dead_worker() -> None:
     successor.tick()
     assert shared.load(0) == Counters(8, 7, 1, 1, 4)
     assert shared.total() == Counters(13, 12, 1, 3, 7)
+
+
+def test_supervisor_waits_for_every_workers_reload(tmp_path: Path) -> None:
+    with NotifySocket(tmp_path / "n") as manager:
+        supervisor = Service(Notifier(str(tmp_path / "n")), None)
+        supervisor.supervise(3)
+        workers = [supervisor.for_worker(slot) for slot in range(3)]
+        for worker in workers:
+            worker.count_from(Stats(), Server())
+        supervisor.ready()
+        manager.wait_for("READY")
+        supervisor.start_timer()
+        try:
+            supervisor.relay_reload()
+            manager.wait_for("RELOADING")
+            workers[0].reloaded(True)
+            workers[1].reloaded(False)
+            # Slot 2 has not answered: no READY yet, however many ticks pass.
+            assert not [n for n in manager.drain(0.3) if "READY" in n.fields]
+            workers[2].reloaded(True)
+            ready = manager.wait_for("READY", timeout=5)
+            assert ready.fields["STATUS"].endswith(
+                "FAILED in 1 of 3 workers (old configuration kept)"
+            )
+            # The next reload: all good; a worker that dies meanwhile is not waited for.
+            supervisor.relay_reload()
+            manager.wait_for("RELOADING")
+            workers[0].reloaded(True)
+            workers[1].reloaded(True)
+            supervisor.worker_died(2)
+            ready = manager.wait_for("READY", timeout=5)
+            assert ready.fields["STATUS"].endswith(" ok (2 workers)")
+            assert "3 workers, 0 messages" in ready.fields["STATUS"]
+        finally:
+            supervisor.stop_timer()
+            supervisor.close()
