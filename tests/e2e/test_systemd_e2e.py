@@ -458,3 +458,23 @@ def test_json_log_lines_for_the_journal(tmp_path: Path, service: Service) -> Non
     about_message = [e for e in entries if "queue_id" in e]
     assert about_message and {e["queue_id"] for e in about_message} == {"QUEUE1"}, entries
     assert not any(e["message"].startswith("QUEUE1:") for e in about_message)
+
+
+def test_socket_activation_with_workers_shares_systemds_socket(
+    tmp_path: Path, service: Service
+) -> None:
+    path = tmp_path / "milter.sock"
+    listener = listening_unix(path)
+    proc = service.start(
+        write_conf(tmp_path, f"local:{path}", Workers="2"), sockets=[(listener, "milter")]
+    )
+    listener.close()
+    assert service.notify.wait_for("READY", "1").pid == proc.pid
+    for _ in range(6):
+        assert_served(milter_session(connect_unix(path)))
+    # Served by the workers from the one inherited socket, counted by the supervisor.
+    status = wait_status(service, "6 messages")
+    assert "2 workers" in status and "6 total" in status, status
+    assert "from systemd, 2 workers" in service.log()
+    assert service.stop() == 0
+    assert path.is_socket()
