@@ -297,8 +297,11 @@ class Service:
         return worker
 
     def worker_died(self, slot: int) -> None:
-        if self.workers is not None:
-            self.workers.worker_died(slot)
+        """A child of the supervisor died; slots outside the workers' (another kind of
+        child) are ignored."""
+        if self.workers is None or not 0 <= slot < self.workers.workers:
+            return
+        self.workers.worker_died(slot)
         pending = self._pending
         if pending is not None and slot in pending[0]:
             # Its successor starts from the start-up configuration: nothing to wait for.

@@ -156,3 +156,12 @@ def test_supervisor_waits_for_every_workers_reload(tmp_path: Path) -> None:
         finally:
             supervisor.stop_timer()
             supervisor.close()
+
+
+def test_other_children_of_the_supervisor_are_not_workers() -> None:
+    supervisor = Service(Notifier("/nonexistent"), None)
+    supervisor.supervise(2)
+    supervisor.worker_died(-2)  # e.g. a helper process the supervisor also restarts
+    supervisor.worker_died(2)
+    assert supervisor.workers is not None and supervisor.workers.total() == Counters()
+    supervisor.close()
