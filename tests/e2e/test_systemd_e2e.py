@@ -10,6 +10,7 @@ LISTEN_FDS side. Every milter exchange is a whole Postfix-like session over the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -111,6 +112,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                start_new_session=True,  # close() kills workers too, if the test fails
             )
         return self.proc
 
@@ -123,8 +125,9 @@ class Service:
         return self.proc.wait(timeout=30)
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group: orphaned workers too
             self.proc.wait()
         self.notify.close()
 
