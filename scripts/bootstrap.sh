@@ -12,7 +12,8 @@ if [ "$profile" = "test" ]; then
     # The real peers the tests run against: Postfix (SMTP and sendmail paths),
     # OpenDKIM and its tools (genkey, testkey, miltertest) as the interop oracle; the opendkim
     # package also creates the opendkim user the privilege-drop tests switch to.
-    # systemd for systemd-analyze, which checks packaging/dkimd.service.
+    # systemd for systemd-analyze, which checks packaging/dkimd.service, and for
+    # systemd-socket-activate, which hands dkimd its socket as systemd does.
     apt_packages+=(postfix opendkim opendkim-tools miltertest procps systemd)
     # A signed DNS tree on loopback for the DNSSEC tests: nsd (authoritative), unbound
     # (validating resolver), ldnsutils (ldns-keygen, ldns-signzone to sign the zones).

@@ -73,6 +73,9 @@ from dkimd.server import MilterServer
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.sockets import SocketSpec, bind_socket, parse_socket_spec, resolve_port
 from dkimd.stores.dataset import close_stores, close_stores_later
+from dkimd.systemd.activation import describe, listen_fds, milter_socket
+from dkimd.systemd.notify import stderr_is_journal
+from dkimd.systemd.service import Service
 
 if TYPE_CHECKING:
     from dkimd.metrics.setup import Exporter
@@ -333,12 +336,17 @@ def run(options: DaemonOptions) -> int:
         stderr=True,
         verbose=options.verbose,
         ident=config.syslog_name,
+        log_format=config.log_format,
     )
     for warning in config.warnings:
         log.warning("%s", warning)
+    # Read before detaching: LISTEN_PID and WATCHDOG_PID name this process.
+    service = Service.from_environment()
     spec: SocketSpec | None = None
     try:
-        spec = parse_socket_spec(socket_spec(config, options))
+        activated = listen_fds()  # socket activation: the milter socket is systemd's
+        if not activated or options.socket or config.socket is not None:
+            spec = parse_socket_spec(socket_spec(config, options))
         wanted = user_spec(config, options)
         run_as = resolve_user(wanted) if wanted else None
         if config.umask is not None:
@@ -348,11 +356,21 @@ def run(options: DaemonOptions) -> int:
         runtime = build_runtime(config, run_as, load_keys=not new_root)
         # A TCP socket's host name is resolved outside a new root; a local: path is one
         # inside it, as opendkim opens the socket after the chroot.
-        early = bind_listener(spec, config) if not new_root or spec.family != "local" else None
+        early: socket.socket | None = None
+        if activated:
+            early, mismatch = milter_socket(activated, spec)
+            if mismatch:
+                log.warning("%s", mismatch)
+            service.socket_from_systemd = True
+        elif spec is not None and (not new_root or spec.family != "local"):
+            early = bind_listener(spec, config)
         if new_root:
             enter_new_root(config, run_as)
             preload_keys(runtime)  # KeyTable keys are read inside the new root from now on
-        sock = early if early is not None else bind_listener(spec, config)
+        if early is None:
+            assert spec is not None  # no socket from systemd: parsed above
+            early = bind_listener(spec, config)
+        sock = early
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return exc.exit_code
@@ -363,14 +381,18 @@ def run(options: DaemonOptions) -> int:
         log.error("cannot start: %s", _os_error_text(exc, spec))
         return 1
     channel = StartupChannel(None)
-    if config.background:
-        channel = detach(keep_directory=config.base_directory is not None)
+    # In the foreground under systemd with Syslog yes, the journal gets syslog's copy of
+    # each line already: stderr is dropped once started, as detaching drops it.
+    if config.background or (config.syslog and stderr_is_journal()):
+        if config.background:
+            channel = detach(keep_directory=config.base_directory is not None)
         setup_logging(
             syslog=config.syslog,
             facility=config.syslog_facility,
             stderr=False,
             verbose=options.verbose,
             ident=config.syslog_name,
+            log_format=config.log_format,
         )
     pid_file = PidFile(config.pid_file) if config.pid_file else None
     try:
@@ -384,19 +406,21 @@ def run(options: DaemonOptions) -> int:
         if pid_file is not None:
             pid_file.remove()
         return 1
+    service.listening_on = describe(sock) if service.socket_from_systemd else str(spec)
     log.info(
-        "dkimd %s starting (%s, listening on %s, %d worker%s%s)",
+        "dkimd %s starting (%s, listening on %s%s, %d worker%s%s)",
         __version__,
         config.source or options.config_path,
-        spec,
+        service.listening_on,
+        " from systemd" if service.socket_from_systemd else "",
         config.workers,
         "" if config.workers == 1 else "s",
         f", as {run_as.user}" if run_as is not None else "",
     )
     try:
         if supervised(config):
-            return _supervise(config, options, runtime, sock, run_as, channel, exporter)
-        return asyncio.run(_serve(options, runtime, sock, run_as, channel, exporter))
+            return _supervise(config, options, runtime, sock, run_as, channel, service, exporter)
+        return asyncio.run(_serve(options, runtime, sock, run_as, channel, service, exporter))
     finally:
         channel.failed("the daemon stopped during start-up")  # no-op once ready
         if pid_file is not None:
@@ -435,7 +459,8 @@ class _Reloader:
         # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
         self.query_cache = query_cache
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
+        """True when the new configuration is in force."""
         log.info("reloading configuration from %s", self.options.config_path)
         try:
             # BaseDirectory: a failed reload must leave the running one's directory
@@ -458,11 +483,11 @@ class _Reloader:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
             metrics.recorder.config_loaded(False, reload=True)
-            return
+            return False
         except Exception as exc:  # anything at all: the running config stays
             log.error("reload failed (%s); keeping the previous configuration", exc)
             metrics.recorder.config_loaded(False, reload=True)
-            return
+            return False
         old = self.holder.current.config
         if str(config.socket) != str(old.socket) and self.options.socket is None:
             log.warning("reload: a new Socket needs a restart; still listening on the old one")
@@ -474,6 +499,7 @@ class _Reloader:
         for warning in config.warnings:
             log.warning("%s", warning)
         log.info("configuration reloaded from %s", self.options.config_path)
+        return True
 
 
 async def _serve(
@@ -482,6 +508,7 @@ async def _serve(
     sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
+    service: Service,
     exporter: Exporter | None = None,
 ) -> int:
     holder = RuntimeHolder(runtime)
@@ -495,6 +522,7 @@ async def _serve(
         # read at start, not on reload, as opendkim
         milter_debug=runtime.config.milter_debug,
     )
+    service.count_from(stats, server)  # before a reload signal can arrive
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     reload = _Reloader(
@@ -513,19 +541,28 @@ async def _serve(
         signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         if not stopping.is_set():
             log.info("%s: stopping", signal.Signals(signum).name)
+            service.stopping()
         stopping.set()
+
+    def reload_and_tell() -> None:
+        service.reloading()
+        service.reloaded(reload())
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig)
     for sig in RELOAD_SIGNALS:
-        loop.add_signal_handler(sig, reload)
+        loop.add_signal_handler(sig, reload_and_tell)
     # Workers start with these blocked (see _spawn); pending ones are delivered now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, ALL_SIGNALS)
 
-    serving = asyncio.ensure_future(server.serve(sock))
+    serving = asyncio.ensure_future(
+        server.serve(sock, remove_unix_socket=not service.socket_from_systemd)
+    )
     exporting = exporter.serve_here() if exporter is not None else None
     await asyncio.sleep(0)  # let serve() register the listener before we say "ready"
     channel.ready()
+    service.ready()
+    ticking = asyncio.ensure_future(service.run())  # watchdog pings, STATUS, worker counters
     guarding = asyncio.ensure_future(watch_keys(holder))
     await stopping.wait()
     guarding.cancel()
@@ -536,6 +573,8 @@ async def _serve(
     with contextlib.suppress(asyncio.CancelledError):
         await serving
     await close_stores(holder.current.config)
+    ticking.cancel()
+    service.tick()  # a worker's last counts, for the supervisor's totals
     log.info(
         "stopped: %d messages (%d signed, %d verified: %d pass, %d fail), %d errors",
         stats.messages,
@@ -559,13 +598,17 @@ def _start_nameservers(runtime: Runtime) -> tuple[str, ...]:
 
 
 def _worker(
-    options: DaemonOptions, runtime: Runtime, sock: socket.socket, run_as: RunAs | None
+    options: DaemonOptions,
+    runtime: Runtime,
+    sock: socket.socket,
+    run_as: RunAs | None,
+    service: Service,
 ) -> NoReturn:
     code = 1
     try:
         for sig in ALL_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)  # still blocked; asyncio takes them over
-        code = asyncio.run(_serve(options, runtime, sock, run_as, StartupChannel(None)))
+        code = asyncio.run(_serve(options, runtime, sock, run_as, StartupChannel(None), service))
     except BaseException:
         log.exception("worker failed")
     finally:
@@ -595,6 +638,7 @@ def _supervise(
     sock: socket.socket,
     run_as: RunAs | None,
     channel: StartupChannel,
+    service: Service,
     exporter: Exporter | None = None,
 ) -> int:
     """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code.
@@ -616,7 +660,7 @@ def _supervise(
             else:
                 pid = os.fork()
                 if pid == 0:
-                    _worker(options, runtime, sock, run_as)
+                    _worker(options, runtime, sock, run_as, service.for_worker(slot))
             children[pid] = slot
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -625,18 +669,25 @@ def _supervise(
     def relay(signum: int, _frame: object) -> None:
         nonlocal stopping
         if signum in STOP_SIGNALS:
+            if not stopping:
+                service.stopping()
             stopping = True
+        elif not stopping:
+            service.relay_reload()  # READY=1 once every worker has reloaded
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum in STOP_SIGNALS else signum)
 
     for sig in ALL_SIGNALS:
         signal.signal(sig, relay)
+    service.supervise(config.workers)
     for slot in range(config.workers):
         spawn(slot)
     if exporter is not None:
         spawn(_EXPORTER_SLOT)
     channel.ready()
+    service.ready()
+    service.start_timer()  # watchdog pings and STATUS from the supervisor
     limit, window = _restart_limit(config)
     restarts: list[float] = []
     total = 0
@@ -649,6 +700,8 @@ def _supervise(
         slot = children.pop(pid, -1)
         if exporter is not None:
             exporter.process_dead(pid)  # its live gauges (open connections) go
+        if slot >= 0:
+            service.worker_died(slot)
         if slot == -1 or stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
@@ -680,6 +733,7 @@ def _supervise(
             continue
         log.error("worker %d %s; restarting", pid, how)
         spawn(slot)
+    service.stop_timer()
     sock.close()
     log.info("supervisor stopped")
     return 1 if give_up else 0

@@ -141,8 +141,13 @@ def setup_logging(
     verbose: bool = False,
     ident: str = "dkimd",
     syslog_address: str = SYSLOG_SOCKET,
+    log_format: str = "text",
 ) -> None:
-    """Route the `dkimd` logger hierarchy; safe to call again (after detaching, on reload)."""
+    """Route the `dkimd` logger hierarchy; safe to call again (after detaching, on reload).
+
+    ``log_format`` "json" writes stderr lines as JSON objects (dkimd.log_json); syslog
+    lines stay text.
+    """
     # Logging HOWTO, "Optimization": our lines show no thread or multiprocessing names.
     logging.logThreads = False
     logging.logMultiprocessing = False
@@ -154,7 +159,12 @@ def setup_logging(
     root.propagate = False
     if stderr:
         err = logging.StreamHandler(sys.stderr)
-        err.setFormatter(StderrFormatter(ident))
+        if log_format == "json":
+            from dkimd.log_json import JsonFormatter
+
+            err.setFormatter(JsonFormatter(ident))
+        else:
+            err.setFormatter(StderrFormatter(ident))
         root.addHandler(err)
     if syslog:
         handler = SyslogSocketHandler(facility=facility, ident=ident, address=syslog_address)
@@ -215,4 +225,9 @@ class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
+        # The queue ID also travels on its own, for JSON lines (dkimd.log_json).
+        extra = kwargs.get("extra")
+        kwargs["extra"] = (
+            {"queue_id": self.queue_id} if extra is None else {**extra, "queue_id": self.queue_id}
+        )
         return f"{self.queue_id}: {msg}", kwargs

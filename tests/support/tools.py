@@ -57,6 +57,7 @@ APT_PACKAGES: dict[str, str] = {
     "opendkim-testkey": "opendkim-tools",
     "miltertest": "miltertest",
     "systemd-analyze": "systemd",
+    "systemd-socket-activate": "systemd",
     "nsd": "nsd",
     "unbound": "unbound",
     "ldns-keygen": "ldnsutils",

@@ -1,4 +1,5 @@
-"""packaging/dkimd.service: a unit systemd accepts, starting dkimd the way the daemon takes it."""
+"""packaging/dkimd.service and dkimd.socket: units systemd accepts, starting dkimd the way the
+daemon takes it."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from support.tools import require, unavailable
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNIT = PACKAGING / "dkimd.service"
+SOCKET_UNIT = PACKAGING / "dkimd.socket"
 
 
-def unit_entries() -> dict[tuple[str, str], list[str]]:
+def unit_entries(unit: Path = UNIT) -> dict[tuple[str, str], list[str]]:
     """(section, key) -> values, in order; systemd allows repeated keys, configparser not."""
     entries: dict[tuple[str, str], list[str]] = {}
     section = ""
-    for raw in UNIT.read_text().splitlines():
+    for raw in unit.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -39,9 +41,13 @@ def test_exec_start_is_dkimd_with_flags_the_daemon_accepts() -> None:
     assert Path(argv[0]).name == "dkimd"
     args = build_parser().parse_args(argv[1:])  # SystemExit on a flag we do not take
     assert args.config == "/etc/opendkim.conf"
-    assert not args.foreground  # Type=forking: it must detach
-    assert entries[("Service", "Type")] == ["forking"]
-    assert [args.pid_file] == entries[("Service", "PIDFile")]
+    # Type=notify: the process systemd started is the daemon, and says when it is ready.
+    assert args.foreground
+    assert entries[("Service", "Type")] == ["notify"]
+    assert entries[("Service", "NotifyAccess")] == ["main"]  # the supervisor notifies
+    assert ("Service", "PIDFile") not in entries  # systemd knows the main pid
+    [watchdog] = entries[("Service", "WatchdogSec")]
+    assert watchdog.endswith("s") and int(watchdog[:-1]) >= 10
     assert args.socket is None and args.user is None  # both from opendkim.conf
     assert ("Service", "User") not in entries  # the daemon drops to UserID itself
     [reload] = entries[("Service", "ExecReload")]
@@ -64,7 +70,17 @@ def test_hardening_keeps_what_the_seed_setup_needs() -> None:
         assert not any("/etc" in v for v in entries.get(("Service", key), []))
 
 
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+def test_socket_unit_hands_dkimd_the_seed_socket() -> None:
+    entries = unit_entries(SOCKET_UNIT)
+    # The seed's Socket inet:8891@localhost; named "milter", which dkimd looks for.
+    assert entries[("Socket", "ListenStream")] == ["127.0.0.1:8891"]
+    assert entries[("Socket", "FileDescriptorName")] == ["milter"]
+    assert entries[("Socket", "Service")] == [UNIT.name]
+    assert entries[("Unit", "Conflicts")] == ["opendkim.service"]
+    assert entries[("Install", "WantedBy")] == ["sockets.target"]
+
+
+def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     tool = require("systemd-analyze")
     text = UNIT.read_text()
     [exec_start] = unit_entries()[("Service", "ExecStart")]
@@ -80,8 +96,14 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
         text = text.replace(installed, str(Path(here).resolve()))
     unit = tmp_path / "dkimd.service"
     unit.write_text(text)
+    socket_unit = tmp_path / "dkimd.socket"
+    socket_unit.write_text(SOCKET_UNIT.read_text())
     proc = subprocess.run(
-        [tool, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+        [tool, "verify", str(unit), str(socket_unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     # Unknown or misspelt keys are only warnings ("Unknown key ..., ignoring"): none allowed.

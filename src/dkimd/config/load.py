@@ -693,6 +693,12 @@ class _Builder:
                 seconds = int(match[2]) * _UNIT_SECONDS[match[3].lower()]
                 self.values["auto_restart_rate"] = RestartRate(int(match[1]), seconds)
         self.number("Workers", "workers", minimum=1, maximum=1024)
+        setting = self.get("LogFormat")
+        if setting is not None:
+            if setting.value.lower() in ("text", "json"):
+                self.values["log_format"] = setting.value.lower()
+            else:
+                self.error(setting, f'LogFormat: "{setting.value}" is not text or json')
         self.number("MilterDebug", "milter_debug", minimum=-(2**31))  # <= 0: no trace
         self.flag("SoftStart", "soft_start")
         self.flag("StrictTestMode", "strict_test_mode")

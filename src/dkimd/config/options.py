@@ -53,6 +53,9 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   `ldap:`, ...) are remembered when found and when absent (0: not at all), and how long
   one lookup may take before the message gets the On-InternalError action
   (dkimd.stores.cache, docs/datasets.md).
+* `LogFormat` (string, default text): `json` writes the lines dkimd logs to stderr (in the
+  foreground: `-f`, `Background no`, the journal under systemd) as one JSON object per line
+  (dkimd.log_json); syslog lines stay text.
 * `SkipUnpublishedKeys` (bool, default no): the daemon looks up the record of every key
   the SigningTable names (at start, on reload, then every ten minutes) and logs once a key
   whose record is missing or does not match the private key. With no (OpenDKIM's
@@ -223,6 +226,7 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("LuaTimeLimit", _I, 2, implemented=True, extension=True),
     _spec("MetricsSocket", _S, implemented=True, extension=True),
     _spec("MetricsDomains", _S, implemented=True, extension=True),
+    _spec("LogFormat", _S, "text", implemented=True, extension=True),
     # -- OpenDKIM 2.11 options dkimd does not implement (accepted with a warning) -----------
     _spec("BaseDirectory", _S, implemented=True),
     _spec("CaptureUnknownErrors", _B, implemented=True),

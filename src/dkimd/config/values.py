@@ -335,6 +335,7 @@ class Config:
     syslog_name: str = "dkimd"  # the ident of our log lines; OpenDKIM's default is its name
     syslog_success: bool = False
     log_why: bool = False
+    log_format: str = "text"  # dkimd extension: "json" for stderr lines (dkimd.log_json)
     # what loading found
     warnings: tuple[Problem, ...] = ()
     raw: RawConfig | None = field(default=None, repr=False, compare=False)
