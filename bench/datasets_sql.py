@@ -31,18 +31,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dkimd import milter  # noqa: E402
-from dkimd.config import parse_config_text  # noqa: E402
-from dkimd.dns.testdata import TestDnsFile  # noqa: E402
-from dkimd.milter.handler import ConnectionInfo  # noqa: E402
-from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory  # noqa: E402
-from dkimd.stores.dataset import close_stores  # noqa: E402
-from support.handler import settle  # noqa: E402
-from support.milterwire import macro, pkt  # noqa: E402
-from support.sqlservers import start_postgres  # noqa: E402
+from dkimd import milter
+from dkimd.config import parse_config_text
+from dkimd.dns.testdata import TestDnsFile
+from dkimd.milter.handler import ConnectionInfo
+from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
+from dkimd.stores.dataset import close_stores
+from support.handler import settle
+from support.milterwire import macro, pkt
+from support.sqlservers import start_postgres
 
 BODY = b"Hello.\r\n"
 
