@@ -752,10 +752,12 @@ def _supervise(
             except Exception as exc:
                 log.warning("supervisor: new workers keep the previous configuration (%s)", exc)
 
+    counting = metrics.recorder  # not the muted one: SIGALRM may come during a re-read
+
     def reload_counted(ok: bool) -> None:
         # One per signal: ok if every worker took the new configuration (Service).
-        metrics.recorder.config_loaded(ok, reload=True)
-        metrics.recorder.publish()
+        counting.config_loaded(ok, reload=True)
+        counting.publish()
 
     for sig in ALL_SIGNALS:
         signal.signal(sig, relay)
