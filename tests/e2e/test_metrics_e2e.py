@@ -93,9 +93,11 @@ def milter_message(
     body: bytes = BODY,
     *,
     client: str = "192.0.2.1",
+    before_eom: Callable[[], None] | None = None,
 ) -> list[tuple[str, bytes]]:
     """One message over a fresh milter connection, stage by stage as Postfix sends it
-    (stopping at a verdict); the filter's replies from the first to the verdict."""
+    (stopping at a verdict); the filter's replies from the first to the verdict.
+    ``before_eom`` is called with the message in flight, before its end is sent."""
     stages = [
         w.connect("client.example", "4", 40000, client),
         w.helo(),
@@ -123,6 +125,8 @@ def milter_message(
             if got[-1][0] in _VERDICTS:
                 s.sendall(w.QUIT)
                 return got
+        if before_eom is not None:
+            before_eom()
         s.sendall(w.macro("E", {"i": "QUEUE1"}) + w.eom())
         while not got or got[-1][0] not in _VERDICTS:
             got.append(_read_packet(s))
