@@ -480,7 +480,7 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         _count_in_log(d, "configuration reloaded", 2)
         m = settled(
             metrics_port,
-            lambda m: messages_seen(m) == 11 and value(m, "dkimd_config_reloads_total", result="ok"),
+            lambda m: messages_seen(m) == 11 and bool(values(m, "dkimd_config_reloads_total")),
         )
         assert len(list(spool.glob("dkimd-metrics-*"))) == 1
         assert values(m, "dkimd_config_reloads_total") == {(("result", "ok"),): 1}

@@ -14,9 +14,10 @@ import signal
 import time
 from pathlib import Path
 
+from test_metrics_e2e import HEADERS, final, milter_message, private_key
+
 from support.dkimd import Dkimd
 from support.tools import free_port, is_listening
-from test_metrics_e2e import HEADERS, final, milter_message, private_key
 
 
 def _started(d: Dkimd, what: str = "worker") -> list[int]:
@@ -138,7 +139,7 @@ def test_workers_finish_in_flight_messages_and_exit_when_the_supervisor_is_kille
         assert final(replies) == "a"
         assert any(letter in "hi" and b"DKIM-Signature" in p for letter, p in replies)
         for pid in children:
-            _wait(lambda pid=pid: _gone(pid), f"child {pid} still running", d)  # type: ignore[misc]
+            _wait(lambda pid=pid: _gone(pid), f"child {pid} still running", d)
         assert not is_listening(metrics_port)
         assert "worker failed" not in d.log_text()
     finally:
