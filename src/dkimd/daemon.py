@@ -56,8 +56,9 @@ from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
-from dkimd.key_guard import watch_keys
+from dkimd.key_guard import KeyGuard, watch_keys
 from dkimd.key_trust import validates_keys
+from dkimd.keytools.context import txt_lookup
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.negotiation import filter_options_for
 from dkimd.process import (
@@ -139,11 +140,7 @@ def make_resolver(config: Config) -> TxtLookup:
         records: dict[str, list[str]] = {}
         for entry in config.test_dns_data:
             records.setdefault(entry.key, []).append(entry.value or "")
-        resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
-        if metrics.recorder.enabled:  # its answers count as lookups (dkimd.metrics.lookups)
-            from dkimd.metrics.lookups import CountedLookup
-
-            resolver = CountedLookup(resolver)
+        resolver = _counted(TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL))
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
         factory: Callable[..., DnsResolver] = DnsResolver
@@ -160,6 +157,15 @@ def make_resolver(config: Config) -> TxtLookup:
     if config.test_public_keys is not None:
         return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
     return resolver
+
+
+def _counted(lookup: TxtLookup) -> TxtLookup:
+    """With metrics on, a records file's answers count as lookups (dkimd.metrics.lookups)."""
+    if not metrics.recorder.enabled:
+        return lookup
+    from dkimd.metrics.lookups import counted
+
+    return counted(lookup)
 
 
 def build_runtime(config: Config, run_as: RunAs | None, *, load_keys: bool = True) -> Runtime:
@@ -577,7 +583,9 @@ async def _serve(
     channel.ready()
     service.ready()
     ticking = asyncio.ensure_future(service.run())  # watchdog pings, STATUS, worker counters
-    guarding = asyncio.ensure_future(watch_keys(holder))
+    guarding = asyncio.ensure_future(
+        watch_keys(holder, KeyGuard(lambda c: _counted(txt_lookup(c))))
+    )
     watching = None
     if supervisor is not None:
         watching = asyncio.ensure_future(_worker_tick(supervisor, stop))

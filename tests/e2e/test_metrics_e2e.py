@@ -365,6 +365,40 @@ def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) 
     assert value(m, "dkimd_message_duration_seconds_bucket", operation="verify", le="0.5") == 5
 
 
+def test_test_dns_data_answers_count_as_lookups(tmp_path: Path, fake_dns: FakeDns) -> None:
+    d, metrics_port = start_dkimd(tmp_path, fake_dns.port)
+    fields, records = signed_message(HEADERS, BODY, domain="example.net")
+    missing, _ = signed_message(HEADERS, BODY, domain="missing.example")
+    data = tmp_path / "dns.data"
+    data.write_text("".join(f"{name} {record}\n" for name, record in records.items()))
+    d.config["TestDNSData"] = f"file:{data}"
+    d.write_config()
+    with d:
+        d.wait_for_log("no key record in DNS")  # the key guard's look at our own key
+        assert final(milter_message(d.port, fields)) == "a"
+        assert final(milter_message(d.port, fields)) == "a"
+        # A name the file lacks is a failed lookup (as OpenDKIM takes it): On-DNSError.
+        assert final(milter_message(d.port, missing)) == "t"
+        m = scrape(metrics_port)
+    assert values(m, "dkimd_verified_messages_total") == {
+        (("result", "pass"),): 2,
+        (("result", "temperror"),): 1,
+    }
+    # Each answer counts (a file has no cache in front): the messages' two passes and the
+    # missing key, and the key guard's look at our own key (its reader of the file, as
+    # dkimd testkey's, takes a missing name as NXDOMAIN).
+    assert values(m, "dkimd_dns_lookups_total") == {
+        (("outcome", "ok"),): 2,
+        (("outcome", "servfail"),): 1,
+        (("outcome", "nxdomain"),): 1,
+    }
+    assert value(m, "dkimd_dns_lookup_duration_seconds_count") == 4
+    assert value(m, "dkimd_dns_lookup_duration_seconds_bucket", le="0.001") == 4
+    assert value(m, "dkimd_dns_cache_hits_total") == 0
+    assert value(m, "dkimd_dns_cache_misses_total") == 0
+    assert not fake_dns.transports  # nothing went to DNS
+
+
 def test_reload_ok_and_failed(tmp_path: Path, fake_dns: FakeDns) -> None:
     d, metrics_port = start_dkimd(tmp_path, fake_dns.port)
     with d:

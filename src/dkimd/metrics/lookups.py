@@ -4,7 +4,8 @@ With ``TestDNSData`` the key (and ATPS, report) records come from a file and no 
 sent, so dkimd.dns.resolver, which counts the queries it sends, never sees them. A test or
 staging set-up still wants to see what it looked up and what it got (a key the file lacks
 is a failed lookup, as OpenDKIM takes it): the daemon wraps the file in ``CountedLookup``
-when metrics are on, and each answer counts in ``dkimd_dns_lookups_total`` by outcome and in
+when metrics are on (``counted``), for the messages and for the key guard's look at our own
+keys alike, and each answer counts in ``dkimd_dns_lookups_total`` by outcome and in
 the lookup-time histogram (microseconds). There is no cache in front of a file, so the
 cache metrics do not move.
 """
@@ -14,9 +15,18 @@ from __future__ import annotations
 import time
 
 from dkimd import metrics
-from dkimd.dns.base import CachingTxtLookup, TxtResult
+from dkimd.dns.base import CachingTxtLookup, TxtLookup, TxtResult
+from dkimd.dns.testdata import TestDnsFile
 
-__all__ = ["CountedLookup"]
+__all__ = ["CountedLookup", "counted"]
+
+
+def counted(lookup: TxtLookup) -> TxtLookup:
+    """`lookup`, its answers counted if it is a records file and metrics are on (DNS
+    queries are counted by the resolver that sends them)."""
+    if metrics.recorder.enabled and isinstance(lookup, TestDnsFile):
+        return CountedLookup(lookup)
+    return lookup
 
 
 class CountedLookup:
