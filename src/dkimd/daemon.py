@@ -471,9 +471,9 @@ class _Reloader:
         # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
         self.query_cache = query_cache
 
-    def read(self) -> Runtime:
-        """The Runtime of the files as they are now; raises ConfigError or anything else
-        that stops it being built (the caller keeps what it has)."""
+    def read(self) -> tuple[Config, Runtime]:
+        """The configuration and Runtime of the files as they are now; raises ConfigError
+        or anything else that stops them being built (the caller keeps what it has)."""
         # BaseDirectory: a failed reload must leave the running one's directory
         with kept_on_failure():
             config = read_config(self.options)
@@ -489,14 +489,13 @@ class _Reloader:
                 and not os.path.exists("/etc/resolv.conf")
             ):
                 config = replace(config, nameservers=self.start_nameservers)
-            return build_runtime(config, self.run_as)
+            return config, build_runtime(config, self.run_as)
 
     def __call__(self) -> bool:
         """True when the new configuration is in force."""
         log.info("reloading configuration from %s", self.options.config_path)
         try:
-            new = self.read()
-            config = new.config
+            config, new = self.read()
         except ConfigError as exc:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
@@ -754,7 +753,7 @@ def _supervise(
     def reread_configuration() -> None:
         with metrics.muted():  # the workers count theirs
             try:
-                current.current = reread.read()
+                current.current = reread.read()[1]
             except ConfigError:
                 log.warning("supervisor: new workers keep the previous configuration")
             except Exception as exc:
