@@ -257,6 +257,50 @@ def test_published_counts_sum_as_prometheus_clients_own_across_a_fork(
     assert samples(summed, "c_total") == {(("a", "x"),): 3, (("a", "y"),): 6}
 
 
+def test_a_publish_interrupted_by_another_still_writes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's SIGALRM handler may count and publish in the middle of a publish:
+    what it counted is written before the outer one returns."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from dkimd.metrics.local import LocalCounter, LocalMetrics
+    from dkimd.metrics.shared import Publisher
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    local = LocalMetrics(None)
+    first: Any = local.add(LocalCounter("a", "doc", ()))
+    second: Any = local.add(LocalCounter("b", "doc", ()))
+    first.inc()
+    second.inc()
+    publisher = Publisher(local)
+    make = publisher._value_class
+    interrupted: list[int] = []
+
+    def value_class(*args: Any, **kwargs: Any) -> Any:
+        value = make(*args, **kwargs)
+        if args[1] != "b":
+            return value
+
+        class Interrupting:
+            def set(self, number: float) -> None:
+                if not interrupted:  # "a" was written already: the handler counts more
+                    interrupted.append(1)
+                    first.inc()
+                    publisher.publish()
+                value.set(number)
+
+        return Interrupting()
+
+    publisher._value_class = value_class
+    publisher.publish()
+    assert interrupted
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert samples(summed, "a_total") == {(): 2}
+    assert samples(summed, "b_total") == {(): 1}
+
+
 def test_test_dns_data_answers_are_counted_when_metrics_are_on() -> None:
     from dkimd.dns.base import TxtStatus
     from dkimd.dns.testdata import TestDnsFile

@@ -60,36 +60,44 @@ class Publisher:
         self._published: dict[tuple[str, tuple[str, ...]], _Published] = {}
         self._pid = os.getpid()
         self._busy = False
+        self._again = False
 
     def publish(self) -> None:
         # The supervisor publishes from its SIGALRM handler too, which may interrupt a
-        # publish under way (and prometheus_client's lock is not reentrant): skip, the
-        # next one writes it all.
+        # publish under way (and prometheus_client's lock is not reentrant): the inner
+        # call only asks the one under way to go round once more.
         if self._busy:
+            self._again = True
             return
         self._busy = True
         try:
-            if os.getpid() != self._pid:
-                # A forked child writes files of its own (MmapedValue reopens them): what
-                # the parent wrote is not in them.
-                self._pid = os.getpid()
-                for entry in self._published.values():
-                    entry.last = [math.nan] * len(entry.values)
-            for family in self.metrics.families:
-                for labels, child in list(family.children.items()):
-                    numbers = _numbers(family, child)
-                    key = (family.name, labels)
-                    published = self._published.get(key)
-                    if published is None:
-                        published = _Published(self._values(family, labels))
-                        self._published[key] = published
-                    last = published.last
-                    for i, number in enumerate(numbers):
-                        if number != last[i]:
-                            published.values[i].set(number)
-                            last[i] = number
+            self._again = True
+            while self._again:
+                self._again = False
+                self._write()
         finally:
             self._busy = False
+
+    def _write(self) -> None:
+        if os.getpid() != self._pid:
+            # A forked child writes files of its own (MmapedValue reopens them): what the
+            # parent wrote is not in them.
+            self._pid = os.getpid()
+            for entry in self._published.values():
+                entry.last = [math.nan] * len(entry.values)
+        for family in self.metrics.families:
+            for labels, child in list(family.children.items()):
+                numbers = _numbers(family, child)
+                key = (family.name, labels)
+                published = self._published.get(key)
+                if published is None:
+                    published = _Published(self._values(family, labels))
+                    self._published[key] = published
+                last = published.last
+                for i, number in enumerate(numbers):
+                    if number != last[i]:
+                        published.values[i].set(number)
+                        last[i] = number
 
     def _values(self, family: Any, labels: tuple[str, ...]) -> list[Any]:
         """The file entries of one child, as prometheus_client's own metric would make."""
