@@ -182,11 +182,29 @@ def test_a_forked_worker_counts_from_zero_and_leaves_reloads_to_the_supervisor()
     assert samples(registry, "dkimd_config_last_reload_successful") == {(): 0}
 
 
-def test_muted_counts_nothing_and_gives_the_recorder_back() -> None:
-    real = metrics.recorder
+def test_muted_counts_nothing_and_gives_the_recorder_back(tmp_path: Path) -> None:
+    from dkimd.daemon import make_resolver
+
+    data = tmp_path / "dns.data"
+    data.write_text("s._domainkey.example.com v=DKIM1; p=\n")
+    config = load_config(str(conf(tmp_path, f"TestDNSData file:{data}")))
+    registry = CollectorRegistry()
+    real = PrometheusRecorder(registry, frozenset())
+    metrics.install(real)
+    try:
+        with metrics.muted():
+            metrics.recorder.key_load_error()
+            # Still "on": a resolver built meanwhile (the supervisor's re-read, for the
+            # workers it starts later) counts once the recorder is back.
+            resolver = make_resolver(config)
+        assert metrics.recorder is real
+        asyncio.run(resolver.lookup_txt("s._domainkey.example.com"))
+    finally:
+        metrics.install(metrics.Recorder())
+    assert samples(registry, "dkimd_key_load_errors_total") == {(): 0}
+    assert samples(registry, "dkimd_dns_lookups_total")[(("outcome", "ok"),)] == 1
     with metrics.muted():
-        assert type(metrics.recorder) is metrics.Recorder
-    assert metrics.recorder is real
+        assert not metrics.recorder.enabled
 
 
 # -- under a supervisor: plain numbers published to the multiprocess files -------------------

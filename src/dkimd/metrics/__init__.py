@@ -115,12 +115,23 @@ def install(new: Recorder) -> None:
     recorder = new
 
 
+class _Muted(Recorder):
+    """Counts nothing, yet says whether metrics are on: what is built meanwhile (a
+    resolver that counts its answers) must count once the real recorder is back."""
+
+    __slots__ = ("enabled",)
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+
 @contextlib.contextmanager
 def muted() -> Iterator[None]:
     """Count nothing inside (the supervisor reading a new configuration that its workers
     read, and count, for themselves)."""
     global recorder
-    kept, recorder = recorder, Recorder()
+    kept = recorder
+    recorder = _Muted(kept.enabled)
     try:
         yield
     finally:
