@@ -177,11 +177,15 @@ class PrometheusRecorder(Recorder):
         )
         self._sign_duration = duration.labels("sign")
         self._verify_duration = duration.labels("verify")
-        lookups = make.counter("dkimd_dns_lookups", "DNS TXT queries sent, by outcome", ["outcome"])
+        lookups = make.counter(
+            "dkimd_dns_lookups",
+            "TXT lookups by outcome (DNS queries sent, or answers read from TestDNSData)",
+            ["outcome"],
+        )
         self._dns_lookups = {status.value: lookups.labels(status.value) for status in TxtStatus}
         self._dns_duration = make.histogram(
             "dkimd_dns_lookup_duration_seconds",
-            "DNS TXT query time (timeouts included)",
+            "TXT lookup time (DNS timeouts included)",
             buckets=_DNS_BUCKETS,
         )
         self._dns_cache_hits = make.counter(
@@ -194,7 +198,9 @@ class PrometheusRecorder(Recorder):
             "dkimd_key_load_errors", "Private keys that could not be loaded or used"
         )
         reloads = make.counter(
-            "dkimd_config_reloads", "Configuration reloads, by result", ["result"]
+            "dkimd_config_reloads",
+            "Configuration reloads by result, one per signal (failed if any worker refused)",
+            ["result"],
         )
         self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
         self._reload_ts = make.gauge(
