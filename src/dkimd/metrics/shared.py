@@ -2,11 +2,12 @@
 multiprocess files, where the exporter process sums every process's.
 
 Counting into those files directly costs a lock, a pid check and a write to the mapped
-file on every update (prometheus_client's MmapedValue), several times per message: about
-4% of a verified message's instructions. So every process counts in plain numbers
-(dkimd.metrics.local), as a single process does, and ``Publisher.publish`` writes them out
-once per worker tick (``PUBLISH_PERIOD``), at a worker's exit, and in the supervisor after
-it counts something. Only values that changed since the last copy are written.
+file on every update (prometheus_client's MmapedValue), several times per message: 3-4%
+of a verified message's instructions (bench/RESULTS.md, "Metrics"). So every process
+counts in plain numbers (dkimd.metrics.local), as a single process does, and
+``Publisher.publish`` writes them out once per worker tick (``dkimd.daemon.WORKER_TICK``,
+a second), at a worker's exit, and in the supervisor after it counts something. Only
+values that changed since the last copy are written.
 
 The files are prometheus_client's own (``MultiProcessValue``), one set per pid, written
 with the absolute values of this process (the keys and file names its Counter, Gauge and
@@ -14,11 +15,10 @@ Histogram would use, so the exporter's MultiProcessCollector reads them as its o
 
 * a restarted worker is a new pid, with new files starting at zero: its predecessor's
   files stay and keep counting in the sums, so nothing is reset or counted twice;
-* what a worker counted after its last copy is lost if it is killed (SIGKILL, a crash in
-  the interpreter): at most ``PUBLISH_PERIOD`` seconds of counts; a worker that stops, or
-  fails with a Python exception, publishes on its way out;
-* a scrape sees the workers' counts as of their last tick (at most ``PUBLISH_PERIOD``
-  seconds old).
+* what a worker counted after its last copy is lost if it is killed (SIGKILL, a crash
+  in the interpreter): at most a tick's worth; a worker that stops, or fails with a
+  Python exception, publishes on its way out;
+* a scrape sees the workers' counts as of their last tick, at most a second old.
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ from prometheus_client.values import MultiProcessValue
 
 from dkimd.metrics.local import LocalCounter, LocalGauge, LocalHistogram, LocalMetrics
 
-__all__ = ["PUBLISH_PERIOD", "Publisher"]
-
-#: Seconds between a worker's copies of its counts (and its look at the supervisor).
-PUBLISH_PERIOD = 1.0
+__all__ = ["Publisher"]
 
 
 class _Published:
