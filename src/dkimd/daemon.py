@@ -56,8 +56,9 @@ from dkimd.dns.options import EX_SOFTWARE, ResolverConfigError, build_resolver
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.dns.testkeys import KeyRecordsFirst, TestPublicKeysFile
-from dkimd.key_guard import watch_keys
+from dkimd.key_guard import KeyGuard, watch_keys
 from dkimd.key_trust import validates_keys
+from dkimd.keytools.context import txt_lookup
 from dkimd.log import flush_logging, get_logger, setup_logging
 from dkimd.negotiation import filter_options_for
 from dkimd.process import (
@@ -66,7 +67,9 @@ from dkimd.process import (
     RunAs,
     StartupChannel,
     detach,
+    die_with_parent,
     drop_privileges,
+    orphaned,
     resolve_user,
 )
 from dkimd.server import MilterServer
@@ -137,7 +140,7 @@ def make_resolver(config: Config) -> TxtLookup:
         records: dict[str, list[str]] = {}
         for entry in config.test_dns_data:
             records.setdefault(entry.key, []).append(entry.value or "")
-        resolver = TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL)
+        resolver = _counted(TestDnsFile.from_records(records, missing=TxtStatus.SERVFAIL))
     else:
         timeout = float(config.dns_timeout) if config.dns_timeout > 0 else 3600.0
         factory: Callable[..., DnsResolver] = DnsResolver
@@ -154,6 +157,15 @@ def make_resolver(config: Config) -> TxtLookup:
     if config.test_public_keys is not None:
         return KeyRecordsFirst(TestPublicKeysFile(config.test_public_keys), resolver)
     return resolver
+
+
+def _counted(lookup: TxtLookup) -> TxtLookup:
+    """With metrics on, a records file's answers count as lookups (dkimd.metrics.lookups)."""
+    if not metrics.recorder.enabled:
+        return lookup
+    from dkimd.metrics.lookups import counted
+
+    return counted(lookup)
 
 
 def build_runtime(config: Config, run_as: RunAs | None, *, load_keys: bool = True) -> Runtime:
@@ -459,26 +471,31 @@ class _Reloader:
         # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
         self.query_cache = query_cache
 
+    def read(self) -> tuple[Config, Runtime]:
+        """The configuration and Runtime of the files as they are now; raises ConfigError
+        or anything else that stops them being built (the caller keeps what it has)."""
+        # BaseDirectory: a failed reload must leave the running one's directory
+        with kept_on_failure():
+            config = read_config(self.options)
+            config = replace(
+                config,
+                test_public_keys=self.test_public_keys,
+                resolver=replace(config.resolver, query_cache=self.query_cache),
+            )
+            if (
+                self.start_nameservers
+                and not config.nameservers
+                and config.resolver.configuration is None
+                and not os.path.exists("/etc/resolv.conf")
+            ):
+                config = replace(config, nameservers=self.start_nameservers)
+            return config, build_runtime(config, self.run_as)
+
     def __call__(self) -> bool:
         """True when the new configuration is in force."""
         log.info("reloading configuration from %s", self.options.config_path)
         try:
-            # BaseDirectory: a failed reload must leave the running one's directory
-            with kept_on_failure():
-                config = read_config(self.options)
-                config = replace(
-                    config,
-                    test_public_keys=self.test_public_keys,
-                    resolver=replace(config.resolver, query_cache=self.query_cache),
-                )
-                if (
-                    self.start_nameservers
-                    and not config.nameservers
-                    and config.resolver.configuration is None
-                    and not os.path.exists("/etc/resolv.conf")
-                ):
-                    config = replace(config, nameservers=self.start_nameservers)
-                new = build_runtime(config, self.run_as)
+            config, new = self.read()
         except ConfigError as exc:
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
@@ -510,7 +527,9 @@ async def _serve(
     channel: StartupChannel,
     service: Service,
     exporter: Exporter | None = None,
+    supervisor: int | None = None,
 ) -> int:
+    """Serve until stopped; `supervisor`: in a worker, the pid of the supervisor."""
     holder = RuntimeHolder(runtime)
     metrics.recorder.process_started()
     stats = SessionStats()
@@ -563,9 +582,16 @@ async def _serve(
     channel.ready()
     service.ready()
     ticking = asyncio.ensure_future(service.run())  # watchdog pings, STATUS, worker counters
-    guarding = asyncio.ensure_future(watch_keys(holder))
+    guarding = asyncio.ensure_future(
+        watch_keys(holder, KeyGuard(lambda c: _counted(txt_lookup(c))))
+    )
+    watching = None
+    if supervisor is not None:
+        watching = asyncio.ensure_future(_worker_tick(supervisor, stop))
     await stopping.wait()
     guarding.cancel()
+    if watching is not None:
+        watching.cancel()
     if exporting is not None:
         exporting.cancel()
     log.info("stopping: finishing in-flight messages")
@@ -587,6 +613,24 @@ async def _serve(
     return 0
 
 
+#: Seconds between a worker's copies of its metrics (dkimd.metrics.shared) and its looks at
+#: whether its supervisor is still there.
+WORKER_TICK = 1.0
+
+
+async def _worker_tick(supervisor: int, stop: Callable[[int], None]) -> None:
+    """A worker's chores every WORKER_TICK: publish its metrics; stop (finishing the
+    messages in flight) once the supervisor is gone, which the parent-death signal says
+    first where there is one (Linux): a supervisor killed with SIGKILL relays nothing."""
+    while True:
+        await asyncio.sleep(WORKER_TICK)
+        metrics.recorder.publish()
+        if orphaned(supervisor):
+            log.error("the supervisor (pid %d) is gone", supervisor)
+            stop(signal.SIGTERM)
+            return
+
+
 def _start_nameservers(runtime: Runtime) -> tuple[str, ...]:
     """The DNS servers asked since start, kept for reloads inside a new root."""
     if runtime.config.change_root_directory is None or runtime.config.nameservers:
@@ -603,15 +647,23 @@ def _worker(
     sock: socket.socket,
     run_as: RunAs | None,
     service: Service,
+    supervisor: int,
 ) -> NoReturn:
     code = 1
     try:
+        metrics.recorder.worker_forked()
         for sig in ALL_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)  # still blocked; asyncio takes them over
-        code = asyncio.run(_serve(options, runtime, sock, run_as, StartupChannel(None), service))
+        # SIGTERM when the supervisor dies (pending until the event loop takes it over).
+        die_with_parent(signal.SIGTERM, supervisor)
+        code = asyncio.run(
+            _serve(options, runtime, sock, run_as, StartupChannel(None), service, None, supervisor)
+        )
     except BaseException:
         log.exception("worker failed")
     finally:
+        with contextlib.suppress(Exception):
+            metrics.recorder.publish()  # its last counts, for the exporter's sums
         flush_logging()
         os._exit(code)
 
@@ -644,15 +696,32 @@ def _supervise(
     """Pre-fork the workers, restart the ones that die, relay signals; returns the exit code.
 
     With MetricsSocket, one more child serves the metrics page (slot ``_EXPORTER_SLOT``),
-    restarted as a worker is."""
+    restarted as a worker is.
+
+    On SIGHUP/SIGUSR1 the supervisor reads the configuration too, after relaying the
+    signal, so that a worker started later serves the configuration in force, not the
+    one of the start (if its read fails, later workers get the one it had before). Its
+    read is not counted in the metrics: each worker counts its own, and the supervisor
+    counts one reload per signal once the workers have answered (``Service``)."""
     children: dict[int, int] = {}  # pid -> worker slot
     stopping = False
     give_up = False
+    current = RuntimeHolder(runtime)  # what a new worker starts with
+    reread = _Reloader(
+        options,
+        current,
+        run_as,
+        test_public_keys=runtime.config.test_public_keys,
+        start_nameservers=_start_nameservers(runtime),
+        query_cache=runtime.config.resolver.query_cache,
+    )
 
     def spawn(slot: int) -> None:
+        metrics.recorder.publish()  # what this process counted, before a child copies it
         # Signals stay blocked across fork so a new worker cannot die of a SIGHUP (default
         # action: terminate) before its event loop has taken the signal over.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        supervisor = os.getpid()
         try:
             if slot == _EXPORTER_SLOT:
                 assert exporter is not None
@@ -660,7 +729,8 @@ def _supervise(
             else:
                 pid = os.fork()
                 if pid == 0:
-                    _worker(options, runtime, sock, run_as, service.for_worker(slot))
+                    worker = service.for_worker(slot)
+                    _worker(options, current.current, sock, run_as, worker, supervisor)
             children[pid] = slot
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -677,17 +747,37 @@ def _supervise(
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum in STOP_SIGNALS else signum)
+        if signum in RELOAD_SIGNALS and not stopping:
+            reread_configuration()
+
+    def reread_configuration() -> None:
+        with metrics.muted():  # the workers count theirs
+            try:
+                current.current = reread.read()[1]
+            except ConfigError:
+                log.warning("supervisor: new workers keep the previous configuration")
+            except Exception as exc:
+                log.warning("supervisor: new workers keep the previous configuration (%s)", exc)
+
+    counting = metrics.recorder  # not the muted one: SIGALRM may come during a re-read
+
+    def reload_counted(ok: bool) -> None:
+        # One per signal: ok if every worker took the new configuration (Service).
+        counting.config_loaded(ok, reload=True)
+        counting.publish()
 
     for sig in ALL_SIGNALS:
         signal.signal(sig, relay)
     service.supervise(config.workers)
+    service.on_reload = reload_counted
+    # Before a relayed reload can arm the timer: SIGALRM's default action is to terminate.
+    service.start_timer()  # watchdog pings and STATUS from the supervisor
     for slot in range(config.workers):
         spawn(slot)
     if exporter is not None:
         spawn(_EXPORTER_SLOT)
     channel.ready()
     service.ready()
-    service.start_timer()  # watchdog pings and STATUS from the supervisor
     limit, window = _restart_limit(config)
     restarts: list[float] = []
     total = 0

@@ -7,6 +7,7 @@ testable on its own.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import os
 import pwd
@@ -116,6 +117,37 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(signum: int, parent: int) -> bool:
+    """Have the kernel send this process `signum` when its parent exits (Linux's
+    prctl(PR_SET_PDEATHSIG), through ctypes); True if that is set up.
+
+    For a worker just forked by the supervisor, whose pid is `parent`: if the supervisor
+    died before this call, the signal is sent now. Elsewhere (not Linux, no prctl) the
+    caller must look at ``os.getppid()`` now and then instead (``orphaned``); a worker
+    does both. The setting is not inherited by our own children (fork clears it) and a
+    change of credentials clears it, so it is made after privileges are dropped (workers
+    are forked after that).
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signum), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if orphaned(parent):  # died between fork and prctl: nobody will send it
+        os.kill(os.getpid(), signum)
+    return armed
+
+
+def orphaned(parent: int) -> bool:
+    """Whether the process that forked us (pid `parent`) is gone: we were re-parented."""
+    return os.getppid() != parent
 
 
 class StartupChannel:

@@ -474,7 +474,8 @@ class MilterSession:
             self._log.warning(header_limit.LOG_TEXT)
             config = msg.runtime.config
             metrics.recorder.on_action(Condition.SECURITY, config.action_for(Condition.SECURITY))
-            return self._eoh_verdict(msg, header_limit.verdict(config))
+            metrics.recorder.message_stopped(verdict := header_limit.verdict(config))
+            return self._eoh_verdict(msg, verdict)
         value = event.value
         rules = msg.runtime.config.replace_rules
         if rules is not None:  # ReplaceRules: only our copy changes, never the message
@@ -509,6 +510,7 @@ class MilterSession:
         if config.policy_scripts is not None:
             plan, verdict = self._lua_setup(msg, plan)
             if verdict is not None:
+                metrics.recorder.message_stopped(verdict)
                 return self._eoh_verdict(msg, verdict)
         msg.plan = plan
         if config.log_why and config.mta_names is not None:
@@ -542,7 +544,8 @@ class MilterSession:
             reason = header_count_error(msg.headers)
             if reason is not None:
                 self._log.info("RFC5322 header requirement error: %s", reason)
-                return self._eoh_verdict(msg, required_headers_rejection(reason))
+                metrics.recorder.message_stopped(rejection := required_headers_rejection(reason))
+                return self._eoh_verdict(msg, rejection)
         # Each DKIM-Signature is read once, for the syntax check and then the verifier.
         signatures = signature_fields(msg.headers)
         problem = malformed.check_processing(
@@ -683,6 +686,7 @@ class MilterSession:
         On-InternalError action, with no traceback (the store's cache logs the outage once)."""
         msg = self._message_state()
         self._stats.errors += 1
+        metrics.recorder.message_failed()
         captured = capture.captured_internal_error(msg.runtime.config, self._allowed_actions())
         if captured is not None:
             return captured
@@ -836,6 +840,7 @@ class MilterSession:
     def _bad_format(self, msg: _Message, bad: malformed.BadFormat) -> HandlerResult:
         msg.bad_format = bad
         self._log.info("%s; bad message format", bad.reason)
+        metrics.recorder.message_stopped(milter.Accept())  # with an A-R saying so, at the end
         return None
 
     def _broken_signature(self, msg: _Message, broken: malformed.BrokenSignature) -> HandlerResult:
@@ -844,7 +849,8 @@ class MilterSession:
         action = msg.runtime.policy.action_for(DkimStatus.SYNTAX.condition)
         metrics.recorder.on_action(DkimStatus.SYNTAX.condition, action)
         self._log.info("syntax error: %s", _one_line(broken.reason))
-        return self._eoh_verdict(msg, final_reply(action, DkimStatus.SYNTAX))
+        metrics.recorder.message_stopped(final := final_reply(action, DkimStatus.SYNTAX))
+        return self._eoh_verdict(msg, final)
 
     def _finish_early(self, msg: _Message) -> HandlerResult:
         if msg.verdict is not None:

@@ -4,8 +4,14 @@ Each test starts ``python -m dkimd`` with MetricsSocket on loopback and key reco
 FakeDns server on loopback, sends messages over the milter socket as Postfix would, scrapes
 ``/metrics`` with urllib and checks every counter against what the messages must have
 caused: signing, verifying (pass, fail, missing key, DNS timeout, no signature, a broken
-signature field), a key that cannot be loaded, reloads that work and one that fails, and
-``Workers 2`` with a worker killed (its counts stay, nothing is counted twice).
+signature field, no usable sender, past MaximumHeaders), a key that cannot be loaded,
+reloads that work and one that fails, key records from TestDNSData, and ``Workers 2``
+with a worker killed (its counts stay, nothing is counted twice) and reloads (one count
+per signal, whatever the number of workers).
+
+Under Workers each worker publishes its counts once a second (dkimd.metrics.shared):
+those tests scrape until the page shows what was sent and no longer changes
+(``settled``), then check every value exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,9 +93,11 @@ def milter_message(
     body: bytes = BODY,
     *,
     client: str = "192.0.2.1",
+    before_eom: Callable[[], None] | None = None,
 ) -> list[tuple[str, bytes]]:
     """One message over a fresh milter connection, stage by stage as Postfix sends it
-    (stopping at a verdict); the filter's replies from the first to the verdict."""
+    (stopping at a verdict); the filter's replies from the first to the verdict.
+    ``before_eom`` is called with the message in flight, before its end is sent."""
     stages = [
         w.connect("client.example", "4", 40000, client),
         w.helo(),
@@ -116,6 +125,8 @@ def milter_message(
             if got[-1][0] in _VERDICTS:
                 s.sendall(w.QUIT)
                 return got
+        if before_eom is not None:
+            before_eom()
         s.sendall(w.macro("E", {"i": "QUEUE1"}) + w.eom())
         while not got or got[-1][0] not in _VERDICTS:
             got.append(_read_packet(s))
@@ -149,6 +160,24 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def values(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {labels: v for (n, labels), v in samples.items() if n == name and v}
+
+
+def settled(port: int, ready: Callable[[Samples], bool], timeout: float = 15.0) -> Samples:
+    """Scrape until ``ready`` says the page shows what the test caused and two scrapes in
+    a row agree (no worker is half-way through publishing); the last scrape on timeout,
+    for the exact assertions that follow to show what is missing."""
+    deadline = time.monotonic() + timeout
+    previous: Samples | None = None
+    while True:
+        m = scrape(port)
+        if (ready(m) and m == previous) or time.monotonic() > deadline:
+            return m
+        previous = m
+        time.sleep(0.1)
+
+
+def messages_seen(m: Samples) -> float:
+    return sum(values(m, "dkimd_messages_total").values())
 
 
 # -- the set-up -------------------------------------------------------------------------------
@@ -276,13 +305,20 @@ def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) 
         # Past MaximumHeaders: On-Security (tempfail by default), at the header.
         huge = [*HEADERS, (b"X-Huge", b" " + b"x" * 5000)]
         assert final(milter_message(d.port, huge)) == "t"
+        # No From: no usable sender, accepted with an A-R saying so, neither signed nor
+        # verified.
+        assert final(milter_message(d.port, HEADERS[1:])) == "a"
 
         m = scrape(metrics_port)
+    # The last three stopped at end of headers: by how they were answered.
     assert values(m, "dkimd_messages_total") == {
         (("action", "signed"),): 2,
         (("action", "ignored"),): 1,
         (("action", "tempfailed"),): 1,
         (("action", "verified"),): 6,
+        (("action", "rejected"),): 1,
+        (("action", "deferred"),): 1,
+        (("action", "unchecked"),): 1,
     }
     assert values(m, "dkimd_verified_messages_total") == {
         (("result", "pass"),): 2,
@@ -321,12 +357,46 @@ def test_single_process_counts_every_outcome(tmp_path: Path, fake_dns: FakeDns) 
     assert value(m, "dkimd_dns_cache_misses_total") == 4
     assert value(m, "dkimd_dns_cache_hits_total") == 2
     assert value(m, "dkimd_key_load_errors_total") == 2  # start, and the message
-    assert value(m, "dkimd_connections_total") == 12
+    assert value(m, "dkimd_connections_total") == 13
     assert value(m, "dkimd_connections_open") == 0
     assert value(m, "dkimd_message_duration_seconds_count", operation="sign") == 2
     assert value(m, "dkimd_message_duration_seconds_count", operation="verify") == 6
     # The timed-out lookup kept its message at least DNSTimeout (1 s).
     assert value(m, "dkimd_message_duration_seconds_bucket", operation="verify", le="0.5") == 5
+
+
+def test_test_dns_data_answers_count_as_lookups(tmp_path: Path, fake_dns: FakeDns) -> None:
+    d, metrics_port = start_dkimd(tmp_path, fake_dns.port)
+    fields, records = signed_message(HEADERS, BODY, domain="example.net")
+    missing, _ = signed_message(HEADERS, BODY, domain="missing.example")
+    data = tmp_path / "dns.data"
+    data.write_text("".join(f"{name} {record}\n" for name, record in records.items()))
+    d.config["TestDNSData"] = f"file:{data}"
+    d.write_config()
+    with d:
+        d.wait_for_log("no key record in DNS")  # the key guard's look at our own key
+        assert final(milter_message(d.port, fields)) == "a"
+        assert final(milter_message(d.port, fields)) == "a"
+        # A name the file lacks is a failed lookup (as OpenDKIM takes it): On-DNSError.
+        assert final(milter_message(d.port, missing)) == "t"
+        m = scrape(metrics_port)
+    assert values(m, "dkimd_verified_messages_total") == {
+        (("result", "pass"),): 2,
+        (("result", "temperror"),): 1,
+    }
+    # Each answer counts (a file has no cache in front): the messages' two passes and the
+    # missing key, and the key guard's look at our own key (its reader of the file, as
+    # dkimd testkey's, takes a missing name as NXDOMAIN).
+    assert values(m, "dkimd_dns_lookups_total") == {
+        (("outcome", "ok"),): 2,
+        (("outcome", "servfail"),): 1,
+        (("outcome", "nxdomain"),): 1,
+    }
+    assert value(m, "dkimd_dns_lookup_duration_seconds_count") == 4
+    assert value(m, "dkimd_dns_lookup_duration_seconds_bucket", le="0.001") == 4
+    assert value(m, "dkimd_dns_cache_hits_total") == 0
+    assert value(m, "dkimd_dns_cache_misses_total") == 0
+    assert not fake_dns.transports  # nothing went to DNS
 
 
 def test_reload_ok_and_failed(tmp_path: Path, fake_dns: FakeDns) -> None:
@@ -375,6 +445,13 @@ def _worker_pids(d: Dkimd) -> list[int]:
     return pids
 
 
+def _count_in_log(d: Dkimd, text: str, count: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while d.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"not {count} x {text!r}:\n{d.log_text()}"
+        time.sleep(0.05)
+
+
 def test_two_workers_sum_and_survive_a_killed_worker(
     tmp_path: Path, fake_dns: FakeDns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,9 +466,11 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         for _ in range(6):
             assert final(milter_message(d.port, HEADERS, client="127.0.0.1")) == "a"
         assert final(milter_message(d.port, cases["fail"], b"tampered\r\n")) == "r"
-        m = scrape(metrics_port)
-        assert value(m, "dkimd_messages_total", action="signed") == 6
-        assert value(m, "dkimd_messages_total", action="verified") == 1
+        m = settled(metrics_port, lambda m: messages_seen(m) == 7)
+        assert values(m, "dkimd_messages_total") == {
+            (("action", "signed"),): 6,
+            (("action", "verified"),): 1,
+        }
         assert value(m, "dkimd_connections_total") == 7
         # Preloaded once, in the supervisor, before the workers were forked.
         assert value(m, "dkimd_key_load_errors_total") == 1
@@ -400,7 +479,9 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         held = socket.create_connection(("127.0.0.1", d.port))
         held.sendall(w.optneg())
         held.recv(1024)
-        assert value(scrape(metrics_port), "dkimd_connections_open") == 1
+        m = settled(metrics_port, lambda m: value(m, "dkimd_connections_open") == 1)
+        assert value(m, "dkimd_connections_open") == 1
+        assert value(m, "dkimd_connections_total") == 8
         victims = _worker_pids(d)
         assert len(victims) == 2
         os.kill(victims[0], signal.SIGKILL)
@@ -424,22 +505,50 @@ def test_two_workers_sum_and_survive_a_killed_worker(
         assert value(m, "dkimd_connections_open") == 0  # the dead workers' gauges are gone
         for _ in range(3):
             assert final(milter_message(d.port, HEADERS, client="127.0.0.1")) == "a"
+        # Stopped at end of headers (a DKIM-Signature field that does not parse): summed too.
+        garbled = [(b"DKIM-Signature", b" v=1; a=rsa-sha256; d="), *HEADERS]
+        assert final(milter_message(d.port, garbled)) == "r"
+
+        # One SIGHUP, two workers reloading: one reload.
         d.reload(wait_for=None)
-        deadline = time.monotonic() + 10
-        while d.log_text().count("configuration reloaded") < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        m = scrape(metrics_port)
+        _count_in_log(d, "configuration reloaded", 2)
+        m = settled(
+            metrics_port,
+            lambda m: messages_seen(m) == 11 and bool(values(m, "dkimd_config_reloads_total")),
+        )
         assert len(list(spool.glob("dkimd-metrics-*"))) == 1
-    assert value(m, "dkimd_messages_total", action="signed") == 9  # not doubled
+        assert values(m, "dkimd_config_reloads_total") == {(("result", "ok"),): 1}
+        assert value(m, "dkimd_config_last_reload_successful") == 1
+
+        # A configuration both workers refuse: one failed reload.
+        good = d.conf_path.read_text()
+        d.conf_path.write_text(good + "NoSuchOption yes\n")
+        d.reload(wait_for=None)
+        _count_in_log(d, "reload failed", 2)
+        m = settled(
+            metrics_port, lambda m: value(m, "dkimd_config_reloads_total", result="failed") > 0
+        )
+        assert values(m, "dkimd_config_reloads_total") == {
+            (("result", "ok"),): 1,
+            (("result", "failed"),): 1,
+        }
+        assert value(m, "dkimd_config_last_reload_successful") == 0
+        d.conf_path.write_text(good)
+    assert values(m, "dkimd_messages_total") == {
+        (("action", "signed"),): 9,  # not doubled
+        (("action", "verified"),): 1,
+        (("action", "rejected"),): 1,
+    }
     assert (
         value(m, "dkimd_signatures_added_total", domain="example.com", algorithm="rsa-sha256") == 9
     )
-    assert value(m, "dkimd_on_actions_total", condition="badsignature", action="reject") == 1
-    assert value(m, "dkimd_connections_total") == 11  # the held one included
-    # Each worker reloads on SIGHUP: two reloads for one signal.
-    assert value(m, "dkimd_config_reloads_total", result="ok") == 2
-    assert value(m, "dkimd_config_last_reload_successful") == 1
+    assert values(m, "dkimd_on_actions_total") == {
+        (("action", "reject"), ("condition", "badsignature")): 2,
+    }
+    assert value(m, "dkimd_connections_total") == 12  # the held one included
     assert value(m, "dkimd_message_duration_seconds_count", operation="sign") == 9
+    # Each worker preloads the keys on its (good) reload: the start's one and two.
+    assert value(m, "dkimd_key_load_errors_total") == 3
     assert not list(spool.glob("dkimd-metrics-*"))  # removed at stop
 
 

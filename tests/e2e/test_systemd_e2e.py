@@ -274,6 +274,39 @@ def test_workers_the_supervisor_notifies_and_sums_the_workers(
     assert service.notify.wait_for("STOPPING", "1").pid == proc.pid
 
 
+def test_workers_the_reload_count_says_what_status_says(tmp_path: Path, service: Service) -> None:
+    """With Workers 2 and metrics, each SIGHUP is one reload in dkimd_config_reloads_total,
+    ok or failed as the STATUS that ends it."""
+    from test_metrics_e2e import settled, values
+
+    port, metrics_port = free_port(), free_port()
+    conf = write_conf(
+        tmp_path,
+        f"inet:{port}@127.0.0.1",
+        Workers="2",
+        MetricsSocket=f"inet:{metrics_port}@127.0.0.1",
+    )
+    proc = service.start(conf)
+    service.notify.wait_for("READY", "1")
+    proc.send_signal(signal.SIGHUP)
+    ready = service.notify.wait_for("READY", "1")
+    assert ready.fields["STATUS"].endswith(" ok (2 workers)"), ready.fields
+    m = settled(metrics_port, lambda m: bool(values(m, "dkimd_config_reloads_total")))
+    assert values(m, "dkimd_config_reloads_total") == {(("result", "ok"),): 1}
+    good = conf.read_text()
+    conf.write_text(good + "Mode bogus\n")
+    proc.send_signal(signal.SIGHUP)
+    ready = service.notify.wait_for("READY", "1")
+    assert "FAILED in 2 of 2 workers (old configuration kept)" in ready.fields["STATUS"]
+    m = settled(metrics_port, lambda m: len(values(m, "dkimd_config_reloads_total")) == 2)
+    assert values(m, "dkimd_config_reloads_total") == {
+        (("result", "ok"),): 1,
+        (("result", "failed"),): 1,
+    }
+    conf.write_text(good)
+    assert service.stop() == 0
+
+
 def test_socket_activation_unix_socket_is_systemds(tmp_path: Path, service: Service) -> None:
     path = tmp_path / "milter.sock"
     listener = listening_unix(path)

@@ -185,3 +185,34 @@ def test_check_refuses_an_unsafe_key_file_as_start_up_does(
         assert daemon.check(DaemonOptions(str(conf))) == 0
     finally:
         shutil.rmtree(root)
+
+
+def test_a_worker_publishes_its_metrics_and_stops_once_the_supervisor_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import os
+    import signal
+
+    from dkimd import metrics
+
+    published: list[int] = []
+
+    class Spy(metrics.Recorder):
+        def publish(self) -> None:
+            published.append(1)
+
+    monkeypatch.setattr(metrics, "recorder", Spy())
+    monkeypatch.setattr(daemon, "WORKER_TICK", 0.01)
+    stops: list[int] = []
+
+    async def run(supervisor: int) -> None:
+        await asyncio.wait_for(daemon._worker_tick(supervisor, stops.append), 5)
+
+    # Its supervisor is there: it publishes every tick and goes on.
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(daemon._worker_tick(os.getppid(), stops.append), 0.2))
+    assert len(published) >= 3 and stops == []
+    # Re-parented (the supervisor died): it publishes once more and stops, as on SIGTERM.
+    asyncio.run(run(os.getppid() + 1))
+    assert stops == [signal.SIGTERM]

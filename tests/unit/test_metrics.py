@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,6 +25,7 @@ from dkimd.dkim.results import DkimResult, SignatureResult
 from dkimd.metrics import http as metrics_http
 from dkimd.metrics import options as metrics_options
 from dkimd.metrics.exporter import MAX_SIGNING_DOMAINS, PrometheusRecorder
+from dkimd.milter import Accept, Discard, Reject, ReplyCode, TempFail
 
 # -- off: nothing imported, nothing done ------------------------------------------------------
 
@@ -145,6 +147,199 @@ def test_on_actions_reloads_and_dns() -> None:
     rec.connection_closed()
     assert samples(registry, "dkimd_connections_open") == {(): 1}
     assert samples(registry, "dkimd_connections_total") == {(): 2}
+
+
+def test_messages_stopped_at_end_of_headers_count_by_their_reply() -> None:
+    registry = CollectorRegistry()
+    rec = PrometheusRecorder(registry, frozenset())
+    for final in (Reject(), ReplyCode(550, "5.7.1", "bad"), TempFail(), ReplyCode(451), Accept()):
+        rec.message_stopped(final)
+    rec.message_stopped(Discard())
+    rec.message_stopped(TempFail())
+    got = {k: v for k, v in samples(registry, "dkimd_messages_total").items() if v}
+    assert got == {
+        (("action", "rejected"),): 2,
+        (("action", "deferred"),): 3,
+        (("action", "unchecked"),): 1,
+        (("action", "discarded"),): 1,
+    }
+
+
+def test_a_forked_worker_counts_from_zero_and_leaves_reloads_to_the_supervisor() -> None:
+    registry = CollectorRegistry()
+    rec = PrometheusRecorder(registry, frozenset())
+    rec.key_load_error()  # the supervisor's preload, before the fork
+    rec.message_verified(0.0, [result(DkimResult.PASS)])
+    rec.worker_forked()
+    assert samples(registry, "dkimd_key_load_errors_total") == {(): 0}
+    assert samples(registry, "dkimd_message_duration_seconds_count") == {
+        (("operation", "sign"),): 0,
+        (("operation", "verify"),): 0,
+    }
+    assert sum(samples(registry, "dkimd_build_info").values()) == 1  # gauges keep their state
+    rec.config_loaded(False, reload=True)
+    assert sum(samples(registry, "dkimd_config_reloads_total").values()) == 0
+    assert samples(registry, "dkimd_config_last_reload_successful") == {(): 0}
+
+
+def test_muted_counts_nothing_and_gives_the_recorder_back(tmp_path: Path) -> None:
+    from dkimd.daemon import make_resolver
+
+    data = tmp_path / "dns.data"
+    data.write_text("s._domainkey.example.com v=DKIM1; p=\n")
+    config = load_config(str(conf(tmp_path, f"TestDNSData file:{data}")))
+    registry = CollectorRegistry()
+    real = PrometheusRecorder(registry, frozenset())
+    metrics.install(real)
+    try:
+        with metrics.muted():
+            metrics.recorder.key_load_error()
+            # Still "on": a resolver built meanwhile (the supervisor's re-read, for the
+            # workers it starts later) counts once the recorder is back.
+            resolver = make_resolver(config)
+        assert metrics.recorder is real
+        asyncio.run(resolver.lookup_txt("s._domainkey.example.com"))
+    finally:
+        metrics.install(metrics.Recorder())
+    assert samples(registry, "dkimd_key_load_errors_total") == {(): 0}
+    assert samples(registry, "dkimd_dns_lookups_total")[(("outcome", "ok"),)] == 1
+    with metrics.muted():
+        assert not metrics.recorder.enabled
+
+
+# -- under a supervisor: plain numbers published to the multiprocess files -------------------
+
+
+def test_published_counts_sum_as_prometheus_clients_own_across_a_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Publisher writes, summed by the exporter's MultiProcessCollector, renders as
+    prometheus_client's own in-memory metrics given every process's updates; a forked
+    child (a worker) adds its own counts without the parent's being counted twice."""
+    import os
+
+    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from dkimd.metrics.local import LocalCounter, LocalGauge, LocalHistogram, LocalMetrics
+    from dkimd.metrics.shared import Publisher
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    buckets = (0.001, 0.01, 0.1, 1, 10)
+    theirs = CollectorRegistry()
+    local = LocalMetrics(None)
+    counter: Any = local.add(LocalCounter("c", "doc", ["a"]))
+    gauge: Any = local.add(LocalGauge("g", "doc", (), "livesum"))
+    histogram: Any = local.add(LocalHistogram("h_seconds", "doc", ["op"], buckets))
+    their_counter = Counter("c", "doc", ["a"], registry=theirs)
+    their_gauge = Gauge("g", "doc", registry=theirs)
+    their_histogram = Histogram("h_seconds", "doc", ["op"], registry=theirs, buckets=buckets)
+    publisher = Publisher(local)
+
+    def update(c: Any, g: Any, h: Any, amounts: tuple[float, ...]) -> None:
+        c.labels("x").inc()
+        c.labels("y").inc(2)
+        g.inc()
+        for v in amounts:
+            h.labels("sign").observe(v)
+
+    update(counter, gauge, histogram, (0.0005, 0.001, 5, 11))
+    publisher.publish()
+    update(counter, gauge, histogram, (0.1,))  # changed since: written again
+    publisher.publish()
+    pid = os.fork()
+    if pid == 0:  # a worker: counts from zero, into files of its own
+        code = 1
+        try:
+            for family in local.families:
+                family.reset()
+            gauge.set(0)
+            update(counter, gauge, histogram, (0.02,))
+            publisher.publish()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for amounts in ((0.0005, 0.001, 5, 11), (0.1,), (0.02,)):
+        update(their_counter, their_gauge, their_histogram, amounts)
+
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed, path=str(tmp_path))  # type: ignore[no-untyped-call]
+
+    def rendered(registry: CollectorRegistry) -> set[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return {line for line in lines if "_created" not in line and not line.startswith("#")}
+
+    assert rendered(summed) == rendered(theirs)
+    assert samples(summed, "c_total") == {(("a", "x"),): 3, (("a", "y"),): 6}
+
+
+def test_a_publish_interrupted_by_another_still_writes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's SIGALRM handler may count and publish in the middle of a publish:
+    what it counted is written before the outer one returns."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from dkimd.metrics.local import LocalCounter, LocalMetrics
+    from dkimd.metrics.shared import Publisher
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    local = LocalMetrics(None)
+    first: Any = local.add(LocalCounter("a", "doc", ()))
+    second: Any = local.add(LocalCounter("b", "doc", ()))
+    first.inc()
+    second.inc()
+    publisher = Publisher(local)
+    make = publisher._value_class
+    interrupted: list[int] = []
+
+    def value_class(*args: Any, **kwargs: Any) -> Any:
+        value = make(*args, **kwargs)
+        if args[1] != "b":
+            return value
+
+        class Interrupting:
+            def set(self, number: float) -> None:
+                if not interrupted:  # "a" was written already: the handler counts more
+                    interrupted.append(1)
+                    first.inc()
+                    publisher.publish()
+                value.set(number)
+
+        return Interrupting()
+
+    publisher._value_class = value_class
+    publisher.publish()
+    assert interrupted
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert samples(summed, "a_total") == {(): 2}
+    assert samples(summed, "b_total") == {(): 1}
+
+
+def test_test_dns_data_answers_are_counted_when_metrics_are_on() -> None:
+    from dkimd.dns.base import TxtStatus
+    from dkimd.dns.testdata import TestDnsFile
+    from dkimd.metrics.lookups import CountedLookup, counted
+
+    records = TestDnsFile.from_records({"s._domainkey.example.com": "v=DKIM1; p="})
+    assert counted(records) is records  # metrics off: nothing in between
+    registry = CollectorRegistry()
+    real = metrics.recorder
+    metrics.install(PrometheusRecorder(registry, frozenset()))
+    try:
+        lookup = counted(records)
+        assert isinstance(lookup, CountedLookup)
+        assert lookup.cached("s._domainkey.example.com").status is TxtStatus.OK  # type: ignore[union-attr]
+        missing = asyncio.run(lookup.lookup_txt("x._domainkey.example.com"))
+        assert missing.status is TxtStatus.NXDOMAIN
+    finally:
+        metrics.install(real)
+    got = {k: v for k, v in samples(registry, "dkimd_dns_lookups_total").items() if v}
+    assert got == {(("outcome", "ok"),): 1, (("outcome", "nxdomain"),): 1}
+    assert samples(registry, "dkimd_dns_lookup_duration_seconds_count") == {(): 2}
 
 
 # -- the options ------------------------------------------------------------------------------

@@ -98,3 +98,54 @@ def test_startup_channel_reports_once() -> None:
     channel.failed("too late")  # no-op: already reported, fd closed
     with os.fdopen(read_fd, "rb") as r:
         assert r.read() == b"ok\n"
+
+
+# The supervisor (middle) forks a worker (child) and dies; the worker reports on a pipe.
+_ORPHAN = """
+import os, signal, sys, time
+from dkimd.process import die_with_parent, orphaned
+late = sys.argv[1] == "late"
+r, w = os.pipe()
+middle = os.fork()
+if middle == 0:
+    parent = os.getpid()
+    if os.fork() == 0:
+        got = []
+        signal.signal(signal.SIGTERM, lambda *_: got.append(1))
+        if late:  # the parent is already gone when the worker arms
+            while not orphaned(parent):
+                time.sleep(0.01)
+        armed = die_with_parent(signal.SIGTERM, parent)
+        os.write(w, b"armed " + str(armed).encode() + b"\\n")
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.write(w, b"signalled " + str(len(got)).encode() + b"\\n")
+        os._exit(0)
+    if not late:
+        time.sleep(0.5)
+    os._exit(0)
+os.close(w)
+os.waitpid(middle, 0)
+out = b""
+while chunk := os.read(r, 100):
+    out += chunk
+print(out.decode(), end="")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("when", ["before", "late"])
+def test_a_worker_is_signalled_when_its_parent_dies(when: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _ORPHAN, when], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "armed True\nsignalled 1\n"
+
+
+def test_orphaned_compares_with_the_parent() -> None:
+    from dkimd.process import orphaned
+
+    assert not orphaned(os.getppid())
+    assert orphaned(os.getppid() + 1)

@@ -15,19 +15,22 @@ series kept for ever).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dkimd.config.values import Action, Condition
     from dkimd.dkim.results import SignatureResult
     from dkimd.dkim.signer import SigningRequest
+    from dkimd.milter import FinalAction
 
 __all__ = [
     "EXTRA_HINT",
     "KNOWN_ALGORITHMS",
     "Recorder",
     "install",
+    "muted",
     "recorder",
 ]
 
@@ -68,6 +71,11 @@ class Recorder:
     def message_verified(self, started: float, results: Sequence[SignatureResult]) -> None:
         pass
 
+    def message_stopped(self, final: FinalAction) -> None:
+        """A message ended at end of headers for something in it (MaximumHeaders, no usable
+        sender, a DKIM-Signature field that does not parse, RequiredHeaders) or by a policy
+        script, with the reply `final`; not for the ignored and tempfailed ones above."""
+
     def on_action(self, condition: Condition, action: Action) -> None:
         """An On-* condition met and the action it configures (accept included)."""
 
@@ -88,6 +96,15 @@ class Recorder:
     def process_started(self) -> None:
         """A (worker) process starts serving: per-process gauges are set again."""
 
+    def worker_forked(self) -> None:
+        """In a worker just forked by the supervisor: count from zero (what the supervisor
+        counted is in its own share), and leave reloads to the supervisor, which counts one
+        per signal whatever the number of workers."""
+
+    def publish(self) -> None:
+        """Under a supervisor: make this process's counts visible to the exporter process
+        (called every worker tick, at a worker's exit, and by the supervisor)."""
+
 
 #: What everyone reports to; replaced by ``install`` when metrics are on.
 recorder: Recorder = Recorder()
@@ -96,3 +113,26 @@ recorder: Recorder = Recorder()
 def install(new: Recorder) -> None:
     global recorder
     recorder = new
+
+
+class _Muted(Recorder):
+    """Counts nothing, yet says whether metrics are on: what is built meanwhile (a
+    resolver that counts its answers) must count once the real recorder is back."""
+
+    __slots__ = ("enabled",)
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Count nothing inside (the supervisor reading a new configuration that its workers
+    read, and count, for themselves)."""
+    global recorder
+    kept = recorder
+    recorder = _Muted(kept.enabled)
+    try:
+        yield
+    finally:
+        recorder = kept

@@ -1,12 +1,13 @@
 """The Prometheus side: the recorder that counts the events into metrics, and the page.
 
 Imported only when ``MetricsSocket`` is set (``dkimd.metrics.setup``), after
-``PROMETHEUS_MULTIPROC_DIR`` is decided: prometheus_client picks its value store at import.
+``PROMETHEUS_MULTIPROC_DIR`` is decided.
 
-The metrics are dkimd.metrics.local's in one process and prometheus_client's own under
-Workers (``_Factory``). Labelled children are looked up once and kept in dicts:
-``labels()`` builds a tuple and (prometheus_client's) takes a lock and validates the
-values on every call, a cost per message we do not pay.
+Every process counts in plain numbers (dkimd.metrics.local): one process renders them at
+each scrape; under a supervisor each process publishes them to prometheus_client's
+multiprocess files every tick (dkimd.metrics.shared), which the exporter process sums per
+scrape. Labelled children are looked up once and kept in dicts: ``labels()`` builds a
+tuple on every call, a cost per message we do not pay.
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from dkimd import __version__
@@ -31,11 +25,14 @@ from dkimd.dkim.results import DkimResult
 from dkimd.dns.base import TxtStatus
 from dkimd.metrics import KNOWN_ALGORITHMS, Recorder
 from dkimd.metrics.local import LocalCounter, LocalGauge, LocalHistogram, LocalMetrics
+from dkimd.milter import Accept, Continue, Discard, ReplyCode, TempFail
 
 if TYPE_CHECKING:
     from dkimd.config.values import Action, Condition
     from dkimd.dkim.results import SignatureResult
     from dkimd.dkim.signer import SigningRequest
+    from dkimd.metrics.shared import Publisher
+    from dkimd.milter import FinalAction
 
 __all__ = ["MAX_SIGNING_DOMAINS", "PrometheusRecorder", "multiprocess_page", "registry_page"]
 
@@ -47,38 +44,57 @@ MAX_SIGNING_DOMAINS = 500
 _MESSAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-ACTIONS = ("signed", "verified", "ignored", "tempfailed")
+#: dkimd_messages_total's action label: what dkimd did (signed, verified, ignored, or
+#: tempfailed for its own reason), or how a message stopped at end of headers was answered.
+ACTIONS = (
+    "signed",
+    "verified",
+    "ignored",
+    "tempfailed",
+    "rejected",
+    "deferred",
+    "discarded",
+    "unchecked",
+)
+
+
+def stopped_action(final: FinalAction) -> str:
+    """The action label of a message stopped at end of headers with the reply ``final``."""
+    if isinstance(final, ReplyCode):
+        return "deferred" if final.code < 500 else "rejected"
+    if isinstance(final, TempFail):
+        return "deferred"
+    if isinstance(final, Discard):
+        return "discarded"
+    if isinstance(final, Accept | Continue):
+        return "unchecked"
+    return "rejected"
 
 
 class _Factory:
-    """Makes the metrics: plain local ones collected from ``registry`` (one process,
-    dkimd.metrics.local), or prometheus_client's own, unregistered (registry None:
-    multiprocess mode, where the exporter process reads every process's files)."""
+    """Makes the metrics, in plain numbers, collected from ``registry`` (one process) or
+    published by dkimd.metrics.shared (registry None: under a supervisor)."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.local = LocalMetrics(registry) if registry is not None else None
+        self.local = LocalMetrics(registry)
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
-        if self.local is not None:
-            return self.local.add(LocalCounter(name, doc, labels))
-        return Counter(name, doc, labels, registry=None)
+        return self.local.add(LocalCounter(name, doc, labels))
 
     def gauge(self, name: str, doc: str, labels: Sequence[str] = (), *, mode: str) -> Any:
-        if self.local is not None:
-            return self.local.add(LocalGauge(name, doc, labels))
-        return Gauge(name, doc, labels, registry=None, multiprocess_mode=mode)  # type: ignore[arg-type]
+        # mode: how the exporter combines the processes' values (prometheus_client's
+        # multiprocess_mode); a single process has only its own.
+        return self.local.add(LocalGauge(name, doc, labels, mode))
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
     ) -> Any:
-        if self.local is not None:
-            return self.local.add(LocalHistogram(name, doc, labels, buckets))
-        return Histogram(name, doc, labels, registry=None, buckets=buckets)
+        return self.local.add(LocalHistogram(name, doc, labels, buckets))
 
 
 class PrometheusRecorder(Recorder):
-    """Counts into metrics collected from ``registry``, or (None: multiprocess mode) into
-    prometheus_client's multiprocess files, which the exporter process sums."""
+    """Counts into metrics collected from ``registry``, or (None: under a supervisor)
+    published to prometheus_client's multiprocess files, which the exporter process sums."""
 
     __slots__ = (
         "_dns_cache_hits",
@@ -89,11 +105,13 @@ class PrometheusRecorder(Recorder):
         "_key_errors",
         "_last_ok",
         "_loaded_at",
+        "_local",
         "_messages",
         "_on_actions",
         "_on_children",
         "_open",
         "_opened",
+        "_publisher",
         "_reload_ok",
         "_reload_ts",
         "_reloads",
@@ -104,6 +122,7 @@ class PrometheusRecorder(Recorder):
         "_verify_children",
         "_verify_duration",
         "_verify_signatures",
+        "_worker",
     )
 
     enabled = True
@@ -111,6 +130,13 @@ class PrometheusRecorder(Recorder):
     def __init__(self, registry: CollectorRegistry | None, domains: frozenset[str]) -> None:
         self._domains = domains
         make = _Factory(registry)
+        self._local = make.local
+        self._publisher: Publisher | None = None
+        if registry is None:
+            from dkimd.metrics.shared import Publisher
+
+            self._publisher = Publisher(make.local)
+        self._worker = False
         messages = make.counter("dkimd_messages", "Messages by what was done to them", ["action"])
         self._messages = {action: messages.labels(action) for action in ACTIONS}
         verified = make.counter(
@@ -151,11 +177,15 @@ class PrometheusRecorder(Recorder):
         )
         self._sign_duration = duration.labels("sign")
         self._verify_duration = duration.labels("verify")
-        lookups = make.counter("dkimd_dns_lookups", "DNS TXT queries sent, by outcome", ["outcome"])
+        lookups = make.counter(
+            "dkimd_dns_lookups",
+            "TXT lookups by outcome (DNS queries sent, or answers read from TestDNSData)",
+            ["outcome"],
+        )
         self._dns_lookups = {status.value: lookups.labels(status.value) for status in TxtStatus}
         self._dns_duration = make.histogram(
             "dkimd_dns_lookup_duration_seconds",
-            "DNS TXT query time (timeouts included)",
+            "TXT lookup time (DNS timeouts included)",
             buckets=_DNS_BUCKETS,
         )
         self._dns_cache_hits = make.counter(
@@ -168,7 +198,9 @@ class PrometheusRecorder(Recorder):
             "dkimd_key_load_errors", "Private keys that could not be loaded or used"
         )
         reloads = make.counter(
-            "dkimd_config_reloads", "Configuration reloads, by result", ["result"]
+            "dkimd_config_reloads",
+            "Configuration reloads by result, one per signal (failed if any worker refused)",
+            ["result"],
         )
         self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
         self._reload_ts = make.gauge(
@@ -208,6 +240,9 @@ class PrometheusRecorder(Recorder):
 
     def message_failed(self) -> None:
         self._messages["tempfailed"].inc()
+
+    def message_stopped(self, final: FinalAction) -> None:
+        self._messages[stopped_action(final)].inc()
 
     def message_signed(self, started: float, requests: Sequence[SigningRequest]) -> None:
         self._sign_duration.observe(time.monotonic() - started)
@@ -292,7 +327,7 @@ class PrometheusRecorder(Recorder):
         self._key_errors.inc()
 
     def config_loaded(self, ok: bool, *, reload: bool) -> None:
-        if reload:
+        if reload and not self._worker:  # a worker's reload: the supervisor counts them
             self._reloads[ok].inc()
         self._last_ok = ok
         if ok:
@@ -305,6 +340,15 @@ class PrometheusRecorder(Recorder):
         self._reload_ok.set(1 if self._last_ok else 0)
         self._reload_ts.set(self._loaded_at)
         self._open.set(0)
+
+    def worker_forked(self) -> None:
+        for family in self._local.families:
+            family.reset()
+        self._worker = True
+
+    def publish(self) -> None:
+        if self._publisher is not None:
+            self._publisher.publish()
 
 
 def registry_page(registry: CollectorRegistry) -> tuple[bytes, str]:

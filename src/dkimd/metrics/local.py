@@ -8,9 +8,10 @@ on the same event loop thread, so no lock is needed: an update here is an attrib
 (a histogram's a bisect too), and the work of presenting them moves to the scrape.
 
 The classes mirror the part of prometheus_client's metric API the recorder uses
-(``labels(...)``, ``inc``, ``dec``, ``set``, ``observe``), so ``PrometheusRecorder`` is the
-same code over either; under ``Workers`` it keeps prometheus_client's own metrics, whose
-multiprocess files are how the workers' counts are summed.
+(``labels(...)``, ``inc``, ``dec``, ``set``, ``observe``). Under ``Workers`` each worker
+counts the same way, and dkimd.metrics.shared copies the numbers to prometheus_client's
+multiprocess files once per tick, where the exporter process sums them: an update costs
+the same in both modes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class _Value:
     def set(self, value: float) -> None:
         self.value = value
 
+    def reset(self) -> None:
+        self.value = 0.0
+
 
 class _Buckets:
     __slots__ = ("bounds", "counts", "sum")
@@ -60,6 +64,10 @@ class _Buckets:
         # bisect_left: a value equal to a bound is in that bucket (le, "less or equal").
         self.counts[bisect_left(self.bounds, amount)] += 1
         self.sum += amount
+
+    def reset(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
 
 
 class _Family:
@@ -87,6 +95,12 @@ class _Family:
     def collect(self) -> Metric:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Counts back to zero (a forked worker; gauges keep theirs: they say a state)."""
+        for child in self.children.values():
+            assert isinstance(child, _Value | _Buckets)
+            child.reset()
+
 
 class LocalCounter(_Family):
     def _child(self, values: tuple[str, ...]) -> _Value:
@@ -104,6 +118,15 @@ class LocalCounter(_Family):
 
 
 class LocalGauge(_Family):
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], mode: str = "all"
+    ) -> None:
+        self.mode = mode  # how the exporter combines the processes' values (multiprocess)
+        super().__init__(name, documentation, labelnames)
+
+    def reset(self) -> None:
+        pass
+
     def _child(self, values: tuple[str, ...]) -> _Value:
         return _Value()
 
@@ -156,11 +179,13 @@ class LocalHistogram(_Family):
 
 
 class LocalMetrics(Collector):
-    """The families of one process, registered in a CollectorRegistry as one collector."""
+    """The families of one process, registered in a CollectorRegistry as one collector
+    (one process), or in none (under a supervisor: dkimd.metrics.shared publishes them)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.families: list[_Family] = []
-        registry.register(self)
+        if registry is not None:
+            registry.register(self)
 
     def add(self, family: _Family) -> _Family:
         self.families.append(family)

@@ -2,13 +2,14 @@
 
 Without ``Workers``/``AutoRestart`` the one process counts in plain numbers
 (dkimd.metrics.local) and serves the page from its own event loop (rendering it is CPU
-work of a millisecond or so, no I/O). With a supervisor, every worker counts into
-prometheus_client's multiprocess files in a directory of this daemon's own (made fresh at
-start, removed at stop), and one exporter process, forked and restarted by the supervisor
-like a worker, sums them per scrape. A worker that dies leaves its counter files behind, so
-its counts stay in the sums and its replacement starts from zero in files of its own:
-nothing is reset or counted twice; ``process_dead`` drops its live gauges (open
-connections).
+work of a millisecond or so, no I/O). With a supervisor, every worker counts the same way
+and copies its numbers every tick to prometheus_client's multiprocess files
+(dkimd.metrics.shared) in a directory of this daemon's own (made fresh at start, removed at
+stop), and one exporter process, forked and restarted by the supervisor like a worker,
+sums them per scrape. A worker that dies leaves its files behind, so its counts stay in
+the sums and its replacement starts from zero in files of its own: nothing is reset or
+counted twice; ``process_dead`` drops its live gauges (open connections). The exporter
+stops when the supervisor does, even one killed by SIGKILL.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dkimd.config.values import Config
 from dkimd.metrics import EXTRA_HINT, install
 from dkimd.metrics.http import Render, serve_http
+from dkimd.process import die_with_parent, orphaned
 from dkimd.sockets import bind_socket
 
 __all__ = ["Exporter", "MetricsUnavailable", "prepare"]
@@ -57,6 +59,7 @@ class Exporter:
 
     def fork_process(self, before_serving: Callable[[], None]) -> int:
         """Under a supervisor: fork the process that serves the page; its pid."""
+        supervisor = os.getpid()
         pid = os.fork()
         if pid:
             return pid
@@ -68,8 +71,9 @@ class Exporter:
                 signal.signal(sig, signal.SIG_IGN)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            die_with_parent(signal.SIGTERM, supervisor)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            asyncio.run(serve_http(self.sock, self.render))
+            asyncio.run(_serve_while(supervisor, self.sock, self.render))
             code = 0
         finally:
             os._exit(code)
@@ -80,6 +84,21 @@ class Exporter:
 
             with contextlib.suppress(OSError):
                 mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+
+
+async def _serve_while(supervisor: int, sock: socket.socket, render: Render) -> None:
+    """Serve the page until the supervisor is gone (where no parent-death signal exists;
+    with one, SIGTERM comes first)."""
+    serving = asyncio.ensure_future(serve_http(sock, render))
+    while not serving.done() and not orphaned(supervisor):
+        await asyncio.wait([serving], timeout=PARENT_CHECK)
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+
+
+#: Seconds between the exporter process's looks at whether the supervisor is still there.
+PARENT_CHECK = 1.0
 
 
 def prepare(config: Config, *, multiprocess: bool, owner: tuple[int, int] | None) -> Exporter:

@@ -19,10 +19,12 @@ counted after its last copy, at most one tick, is lost). A reload goes the same 
 supervisor sends RELOADING=1 and relays the signal (``relay_reload``); each worker counts
 its reload, good or refused, in its slot at once; the supervisor, ticking fast meanwhile,
 sends READY=1 when every worker has counted one (or died, or RELOAD_WAIT has passed), with
-a STATUS saying how many refused the new configuration.
+a STATUS saying how many refused the new configuration, and reports the outcome once to
+``on_reload`` (the metrics: one reload per signal, ok only if every worker took it).
 
-Without NOTIFY_SOCKET every method returns at once; the socket ownership flag
-(``socket_from_systemd``) is kept either way.
+Without NOTIFY_SOCKET nothing is sent; the supervisor still follows each reload to its
+outcome for ``on_reload``, and the socket ownership flag (``socket_from_systemd``) is kept
+either way.
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class Service:
         # (each slot's reload count when it was relayed, and until when to wait).
         self._reloads = Counters()
         self._pending: tuple[dict[int, Counters], float] | None = None
+        #: In the supervisor: told once per relayed reload whether every worker took it.
+        self.on_reload: Callable[[bool], None] | None = None
 
     @classmethod
     def from_environment(
@@ -210,9 +214,10 @@ class Service:
 
     def relay_reload(self) -> None:
         """The supervisor is about to signal the workers to reload (module docstring)."""
-        if self.notifier is None or self.workers is None:
+        if self.workers is None:
             return
-        self.notifier.reloading("reloading the configuration")
+        if self.notifier is not None:
+            self.notifier.reloading("reloading the configuration")
         workers = self.workers
         before = {slot: workers.load(slot) for slot in range(workers.workers)}
         self._pending = (before, time.monotonic() + RELOAD_WAIT)
@@ -228,7 +233,7 @@ class Service:
         if waiting and time.monotonic() < deadline:
             return
         self._pending = None
-        self._set_timer(self.period)
+        self._set_timer(self.period if self.notifier is not None else 0)
         failed = sum(1 for slot in before if now[slot].reloads_failed > before[slot].reloads_failed)
         if waiting:
             outcome = f"no answer from {len(waiting)} of {len(before)} workers"
@@ -237,6 +242,8 @@ class Service:
         else:
             outcome = f"ok ({len(before)} workers)"
         self._finish_reload(outcome)
+        if self.on_reload is not None:
+            self.on_reload(not waiting and not failed)
 
     def stopping(self) -> None:
         if self.notifier is not None:
@@ -246,11 +253,11 @@ class Service:
         """WATCHDOG=1 if asked for, STATUS= if it changed; in a worker, store its counters."""
         if self._slot is not None and self.workers is not None and self._counters is not None:
             self.workers.store(self._slot, self._counters())
+        if self._pending is not None:
+            self._check_reload()
         notifier = self.notifier
         if notifier is None:
             return
-        if self._pending is not None:
-            self._check_reload()
         status = self._status()
         lines = ["WATCHDOG=1"] if self.watchdog is not None else []
         if status != self._last_status:
@@ -304,7 +311,8 @@ class Service:
         self.workers.worker_died(slot)
         pending = self._pending
         if pending is not None and slot in pending[0]:
-            # Its successor starts from the start-up configuration: nothing to wait for.
+            # Its successor starts with the configuration the supervisor has read (it
+            # counts no reload): nothing to wait for.
             before = dict(pending[0])
             del before[slot]
             self._pending = (before, pending[1])
@@ -331,12 +339,14 @@ class Service:
             self.tick()
 
     def start_timer(self) -> None:
-        """Tick from SIGALRM (the supervisor, which blocks in os.wait()). Interval timers
-        are not inherited across fork, so workers never tick from it."""
-        if self.notifier is None:
+        """Tick from SIGALRM (the supervisor, which blocks in os.wait()): every period
+        under systemd, else only while a reload is followed. Interval timers are not
+        inherited across fork, so workers never tick from it."""
+        if self.notifier is None and self.workers is None:
             return
         signal.signal(signal.SIGALRM, lambda _signum, _frame: self.tick())
-        self._set_timer(self.period)
+        if self.notifier is not None:
+            self._set_timer(self.period)
 
     def _set_timer(self, period: float) -> None:
         signal.setitimer(signal.ITIMER_REAL, period, period)
@@ -346,7 +356,7 @@ class Service:
             self.notifier.close()
 
     def stop_timer(self) -> None:
-        if self.notifier is None:
+        if self.notifier is None and self.workers is None:
             return
         signal.setitimer(signal.ITIMER_REAL, 0)
         with contextlib.suppress(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,3 +166,38 @@ def test_other_children_of_the_supervisor_are_not_workers() -> None:
     supervisor.worker_died(2)
     assert supervisor.workers is not None and supervisor.workers.total() == Counters()
     supervisor.close()
+
+
+def test_without_systemd_the_supervisor_still_reports_each_reload_once() -> None:
+    """No NOTIFY_SOCKET (metrics on, not under systemd): the supervisor follows each
+    relayed reload to its outcome all the same and reports it once to on_reload."""
+    supervisor = Service()
+    supervisor.supervise(2)
+    workers = [supervisor.for_worker(slot) for slot in range(2)]
+    for worker in workers:
+        worker.count_from(Stats(), Server())
+    outcomes: list[bool] = []
+    supervisor.on_reload = outcomes.append
+    supervisor.start_timer()
+    try:
+
+        def settled(count: int) -> None:
+            deadline = time.monotonic() + 5
+            while len(outcomes) < count and time.monotonic() < deadline:
+                time.sleep(0.01)  # SIGALRM ticks meanwhile
+
+        supervisor.relay_reload()
+        workers[0].reloaded(True)
+        time.sleep(0.2)
+        assert outcomes == []  # slot 1 has not answered
+        workers[1].reloaded(True)
+        settled(1)
+        assert outcomes == [True]
+        supervisor.relay_reload()
+        workers[0].reloaded(True)
+        workers[1].reloaded(False)  # refused by one: failed
+        settled(2)
+        time.sleep(0.2)
+        assert outcomes == [True, False]  # once per reload, however many ticks
+    finally:
+        supervisor.stop_timer()
