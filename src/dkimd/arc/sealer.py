@@ -63,7 +63,16 @@ DEFAULT_AMS_HEADERS: Final = (
     "list-post",
     "list-unsubscribe",
 )
-_ARC_SEAL_KEY: Final = name_key("ARC-Seal")
+#: RFC 8617 4.1.2: the ARC fields and Authentication-Results never go in an AMS h= list.
+_NEVER_SIGNED: Final = {
+    name_key(n): n
+    for n in (
+        "ARC-Seal",
+        "ARC-Message-Signature",
+        "ARC-Authentication-Results",
+        "Authentication-Results",
+    )
+}
 
 
 def _clean(text: str) -> str:
@@ -88,8 +97,12 @@ class SealRequest:
     _dkim: SigningRequest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if any(name_key(n) == _ARC_SEAL_KEY for n in self.signed_headers):
-            raise SigningError("the ARC-Message-Signature must not sign ARC-Seal (RFC 8617)")
+        banned = [n for n in self.signed_headers if name_key(n) in _NEVER_SIGNED]
+        if banned:
+            raise SigningError(
+                f"the ARC-Message-Signature must not sign {_NEVER_SIGNED[name_key(banned[0])]}"
+                " (RFC 8617 4.1.2)"
+            )
         if (
             not self.authserv_id
             or _clean(self.authserv_id) != self.authserv_id
