@@ -51,11 +51,10 @@ _CLASSES = {
     "xdigit": "0-9A-Fa-f",
 }
 # What a backslash does before these in a glibc BRE; anything else escaped is the literal.
+_INTERVAL = re.compile(r"[0-9]{1,3}(,[0-9]{0,3})?")
 _ESCAPES = {
     "(": "(",
     ")": ")",
-    "{": "{",
-    "}": "}",
     "|": "|",
     "+": "+",
     "?": "?",
@@ -133,6 +132,15 @@ def bre_to_python(pattern: str) -> str:
             i += 2
             if nxt.isdigit() and nxt != "0":
                 out.append("\\" + nxt)  # a back-reference
+            elif nxt == "{":
+                # An interval: Python would read a malformed one as literal text, regcomp
+                # refuses it (REG_EBRACE, REG_BADBR).
+                end = pattern.find("\\}", i)
+                bounds = pattern[i:end] if end >= 0 else ""
+                if not _INTERVAL.fullmatch(bounds):
+                    raise HeaderCheckError("invalid interval \\{...\\}")
+                out.append("{" + bounds + "}")
+                i = end + 2
             elif nxt in _ESCAPES:
                 out.append(_ESCAPES[nxt])
                 at_start = nxt in "(|"
