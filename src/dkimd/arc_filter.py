@@ -86,6 +86,11 @@ _COPIED_METHODS = frozenset(
 #: Chain failures an Authentication-Results arc= result may not overturn: no chain, or one
 #: dead on arrival (RFC 8617 5.1.3: "Once broken, the chain cannot be continued").
 _FINAL = frozenset({ArcError.STRUCTURE, ArcError.CV_FAIL, ArcError.CV_INVALID})
+#: Body hashes a new AMS can share (canonicalization, hash, no l=), in order of preference.
+_SHAREABLE_BODIES: tuple[tuple[str, str, int | None], ...] = (
+    ("relaxed", "sha256", None),
+    ("simple", "sha256", None),
+)
 _MAX_COPIED = 8  # items taken from trusted fields: a flood of them is not a record
 _MAX_ITEM = 512  # characters of one copied item
 
@@ -109,15 +114,31 @@ class ArcMessage:
         self.report = report
         self.bodies = BodyHashSet(fix_crlf=config.fix_crlf)
         self._shared = False
+        self._seal_body: tuple[str, str, int | None] | None = None
         options = ArcVerifyOptions(
             max_instances=settings.maximum_sets,
             clock_skew=config.clock_drift,
             fix_crlf=config.fix_crlf,
         )
         self.verifier = ArcVerifier(headers, options, bodies=self.bodies)
-        if seal:
-            # The seal's own AMS hash (relaxed, sha256), registered before any body byte.
-            self.bodies.add(("relaxed", "sha256", None))
+
+    def seal_body_key(self) -> tuple[str, str, int | None]:
+        """The body hash the new AMS uses: one the DKIM signer, the DKIM verifier or the
+        chain already computes if there is one (relaxed, else simple, sha256, whole body),
+        so that sealing adds no body pass; else relaxed, registered now. Called before the
+        first body byte (the session hands each chunk to ArcMessage first)."""
+        if self._seal_body is None:
+            for key in _SHAREABLE_BODIES:
+                try:
+                    self.bodies[key]
+                except KeyError:
+                    continue
+                self._seal_body = key
+                break
+            else:
+                self._seal_body = _SHAREABLE_BODIES[0]
+                self.bodies.add(self._seal_body)
+        return self._seal_body
 
     def shared_bodies(self) -> BodyHashSet | None:
         """The body hash set, for the first DKIM signer or verifier that asks to feed (and
@@ -135,6 +156,8 @@ class ArcMessage:
         self.verifier.provide_key(name, result)
 
     def feed_body(self, chunk: bytes) -> None:
+        if self.seal:
+            self.seal_body_key()  # before the first byte reaches any hasher
         if not self._shared:
             self.bodies.update(chunk)
 
@@ -238,6 +261,7 @@ class ArcMessage:
                 key.key,
                 trusted_id,
                 signed_headers=self.settings.sign_headers,
+                body_canon=self.seal_body_key()[0],
             )
         except DkimError as exc:
             log.warning("ARC: not sealed: %s", exc.reason)
@@ -250,7 +274,12 @@ class ArcMessage:
         items.append(item)
         sealer = ArcSealer(request, bodies=self.bodies)
         inserted = [a for a in actions if isinstance(a, milter.InsertHeader)]
-        fields = sealer.seal(outgoing_headers(headers, inserted), chain, "; ".join(items))
+        fields = sealer.seal(
+            outgoing_headers(headers, inserted),
+            chain,
+            "; ".join(items),
+            sets=self.verifier.collected.sets,
+        )
         if not fields:
             log.info("ARC: not sealed: %s", sealer.refusal)
             return []

@@ -29,6 +29,7 @@ from dkimd.arc.fields import (
     AMS_NAME,
     AS_NAME,
     MAX_INSTANCES,
+    ArcSet,
     ChainState,
     collect_sets,
 )
@@ -126,7 +127,12 @@ class SealRequest:
 
 
 class ArcSealer:
-    def __init__(self, request: SealRequest, *, bodies: BodyHashSet | None = None) -> None:
+    def __init__(
+        self,
+        request: SealRequest,
+        *,
+        bodies: BodyHashSet | None = None,
+    ) -> None:
         """`bodies`: a body hash set shared with DKIM (its owner feeds it)."""
         self.request = request
         self._own_bodies = bodies is None
@@ -139,10 +145,17 @@ class ArcSealer:
             self._bodies.update(chunk)
 
     def seal(
-        self, headers: Sequence[HeaderField], chain: ArcResult, results: str
+        self,
+        headers: Sequence[HeaderField],
+        chain: ArcResult,
+        results: str,
+        *,
+        sets: Sequence[ArcSet] | None = None,
     ) -> list[HeaderField]:
         """The new set [AS, AMS, AAR] for `headers` (the message as it will leave, minus the
-        new set), or [] when RFC 8617 says not to seal (`refusal` says why)."""
+        new set), or [] when RFC 8617 says not to seal (`refusal` says why). `sets`: the
+        chain's sets as the verifier collected them from these same fields (else parsed
+        again here)."""
         if chain.last_cv is ChainState.FAIL:
             self.refusal = "the newest ARC-Seal already has cv=fail"
             return []
@@ -204,7 +217,9 @@ class ArcSealer:
             AS_NAME, fold_signature([*seal_tags, ("b", "")], len(AS_NAME) + 2)
         )
         # 5.1.2: a failed chain's seal covers only its own set.
-        previous = collect_sets(headers).sets if cv is ChainState.PASS else ()
+        previous: Sequence[ArcSet] = ()
+        if cv is ChainState.PASS:
+            previous = collect_sets(headers).sets if sets is None else sets
         data = seal_hash_input(previous, aar, ams, unsigned_seal)
         b = base64.b64encode(algo.sign(req.key, data)).decode("ascii")
         seal = HeaderField(AS_NAME, unsigned_seal.value + fold_b_value(b))
