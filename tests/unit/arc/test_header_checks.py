@@ -21,6 +21,7 @@ from dkimd.arc.header_checks import (
     parse_header_checks,
 )
 from dkimd.dkim import HeaderField
+from support.tools import unavailable
 
 # (pattern, value): BRE corners where Python's dialect differs, each tried both ways.
 CASES = [
@@ -79,7 +80,7 @@ class _Posix:
     def __init__(self) -> None:
         name = ctypes.util.find_library("c")
         if name is None or os.uname().sysname != "Linux":
-            pytest.skip("glibc's regcomp is the reference; not on this system")
+            unavailable("glibc's regcomp(3), the reference, is not on this system")
         self.libc = ctypes.CDLL(name)
 
     def search(self, pattern: str, value: str) -> bool:
