@@ -21,6 +21,7 @@ the session hands over at end-of-headers, sans-IO like the session itself.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -91,6 +92,7 @@ _SHAREABLE_BODIES: tuple[tuple[str, str, int | None], ...] = (
     ("relaxed", "sha256", None),
     ("simple", "sha256", None),
 )
+_RESULT = re.compile(r"\s*([A-Za-z]+)")
 _MAX_COPIED = 8  # items taken from trusted fields: a flood of them is not a record
 _MAX_ITEM = 512  # characters of one copied item
 
@@ -201,7 +203,7 @@ class ArcMessage:
             reported = item
             if settings.final_receiver and chain.state is ChainState.PASS:
                 domains = chain_domains(self.verifier.collected.sets)
-                if domains:
+                if domains and all("!" <= c <= "~" and c not in '"\\' for c in domains):
                     reported += " arc.chain=" + (f'"{domains}"' if ":" in domains else domains)
             added.append(_insert(AR_FIELD_NAME, f"{authserv_id}; {reported}".encode("ascii")))
         if self.seal:
@@ -367,10 +369,11 @@ def override_state(headers: Sequence[HeaderField], trusted_id: str) -> ChainStat
         for resinfo in _resinfos(h.value)[1:]:
             if _method(resinfo) != "arc" or "=" not in resinfo:
                 continue
-            value = resinfo.split("=", 1)[1].split(None, 1)
-            result = value[0].strip().lower() if value else ""
-            if result in ("pass", "fail"):
-                return ChainState(result)
+            # The result is a token, maybe followed by a comment or properties.
+            result = _RESULT.match(resinfo.split("=", 1)[1])
+            word = result[1].lower() if result else ""
+            if word in ("pass", "fail"):
+                return ChainState(word)
             return None  # an arc= result that is neither: no override from this field
     return None
 

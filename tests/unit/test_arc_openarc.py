@@ -311,3 +311,23 @@ def test_summary_names_the_openarc_options(tmp_path: Path, keys: FakeKeyTable) -
     summary = arc_summary(config.arc)
     assert f"SealHeaderChecks line of {path}" in summary
     assert "overrides the chain state" in summary
+
+
+@pytest.mark.parametrize(
+    ("value", "state"),
+    [
+        (b" mx.test; arc=pass", ChainState.PASS),
+        (b" mx.test; arc = fail (chain broken) smtp.remote-ip=192.0.2.1", ChainState.FAIL),
+        (b" mx.test; arc=pass(comment)", ChainState.PASS),
+        (b" mx.test; arc=none", None),
+        (b" mx.test; arc=neutral", None),
+        (b" mx.test; arc=", None),
+        (b" mx.test; spf=pass; arc=PASS", ChainState.PASS),
+        (b' mx.test; spf=pass reason="arc=fail"', None),  # inside a quoted string
+        (b" other.test; arc=pass", None),
+    ],
+)
+def test_the_arc_result_an_override_reads(value: bytes, state: ChainState | None) -> None:
+    from dkimd.arc_filter import override_state
+
+    assert override_state([HeaderField(b"Authentication-Results", value)], "mx.test") is state
