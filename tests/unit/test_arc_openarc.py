@@ -101,7 +101,8 @@ def test_seal_header_checks_choose_the_messages_with_arc_work(
         (None, "cannot read"),
         ("List-Id lists\n", "line 1: not of the form name:regexp"),
         ("# only a comment\n", "has no checks"),
-        ("List-Id:\\(x\n", "line 1: invalid regular expression"),
+        ("List-Id:\\(x\n", "line 1: unmatched"),
+        ("List-Id:a**\n", "line 1: a repetition of a repetition"),
     ],
 )
 def test_bad_seal_header_checks_refuse_to_start(

@@ -51,7 +51,7 @@ _CLASSES = {
     "xdigit": "0-9A-Fa-f",
 }
 # What a backslash does before these in a glibc BRE; anything else escaped is the literal.
-_INTERVAL = re.compile(r"[0-9]{1,3}(,[0-9]{0,3})?")
+_INTERVAL = re.compile(r"[0-9]{1,3}(,[0-9]{0,3})?|,[0-9]{1,3}")
 _ESCAPES = {
     "(": "(",
     ")": ")",
@@ -77,16 +77,22 @@ class HeaderCheckError(ValueError):
 
 def _bracket(pattern: str, start: int) -> tuple[str, int]:
     """The bracket expression at pattern[start] ("["), as a Python set, and the index after
-    its "]". POSIX: a "]" first is a member, a backslash is itself, [:class:] names a class."""
+    its "]". POSIX: a "]" first is a member, a backslash is itself, [:class:] names a class;
+    a range's ends are single characters, and a range does not start where one ended."""
     i = start + 1
     out = ["["]
     if i < len(pattern) and pattern[i] == "^":
         out.append("^")
         i += 1
     first = True
+    # What the last member was: "" (none yet), "char" (may start a range), "class",
+    # "range-end" (regcomp refuses a range from there, REG_ERANGE), "dash" (a range is open).
+    last = ""
     while i < len(pattern):
         ch = pattern[i]
         if ch == "]" and not first:
+            if last == "dash":
+                raise HeaderCheckError("unterminated range in a bracket expression")
             out.append("]")
             return "".join(out), i + 1
         first = False
@@ -97,20 +103,28 @@ def _bracket(pattern: str, start: int) -> tuple[str, int]:
                 raise HeaderCheckError("unterminated [: :], [= =] or [. .] in a bracket")
             name = pattern[i + 2 : end]
             if kind == ":":
+                if last == "dash":
+                    raise HeaderCheckError("a character class cannot end a range")
                 members = _CLASSES.get(name)
                 if members is None:
                     raise HeaderCheckError(f"unknown character class [:{name}:]")
                 out.append(members)
+                last = "class"
             else:
                 out.append(re.escape(name))  # an equivalence class or collating symbol: itself
+                last = "range-end" if last == "dash" else "char"
             i = end + 2
             continue
-        if ch == "-" and out[-1] not in ("[", "^") and pattern[i + 1 : i + 2] not in ("]", ""):
+        if ch == "-" and last in ("char", "class", "range-end") and pattern[i + 1 : i + 2] != "]":
+            if last != "char":
+                raise HeaderCheckError("a range must start at a single character")
             out.append("-")  # a range between the members around it
+            last = "dash"
         else:
             # Everything else is a literal member; escape what Python's sets treat specially
             # (and what newer Pythons warn about as future set operations).
             out.append("\\" + ch if ch in "\\[]^-&~|" else ch)
+            last = "range-end" if last == "dash" else "char"
         i += 1
     raise HeaderCheckError("unterminated bracket expression")
 
@@ -118,11 +132,33 @@ def _bracket(pattern: str, start: int) -> tuple[str, int]:
 def bre_to_python(pattern: str) -> str:
     """A POSIX basic regular expression (glibc's, with its GNU extensions) as an equivalent
     Python `re` pattern, for `re.search` with `re.DOTALL` (regexec without REG_NEWLINE: "."
-    matches a newline, "^" and "$" anchor only at the ends). Raises HeaderCheckError."""
+    matches a newline, "^" and "$" anchor only at the ends). Raises HeaderCheckError.
+
+    Stricter than regcomp in one place: a repetition of a repetition (`a**`, `a*\\+`,
+    `a\\{2\\}*`), which glibc accepts or refuses case by case and Python reads differently
+    (`a*+` is possessive there), is refused; write `\\(a*\\)*`."""
     out: list[str] = []
+    # What came last: "start" (RE start, after \( or \|: "*", "\+", "\?" are literals
+    # there and "^" an anchor), "anchor" (a leading "^": still literal repetitions), "atom",
+    # or "repeat".
+    last = "start"
+    groups = 0  # \( seen so far, for back-references
+    closed: set[int] = set()
+    opened: list[int] = []
     i = 0
-    at_start = True  # where "*" is a literal and "^" an anchor: RE start, after \( or \|
     n = len(pattern)
+
+    def repeat(op: str, literal: str) -> None:
+        nonlocal last
+        if last in ("start", "anchor"):
+            out.append(literal)
+            last = "atom"
+        elif last == "repeat":
+            raise HeaderCheckError("a repetition of a repetition; group it: \\(a*\\)*")
+        else:
+            out.append(op)
+            last = "repeat"
+
     while i < n:
         ch = pattern[i]
         if ch == "\\":
@@ -131,44 +167,69 @@ def bre_to_python(pattern: str) -> str:
             nxt = pattern[i + 1]
             i += 2
             if nxt.isdigit() and nxt != "0":
-                out.append("\\" + nxt)  # a back-reference
+                if int(nxt) not in closed:
+                    raise HeaderCheckError(f"back-reference \\{nxt} to no group before it")
+                # Grouped: "\\1" then a digit must not read as back-reference 12.
+                out.append("(?:\\" + nxt + ")")
+                last = "atom"
             elif nxt == "{":
                 # An interval: Python would read a malformed one as literal text, regcomp
-                # refuses it (REG_EBRACE, REG_BADBR).
+                # refuses it (REG_EBRACE, REG_BADBR), and at the start too (REG_BADRPT).
                 end = pattern.find("\\}", i)
                 bounds = pattern[i:end] if end >= 0 else ""
-                if not _INTERVAL.fullmatch(bounds):
+                if not _INTERVAL.fullmatch(bounds) or last in ("start", "anchor"):
                     raise HeaderCheckError("invalid interval \\{...\\}")
-                out.append("{" + bounds + "}")
+                repeat("{" + bounds + "}", "")
                 i = end + 2
+            elif nxt in "+?":
+                repeat(nxt, "\\" + nxt)
+            elif nxt == "(":
+                groups += 1
+                opened.append(groups)
+                out.append("(")
+                last = "start"
+            elif nxt == ")":
+                if not opened:
+                    raise HeaderCheckError("unmatched \\)")
+                closed.add(opened.pop())
+                out.append(")")
+                last = "atom"
+            elif nxt == "|":
+                # The groups of the branch that ends here cannot be referred to in the next
+                # one (regcomp: REG_ESUBREG).
+                branch = opened[-1] if opened else 0
+                closed -= set(range(branch + 1, groups + 1))
+                out.append("|")
+                last = "start"
             elif nxt in _ESCAPES:
                 out.append(_ESCAPES[nxt])
-                at_start = nxt in "(|"
-                continue
+                last = "atom" if nxt in "wWsS" else "anchor" if last == "start" else last
             else:
                 out.append(re.escape(nxt))
-            at_start = False
+                last = "atom"
             continue
         if ch == "[":
             text, i = _bracket(pattern, i)
             out.append(text)
-            at_start = False
+            last = "atom"
             continue
-        if ch == "*" and at_start:
-            out.append(r"\*")
-        elif ch == "^":
-            out.append("^" if at_start else r"\^")
-            i += 1
-            continue  # "^*" matches a literal star: still at the start
-        elif ch == "$":
-            rest = pattern[i + 1 :]
-            out.append(r"\Z" if rest in ("",) or rest.startswith(("\\)", "\\|")) else r"\$")
-        elif ch in "(){}+?|":
-            out.append("\\" + ch)  # literals in a BRE
-        else:
-            out.append(ch if ch in ".*" else re.escape(ch))
-        at_start = False
         i += 1
+        if ch == "*":
+            repeat("*", "\\*")
+        elif ch == "^" and last == "start":
+            out.append("^")
+            last = "anchor"
+        elif ch == "$" and (i == n or pattern.startswith(("\\)", "\\|"), i)):
+            out.append("\\Z")
+            last = "atom"
+        elif ch == ".":
+            out.append(".")
+            last = "atom"
+        else:
+            out.append(re.escape(ch))  # ( ) { } + ? | ^ $ are literals here in a BRE
+            last = "atom"
+    if opened:
+        raise HeaderCheckError("unmatched \\(")
     text = "".join(out)
     try:
         re.compile(text, re.DOTALL)
