@@ -12,22 +12,32 @@ the session hands over at end-of-headers, sans-IO like the session itself.
   result. The key is the KeyTable entry `ArcKey` names, or Domain/Selector/KeyFile's.
 * One body pass: the chain's AMS hashes, the seal's AMS hash and the hashes of the DKIM
   signer or verifier live in one `BodyHashSet`, fed by that signer or verifier.
+* OpenARC's options (dkimd.config.arc): SealHeaderChecks chooses the messages that get ARC
+  work at all; PermitAuthenticationOverrides lets the arc= result of our own authserv-id's
+  A-R field stand for the chain state when sealing; FinalReceiver adds arc.chain to the
+  arc= result; AuthResIP (default yes) its smtp.remote-ip.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from dkimd import milter
 from dkimd.arc import (
+    ArcError,
     ArcResult,
     ArcSealer,
+    ArcSet,
     ArcVerifier,
     ArcVerifyOptions,
+    ChainState,
     SealRequest,
     arc_ar_item,
 )
+from dkimd.arc.header_checks import first_match
 from dkimd.authres import authserv_id_of
 from dkimd.config import Config
 from dkimd.config.arc import ArcSettings
@@ -43,12 +53,46 @@ from dkimd.dkim import (
 )
 from dkimd.dns.base import TxtResult
 
-__all__ = ["ArcMessage", "copied_results", "outgoing_headers", "start"]
+__all__ = [
+    "ArcMessage",
+    "chain_domains",
+    "copied_results",
+    "outgoing_headers",
+    "override_state",
+    "start",
+]
 
 _AR_KEY = AR_FIELD_NAME.lower()
-#: What a sealer copies from trusted A-R fields: the results RFC 8617 6.1 says a receiver
-#: of the chain will want (the DKIM ones are our own).
-_COPIED_METHODS = frozenset({"spf", "dmarc"})
+#: What a sealer copies from trusted A-R fields into its AAR (RFC 8617 4.1.1: "the combined
+#: authres-payload with all of the authentication results from within the participating
+#: ADMD"): the methods of IANA's Email Authentication Methods registry, as OpenARC copies the
+#: methods its parser knows. arc= is ours to say; dkim= too when dkimd verified the message.
+_COPIED_METHODS = frozenset(
+    {
+        "auth",
+        "dkim",
+        "dkim-adsp",
+        "dkim-atps",
+        "dmarc",
+        "dnswl",
+        "domainkeys",
+        "iprev",
+        "rrvs",
+        "sender-id",
+        "smime",
+        "spf",
+        "vbr",
+    }
+)
+#: Chain failures an Authentication-Results arc= result may not overturn: no chain, or one
+#: dead on arrival (RFC 8617 5.1.3: "Once broken, the chain cannot be continued").
+_FINAL = frozenset({ArcError.STRUCTURE, ArcError.CV_FAIL, ArcError.CV_INVALID})
+#: Body hashes a new AMS can share (canonicalization, hash, no l=), in order of preference.
+_SHAREABLE_BODIES: tuple[tuple[str, str, int | None], ...] = (
+    ("relaxed", "sha256", None),
+    ("simple", "sha256", None),
+)
+_RESULT = re.compile(r"\s*([A-Za-z]+)")
 _MAX_COPIED = 8  # items taken from trusted fields: a flood of them is not a record
 _MAX_ITEM = 512  # characters of one copied item
 
@@ -72,15 +116,31 @@ class ArcMessage:
         self.report = report
         self.bodies = BodyHashSet(fix_crlf=config.fix_crlf)
         self._shared = False
+        self._seal_body: tuple[str, str, int | None] | None = None
         options = ArcVerifyOptions(
             max_instances=settings.maximum_sets,
             clock_skew=config.clock_drift,
             fix_crlf=config.fix_crlf,
         )
         self.verifier = ArcVerifier(headers, options, bodies=self.bodies)
-        if seal:
-            # The seal's own AMS hash (relaxed, sha256), registered before any body byte.
-            self.bodies.add(("relaxed", "sha256", None))
+
+    def seal_body_key(self) -> tuple[str, str, int | None]:
+        """The body hash the new AMS uses: one the DKIM signer, the DKIM verifier or the
+        chain already computes if there is one (relaxed, else simple, sha256, whole body),
+        so that sealing adds no body pass; else relaxed, registered now. Called before the
+        first body byte (the session hands each chunk to ArcMessage first)."""
+        if self._seal_body is None:
+            for key in _SHAREABLE_BODIES:
+                try:
+                    self.bodies[key]
+                except KeyError:
+                    continue
+                self._seal_body = key
+                break
+            else:
+                self._seal_body = _SHAREABLE_BODIES[0]
+                self.bodies.add(self._seal_body)
+        return self._seal_body
 
     def shared_bodies(self) -> BodyHashSet | None:
         """The body hash set, for the first DKIM signer or verifier that asks to feed (and
@@ -98,6 +158,8 @@ class ArcMessage:
         self.verifier.provide_key(name, result)
 
     def feed_body(self, chunk: bytes) -> None:
+        if self.seal:
+            self.seal_body_key()  # before the first byte reaches any hasher
         if not self._shared:
             self.bodies.update(chunk)
 
@@ -127,17 +189,57 @@ class ArcMessage:
         if not actions or not isinstance(actions[-1], milter.Accept | milter.Continue):
             return actions
         chain = self.result()
-        item = arc_ar_item(chain, remote_ip)
-        added: list[milter.Action] = []
-        if self.report:
-            added.append(_insert(AR_FIELD_NAME, f"{authserv_id}; {item}".encode("ascii")))
         if chain.reason:
             log.info("ARC chain %s: %s", chain.state.value, chain.reason)
+        # The header block as the MTA keeps it: forged A-R fields we delete are not trusted.
+        kept = outgoing_headers(headers, [a for a in actions if isinstance(a, milter.ChangeHeader)])
+        settings = self.settings
+        if self.seal and settings.permit_overrides:
+            # OpenARC applies an override only where it seals (mlfi_eom, ARC_MODE_SIGN).
+            chain = self._override(chain, kept, trusted_id, log)
+        item = arc_ar_item(chain, remote_ip if settings.auth_res_ip else None)
+        added: list[milter.Action] = []
+        if self.report:
+            reported = item
+            if settings.final_receiver and chain.state is ChainState.PASS:
+                domains = chain_domains(self.verifier.collected.sets)
+                if domains and all("!" <= c <= "~" and c not in '"\\' for c in domains):
+                    reported += " arc.chain=" + (f'"{domains}"' if ":" in domains else domains)
+            added.append(_insert(AR_FIELD_NAME, f"{authserv_id}; {reported}".encode("ascii")))
         if self.seal:
-            added += self._seal(
-                actions, headers, chain, item, trusted_id, dkim_results, seal_key, log
-            )
+            added += self._seal(actions, kept, chain, item, trusted_id, dkim_results, seal_key, log)
         return [*actions[:-1], *added, actions[-1]]
+
+    def _override(
+        self,
+        chain: ArcResult,
+        kept: Sequence[HeaderField],
+        trusted_id: str,
+        log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+    ) -> ArcResult:
+        """PermitAuthenticationOverrides: the chain state our own A-R field records."""
+        claimed = override_state(kept, trusted_id)
+        if claimed is None or claimed is chain.state:
+            return chain
+        if chain.state is ChainState.NONE or chain.error in _FINAL:
+            log.info(
+                "ARC: Authentication-Results says arc=%s; not applied to a chain that is %s",
+                claimed.value,
+                "absent" if chain.state is ChainState.NONE else "broken",
+            )
+            return chain
+        log.info(
+            "ARC chain state forced to %s by a prior Authentication-Results (was %s%s)",
+            claimed.value,
+            chain.state.value,
+            f": {chain.reason}" if chain.reason else "",
+        )
+        if claimed is ChainState.PASS:
+            # Which AMS still verifies is not known from an A-R field: no oldest-pass.
+            return replace(chain, state=claimed, error=None, detail="", oldest_pass=None)
+        return replace(
+            chain, state=claimed, detail=f"{trusted_id} Authentication-Results", oldest_pass=None
+        )
 
     def _seal(
         self,
@@ -161,6 +263,7 @@ class ArcMessage:
                 key.key,
                 trusted_id,
                 signed_headers=self.settings.sign_headers,
+                body_canon=self.seal_body_key()[0],
             )
         except DkimError as exc:
             log.warning("ARC: not sealed: %s", exc.reason)
@@ -169,10 +272,16 @@ class ArcMessage:
         if dkim_results is not None:
             prefixes = b_prefixes(dkim_results)
             items += [format_result(r, p) for r, p in zip(dkim_results, prefixes, strict=True)]
-        items += copied_results(headers, trusted_id)
+        items += copied_results(headers, trusted_id, own_dkim=dkim_results is not None)
         items.append(item)
         sealer = ArcSealer(request, bodies=self.bodies)
-        fields = sealer.seal(outgoing_headers(headers, actions), chain, "; ".join(items))
+        inserted = [a for a in actions if isinstance(a, milter.InsertHeader)]
+        fields = sealer.seal(
+            outgoing_headers(headers, inserted),
+            chain,
+            "; ".join(items),
+            sets=self.verifier.collected.sets,
+        )
         if not fields:
             log.info("ARC: not sealed: %s", sealer.refusal)
             return []
@@ -219,21 +328,60 @@ def _crlf(value: bytes) -> bytes:
     return value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def copied_results(headers: Sequence[HeaderField], trusted_id: str) -> list[str]:
-    """The spf= and dmarc= resinfo items of the A-R fields whose authserv-id is ours,
-    top-down, comments and all, each on one line."""
+def copied_results(
+    headers: Sequence[HeaderField], trusted_id: str, *, own_dkim: bool = True
+) -> list[str]:
+    """The resinfo items of registered methods (spf=, dmarc=, iprev=, ...) in the A-R fields
+    whose authserv-id is ours, top-down, comments and all, each on one line. `own_dkim`:
+    dkimd verified the message, and its dkim= results are the ones to record."""
     ours = trusted_id.lower()
+    skipped = {"dkim"} if own_dkim else set()
     out: list[str] = []
     for h in headers:
         if h.key != _AR_KEY or authserv_id_of(h.value) != ours:
             continue
         for resinfo in _resinfos(h.value)[1:]:
-            method = resinfo.split("=", 1)[0].strip().split("/", 1)[0].strip().lower()
-            if method in _COPIED_METHODS and "=" in resinfo and len(resinfo) <= _MAX_ITEM:
+            method = _method(resinfo)
+            if (
+                method in _COPIED_METHODS
+                and method not in skipped
+                and "=" in resinfo
+                and len(resinfo) <= _MAX_ITEM
+            ):
                 out.append(resinfo)
                 if len(out) >= _MAX_COPIED:
                     return out
     return out
+
+
+def _method(resinfo: str) -> str:
+    return resinfo.split("=", 1)[0].strip().split("/", 1)[0].strip().lower()
+
+
+def override_state(headers: Sequence[HeaderField], trusted_id: str) -> ChainState | None:
+    """The arc= result (pass or fail) of the topmost A-R field with our authserv-id that
+    has one: what PermitAuthenticationOverrides lets stand for the chain state (OpenARC:
+    "Only the most recent A-R header should matter"). None when there is none."""
+    ours = trusted_id.lower()
+    for h in headers:
+        if h.key != _AR_KEY or authserv_id_of(h.value) != ours:
+            continue
+        for resinfo in _resinfos(h.value)[1:]:
+            if _method(resinfo) != "arc" or "=" not in resinfo:
+                continue
+            # The result is a token, maybe followed by a comment or properties.
+            result = _RESULT.match(resinfo.split("=", 1)[1])
+            word = result[1].lower() if result else ""
+            if word in ("pass", "fail"):
+                return ChainState(word)
+            return None  # an arc= result that is neither: no override from this field
+    return None
+
+
+def chain_domains(sets: Sequence[ArcSet]) -> str:
+    """FinalReceiver's arc.chain value: the AMS d= of each set, newest first, ":"-separated
+    (OpenARC's arc_chain_custody_str)."""
+    return ":".join(s.ams.sig.domain.lower() for s in reversed(sets))
 
 
 def _resinfos(value: bytes) -> list[str]:
@@ -273,16 +421,24 @@ def start(
     client: tuple[str | None, str | None],
     recipients: Sequence[str],
     verifying: bool,
+    log: logging.LoggerAdapter[logging.Logger] | logging.Logger | None = None,
 ) -> ArcMessage | None:
     """The ARC work for a message at end-of-headers, or None when there is none: ARC off,
     a message this configuration does not seal and dkimd does not verify (`verifying`:
-    the DKIM verification path; mail dkimd only signs gets no arc= result)."""
+    the DKIM verification path; mail dkimd only signs gets no arc= result), or one that no
+    SealHeaderChecks line matches."""
     settings = config.arc
     if settings is None:
         return None
     seal = settings.seals and _sealed(settings, client, recipients)
     report = settings.verifies and verifying
     if not seal and not report:
+        return None
+    checks = settings.header_checks
+    if checks is not None and first_match(checks, headers) is None:
+        # OpenARC: "messages will only be processed by the filter if" a check matches.
+        if log is not None:
+            log.info("ARC: no seal header check matched; no ARC processing")
         return None
     return ArcMessage(settings, config, headers, seal=seal, report=report)
 

@@ -561,7 +561,12 @@ class MilterSession:
         client = (self._client.address, self._client.hostname)
         verifying = plan.decision is Decision.VERIFY or msg.resign
         msg.arc = arc_filter.start(
-            config, msg.headers, client=client, recipients=msg.recipients, verifying=verifying
+            config,
+            msg.headers,
+            client=client,
+            recipients=msg.recipients,
+            verifying=verifying,
+            log=self._log,
         )
         if plan.decision is Decision.SIGN:
             self._start_signing(msg, plan)

@@ -1142,6 +1142,16 @@ MESSAGE_ROWS = [
         ARC_FAIL + r"AMS i=1: h= contains ARC-Seal",
     ),
     MessageRow(
+        "arc-forged-pass-result",
+        lambda w: (
+            [(b"Authentication-Results", f" {AUTHSERV}; arc=pass".encode()), *_arc_chain(w)],
+            GOOD_BODY + b"changed\r\n",
+        ),
+        EXTERNAL,
+        C,
+        ARC_FAIL + r"AMS i=1: body hash mismatch(?s:.*)ARC set i=2 added \(.*cv=fail\)",
+    ),
+    MessageRow(
         "arc-huge-seal", _arc_edit(_huge_b), EXTERNAL, C, ARC_FAIL + r"AS i=1: b= is too long"
     ),
 ]

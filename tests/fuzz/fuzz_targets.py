@@ -19,6 +19,8 @@ Targets:
 * ``session``           -- a whole ``MilterSession`` behind a real ``milter.Connection``
                            (ARC on: ArcMode sv or v, hostile ARC fields among the edits).
 * ``arc_fields``        -- the three ARC header field parsers (RFC 8617 4.1).
+* ``arc_trusted``       -- hostile fields read for OpenARC's options: SealHeaderChecks, the
+                           arc= override and the results copied into an AAR.
 * ``arc_chain``         -- a header block of hostile ARC fields through ``ArcVerifier``, and
                            the next set sealed over it by ``ArcSealer``.
 """
@@ -750,6 +752,41 @@ def arc_chain(data: bytes) -> None:
         assert collect_sets([*fields, *headers]).error == ""
 
 
+_SEAL_CHECKS: list[object] = []
+
+
+def arc_trusted(data: bytes) -> None:
+    """The input is a header block (LF or CRLF) of hostile fields. What dkimd reads from
+    them for OpenARC's options never raises: SealHeaderChecks (regular expressions on the
+    values, JSON lists), PermitAuthenticationOverrides (the arc= of our own A-R field) and
+    the results copied into an AAR (each one line of printable ASCII, bounded)."""
+    from dkimd.arc import ChainState
+    from dkimd.arc.header_checks import first_match, parse_header_checks
+    from dkimd.arc_filter import copied_results, override_state
+    from dkimd.dkim import split_message
+
+    if not _SEAL_CHECKS:
+        checks, problems = parse_header_checks(
+            [
+                "List-Id:<[^>]*\\.lists\\.example>",
+                "X-Tags:^forward$",
+                "Subject:^\\[dev\\] .*\\<x\\>",
+            ]
+        )
+        assert not problems
+        _SEAL_CHECKS.extend(checks)
+    try:
+        headers, _ = split_message(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    except DkimError:
+        return
+    first_match(_SEAL_CHECKS, headers[:200])  # type: ignore[arg-type]
+    state = override_state(headers, "mx.test")
+    assert state in (None, ChainState.PASS, ChainState.FAIL)
+    for item in copied_results(headers, "mx.test", own_dkim=bool(data[:1] == b"A")):
+        assert "\n" not in item and "\r" not in item and len(item) <= 512
+        assert all(" " <= c <= "~" for c in item)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "milter_stream": milter_stream,
     "milter_mutation": milter_mutation,
@@ -765,6 +802,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "session": session,
     "arc_fields": arc_fields,
     "arc_chain": arc_chain,
+    "arc_trusted": arc_trusted,
 }
 
 # Exceptions a target may never let escape are everything else; these are the documented

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from fuzz_targets import arc_chain, arc_fields, examples
+from fuzz_targets import arc_chain, arc_fields, arc_trusted, examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -117,3 +117,57 @@ def test_huge_field_is_bounded() -> None:
     arc_fields(huge)
     block = b"ARC-Seal:" + huge + b"\r\nFrom: a@example.com\r\n\r\nbody\r\n"
     arc_chain(block)
+
+
+@st.composite
+def trusted_block(draw: st.DrawFn) -> bytes:
+    """Authentication-Results fields under our authserv-id and others, SealHeaderChecks'
+    fields with JSON-ish values, folded and not."""
+    lines = []
+    for _ in range(draw(st.integers(0, 8))):
+        name = draw(st.sampled_from(["Authentication-Results", "List-Id", "X-Tags", "Subject"]))
+        ident = draw(st.sampled_from(["mx.test", "MX.Test", "(c) mx.test", '"mx.test"', "x"]))
+        items = draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        "arc=pass",
+                        "arc=fail",
+                        "arc=none",
+                        "arc",
+                        "arc=",
+                        'arc=pass reason="a;b"',
+                        "spf=pass smtp.mailfrom=a (c;d)",
+                        "dkim=pass header.d=x",
+                        "x-y=pass",
+                        "iprev=pass policy.iprev=192.0.2.1",
+                        '["forward", 1, ["x"]]',
+                        "[" * 50,
+                        "\\",
+                        "(unclosed",
+                        '"unclosed',
+                        "\r\n\t",
+                        "\x80\xff",
+                    ]
+                ),
+                max_size=6,
+            )
+        )
+        value = (
+            f"{ident}; " + "; ".join(items) if name == "Authentication-Results" else " ".join(items)
+        )
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    return b"\n".join(lines) + b"\n\nbody\n"
+
+
+@FUZZ
+@given(trusted_block())
+@example(b"Authentication-Results: mx.test; arc=pass\nX-Tags: " + b"[" * 100000 + b"\n\n")
+def test_arc_trusted_fields(data: bytes) -> None:
+    arc_trusted(data)
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_arc_trusted_bytes(data: bytes) -> None:
+    arc_trusted(data)

@@ -22,7 +22,13 @@ from dkimd.arc.fields import (
     parse_seal,
 )
 from dkimd.arc.sealer import DEFAULT_AMS_HEADERS, ArcSealer, SealRequest
-from dkimd.arc.verifier import ArcError, ArcResult, ArcVerifier, ArcVerifyOptions, seal_hash_input
+from dkimd.arc.verifier import (
+    ArcError,
+    ArcResult,
+    ArcVerifier,
+    ArcVerifyOptions,
+    seal_hash_input,
+)
 
 __all__ = [
     "AAR_NAME",

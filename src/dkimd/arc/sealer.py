@@ -29,6 +29,7 @@ from dkimd.arc.fields import (
     AMS_NAME,
     AS_NAME,
     MAX_INSTANCES,
+    ArcSet,
     ChainState,
     collect_sets,
 )
@@ -63,7 +64,16 @@ DEFAULT_AMS_HEADERS: Final = (
     "list-post",
     "list-unsubscribe",
 )
-_ARC_SEAL_KEY: Final = name_key("ARC-Seal")
+#: RFC 8617 4.1.2: the ARC fields and Authentication-Results never go in an AMS h= list.
+_NEVER_SIGNED: Final = {
+    name_key(n): n
+    for n in (
+        "ARC-Seal",
+        "ARC-Message-Signature",
+        "ARC-Authentication-Results",
+        "Authentication-Results",
+    )
+}
 
 
 def _clean(text: str) -> str:
@@ -88,8 +98,12 @@ class SealRequest:
     _dkim: SigningRequest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if any(name_key(n) == _ARC_SEAL_KEY for n in self.signed_headers):
-            raise SigningError("the ARC-Message-Signature must not sign ARC-Seal (RFC 8617)")
+        banned = [n for n in self.signed_headers if name_key(n) in _NEVER_SIGNED]
+        if banned:
+            raise SigningError(
+                f"the ARC-Message-Signature must not sign {_NEVER_SIGNED[name_key(banned[0])]}"
+                " (RFC 8617 4.1.2)"
+            )
         if (
             not self.authserv_id
             or _clean(self.authserv_id) != self.authserv_id
@@ -113,7 +127,12 @@ class SealRequest:
 
 
 class ArcSealer:
-    def __init__(self, request: SealRequest, *, bodies: BodyHashSet | None = None) -> None:
+    def __init__(
+        self,
+        request: SealRequest,
+        *,
+        bodies: BodyHashSet | None = None,
+    ) -> None:
         """`bodies`: a body hash set shared with DKIM (its owner feeds it)."""
         self.request = request
         self._own_bodies = bodies is None
@@ -126,10 +145,17 @@ class ArcSealer:
             self._bodies.update(chunk)
 
     def seal(
-        self, headers: Sequence[HeaderField], chain: ArcResult, results: str
+        self,
+        headers: Sequence[HeaderField],
+        chain: ArcResult,
+        results: str,
+        *,
+        sets: Sequence[ArcSet] | None = None,
     ) -> list[HeaderField]:
         """The new set [AS, AMS, AAR] for `headers` (the message as it will leave, minus the
-        new set), or [] when RFC 8617 says not to seal (`refusal` says why)."""
+        new set), or [] when RFC 8617 says not to seal (`refusal` says why). `sets`: the
+        chain's sets as the verifier collected them from these same fields (else parsed
+        again here)."""
         if chain.last_cv is ChainState.FAIL:
             self.refusal = "the newest ARC-Seal already has cv=fail"
             return []
@@ -191,7 +217,9 @@ class ArcSealer:
             AS_NAME, fold_signature([*seal_tags, ("b", "")], len(AS_NAME) + 2)
         )
         # 5.1.2: a failed chain's seal covers only its own set.
-        previous = collect_sets(headers).sets if cv is ChainState.PASS else ()
+        previous: Sequence[ArcSet] = ()
+        if cv is ChainState.PASS:
+            previous = collect_sets(headers).sets if sets is None else sets
         data = seal_hash_input(previous, aar, ams, unsigned_seal)
         b = base64.b64encode(algo.sign(req.key, data)).decode("ascii")
         seal = HeaderField(AS_NAME, unsigned_seal.value + fold_b_value(b))

@@ -119,11 +119,16 @@ def _key_refused(record: KeyRecord, algo: SignatureAlgorithm) -> str | None:
 
 
 def seal_hash_input(
-    previous: Sequence[ArcSet], aar: HeaderField, ams: HeaderField, seal: HeaderField
+    previous: Sequence[ArcSet],
+    aar: HeaderField,
+    ams: HeaderField,
+    seal: HeaderField,
 ) -> bytes:
     """What an ARC-Seal's b= signs (RFC 8617 5.1.1): the sets before it, oldest first, each
     as AAR, AMS, AS in relaxed canonical form, then its own set's AAR and AMS, then the seal
-    itself with b= empty and without the final CRLF."""
+    itself with b= empty and without the final CRLF. Each field's relaxed form is worked out
+    once per field object (HeaderField), so checking N seals and sealing after them does not
+    canonicalize set 1 N+1 times."""
     parts = [canonicalize_header(f, "relaxed") for s in previous for f in s.fields()]
     parts.append(canonicalize_header(aar, "relaxed"))
     parts.append(canonicalize_header(ams, "relaxed"))

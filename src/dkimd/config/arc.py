@@ -13,6 +13,17 @@ dkimd extensions, named after OpenARC's options with an `Arc` prefix where OpenA
   `ArcSealMailTo`: recipients whose mail is sealed (a forwarder seals what it relays). With
   neither, every message dkimd handles is sealed.
 * `ArcMaximumSets`: a chain of more ARC sets fails (1..50, default 50, RFC 8617's limit).
+
+OpenARC's own names where they do not clash with an opendkim.conf option, with OpenARC's
+meaning (openarc.conf(5)); they apply only with ArcMode:
+
+* `SealHeaderChecks FILE`: "name:regexp" lines (POSIX basic regular expressions); a message
+  none of them matches gets no ARC work at all (dkimd.arc.header_checks).
+* `PermitAuthenticationOverrides` (default no): when sealing, the arc= result of our own
+  authserv-id's Authentication-Results field replaces the computed chain state.
+* `FinalReceiver` (default no): the arc= result carries the non-standard `arc.chain`
+  property, the sealing domains newest first.
+* `AuthResIP` (default yes): the arc= results carry smtp.remote-ip.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dkimd.arc import DEFAULT_AMS_HEADERS, MAX_INSTANCES
+from dkimd.arc.header_checks import HeaderCheck, parse_header_checks
 from dkimd.config.datasets import Dataset
 from dkimd.config.hosts import HostList, check_host_entries
 
@@ -45,6 +57,12 @@ class ArcSettings:
     seal_hosts: HostList | None = None
     seal_mail_to: Dataset | None = None
     maximum_sets: int = MAX_INSTANCES
+    # OpenARC's options (openarc.conf(5)), read only with ArcMode:
+    header_checks: tuple[HeaderCheck, ...] | None = None  # SealHeaderChecks
+    header_checks_file: str = ""
+    permit_overrides: bool = False  # PermitAuthenticationOverrides
+    final_receiver: bool = False  # FinalReceiver
+    auth_res_ip: bool = True  # AuthResIP
 
     @property
     def verifies(self) -> bool:
@@ -56,16 +74,31 @@ class ArcSettings:
 
 
 _MODES = {"v": ArcMode.VERIFY, "s": ArcMode.SEAL}
+_ARC_OPTIONS = ("ArcKey", "ArcSignHeaders", "ArcSealHosts", "ArcSealMailTo", "ArcMaximumSets")
+_OPENARC_OPTIONS = (
+    "SealHeaderChecks",
+    "PermitAuthenticationOverrides",
+    "FinalReceiver",
+    "AuthResIP",
+)
+#: RFC 8617 4.1.2: A-R fields (deleted downstream, RFC 8601 5) and the ARC fields themselves
+#: must not be in the AMS h= list.
+_NEVER_SIGNED = {
+    n.lower(): n
+    for n in (
+        "ARC-Seal",
+        "ARC-Message-Signature",
+        "ARC-Authentication-Results",
+        "Authentication-Results",
+    )
+}
+_SEAL_CHECKS_LIMIT = 1 << 20  # bytes of a SealHeaderChecks file: a list of checks, not a log
 
 
 def read_arc_options(builder: _Builder) -> None:
     """Convert and check the ARC options into `builder.values["arc"]`."""
     setting = builder.get("ArcMode")
-    others = [
-        n
-        for n in ("ArcKey", "ArcSignHeaders", "ArcSealHosts", "ArcSealMailTo", "ArcMaximumSets")
-        if builder.get(n) is not None
-    ]
+    others = [n for n in (*_ARC_OPTIONS, *_OPENARC_OPTIONS) if builder.get(n) is not None]
     if setting is None:
         if others:
             builder.warn(
@@ -106,9 +139,12 @@ def read_arc_options(builder: _Builder) -> None:
     found = builder.header_names("ArcSignHeaders")
     if found is not None:
         names = tuple(dict.fromkeys(h.lower() for h in found[1]))
-        if "arc-seal" in names:
+        banned = [_NEVER_SIGNED[n] for n in names if n in _NEVER_SIGNED]
+        if banned:
             builder.error(
-                found[0], "ArcSignHeaders: the ARC-Message-Signature must not sign ARC-Seal"
+                found[0],
+                f"ArcSignHeaders: the ARC-Message-Signature must not sign {banned[0]}",
+                "RFC 8617 4.1.2 keeps ARC and Authentication-Results fields out of h=",
             )
         elif "from" not in names:
             builder.error(found[0], "ArcSignHeaders must list From")
@@ -132,7 +168,43 @@ def read_arc_options(builder: _Builder) -> None:
             )
         else:
             values["maximum_sets"] = number
+    _openarc_options(builder, values)
     builder.values["arc"] = ArcSettings(**values)  # type: ignore[arg-type]
+
+
+def _openarc_options(builder: _Builder, values: dict[str, object]) -> None:
+    for option, attr in (
+        ("PermitAuthenticationOverrides", "permit_overrides"),
+        ("FinalReceiver", "final_receiver"),
+        ("AuthResIP", "auth_res_ip"),
+    ):
+        setting = builder.get(option)
+        if setting is not None:
+            values[attr] = bool(setting.parsed)
+    setting = builder.get("SealHeaderChecks")
+    if setting is None:
+        return
+    path = setting.value.strip()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_SEAL_CHECKS_LIMIT + 1)
+    except OSError as exc:
+        builder.error(setting, f"SealHeaderChecks: cannot read {path}: {exc.strerror}")
+        return
+    if len(data) > _SEAL_CHECKS_LIMIT:
+        builder.error(setting, f"SealHeaderChecks: {path} is larger than 1 MiB")
+        return
+    checks, problems = parse_header_checks(data.decode("utf-8", "replace").splitlines())
+    for problem in problems:
+        builder.error(setting, f"SealHeaderChecks: {path} {problem}")
+    if not checks and not problems:
+        builder.error(
+            setting,
+            f"SealHeaderChecks: {path} has no checks",
+            "with no check, no message would get ARC work; remove the option instead",
+        )
+    values["header_checks"] = tuple(checks)
+    values["header_checks_file"] = path
 
 
 def arc_summary(settings: ArcSettings) -> str:
@@ -149,6 +221,15 @@ def arc_summary(settings: ArcSettings) -> str:
             whom.append(f"to ArcSealMailTo ({settings.seal_mail_to.spec})")
         which = " or ".join(whom) if whom else "of every kind"
         parts.append(f"mail {which} is ARC-sealed with {key}")
+    if settings.header_checks is not None:
+        parts.append(
+            f"only messages that a SealHeaderChecks line of {settings.header_checks_file} "
+            "matches get ARC work"
+        )
+    if settings.permit_overrides:
+        parts.append("our own Authentication-Results arc= result overrides the chain state")
+    if settings.final_receiver:
+        parts.append("arc= results name the chain's domains (arc.chain)")
     text = "; ".join(parts)
     if settings.maximum_sets < MAX_INSTANCES:
         text += f"; chains of more than {settings.maximum_sets} sets fail"

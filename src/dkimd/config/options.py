@@ -63,7 +63,8 @@ dkimd extensions (no OpenDKIM equivalent; OpenDKIM would reject them as unknown)
   next SigningTable match, and signs nothing when no published key is left
   (dkimd.key_guard).
 * `ArcMode`, `ArcKey`, `ArcSignHeaders`, `ArcSealHosts`, `ArcSealMailTo`, `ArcMaximumSets`:
-  ARC (RFC 8617) verification and sealing, read by `dkimd.config.arc`; docs/arc.md.
+  ARC (RFC 8617) verification and sealing, read by `dkimd.config.arc`; docs/arc.md. With them,
+  OpenARC's `SealHeaderChecks`, `PermitAuthenticationOverrides`, `FinalReceiver`, `AuthResIP`.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ _TABLE: tuple[OptionSpec, ...] = (
     _spec("ArcSealHosts", _D, implemented=True, extension=True),
     _spec("ArcSealMailTo", _D, implemented=True, extension=True),
     _spec("ArcSignHeaders", _D, implemented=True, extension=True),
+    _spec("AuthResIP", _B, True, implemented=True, extension=True),  # OpenARC's (config.arc)
+    _spec("FinalReceiver", _B, implemented=True, extension=True),  # OpenARC's
+    _spec("PermitAuthenticationOverrides", _B, implemented=True, extension=True),  # OpenARC's
+    _spec("SealHeaderChecks", _S, implemented=True, extension=True),  # OpenARC's
     _spec("ATPSDomains", _D, implemented=True),
     _spec("ATPSHashAlgorithm", _S, "sha256", implemented=True),
     _spec("AuthservID", _S, implemented=True),

@@ -55,9 +55,12 @@ def canonicalize_header(field: HeaderField, canon: str, *, crlf: bool = True) ->
     if canon == "simple":
         out = field.raw
     else:
-        name = field.key
-        value = field.value.replace(b"\r\n", b"").translate(_TAB_TO_SP)
-        out = name + b":" + _collapse_spaces(value).strip(b" ")
+        cached = field.relaxed
+        if cached is None:
+            value = field.value.replace(b"\r\n", b"").translate(_TAB_TO_SP)
+            cached = field.key + b":" + _collapse_spaces(value).strip(b" ")
+            object.__setattr__(field, "relaxed", cached)  # frozen: set once, as `key` is
+        out = cached
     return out + _CRLF if crlf else out
 
 

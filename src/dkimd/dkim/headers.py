@@ -49,6 +49,10 @@ class HeaderField:
     # What the field is known by (`field_key`), worked out once: the verifier, the signer and
     # the policy each look it up for most fields of every message.
     key: bytes = field(init=False, repr=False, compare=False)
+    # The relaxed canonical form (without CRLF), worked out on first use by
+    # canonicalization.canonicalize_header: a field signed or verified by several signatures
+    # (DKIM-Signature, ARC-Message-Signature, every later ARC-Seal) is canonicalized once.
+    relaxed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", field_key(self.name))
