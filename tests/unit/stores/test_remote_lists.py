@@ -28,7 +28,15 @@ from dkimd.stores.dataset import RemoteDataset
 from dkimd.stores.hostlist import RemoteHostList, host_list_keys
 from support.sqlservers import PgServer, start_postgres
 
-from .remote_lists import Mta, ask, base_config, sqlite_exec, sqlite_table, sqlite_url
+from .remote_lists import (
+    Mta,
+    ask,
+    base_config,
+    key_file,
+    sqlite_exec,
+    sqlite_table,
+    sqlite_url,
+)
 
 # -- the host-list keys, and the same decisions as a file --------------------------------
 
@@ -387,3 +395,70 @@ def test_postgres_per_message_list(pg: PgServer, tmp_path: Path) -> None:
             await mta.close()
 
     asyncio.run(scenario())
+
+
+def test_arc_seal_hosts_and_mail_to(tmp_path: Path) -> None:
+    db = tmp_path / "lists.db"
+    sqlite_table(db, "seal", [("192.0.2.0/24", ""), ("!192.0.2.5", "")])
+    sqlite_table(db, "sealto", [("lists.example", "")])
+    key = key_file(tmp_path)
+    (tmp_path / "keys").write_text(f"arc example.com:arc:{key}\n")
+    config = (
+        "Mode v\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\n"
+        f"KeyTable {tmp_path / 'keys'}\nArcMode s\nArcKey arc\n"
+        f"ArcSealHosts {sqlite_url(db, 'seal')}\nArcSealMailTo {sqlite_url(db, 'sealto')}\n"
+        "DataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)
+
+    def sealed(outcome: object) -> bool:
+        actions = outcome.actions  # type: ignore[attr-defined]
+        return any(getattr(a, "name", None) == b"ARC-Seal" for a in actions)
+
+    listed = mta.run("192.0.2.9", "relay.example")
+    assert sealed(listed) and listed.requests == 1, listed  # both lists in one round
+    assert not sealed(mta.run("192.0.2.5", "relay.example"))  # negated
+    assert not sealed(mta.run("198.51.100.1", "relay.example"))  # miss
+    assert sealed(mta.run("198.51.100.1", "relay.example", recipients=["x@lists.example"]))
+    sqlite_exec(db, "ALTER TABLE seal RENAME TO gone")
+    assert mta.run("192.0.2.9", "relay.example").tempfailed
+
+
+def test_atps_domains(site: tuple[Path, str]) -> None:
+    db, config = site
+    sqlite_table(db, "atps", [("example.com", "")])
+    mta = Mta(config + f"ATPSDomains {sqlite_url(db, 'atps')}\n")
+
+    def atps(outcome: object) -> bool:
+        actions = outcome.actions  # type: ignore[attr-defined]
+        sigs = [a.value for a in actions if getattr(a, "name", None) == b"DKIM-Signature"]
+        assert sigs, actions
+        return b"atps=example.com" in sigs[0].replace(b"\r\n\t", b"").replace(b"\n\t", b"")
+
+    assert atps(mta.run())
+    sqlite_exec(db, "DELETE FROM atps")
+    assert not atps(mta.run())  # TTL 0: the row gone shows at once
+    sqlite_exec(db, "ALTER TABLE atps RENAME TO gone")
+    assert mta.run().tempfailed
+
+
+def test_header_list_and_domain_read_at_load(tmp_path: Path) -> None:
+    db = tmp_path / "lists.db"
+    sqlite_table(db, "signhdr", [("from", ""), ("subject", "")])
+    sqlite_table(db, "domains", [("example.com", "")])
+    config = base_config(tmp_path).replace("Domain example.com\n", "")
+    mta = Mta(
+        config
+        + f"Domain {sqlite_url(db, 'domains')}\nSignHeaders {sqlite_url(db, 'signhdr')}\n"
+    )
+    signed = mta.run()
+    sig = [a.value for a in signed.actions if getattr(a, "name", None) == b"DKIM-Signature"]
+    assert sig, signed
+    tags = dict(
+        part.strip().partition("=")[::2]
+        for part in sig[0].decode().replace("\r", "").replace("\n", "").split(";")
+    )
+    signed_names = tags["h"].replace("\t", "").replace(" ", "").lower().split(":")
+    assert "from" in signed_names and "to" not in signed_names, tags  # To: not in the table
+    assert signed.requests == 0  # nothing asked per message: both were read at load
+    assert not mta.run(sender="alice@example.org").signed  # not in the Domain table
