@@ -448,8 +448,7 @@ def test_header_list_and_domain_read_at_load(tmp_path: Path) -> None:
     sqlite_table(db, "domains", [("example.com", "")])
     config = base_config(tmp_path).replace("Domain example.com\n", "")
     mta = Mta(
-        config
-        + f"Domain {sqlite_url(db, 'domains')}\nSignHeaders {sqlite_url(db, 'signhdr')}\n"
+        config + f"Domain {sqlite_url(db, 'domains')}\nSignHeaders {sqlite_url(db, 'signhdr')}\n"
     )
     signed = mta.run()
     sig = [a.value for a in signed.actions if getattr(a, "name", None) == b"DKIM-Signature"]
