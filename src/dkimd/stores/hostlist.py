@@ -33,6 +33,7 @@ the store's cache (DataSetCacheTTL, DataSetNegativeCacheTTL) is the memory.
 from __future__ import annotations
 
 from dkimd.config.hosts import HostList, candidate_keys, host_keys
+from dkimd.stores.dataset import RowsMissing
 
 __all__ = ["RemoteHostList", "host_list_keys"]
 
@@ -58,8 +59,16 @@ class RemoteHostList(HostList):
         self.dataset.prefetch(host_list_keys(address, hostname))
 
     def matches(self, address: str | None, hostname: str | None) -> bool:
-        # Raises RowsMissing (fetch, then run again) or StoreError (On-InternalError).
-        self.prefetch(address, hostname)
+        """Raises RowsMissing (fetch, then run again) or StoreError (On-InternalError)."""
+        try:
+            # Warm: OpenDKIM's walk over what is in memory, stopping at the first hit.
+            return self._decide(address, hostname)
+        except RowsMissing:
+            # A key is not in memory: ask for every key this client can need, at once.
+            self.prefetch(address, hostname)
+            return self._decide(address, hostname)  # it came in meanwhile
+
+    def _decide(self, address: str | None, hostname: str | None) -> bool:
         return bool(hostname and self.matches_host(hostname)) or (
             bool(address) and self.matches_address(address or "")
         )
