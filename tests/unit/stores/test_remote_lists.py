@@ -26,9 +26,7 @@ from dkimd.config.hosts import HostList, check_host_entries
 from dkimd.stores.base import StoreError
 from dkimd.stores.dataset import RemoteDataset
 from dkimd.stores.hostlist import RemoteHostList, host_list_keys
-from support.sqlservers import PgServer, start_postgres
-
-from .remote_lists import (
+from support.remote_lists import (
     Mta,
     ask,
     base_config,
@@ -37,6 +35,7 @@ from .remote_lists import (
     sqlite_table,
     sqlite_url,
 )
+from support.sqlservers import PgServer, start_postgres
 
 # -- the host-list keys, and the same decisions as a file --------------------------------
 

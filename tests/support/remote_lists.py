@@ -1,4 +1,6 @@
-"""A session driven through the milter wire with remote data sets, for the list tests."""
+"""A session driven through the milter wire with remote data sets (tests/unit/stores,
+tests/interop/test_hostlist_differential.py): one connection and message per call, as
+Postfix sends them, with the NeedRows rounds counted."""
 
 from __future__ import annotations
 

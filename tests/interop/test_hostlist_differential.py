@@ -1,0 +1,158 @@
+"""OpenDKIM and dkimd on the same `dsn:sqlite3` InternalHosts and PeerList: same decisions.
+
+OpenDKIM asks a host list that is not a file one key at a time (dkimf_checkhost, then
+dkimf_checkip); dkimd asks every candidate key of the client in one round and walks them
+in the same order. Both read the same SQLite file through the same DSN text (relative to
+the working directory, as tests/interop/test_dsn_differential.py explains), for a grid of
+clients covering names and parent domains, negated entries, CIDR networks, the bracketed
+forms and IPv6. Compared: whether the message is signed (InternalHosts), and whether the
+filter lets the connection go at connect (PeerList: no Authentication-Results).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.opendkim import OpenDKIM, genkey, milter_transaction
+from support.remote_lists import Mta
+from support.tools import require, unavailable
+
+SQLITE_BACKEND = "/usr/lib/opendbx/libsqlite3backend.so"
+
+ENTRIES = [
+    "192.0.2.0/24",
+    "!192.0.2.5",
+    "[198.51.100.7]",
+    "10.0.0.0/8",
+    "!10.9.0.0/16",
+    "10.9.8.7",
+    "2001:db8::/32",
+    "!2001:db8:dead::/48",
+    "mx.example.org",
+    ".example.net",
+    "!bad.example.net",
+    "!.lab.example.net",
+    "ok.lab.example.net",
+]
+CLIENTS = [  # (host name as the MTA gives it, address)
+    ("unknown.test", "192.0.2.1"),
+    ("unknown.test", "192.0.2.5"),
+    ("unknown.test", "192.0.3.1"),
+    ("unknown.test", "198.51.100.7"),
+    ("unknown.test", "10.1.1.1"),
+    ("unknown.test", "10.9.1.1"),
+    ("unknown.test", "10.9.8.7"),
+    ("mx.example.org", "203.0.113.9"),
+    ("a.example.net", "203.0.113.9"),
+    ("bad.example.net", "203.0.113.9"),
+    ("bad.example.net", "192.0.2.1"),
+    ("x.lab.example.net", "203.0.113.9"),
+    ("ok.lab.example.net", "203.0.113.9"),
+    ("unknown.test", "2001:db8::1"),
+    ("unknown.test", "2001:db8:dead::1"),
+    ("unknown.test", "2001:db9::1"),
+]
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    require("opendkim")
+    require("miltertest")
+    if not os.path.exists(SQLITE_BACKEND):
+        unavailable("OpenDBX's sqlite3 back end is missing: apt-get install libopendbx1-sqlite3")
+    monkeypatch.chdir(tmp_path)  # both filters resolve dkim.db here
+    conn = sqlite3.connect(tmp_path / "dkim.db")
+    conn.execute("CREATE TABLE hosts (k TEXT, v TEXT)")
+    conn.executemany("INSERT INTO hosts VALUES (?, '')", [(e,) for e in ENTRIES])
+    conn.commit()
+    conn.close()
+    yield tmp_path
+
+
+HOSTS = "dsn:sqlite3://dk/im.db/table=hosts?keycol=k?datacol=v"
+
+
+#: Every client is internal: a PeerList client is the one left unsigned.
+EVERYONE = "0.0.0.0/0,::/0"
+
+
+def _signed(od: OpenDKIM, host: str, address: str) -> bool:
+    """Whether OpenDKIM signs one message from this client."""
+    message = b"From: a@example.com\r\nTo: r@example.net\r\n\r\nHello.\r\n"
+    result = milter_transaction(
+        od.socket_spec, message, client_host=host, client_addr=address, mail_from="a@example.com"
+    )
+    return bool(result.headers("DKIM-Signature"))
+
+
+def test_internal_hosts_as_opendkim(site: Path) -> None:
+    key = genkey(site / "k", "example.com", "sel", bits=1024)
+    theirs: dict[tuple[str, str], bool] = {}
+    with OpenDKIM(
+        site / "od",
+        domain="example.com",
+        selector="sel",
+        keyfile=key.private_key,
+        dns_records=key.records,
+        options={"InternalHosts": HOSTS},
+    ) as od:
+        for host, address in CLIENTS:
+            theirs[(host, address)] = _signed(od, host, address)
+    config = (
+        "Mode sv\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\nRequireSafeKeys no\n"
+        f"Domain example.com\nSelector sel\nKeyFile {key.private_key}\n"
+        f"InternalHosts {HOSTS}\nDataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)
+
+    async def run_all() -> dict[tuple[str, str], bool]:
+        try:
+            return {(h, a): (await mta.message(a, h)).signed for h, a in CLIENTS}
+        finally:
+            await mta.close()
+
+    ours = asyncio.run(run_all())
+    assert theirs[("unknown.test", "192.0.2.1")], theirs  # OpenDKIM reads the table at all
+    assert ours == theirs
+
+
+def test_peer_list_as_opendkim(site: Path) -> None:
+    key = genkey(site / "k", "example.com", "sel", bits=1024)
+    theirs: dict[tuple[str, str], bool] = {}
+    with OpenDKIM(
+        site / "od",
+        domain="example.com",
+        selector="sel",
+        keyfile=key.private_key,
+        dns_records=key.records,
+        options={"PeerList": HOSTS, "InternalHosts": EVERYONE},
+    ) as od:
+        for host, address in CLIENTS:
+            theirs[(host, address)] = not _signed(od, host, address)
+    config = (
+        "Mode sv\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\nRequireSafeKeys no\n"
+        f"Domain example.com\nSelector sel\nKeyFile {key.private_key}\n"
+        f"PeerList {HOSTS}\nInternalHosts {EVERYONE}\n"
+        "DataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)
+
+    async def run_all() -> dict[tuple[str, str], bool]:
+        try:
+            outcomes = {(h, a): await mta.message(a, h) for h, a in CLIENTS}
+        finally:
+            await mta.close()
+        for outcome in outcomes.values():  # a peer is let go at connect, the rest signed
+            assert (outcome.stage == "C") != outcome.signed, outcome
+        return {client: outcome.stage == "C" for client, outcome in outcomes.items()}
+
+    ours = asyncio.run(run_all())
+    assert theirs[("unknown.test", "192.0.2.1")], theirs
+    assert not theirs[("unknown.test", "192.0.3.1")], theirs
+    assert ours == theirs
