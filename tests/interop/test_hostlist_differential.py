@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from support.dkimd import Dkimd
 from support.opendkim import OpenDKIM, genkey, milter_transaction
 from support.remote_lists import Mta
 from support.tools import require, unavailable
@@ -163,3 +164,36 @@ def test_peer_list_as_opendkim(site: Path) -> None:
     assert theirs[("unknown.test", "192.0.2.1")], theirs
     assert not theirs[("unknown.test", "192.0.3.1")], theirs
     assert ours == theirs
+
+
+def _peer_over_the_wire(dd: Dkimd, host: str, address: str) -> bool:
+    """Whether dkimd let this client go at connect (its LogWhy line says so).
+
+    Not the signature: miltertest, unlike Postfix, goes on sending the message after an
+    accept at connect, and dkimd (unlike libmilter) then handles it (a file PeerList too).
+    """
+    before = dd.log_text().count("(PeerList)")
+    _signed(dd, host, address)  # type: ignore[arg-type]
+    return dd.log_text().count("(PeerList)") > before
+
+
+def test_daemons_over_the_wire(site: Path) -> None:
+    """The real daemons side by side, each message through miltertest: dkimd's server
+    waits for the rows at connect (PeerList) or end-of-headers and answers in order."""
+    key = genkey(site / "k", "example.com", "sel", bits=1024)
+    common = {"domain": "example.com", "selector": "sel", "keyfile": key.private_key}
+    clients = [c for c in CLIENTS if c != ("MX.Example.ORG", "203.0.113.9")]  # see above
+    internal = {"InternalHosts": HOSTS}
+    peers = {"PeerList": HOSTS, "InternalHosts": EVERYONE}
+    with OpenDKIM(site / "od", dns_records=key.records, options=internal, **common) as od:
+        theirs = {c: _signed(od, *c) for c in clients}
+    with Dkimd(site / "dd", dns_records=key.records, options=internal, **common) as dd:
+        ours = {c: _signed(dd, *c) for c in clients}  # type: ignore[arg-type]
+    assert any(theirs.values()) and not all(theirs.values()), theirs
+    assert ours == theirs
+    with OpenDKIM(site / "od2", dns_records=key.records, options=peers, **common) as od:
+        their_peers = {c: not _signed(od, *c) for c in clients}
+    with Dkimd(site / "dd2", dns_records=key.records, options=peers, **common) as dd:
+        our_peers = {c: _peer_over_the_wire(dd, *c) for c in clients}
+    assert any(their_peers.values()) and not all(their_peers.values()), their_peers
+    assert our_peers == their_peers
