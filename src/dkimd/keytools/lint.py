@@ -624,7 +624,7 @@ class _Linter:
         if config.signing_table is not None and config.key_table is not None:
             table = config.signing_table.dataset
             order = "first match wins" if not config.multiple_signatures else "every match signs"
-            lines.append(f"Senders signed ({table.spec}, {order}):")
+            lines.append(f"Senders signed ({table.describe()}, {order}):")
             for entry in table.entries:
                 key_name, _, signer = (entry.value or "").partition(":")
                 lines.append(

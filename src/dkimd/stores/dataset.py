@@ -82,6 +82,9 @@ class RemoteDataset(Dataset):
         super().__init__(spec, DatasetKind.REMOTE, (), case_insensitive=case_insensitive)
         self.cache = cache
 
+    def describe(self) -> str:
+        return self.cache.describe()  # never the password the URL may hold
+
     def _key(self, key: str) -> str:
         # Case-blind options (SigningTable, host lists) ask with the key in lower case:
         # the table is expected to hold its keys so (docs/datasets.md).

@@ -460,3 +460,30 @@ def test_header_list_and_domain_read_at_load(tmp_path: Path) -> None:
     assert "from" in signed_names and "to" not in signed_names, tags  # To: not in the table
     assert signed.requests == 0  # nothing asked per message: both were read at load
     assert not mta.run(sender="alice@example.org").signed  # not in the Domain table
+
+
+def test_check_with_lists_in_postgres(
+    pg: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dkimd.cli import check
+    from support.sqlservers import PASSWORD
+
+    hosts, nosign = pg.dsn("hosts", "k", "v"), pg.dsn("nosign", "k", "v")
+    key = key_file(tmp_path)
+    (tmp_path / "keys").write_text(f"arc example.com:arc:{key}\n")
+    (tmp_path / "signing").write_text("example.com arc\n")
+    conf = tmp_path / "dkimd.conf"
+    conf.write_text(
+        "Mode sv\nSocket inet:21000@127.0.0.1\nRequireSafeKeys no\n"
+        + f"SigningTable {tmp_path / 'signing'}\n"
+        + f"InternalHosts {hosts}\nPeerList {hosts}\nExternalIgnoreList {hosts}\n"
+        + f"DontSignMailTo {nosign}\nExemptDomains {nosign}\nMTA {nosign}\n"
+        + f"KeyTable {tmp_path / 'keys'}\nArcMode s\nArcKey arc\n"
+        + f"ArcSealHosts {hosts}\nArcSealMailTo {nosign}\nMacroList {nosign}\n"
+    )
+    code = check.main(["-x", str(conf), "--no-postfix"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "InternalHosts (as its data set behind a server answers)" in out
+    assert "ArcSealHosts (dsn:pgsql://dkimd:***@" in out
+    assert PASSWORD not in out
