@@ -271,6 +271,9 @@ def test_dont_sign_mail_to(site: tuple[Path, str]) -> None:
     assert hit.requests == 1  # thirteen recipients, one round
     sqlite_exec(db, "ALTER TABLE nosign RENAME TO gone")
     assert mta.run(recipients=["bob@example.net"]).tempfailed
+    # Mail that is only verified never asks DontSignMailTo: the outage does not touch it.
+    inbound = mta.run("198.51.100.9", "relay.example", recipients=["bob@example.net"])
+    assert inbound.stage == "EOM" and isinstance(inbound.final, milter.Accept), inbound
 
 
 def test_exempt_domains(site: tuple[Path, str]) -> None:
