@@ -234,6 +234,10 @@ def test_external_ignore_list(site: tuple[Path, str], caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO):
         negated = mta.run("198.51.100.66", "relay.example")
     assert not negated.signed and claim in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        miss = mta.run("203.0.113.1", "relay.example")
+    assert not miss.signed and claim in caplog.text
     sqlite_exec(db, "ALTER TABLE ignore RENAME TO gone")
     assert mta.run("198.51.100.9", "relay.example").tempfailed
 
@@ -315,6 +319,19 @@ def test_body_length_db(site: tuple[Path, str]) -> None:
 
     assert l_tag(mta.run(recipients=["x@dev.lists.example"]))
     assert not l_tag(mta.run(recipients=["x@example.net"]))
+    sqlite_exec(db, "ALTER TABLE bldb RENAME TO gone")
+    assert mta.run(recipients=["x@dev.lists.example"]).tempfailed
+
+
+def test_resign_mail_to(site: tuple[Path, str]) -> None:
+    db, config = site
+    sqlite_table(db, "resign", [(".lists.example", "")])
+    mta = Mta(config + f"ResignMailTo {sqlite_url(db, 'resign')}\nResignAll yes\n")
+    outside = ("198.51.100.9", "relay.example")
+    assert mta.run(*outside, recipients=["a@example.net", "x@dev.lists.example"]).signed
+    assert not mta.run(*outside, recipients=["a@example.net"]).signed
+    sqlite_exec(db, "ALTER TABLE resign RENAME TO gone")
+    assert mta.run(*outside, recipients=["x@dev.lists.example"]).tempfailed
 
 
 def test_options_that_stay_refused(tmp_path: Path) -> None:
