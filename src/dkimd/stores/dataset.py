@@ -199,9 +199,12 @@ def open_remote_dataset(
 
     if option is not None and option.lower() in SNAPSHOT_OPTIONS:
         return open_snapshot_dataset(
-            text, case_insensitive=case_insensitive, origin=origin, option=option,
+            text,
+            case_insensitive=case_insensitive,
+            origin=origin,
+            option=option,
             soft_start=soft_start,
-        )  # fmt: skip
+        )
     if option is not None and option.lower() not in REMOTE_OPTIONS:
         return None, [
             problem(

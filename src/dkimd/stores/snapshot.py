@@ -12,7 +12,8 @@ had been lines of a `file:` (key = the key column, value = the data columns join
 
 Bounded: at most MAX_ROWS rows (these lists are short; a longer one is a mistake and
 refused with a message) and WALK_TIMEOUT seconds. A store that cannot be walked stops the
-start (exit 78), or with SoftStart is a warning and the option is empty until a reload.
+start (exit 78), or with SoftStart is a warning and the option is left unset (its default)
+until a reload.
 """
 
 from __future__ import annotations
@@ -128,9 +129,9 @@ def open_snapshot_dataset(
         message = f"cannot read data set {_safe(text)}: {exc}"
         if severity is Severity.ERROR:
             return None, [problem(severity, message, "SoftStart yes starts anyway")]
-        return Dataset(text, DatasetKind.FILE, (), case_insensitive=case_insensitive), [
-            problem(severity, message + "; the option is empty until a reload")
-        ]
+        # As if the option were not set (its default: SignHeaders' list, no MacroList...),
+        # not an empty list: an empty SignHeaders would sign no header at all.
+        return None, [problem(severity, message + "; the option is not set until a reload")]
     entries: list[DatasetEntry] = []
     seen: set[str] = set()
     for key, row in rows:

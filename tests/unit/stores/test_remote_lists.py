@@ -480,6 +480,13 @@ def test_header_list_and_domain_read_at_load(tmp_path: Path) -> None:
     assert "from" in signed_names and "to" not in signed_names, tags  # To: not in the table
     assert signed.requests == 0  # nothing asked per message: both were read at load
     assert not mta.run(sender="alice@example.org").signed  # not in the Domain table
+    # Unreadable at start with SoftStart: the option is left at its default, not emptied.
+    sqlite_exec(db, "ALTER TABLE signhdr RENAME TO gone")
+    text = config + f"Domain example.com\nSignHeaders {sqlite_url(db, 'signhdr')}\n"
+    with pytest.raises(ConfigError, match="SignHeaders: cannot read data set"):
+        parse_config_text(text)
+    soft = parse_config_text(text + "SoftStart yes\n")
+    assert soft.sign_headers == parse_config_text(config + "Domain example.com\n").sign_headers
 
 
 def test_check_with_lists_in_postgres(
