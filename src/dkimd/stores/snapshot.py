@@ -50,8 +50,9 @@ SNAPSHOT_OPTIONS = frozenset(
 #: Rows read at most: these are lists of macro or header names, a few dozen at the most.
 MAX_ROWS = 10_000
 
-#: Seconds the whole walk may take at load.
-WALK_TIMEOUT = 10.0
+#: Seconds the whole walk may take at load (as long as the log-in check of the other
+#: stores, dkimd.stores.dataset.OPEN_TIMEOUT: a reload waits for it).
+WALK_TIMEOUT = 5.0
 
 
 class _TooLong(Exception):
