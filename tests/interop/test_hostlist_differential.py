@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.dkimd import Dkimd
-from support.opendkim import OpenDKIM, genkey, milter_transaction
+from support.opendkim import OpenDKIM, genkey, lua_string, milter_transaction, run_miltertest
 from support.remote_lists import Mta
 from support.tools import require, unavailable
 
@@ -197,3 +198,80 @@ def test_daemons_over_the_wire(site: Path) -> None:
         our_peers = {c: _peer_over_the_wire(dd, *c) for c in clients}
     assert any(their_peers.values()) and not all(their_peers.values()), their_peers
     assert our_peers == their_peers
+
+
+MESSAGES = [  # (sender, recipients)
+    ("a@example.com", ["r@example.net"]),
+    ("a@example.com", ["r@example.net", "carol@example.net"]),  # DontSignMailTo
+    ("a@example.com", ["Carol@example.net"]),  # upper case in the message
+    ("x@exempt.example", ["r@example.net"]),  # ExemptDomains
+    ("x@EXEMPT.example", ["r@example.net"]),
+    ("x@other.example", ["r@example.net"]),
+]
+TABLE = "dsn:sqlite3://dk/im.db/table={}?keycol=k?datacol=v"
+
+
+def _decision(socket_spec: str, sender: str, rcpts: list[str]) -> str:
+    """The reply that ended the message, at which stage, and whether it was signed."""
+    lines = [
+        "mt.set_timeout(20)",
+        f"local conn = mt.connect({lua_string(socket_spec)}, 100, 0.05)",
+        'if conn == nil then error("connect") end',
+        'mt.conninfo(conn, "client.example", "127.0.0.1")',
+        f"mt.mailfrom(conn, {lua_string('<' + sender + '>')})",
+        *(f"pcall(mt.rcptto, conn, {lua_string('<' + r + '>')})" for r in rcpts),
+        f"mt.header(conn, 'From', {lua_string(sender)})",
+        "mt.header(conn, 'To', 'r@example.net')",
+        "mt.eoh(conn)",
+        "local r = mt.getreply(conn)",
+        "if r ~= SMFIR_CONTINUE then io.write('eoh=', string.char(r)) os.exit(0) end",
+        'mt.bodystring(conn, "Hello.\\r\\n")',
+        "mt.eom(conn)",
+        "io.write('eom=', string.char(mt.getreply(conn)))",
+        "if mt.getheader(conn, 'DKIM-Signature', 0) ~= nil then io.write(' signed') end",
+        "mt.disconnect(conn)",
+    ]
+    return run_miltertest("\n".join(lines) + "\n").stdout.strip()
+
+
+def test_per_message_lists_as_opendkim(site: Path) -> None:
+    """DontSignMailTo and ExemptDomains asked per message, both daemons over the wire:
+    the same reply at the same stage, the same messages signed."""
+    conn = sqlite3.connect(site / "dkim.db")
+    conn.executescript(
+        "CREATE TABLE nosign (k TEXT, v TEXT);"
+        "INSERT INTO nosign VALUES ('carol@example.net', '');"
+        "CREATE TABLE exempt (k TEXT, v TEXT);"
+        "INSERT INTO exempt VALUES ('exempt.example', '');"
+    )
+    conn.commit()
+    conn.close()
+    key = genkey(site / "k", "example.com", "sel", bits=1024)
+    options = {"DontSignMailTo": TABLE.format("nosign"), "ExemptDomains": TABLE.format("exempt")}
+    common = {"domain": "example.com", "selector": "sel", "keyfile": key.private_key}
+    with OpenDKIM(site / "od", dns_records=key.records, options=options, **common) as od:
+        theirs = {(s, *r): _decision(od.socket_spec, s, r) for s, r in MESSAGES}
+    with Dkimd(site / "dd", dns_records=key.records, options=options, **common) as dd:
+        ours = {(s, *r): _decision(dd.socket_spec, s, r) for s, r in MESSAGES}
+    assert theirs[("a@example.com", "r@example.net")] == "eom=a signed", theirs
+    assert theirs[("a@example.com", "r@example.net", "carol@example.net")] == "eoh=a", theirs
+    assert theirs[("x@exempt.example", "r@example.net")] == "eoh=a", theirs
+    # Recorded difference: OpenDKIM asks the table with the recipient as written, so on a
+    # case-sensitive column "Carol@" misses "carol@" (which a file list matches); dkimd
+    # asks every case-blind list in lower case (docs/datasets.md, "Case").
+    upper = ("a@example.com", "Carol@example.net")
+    assert (ours.pop(upper), theirs.pop(upper)) == ("eoh=a", "eom=a signed")
+    assert ours == theirs
+
+
+def test_opendkim_refuses_a_macro_list_in_a_database(site: Path) -> None:
+    """OpenDKIM 2.11 cannot take MacroList from a store (a dkimd extension): evidence."""
+    conf = site / "macro.conf"
+    conf.write_text(
+        "Socket inet:21001@127.0.0.1\nMode v\n" + f"MacroList {TABLE.format('hosts')}\n"
+    )
+    done = subprocess.run(
+        [require("opendkim"), "-n", "-x", str(conf)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 78, done
+    assert "invalid data set type for MacroList" in done.stderr
