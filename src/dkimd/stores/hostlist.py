@@ -77,4 +77,4 @@ class RemoteHostList(HostList):
         return key in self.dataset
 
     def __repr__(self) -> str:
-        return f"RemoteHostList({self.dataset.spec!r})"
+        return f"RemoteHostList({self.dataset.describe()!r})"  # never the password
