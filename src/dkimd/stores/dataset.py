@@ -85,6 +85,9 @@ class RemoteDataset(Dataset):
     def describe(self) -> str:
         return self.cache.describe()  # never the password the URL may hold
 
+    def __repr__(self) -> str:
+        return f"RemoteDataset({self.describe()!r})"
+
     def _key(self, key: str) -> str:
         # Case-blind options (SigningTable, host lists) ask with the key in lower case:
         # the table is expected to hold its keys so (docs/datasets.md).
