@@ -514,3 +514,13 @@ def test_check_with_lists_in_postgres(
     assert "InternalHosts (as its data set behind a server answers)" in out
     assert "ArcSealHosts (dsn:pgsql://dkimd:***@" in out
     assert PASSWORD not in out
+
+
+def test_no_password_in_reprs() -> None:
+    from dkimd.stores import open_store
+    from dkimd.stores.cache import StoreCache
+
+    url = "dsn:pgsql://dkim:topsecret@db.test/mail/table=t?keycol=k?datacol=v"
+    dataset = RemoteDataset(url, StoreCache(open_store(url)))
+    for text in (repr(dataset), dataset.describe(), repr(RemoteHostList(dataset))):
+        assert "topsecret" not in text and "db.test" in text, text
