@@ -47,7 +47,6 @@ from dkimd import (
 )
 from dkimd.authres import forged_result_indexes
 from dkimd.config import Action, Condition, Config
-from dkimd.config.datasets import DatasetKind
 from dkimd.dkim import (
     AR_FIELD_NAME,
     DkimResult,
@@ -189,9 +188,9 @@ class Runtime:
     def __post_init__(self) -> None:
         if isinstance(self.resolver, CachingTxtLookup):
             object.__setattr__(self, "cached_lookup", self.resolver.cached)
-        tables = (self.config.signing_table, self.config.key_table)
-        remote = any(t is not None and t.dataset.kind is DatasetKind.REMOTE for t in tables)
-        object.__setattr__(self, "remote_tables", remote)
+        from dkimd.stores.dataset import remote_datasets  # names only: no driver loaded
+
+        object.__setattr__(self, "remote_tables", bool(remote_datasets(self.config)))
 
     @classmethod
     def build(cls, config: Config, resolver: TxtLookup, *, check_uid: int | None = None) -> Runtime:
@@ -490,6 +489,11 @@ class MilterSession:
         self._log.queue_id = self._conn.macro("i") or self._log.queue_id
         runtime = msg.runtime
         config = runtime.config
+        if runtime.remote_tables:  # this message's remote rows, in one round, before any log
+            from dkimd.stores.prefetch import prefetch_message
+
+            who = self._client
+            prefetch_message(config, who.address, who.hostname, msg.recipients, self._conn.macro)
         author = None if config.sender_macro is None else macro_author(config, self._conn.macro)
         # The plan first, for the sender address it finds (the author check needs no second
         # look then); a plan without a sender has had no effect but to be made.

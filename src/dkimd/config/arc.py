@@ -216,9 +216,9 @@ def arc_summary(settings: ArcSettings) -> str:
         key = f"KeyTable entry {settings.key_name}" if settings.key_name else "the signing key"
         whom = []
         if settings.seal_hosts is not None:
-            whom.append(f"from ArcSealHosts ({settings.seal_hosts.dataset.spec})")
+            whom.append(f"from ArcSealHosts ({settings.seal_hosts.dataset.describe()})")
         if settings.seal_mail_to is not None:
-            whom.append(f"to ArcSealMailTo ({settings.seal_mail_to.spec})")
+            whom.append(f"to ArcSealMailTo ({settings.seal_mail_to.describe()})")
         which = " or ".join(whom) if whom else "of every kind"
         parts.append(f"mail {which} is ARC-sealed with {key}")
     if settings.header_checks is not None:

@@ -216,6 +216,10 @@ class Dataset:
     def empty(cls, spec: str = "csl:") -> Dataset:
         return cls(spec, DatasetKind.CSL, ())
 
+    def describe(self) -> str:
+        """The option value as output may show it (a store's URL without its password)."""
+        return self.spec
+
     def _fold(self, key: str) -> str:
         return ascii_lower(key) if self.case_insensitive else key
 

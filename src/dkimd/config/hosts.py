@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind
 from dkimd.config.problems import Problem, Severity
 
-__all__ = ["HostList", "candidate_keys", "check_host_entries", "inet_ntop6"]
+__all__ = ["HostList", "candidate_keys", "check_host_entries", "host_keys", "inet_ntop6"]
 
 _IPV4_LIKE = re.compile(r"[0-9.]+")
 _HOSTNAME = re.compile(r"\.?[A-Za-z0-9_*](?:[A-Za-z0-9_.*-]*[A-Za-z0-9_*])?\.?")
@@ -123,7 +123,8 @@ def candidate_keys(address: str) -> Iterator[tuple[str, bool]]:
         yield f"[{net}]/{prefix}", True
 
 
-def _host_keys(hostname: str) -> Iterator[str]:
+def host_keys(hostname: str) -> Iterator[str]:
+    """The name, then each parent domain with its leading dot (dkimf_checkhost's order)."""
     yield hostname
     dot = hostname.find(".")
     while dot != -1:
@@ -163,7 +164,7 @@ class HostList:
         """dkimf_checkhost(): the full name, then each parent `.domain`; `!` first."""
         if not hostname:
             return False
-        for key in _host_keys(hostname):
+        for key in host_keys(hostname):
             if self._find("!" + key):
                 return False
             if self._find(key):
@@ -231,6 +232,11 @@ def _check_address_entry(text: str) -> tuple[str | None, str | None, bool]:
 
 def check_host_entries(dataset: Dataset, option: str) -> tuple[HostList, list[Problem]]:
     """Validate a host list's entries and build its `HostList`."""
+    if dataset.kind is DatasetKind.REMOTE:
+        # Behind a server: nothing to read now; its keys are asked per client.
+        from dkimd.stores.hostlist import RemoteHostList
+
+        return RemoteHostList(dataset), []
     problems: list[Problem] = []
     aliases: dict[str, DatasetEntry] = {}
     for entry in dataset.entries:

@@ -541,8 +541,8 @@ class _Linter:
     # --- who gets signed -----------------------------------------------------------------------
 
     def check_internal_hosts(self, config: Config) -> None:
-        if Mode.SIGN not in config.mode:
-            return
+        if Mode.SIGN not in config.mode or config.internal_hosts.dataset.kind is DatasetKind.REMOTE:
+            return  # behind a server: asked per client by the daemon, not here
         if any(config.internal_hosts.matches(address, None) for address in LOOPBACK):
             return
         self.add(
@@ -624,7 +624,7 @@ class _Linter:
         if config.signing_table is not None and config.key_table is not None:
             table = config.signing_table.dataset
             order = "first match wins" if not config.multiple_signatures else "every match signs"
-            lines.append(f"Senders signed ({table.spec}, {order}):")
+            lines.append(f"Senders signed ({table.describe()}, {order}):")
             for entry in table.entries:
                 key_name, _, signer = (entry.value or "").partition(":")
                 lines.append(
@@ -708,6 +708,8 @@ def unreadable_by(uid: int, path: str) -> str | None:
 def _hosts_text(hosts: HostList, limit: int = 8) -> str:
     if hosts.dataset.kind is DatasetKind.LUA:
         return f"as {hosts.dataset.spec} answers"
+    if hosts.dataset.kind is DatasetKind.REMOTE:
+        return "as its data set behind a server answers"  # the spec may hold a password
     keys = [e.key for e in hosts.dataset.entries]
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "") or "empty"

@@ -9,6 +9,10 @@
   answers again; the back end reconnects by itself, so recovery needs no restart.
 * `cached(key)` answers without awaiting: the session's requests ask it first
   (`Request.answer_now`), so a warm cache costs no trip through the event loop.
+* `get_many(keys)`: many keys at once (a host list asks up to 520 for one client). A back
+  end that has `get_many` answers them in one query (dkimd.stores.dsn: `IN (...)`);
+  the others are asked key by key, concurrently. Either way each key is cached and
+  coalesced as with `get`.
 
 Nothing here blocks: the back ends are asynchronous (or run a blocking driver in their own
 bounded thread pool).
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from dkimd.stores.base import RemoteStore, Row, StoreError
@@ -43,6 +47,7 @@ class StoreCache:
     """A `RemoteStore` behind the cache; one per configured remote data set."""
 
     __slots__ = (
+        "_batches",
         "_clock",
         "_down_since",
         "_entries",
@@ -66,6 +71,7 @@ class StoreCache:
         self._inflight: dict[str, asyncio.Future[list[Row]]] = {}
         self._down_since: float | None = None
         self._failed = 0  # lookups failed during the current outage
+        self._batches: set[asyncio.Task[None]] = set()  # get_many queries in flight
 
     def describe(self) -> str:
         return self.store.describe()
@@ -100,6 +106,105 @@ class StoreCache:
             pending.add_done_callback(self._settled(key))
         # shield: one waiter giving up (its message's timeout) must not cancel the others'.
         return await asyncio.shield(pending)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, list[Row] | StoreError]:
+        """The rows of each key, or the error that stopped its lookup; never raises
+        StoreError. Cached keys are answered from memory, keys already being asked wait
+        for that answer, the rest are asked together."""
+        batch: Callable[[list[str]], Awaitable[dict[str, list[Row]]]] | None = getattr(
+            self.store, "get_many", None
+        )
+        wanted = list(dict.fromkeys(keys))
+        if batch is None:
+
+            async def one(key: str) -> list[Row] | StoreError:
+                try:
+                    return await self.get(key)
+                except StoreError as exc:
+                    return exc
+
+            results = await asyncio.gather(*(one(k) for k in wanted))
+            return dict(zip(wanted, results, strict=True))
+        loop = asyncio.get_running_loop()
+        waiting: dict[str, asyncio.Future[list[Row]]] = {}
+        mine: dict[str, asyncio.Future[list[Row]]] = {}
+        out: dict[str, list[Row] | StoreError] = {}
+        for key in wanted:
+            rows = self.cached(key)
+            if rows is not None:
+                out[key] = rows
+                continue
+            pending = self._inflight.get(key)
+            if pending is None:
+                pending = loop.create_future()
+                self._inflight[key] = pending
+                pending.add_done_callback(self._settled(key))
+                mine[key] = pending
+            waiting[key] = pending
+        if mine:
+            task = loop.create_task(self._fetch_many(batch, mine))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        for key, pending in waiting.items():
+            try:
+                # shield: one waiter giving up must not cancel the others' answer.
+                out[key] = await asyncio.shield(pending)
+            except StoreError as exc:
+                out[key] = exc
+        return out
+
+    async def _fetch_many(
+        self,
+        batch: Callable[[list[str]], Awaitable[dict[str, list[Row]]]],
+        futures: dict[str, asyncio.Future[list[Row]]],
+    ) -> None:
+        keys = list(futures)
+        error: StoreError | None = None
+        found: dict[str, list[Row]] = {}
+        try:
+            found = await asyncio.wait_for(batch(keys), self.settings.timeout)
+        except TimeoutError:
+            self._outage(f"no answer within {self.settings.timeout:g}s")
+            error = StoreError(f"{self.describe()}: no answer in time")
+        except StoreError as exc:
+            self._outage(str(exc))
+            error = exc
+        except asyncio.CancelledError:
+            for future in futures.values():
+                future.cancel()
+            raise
+        except Exception as exc:  # a back end bug must not become a lost message
+            _log.error("%s: lookup failed", self.describe(), exc_info=exc)
+            self._outage(f"{type(exc).__name__}")
+            error = StoreError(f"{self.describe()}: lookup failed")
+        if error is None and not found.keys() <= futures.keys():
+            # A row came back under a key that is not byte for byte one asked (a
+            # case-insensitive collation, trailing blanks): which key it answers is the
+            # database's business, so each key is asked on its own, as `get` does.
+            results = await asyncio.gather(
+                *(self._fetch(key) for key in keys), return_exceptions=True
+            )
+            for key, result in zip(keys, results, strict=True):
+                if isinstance(result, BaseException):
+                    futures[key].set_exception(
+                        result
+                        if isinstance(result, StoreError)
+                        else StoreError(f"{self.describe()}: lookup failed")
+                    )
+                else:
+                    futures[key].set_result(result)
+            return
+        if error is None:
+            self._recovered()
+        for key, future in futures.items():
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                rows = found.get(key, [])
+                self._remember(key, rows)
+                future.set_result(rows)
 
     def _settled(self, key: str) -> Callable[[asyncio.Future[list[Row]]], None]:
         def done(future: asyncio.Future[list[Row]]) -> None:
@@ -184,6 +289,8 @@ class StoreCache:
         return self.store.walk()
 
     async def close(self) -> None:
+        for task in list(self._batches):
+            task.cancel()
         for pending in list(self._inflight.values()):
             pending.cancel()
         await self.store.close()

@@ -47,10 +47,15 @@ __all__ = [
 Pins = dict[tuple[int, str], "list[Row] | StoreError"]
 PINS: contextvars.ContextVar[Pins | None] = contextvars.ContextVar("dkimd_store_pins", default=None)
 
-#: The options a remote data set may be used for today: those whose lookups go through
-#: `Dataset.match` while a message is handled. Host lists (InternalHosts, PeerList, ...) are
-#: read whole at load, and so are the header and domain lists: refused, with the reason.
-REMOTE_OPTIONS = frozenset({"keytable", "signingtable"})
+#: The options a remote data set may be used for: those whose lookups go through
+#: `Dataset.match` while a message is handled, with their keys fetched before the session
+#: needs them (host lists: dkimd.stores.hostlist; per-message keys: dkimd.stores.prefetch).
+#: The list options read whole at load are dkimd.stores.snapshot's; others are refused.
+REMOTE_OPTIONS = frozenset(
+    {"keytable", "signingtable", "peerlist", "internalhosts", "externalignorelist"}
+    | {"arcsealhosts", "arcsealmailto", "exemptdomains", "dontsignmailto", "mta"}
+    | {"bodylengthdb", "atpsdomains", "resignmailto"}
+)
 
 #: Seconds a configuration load waits to log in to a store (the start-up check).
 OPEN_TIMEOUT = 5.0
@@ -76,6 +81,12 @@ class RemoteDataset(Dataset):
     def __init__(self, spec: str, cache: StoreCache, *, case_insensitive: bool = True) -> None:
         super().__init__(spec, DatasetKind.REMOTE, (), case_insensitive=case_insensitive)
         self.cache = cache
+
+    def describe(self) -> str:
+        return self.cache.describe()  # never the password the URL may hold
+
+    def __repr__(self) -> str:
+        return f"RemoteDataset({self.describe()!r})"
 
     def _key(self, key: str) -> str:
         # Case-blind options (SigningTable, host lists) ask with the key in lower case:
@@ -187,13 +198,22 @@ def open_remote_dataset(
         text_ = f"{option}: {message}" if option else message
         return Problem(where_file, where_line, severity, text_, hint, option)
 
+    from dkimd.stores.snapshot import SNAPSHOT_OPTIONS, open_snapshot_dataset
+
+    if option is not None and option.lower() in SNAPSHOT_OPTIONS:
+        return open_snapshot_dataset(
+            text,
+            case_insensitive=case_insensitive,
+            origin=origin,
+            option=option,
+            soft_start=soft_start,
+        )
     if option is not None and option.lower() not in REMOTE_OPTIONS:
         return None, [
             problem(
                 Severity.ERROR,
-                f"a data set behind a server cannot be used for {option} yet "
-                "(dkimd reads that option whole at load)",
-                "KeyTable and SigningTable can be; keep this one in a file",
+                f"a data set behind a server cannot be used for {option}",
+                "keep this one in a file (docs/datasets.md lists the options that can be)",
             )
         ]
     try:
@@ -243,10 +263,6 @@ def close_stores_later(config: Any, delay: float = 60.0) -> None:
 
 def remote_datasets(config: Any) -> list[RemoteDataset]:
     """The remote data sets a configuration uses (for the handler wrapper and shutdown)."""
-    found: list[RemoteDataset] = []
-    for name in ("signing_table", "key_table"):
-        table = getattr(config, name, None)
-        dataset = getattr(table, "dataset", None)
-        if isinstance(dataset, RemoteDataset):
-            found.append(dataset)
-    return found
+    from dkimd.stores.prefetch import remote_datasets_of
+
+    return remote_datasets_of(config)

@@ -46,6 +46,8 @@ CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 4
 #: Rows fetched per round trip when walking a table.
 WALK_BATCH = 1000
+#: Keys per `IN (...)` query of get_many (SQLite before 3.32 allows 999 parameters).
+MANY_BATCH = 500
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z")
 _QP = re.compile(r"=([0-9A-Fa-f]{2})")
@@ -91,6 +93,15 @@ class DsnSpec:
         """The lookup query with `placeholder` standing for the key."""
         query = f"SELECT {', '.join(self.datacol)} FROM {self.table} WHERE {self.keycol} = "
         query += placeholder
+        if self.filter:
+            query += f" AND ({self._filter_text(placeholder)})"
+        return query
+
+    def select_many(self, placeholder: str, count: int) -> str:
+        """The lookup of `count` keys at once: the key column first, then the data."""
+        marks = ", ".join([placeholder] * count)
+        query = f"SELECT {self.keycol}, {', '.join(self.datacol)} FROM {self.table}"
+        query += f" WHERE {self.keycol} IN ({marks})"
         if self.filter:
             query += f" AND ({self._filter_text(placeholder)})"
         return query
@@ -327,6 +338,26 @@ class _ThreadedStore:
         rows: list[Row] = await self._in_thread(lookup)
         return rows
 
+    async def get_many(self, keys: list[str]) -> dict[str, list[Row]]:
+        """The rows of many keys, by the key column as the database returns it."""
+
+        def lookup() -> dict[str, list[Row]]:
+            found: dict[str, list[Row]] = {}
+            cur = self._conn().cursor()
+            try:
+                for start in range(0, len(keys), MANY_BATCH):
+                    chunk = tuple(keys[start : start + MANY_BATCH])
+                    cur.execute(self.spec.select_many(self.placeholder, len(chunk)), chunk)
+                    for r in cur.fetchall():
+                        row = _row(r)
+                        found.setdefault(row[0], []).append(row[1:])
+            finally:
+                cur.close()
+            return found
+
+        found: dict[str, list[Row]] = await self._in_thread(lookup)
+        return found
+
     async def walk(self) -> AsyncIterator[tuple[str, Row]]:
         # A connection of its own: a walk must not hold a lookup thread's cursor open.
         conn = await self._in_thread(self._connect)
@@ -519,6 +550,25 @@ class PgsqlStore:
                 return [_row(r) for r in await cur.fetchall()]
         except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
             raise StoreError(f"{self.describe()}: {_reason(exc)}") from None
+
+    async def get_many(self, keys: list[str]) -> dict[str, list[Row]]:
+        """The rows of many keys, by the key column as the database returns it."""
+        import psycopg
+        import psycopg_pool
+
+        pool = await self._ensure_pool()
+        found: dict[str, list[Row]] = {}
+        try:
+            async with pool.connection() as conn, conn.cursor() as cur:
+                for start in range(0, len(keys), MANY_BATCH):
+                    chunk = tuple(keys[start : start + MANY_BATCH])
+                    await cur.execute(self.spec.select_many("%s", len(chunk)), chunk)
+                    for r in await cur.fetchall():
+                        row = _row(r)
+                        found.setdefault(row[0], []).append(row[1:])
+        except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
+            raise StoreError(f"{self.describe()}: {_reason(exc)}") from None
+        return found
 
     async def walk(self) -> AsyncIterator[tuple[str, Row]]:
         import psycopg

@@ -68,14 +68,17 @@ class NeedRows(Request[RowAnswers]):
         return found
 
     async def perform(self) -> RowAnswers:
-        async def one(cache: StoreCache, key: str) -> list[Row] | StoreError:
-            try:
-                return await cache.get(key)
-            except StoreError as exc:
-                return exc
-
-        results = await asyncio.gather(*(one(c, k) for c, k in self.wanted))
-        return {pin_key(c, k): r for (c, k), r in zip(self.wanted, results, strict=True)}
+        # One get_many per store: a back end that can answers all its keys in one query.
+        by_store: dict[int, tuple[StoreCache, list[str]]] = {}
+        for cache, key in self.wanted:
+            by_store.setdefault(id(cache), (cache, []))[1].append(key)
+        groups = list(by_store.values())
+        results = await asyncio.gather(*(cache.get_many(keys) for cache, keys in groups))
+        answers: RowAnswers = {}
+        for (cache, _), found in zip(groups, results, strict=True):
+            for key, rows in found.items():
+                answers[pin_key(cache, key)] = rows
+        return answers
 
     def failed(self, error: BaseException) -> RowAnswers:
         reason = StoreError("no answer in time" if isinstance(error, TimeoutError) else "failed")

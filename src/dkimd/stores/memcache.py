@@ -44,6 +44,8 @@ MAX_VALUE_BYTES = 1024 * 1024
 #: Connections per server at most, all kept open between lookups: more lookups at once wait
 #: for one (within their timeout) rather than open hundreds during a burst.
 MAX_CONNECTIONS_PER_SERVER = 16
+#: Bytes of keys in one `get k1 k2 ...` line (memcached refuses command lines past 2048).
+MAX_GET_LINE = 1900
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,41 @@ class MemcacheStore:
                 except UnicodeDecodeError:
                     raise self._failed(server, "a value is not UTF-8 text") from None
         return []
+
+    async def get_many(self, keys: list[str]) -> dict[str, list[Row]]:
+        """Many keys with `get k1 k2 ...` per server (each key on the server `get` asks),
+        lines kept under memcached's 2048-byte command limit; the servers at once."""
+        by_server: dict[int, dict[bytes, str]] = {}
+        for key in keys:
+            name = self._key(key)
+            if valid_key(name):
+                index = server_index(name, len(self.servers))
+                by_server.setdefault(index, {})[name] = key
+        found: dict[str, list[Row]] = {}
+
+        async def ask(server: Server, names: dict[bytes, str]) -> None:
+            line: list[bytes] = []
+            size = 0
+            chunks: list[list[bytes]] = []
+            for name in names:
+                if line and size + len(name) + 1 > MAX_GET_LINE:
+                    chunks.append(line)
+                    line, size = [], 0
+                line.append(name)
+                size += len(name) + 1
+            chunks.append(line)
+            for chunk in chunks:
+                for got, value in await self._command(server, b"get " + b" ".join(chunk) + b"\r\n"):
+                    key = names.get(got)
+                    if key is None or key in found:
+                        continue
+                    try:
+                        found[key] = [(value.decode("utf-8"),)]
+                    except UnicodeDecodeError:
+                        raise self._failed(server, "a value is not UTF-8 text") from None
+
+        await asyncio.gather(*(ask(self.servers[i], names) for i, names in by_server.items()))
+        return found
 
     def walk(self) -> AsyncIterator[tuple[str, Row]]:
         return self._walk()

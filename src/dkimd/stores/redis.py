@@ -228,6 +228,60 @@ class RedisStore:
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._error(exc) from None
 
+    async def get_many(self, keys: list[str]) -> dict[str, list[Row]]:
+        """Many keys in one round trip: the same reads as `get`, in one pipeline (no
+        transaction: each read stands alone, as separate `get`s would)."""
+        import redis.exceptions
+
+        names: dict[str, bytes] = {}
+        for key in keys:
+            try:
+                names[key] = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                continue  # no byte string, so no Redis key: no rows
+        if not names:
+            return {}
+        client = self._client_or_new()
+        spec = self.spec
+        try:
+            async with asyncio.timeout(spec.timeout), self._slots:
+                pipe = client.pipeline(transaction=False)
+                for name in names.values():
+                    if spec.kind == "string":
+                        pipe.get(name)
+                    elif spec.kind == "list":
+                        pipe.lrange(name, 0, -1)
+                    elif spec.fields:
+                        pipe.hmget(name, list(spec.fields))
+                    else:
+                        pipe.hgetall(name)
+                replies = await pipe.execute()
+        except TimeoutError:
+            raise StoreError(f"{self.describe()}: no answer within {spec.timeout:g} s") from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise self._error(exc) from None
+        found: dict[str, list[Row]] = {}
+        for (key, name), reply in zip(names.items(), replies, strict=True):
+            rows = self._rows(reply, f"{self.describe()}: the value of {name[:80]!r}")
+            if rows:
+                found[key] = rows
+        return found
+
+    def _rows(self, reply: Any, what: str) -> list[Row]:
+        """A pipelined reply as `_read` reads the same command's."""
+        spec = self.spec
+        if spec.kind == "string":
+            return [] if reply is None else [(_text(reply, what),)]
+        if spec.kind == "list":
+            return [(_text(item, what),) for item in reply]
+        if spec.fields:
+            if all(v is None for v in reply):
+                return []
+            return [tuple("" if v is None else _text(v, what) for v in reply)]
+        if not reply:
+            return []
+        return [tuple(_text(reply[f], what) for f in sorted(reply))]
+
     async def _read(self, client: Any, name: bytes) -> list[Row]:
         spec = self.spec
         what = f"{self.describe()}: the value of {name[:80]!r}"

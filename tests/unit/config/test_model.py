@@ -262,7 +262,7 @@ def test_signing_table_needs_keytable_and_known_keys(write: Writer) -> None:
         ("UserID :group", "not user[:group]"),
         ("AutoRestartRate 10/1w", "not n/t[u]"),
         ("SyslogFacility mial", "unknown facility"),
-        ("InternalHosts dsn:pgsql://h/d/table=t?keycol=k?datacol=v", "cannot be used for"),
+        ("TestDNSData dsn:pgsql://h/d/table=t?keycol=k?datacol=v", "cannot be used for"),
         ("PeerList refile:/nonexistent", "cannot read data set file"),
         ("MacroList refile:/dev/null", "must be a file: or csl:"),
     ],
