@@ -492,19 +492,35 @@ class _Reloader:
             return config, build_runtime(config, self.run_as)
 
     def __call__(self) -> bool:
-        """True when the new configuration is in force."""
+        """Reload here and now; True when the new configuration is in force."""
         log.info("reloading configuration from %s", self.options.config_path)
         try:
-            config, new = self.read()
-        except ConfigError as exc:
+            built = self.read()
+        except Exception as exc:
+            return self._refused(exc)
+        return self._apply(*built)
+
+    async def off_loop(self) -> bool:
+        """As calling it, with the files read and the Runtime built in a thread: reading
+        tables behind a server (a log-in check, whole lists) may take seconds, during which
+        the event loop goes on serving messages under the old configuration."""
+        log.info("reloading configuration from %s", self.options.config_path)
+        try:
+            built = await asyncio.to_thread(self.read)
+        except Exception as exc:
+            return self._refused(exc)
+        return self._apply(*built)
+
+    def _refused(self, exc: Exception) -> bool:
+        if isinstance(exc, ConfigError):
             _config_problems(exc)
             log.error("reload failed; keeping the previous configuration")
-            metrics.recorder.config_loaded(False, reload=True)
-            return False
-        except Exception as exc:  # anything at all: the running config stays
+        else:  # anything at all: the running config stays
             log.error("reload failed (%s); keeping the previous configuration", exc)
-            metrics.recorder.config_loaded(False, reload=True)
-            return False
+        metrics.recorder.config_loaded(False, reload=True)
+        return False
+
+    def _apply(self, config: Config, new: Runtime) -> bool:
         old = self.holder.current.config
         if str(config.socket) != str(old.socket) and self.options.socket is None:
             log.warning("reload: a new Socket needs a restart; still listening on the old one")
@@ -563,9 +579,26 @@ async def _serve(
             service.stopping()
         stopping.set()
 
+    reloading: asyncio.Task[None] | None = None
+    again = False
+
+    async def reload_until_current() -> None:
+        nonlocal again
+        while True:
+            again = False
+            service.reloading()
+            service.reloaded(await reload.off_loop())
+            if not again:
+                return
+
     def reload_and_tell() -> None:
-        service.reloading()
-        service.reloaded(reload())
+        nonlocal reloading, again
+        if reloading is not None and not reloading.done():
+            # The files may have changed again since the running read began: one more
+            # read once it is done, however many signals came meanwhile.
+            again = True
+            return
+        reloading = loop.create_task(reload_until_current())
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig)

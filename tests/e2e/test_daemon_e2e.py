@@ -738,3 +738,35 @@ def test_background_no_stays_in_the_foreground_and_sigint_stops_it(
     assert SIGNED_LINE in text  # stderr logging in the foreground
     assert "SIGINT: stopping" in text
     assert not (tmp_path / "d" / "dkimd.pid").exists()
+
+
+def test_a_reload_waiting_for_a_silent_store_does_not_hold_up_mail(
+    tmp_path: Path, key: DkimKey
+) -> None:
+    """The new configuration names a table behind a server that accepts connections and
+    never answers: its log-in check takes the stores' whole open timeout (5 s). Meanwhile
+    the running configuration goes on answering the MTA at its usual pace."""
+    require("miltertest")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepted by the kernel, never read
+    port = free_port()
+    workdir = tmp_path / "d"
+    conf = write_conf(workdir, key, f"inet:{port}@127.0.0.1")
+    try:
+        with Dkimd.from_config(tmp_path, conf, port=port) as d:
+            assert signed(d.socket_spec)
+            conf.write_text(
+                conf.read_text() + f"ExemptDomains redis://127.0.0.1:{silent.getsockname()[1]}/0\n"
+            )
+            os.kill(d.pid, signal.SIGHUP)
+            wait_for_log(d, "reloading configuration")
+            started = time.monotonic()
+            assert signed(d.socket_spec)
+            assert time.monotonic() - started < 2.5, "the reload held the event loop"
+            log = wait_for_log(d, "reload failed", timeout=15.0)
+            assert "ExemptDomains" in log
+            assert "configuration reloaded" not in log
+            assert signed(d.socket_spec)  # the old configuration still serves
+    finally:
+        silent.close()
