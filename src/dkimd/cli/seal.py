@@ -22,10 +22,9 @@ from dkimd.arc import (
     SealRequest,
     arc_ar_item,
 )
-from dkimd.cli.verify import fetch_keys, make_lookup
+from dkimd.cli.verify import fetch_keys, run_with_keys
 from dkimd.dkim import (
     BodyHashSet,
-    DkimError,
     LineEndingNormalizer,
     MessageSplitter,
     Verifier,
@@ -35,7 +34,6 @@ from dkimd.dkim import (
     load_private_key_file,
 )
 from dkimd.dns.base import TxtLookup
-from dkimd.dns.testdata import RecordsFileError
 
 CHUNK = 64 * 1024
 
@@ -154,19 +152,4 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
-    try:
-        lookup = make_lookup(args)
-    except OSError as exc:
-        sys.stderr.write(f"dkimd seal: cannot read {args.dns_file}: {exc.strerror or exc}\n")
-        return 2
-    except RecordsFileError as exc:
-        sys.stderr.write(f"dkimd seal: {exc}\n")
-        return 2
-    try:
-        return run(args, sys.stdin.buffer, sys.stdout.buffer, lookup)
-    except DkimError as exc:
-        sys.stderr.write(f"dkimd seal: {exc.reason}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"dkimd seal: {exc.strerror or exc}\n")
-        return 2
+    return run_with_keys("dkimd seal", args, run)

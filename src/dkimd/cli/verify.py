@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import BinaryIO
 
 from dkimd.arc import MAX_INSTANCES, ArcVerifier, ArcVerifyOptions, arc_ar_item
@@ -224,20 +225,30 @@ def main(argv: list[str]) -> int:
     if not 1 <= args.arc_max_sets <= MAX_INSTANCES:
         sys.stderr.write(f"dkimd verify: --arc-max-sets must be 1 to {MAX_INSTANCES}\n")
         return 2
+    return run_with_keys("dkimd verify", args, run)
+
+
+def run_with_keys(
+    prog: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, BinaryIO, BinaryIO, TxtLookup], int],
+) -> int:
+    """`run` on stdin and stdout with the key source `args` name (--dns-file, or DNS);
+    an unreadable key source, a bad message or key and I/O errors exit 2 with one line."""
     try:
         # The key source first: a bad --dns-file is reported before stdin is read.
         lookup = make_lookup(args)
     except OSError as exc:
-        sys.stderr.write(f"dkimd verify: cannot read {args.dns_file}: {exc.strerror or exc}\n")
+        sys.stderr.write(f"{prog}: cannot read {args.dns_file}: {exc.strerror or exc}\n")
         return 2
     except RecordsFileError as exc:
-        sys.stderr.write(f"dkimd verify: {exc}\n")
+        sys.stderr.write(f"{prog}: {exc}\n")
         return 2
     try:
         return run(args, sys.stdin.buffer, sys.stdout.buffer, lookup)
     except DkimError as exc:
-        sys.stderr.write(f"dkimd verify: {exc.reason}\n")
+        sys.stderr.write(f"{prog}: {exc.reason}\n")
         return 2
     except OSError as exc:
-        sys.stderr.write(f"dkimd verify: {exc.strerror or exc}\n")
+        sys.stderr.write(f"{prog}: {exc.strerror or exc}\n")
         return 2
