@@ -259,6 +259,10 @@ class Dataset:
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.match(key) is not None
 
+    def describe(self) -> str:
+        """The value as an admin may see it: a remote set's without its password."""
+        return self.spec
+
     def keys(self) -> list[str]:
         """The keys (refile: the patterns as written) in file order."""
         return [e.key for e in self.entries]

@@ -624,7 +624,7 @@ class _Linter:
         if config.signing_table is not None and config.key_table is not None:
             table = config.signing_table.dataset
             order = "first match wins" if not config.multiple_signatures else "every match signs"
-            lines.append(f"Senders signed ({table.spec}, {order}):")
+            lines.append(f"Senders signed ({table.describe()}, {order}):")
             for entry in table.entries:
                 key_name, _, signer = (entry.value or "").partition(":")
                 lines.append(
@@ -633,6 +633,8 @@ class _Linter:
                 )
             if table.kind is DatasetKind.LUA:
                 lines.append("  (as the Lua script answers for each sender)")
+            elif table.kind is DatasetKind.REMOTE:
+                lines.append("  (a database table, read per message; --walk lists every row)")
             elif not table.entries:
                 lines.append("  (none: the SigningTable is empty)")
         elif config.single_key is not None:
@@ -651,6 +653,10 @@ class _Linter:
         if key_name == "%":
             return "the KeyTable key named after the sender's domain"
         info = self.keys.get(key_name)
+        key_table = config.key_table
+        if info is None and key_table is not None and key_table.dataset.kind is DatasetKind.REMOTE:
+            # Only a lookup would tell (check --walk does): say where it is looked up.
+            return f'key "{key_name}" (looked up in {key_table.dataset.describe()})'
         if info is None:
             if config.key_table is not None and config.key_table.broken(key_name):
                 return f'key "{key_name}" (BROKEN KEYTABLE ENTRY: mail tempfailed)'

@@ -124,6 +124,9 @@ class RemoteDataset(Dataset):
         entry = self.match(key)
         return [] if entry is None else [entry]
 
+    def describe(self) -> str:
+        return self.cache.describe()  # the URL with its password as ***
+
     def __len__(self) -> int:
         return 1  # not listable, but not empty: users that skip an empty set must ask it
 
