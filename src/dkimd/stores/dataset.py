@@ -23,7 +23,6 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, ascii_lower
@@ -72,14 +71,14 @@ class RowsMissing(Exception):
 class RemoteDataset(Dataset):
     """A data set answered by a remote store through its cache."""
 
-    __slots__ = ("cache", "load_check")
+    __slots__ = ("cache", "load_problem")
 
     def __init__(self, spec: str, cache: StoreCache, *, case_insensitive: bool = True) -> None:
         super().__init__(spec, DatasetKind.REMOTE, (), case_insensitive=case_insensitive)
         self.cache = cache
-        #: What the login and test query at load said: "" answered, else why not; None:
-        #: not tried (`dkimd check` reports it).
-        self.load_check: str | None = None
+        #: The warning a failed login at load left (SoftStart), which `dkimd check`
+        #: replaces with what a lookup says now.
+        self.load_problem: Problem | None = None
 
     def _key(self, key: str) -> str:
         # Case-blind options (SigningTable, host lists) ask with the key in lower case:
@@ -185,7 +184,7 @@ def open_remote_dataset(
     DataSet* options and, for `ldap:` sets, the LDAP* ones (dkimd.stores.settings); they
     replace `settings`. With `check`, log in once now: a store that refuses (wrong
     password, no such table, unreachable) stops the start (exit 78), or with SoftStart is
-    a warning (one `dkimd check` counts as an error) and every lookup tries again.
+    a warning and every lookup tries again.
     """
     from dkimd.stores import open_store
     from dkimd.stores.settings import store_settings
@@ -217,25 +216,23 @@ def open_remote_dataset(
     except StoreSpecError as exc:
         return None, [problem(Severity.ERROR, exc.message, exc.hint)]
     problems = []
-    failure: str | None = None
+    load_problem: Problem | None = None
     if check:
         # An LDAP login is connect + StartTLS + bind, each bounded by LDAPTimeout.
         budget = OPEN_TIMEOUT if ldap is None else max(OPEN_TIMEOUT, 3.0 * ldap.timeout + 1)
         try:
             _probe(lambda: open_store(text, ldap=ldap), budget)
         except (StoreError, StoreSpecError, OSError) as exc:
-            failure = str(exc) or type(exc).__name__
             severity = failure_severity(DatasetKind.REMOTE.value, soft_start)
-            message = f"cannot use data set {store.describe()}: {failure}"
+            message = f"cannot use data set {store.describe()}: {exc or type(exc).__name__}"
             if severity is Severity.ERROR:
                 problems.append(problem(severity, message, "SoftStart yes starts anyway"))
                 return None, problems
-            # The daemon starts, but tempfails the messages that need the set until the
-            # server answers: for `dkimd check` an error all the same.
-            problems.append(replace(problem(severity, message), fails_messages=True))
+            load_problem = problem(severity, message)
+            problems.append(load_problem)
     cache = StoreCache(store, settings)
     dataset = RemoteDataset(text, cache, case_insensitive=case_insensitive)
-    dataset.load_check = None if not check else (failure or "")
+    dataset.load_problem = load_problem
     return dataset, problems
 
 

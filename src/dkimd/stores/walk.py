@@ -188,8 +188,8 @@ async def keytable_entries(table: KeyTable) -> tuple[list[KeyTableEntry], list[s
 
 async def probe_queries(config: Any) -> tuple[list[Problem], list[str]]:
     """(problems, summary lines): one lookup of each remote KeyTable/SigningTable, located
-    at the option's file:line. Sets whose login already failed at load are left to that
-    problem. Never raises."""
+    at the option's file:line. Never raises. What it finds supersedes the warning a login
+    that failed at load left (`RemoteDataset.load_problem`): the caller drops those."""
     problems: list[Problem] = []
     summary: list[str] = []
     raw = getattr(config, "raw", None)
@@ -199,24 +199,27 @@ async def probe_queries(config: Any) -> tuple[list[Problem], list[str]]:
             continue
         setting = raw.get(option) if raw is not None else None
         where = (setting.file, setting.line) if setting is not None else (None, None)
-        if dataset.load_check:  # reported by the loader (a SoftStart warning)
-            summary.append(f"{option} {dataset.cache.describe()}: not reachable now")
-            continue
         started = time.monotonic()
+        timeout = dataset.cache.settings.timeout
         try:
-            await dataset.cache.get(PROBE_KEY)
-        except StoreError as exc:
-            problems.append(
-                Problem(
-                    where[0],
-                    where[1],
-                    Severity.ERROR,
-                    f"{option}: a lookup in {dataset.cache.describe()} fails: {exc}",
+            # The store itself, not the cache: the tool reports a failure here, the
+            # daemon's outage log line would only repeat it.
+            async with asyncio.timeout(timeout):
+                await dataset.cache.store.get(PROBE_KEY)
+        except (StoreError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = StoreError(f"no answer within {timeout:g}s")
+            if dataset.load_problem is not None:
+                # The login failed at load (SoftStart let it start): the daemon would
+                # tempfail the messages that need this set until it answers.
+                hint = "SoftStart starts the daemon anyway, but it tempfails that mail"
+            else:
+                hint = (
                     "the server accepts the login but not the query: check the table or "
-                    "base DN, the columns or attributes, and the account's read rights",
-                    option,
+                    "base DN, the columns or attributes, and the account's read rights"
                 )
-            )
+            message = f"{option}: a lookup in {dataset.cache.describe()} fails: {exc}"
+            problems.append(Problem(where[0], where[1], Severity.ERROR, message, hint, option))
             continue
         finally:
             await dataset.cache.close()

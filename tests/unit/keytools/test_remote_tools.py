@@ -228,12 +228,16 @@ def test_postgres_down_is_a_clear_error(
         assert PASSWORD not in err
         assert genzone.main(["-x", str(conf)]) == genzone.EX_CONFIG
         assert f"{conf}:2: KeyTable: cannot read the table:" in capsys.readouterr().err
-        # check: the start-up failure, as an error at the option's line (SoftStart or not)
+        # check: an error at the option's line, SoftStart or not (the mail would be tempfailed)
         assert check.main(["-x", str(conf), "--no-postfix", "-q"]) == check.EXIT_ERRORS
         out = capsys.readouterr().out
-        assert f"{conf}:2: error: KeyTable: cannot use data set" in out
+        assert f"{conf}:2: error: KeyTable: a lookup in" in out
+        assert "warning: KeyTable" not in out
     finally:
         pg.start()
+    # The server back: the same check is clean (nothing left of the start-up warning).
+    assert check.main(["-x", str(conf), "--no-postfix", "-q"]) == 0
+    assert "KeyTable" not in capsys.readouterr().out
 
 
 # -- slapd --
