@@ -5,6 +5,8 @@ at their own file:line by the loader, `dkimd check` and the daemon (exit 78)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 import subprocess
 import sys
 import time
@@ -12,13 +14,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from dkimd import milter
 from dkimd.cli import check
 from dkimd.config import ConfigError, Severity, analyze_config_text, parse_config_text
+from dkimd.dns.testdata import TestDnsFile
+from dkimd.milter.handler import ConnectionInfo
+from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.stores.base import StoreError
 from dkimd.stores.dataset import RemoteDataset
 from dkimd.stores.ldap import LdapStore
+from support.handler import settle
 from support.kvservers import READER_DN, SUFFIX, Slapd, ThrowawayCa
+from support.milterwire import macro, pkt
+
+
+def _new_key() -> tuple[str, str]:
+    """(base64 DER private key, as a KeyTable row holds it inline; its DNS record)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode(), "v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode()
+
+
+KEY_DATA, KEY_RECORD = _new_key()
 
 LDIF = f"""\
 dn: ou=keys,{SUFFIX}
@@ -40,6 +65,18 @@ dn: cn=example.com,ou=signing,{SUFFIX}
 objectClass: dkimEntry
 cn: example.com
 dkimIdentity: k1
+
+dn: cn=k2,ou=keys,{SUFFIX}
+objectClass: dkimEntry
+cn: k2
+dkimDomain: example.net
+dkimSelector: net
+dkimKey: {KEY_DATA}
+
+dn: cn=example.net,ou=signing,{SUFFIX}
+objectClass: dkimEntry
+cn: example.net
+dkimIdentity: k2
 """
 
 KEYS = f"/ou=keys,{SUFFIX}?dkimDomain,dkimSelector,dkimKey?one?(cn=$d)"
@@ -216,3 +253,68 @@ def test_check_reports_bad_value_and_failed_bind_at_file_line(
     assert f"{path}:4: error: SigningTable: a lookup in" in out
     assert out.count("invalidCredentials") == 2
     assert "warning:" not in out and "nope" not in out
+
+
+# -- through a session, as the daemon runs them --
+
+
+def sign_one(holder: RuntimeHolder) -> bytes | None:
+    """One message from alice@example.net through a milter session; its DKIM-Signature."""
+
+    async def go() -> bytes | None:
+        conn = milter.Connection(
+            milter.FilterOptions(
+                actions=milter.ActionFlag(0x1FF),
+                protocol=milter.ProtocolFlag.HDR_LEADSPC | milter.ProtocolFlag.NR_HDR,
+            )
+        )
+        handler = handler_factory(holder, SessionStats())(ConnectionInfo(conn, "t"))
+        stream = pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
+        stream += macro(b"C", {"j": "mx.test"})
+        stream += pkt(b"C", b"client\x004" + struct.pack(">H", 25) + b"127.0.0.1\0")
+        stream += pkt(b"M", b"<alice@example.net>\0") + pkt(b"R", b"<bob@example.org>\0")
+        stream += pkt(b"L", b"From\0 alice@example.net\0") + pkt(b"L", b"To\0 bob@example.org\0")
+        stream += pkt(b"N") + pkt(b"B", b"Hello.\r\n") + pkt(b"E")
+        conn.receive_data(stream)
+        found = None
+        while (event := conn.next_event()) is not milter.NEED_DATA:
+            if isinstance(event, milter.OptionNegotiation):
+                conn.send(milter.Continue())
+                continue
+            result = await settle(handler, handler.handle(event))
+            actions = (
+                []
+                if result is None
+                else [result]
+                if isinstance(result, milter.Action)
+                else list(result)
+            )
+            for action in actions:
+                is_header = isinstance(action, milter.InsertHeader | milter.AddHeader)
+                if is_header and action.name == b"DKIM-Signature":
+                    found = action.value
+            conn.send_many(actions or [milter.Continue()])
+        handler.close()
+        return found
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("disable_cache", [False, True])
+def test_session_signs_through_the_bound_store_cache_or_not(sd: Slapd, disable_cache: bool) -> None:
+    extra = BIND + ("LDAPDisableCache yes\n" if disable_cache else "")
+    config = parse_config_text(conf(sd, "AuthservID mx.test\n" + extra))
+    records = TestDnsFile.from_records({"net._domainkey.example.net": [KEY_RECORD]})
+    holder = RuntimeHolder(Runtime.build(config, records))
+
+    def searches() -> int:
+        return sum("k2" in f or "example.net" in f for f in sd.searched_filters())
+
+    before = searches()
+    for _ in range(3):
+        sig = sign_one(holder)
+        assert sig is not None and b"d=example.net" in sig and b"s=net" in sig
+    # Counted per message: the SigningTable candidates alice@example.net and example.net,
+    # then the KeyTable's k2 (the other candidates' filters name neither). Cached, only the
+    # first message asks; with LDAPDisableCache every message does.
+    assert searches() - before == (3 * 3 if disable_cache else 3)
