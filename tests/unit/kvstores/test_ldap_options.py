@@ -24,7 +24,7 @@ from dkimd.dns.testdata import TestDnsFile
 from dkimd.milter.handler import ConnectionInfo
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
 from dkimd.stores.base import StoreError
-from dkimd.stores.dataset import RemoteDataset
+from dkimd.stores.dataset import RemoteDataset, close_stores
 from dkimd.stores.ldap import LdapStore
 from support.handler import settle
 from support.kvservers import READER_DN, SUFFIX, Slapd, ThrowawayCa
@@ -311,9 +311,12 @@ def test_session_signs_through_the_bound_store_cache_or_not(sd: Slapd, disable_c
         return sum("k2" in f or "example.net" in f for f in sd.searched_filters())
 
     before = searches()
-    for _ in range(3):
-        sig = sign_one(holder)
-        assert sig is not None and b"d=example.net" in sig and b"s=net" in sig
+    try:
+        for _ in range(3):
+            sig = sign_one(holder)
+            assert sig is not None and b"d=example.net" in sig and b"s=net" in sig
+    finally:
+        asyncio.run(close_stores(config))  # as the daemon does at stop
     # Counted per message: the SigningTable candidates alice@example.net and example.net,
     # then the KeyTable's k2 (the other candidates' filters name neither). Cached, only the
     # first message asks; with LDAPDisableCache every message does.
