@@ -321,3 +321,29 @@ def test_session_signs_through_the_bound_store_cache_or_not(sd: Slapd, disable_c
     # then the KeyTable's k2 (the other candidates' filters name neither). Cached, only the
     # first message asks; with LDAPDisableCache every message does.
     assert searches() - before == (3 * 3 if disable_cache else 3)
+
+
+def test_keepalive_options_reach_the_connections(sd: Slapd) -> None:
+    import socket
+
+    extra = BIND + "LDAPKeepaliveIdle 31\nLDAPKeepaliveProbes 4\nLDAPKeepaliveInterval 7\n"
+    config = parse_config_text(conf(sd, extra))
+    dataset = key_table(config)
+    store = dataset.cache.store
+    assert isinstance(store, LdapStore)
+
+    async def run() -> list[int]:
+        try:
+            await dataset.cache.get("k1")
+            (conn,) = store._connections  # the one connection the lookup opened
+            sock = conn.socket
+            return [
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            ]
+        finally:
+            await dataset.cache.close()
+
+    assert asyncio.run(run()) == [1, 31, 4, 7]
