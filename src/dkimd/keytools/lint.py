@@ -527,6 +527,15 @@ class _Linter:
                 config.weak_syntax_checks and config.signs,
                 "it only matters in Mode v: with s, an unparseable From stops the message first",
             ),
+            (
+                "CheckSigningTable",
+                config.check_signing_table
+                and any(
+                    table is not None and table.dataset.kind is DatasetKind.REMOTE
+                    for table in (config.key_table, config.signing_table)
+                ),
+                "tables on a server are never walked at start; dkimd check --walk checks them",
+            ),
         ]
         for option, set_, why in inert:
             if set_:

@@ -7,6 +7,8 @@ read is a clear error naming the option, with the tool's exit status for unreada
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,3 +283,23 @@ def test_file_signing_table_with_a_keytable_in_a_database(
     out = capsys.readouterr().out
     assert f'{conf}:3: error: SigningTable entry "example.net" names key "gone"' in out
     assert "k-com" not in out
+
+
+def test_check_signing_table_does_not_walk_a_server_at_start(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # CheckSigningTable yes asked the remote KeyTable at load for each name (a crash);
+    # the daemon never walks a server at start: it starts, and check says where to look.
+    keytable = sqlite_tables(site).splitlines()[0]
+    tables = f"{keytable}\nSigningTable csl:example.com=k-com,example.net=gone\n"
+    conf = write_conf(site, tables, "CheckSigningTable yes\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "dkimd", "-x", str(conf), "-n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    assert check.main(["-x", str(conf), "--no-postfix", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"{conf}:4: warning: CheckSigningTable has no effect: tables on a server" in out
