@@ -6,10 +6,12 @@ read is a clear error naming the option, with the tool's exit status for unreada
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,3 +305,29 @@ def test_check_signing_table_does_not_walk_a_server_at_start(
     assert check.main(["-x", str(conf), "--no-postfix", "-q"]) == 0
     out = capsys.readouterr().out
     assert f"{conf}:4: warning: CheckSigningTable has no effect: tables on a server" in out
+
+
+def test_walk_of_a_hung_server_ends_within_the_lookup_timeout(tmp_path: Path) -> None:
+    from dkimd.config import parse_config_text
+    from dkimd.stores.base import StoreError
+    from dkimd.stores.walk import keytable_entries
+
+    with Slapd(tmp_path / "ldap", LDIF) as sd:
+        url = f"{sd.url}/ou=keys,{SUFFIX}?dkimDomain,dkimSelector,dkimKey?one?(cn=$d)"
+        config = parse_config_text(
+            f"Socket inet:8891@127.0.0.1\nKeyTable {url}\nSigningTable csl:example.com=k-com\n"
+            f"LDAPBindUser {READER_DN}\nLDAPBindPassword {Slapd.reader_password}\n"
+            "DataSetTimeout 1\n"
+        )
+        assert config.key_table is not None
+        sd.pause()  # accepts connections, answers nothing
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="no answer within 1s"):
+                asyncio.run(keytable_entries(config.key_table))
+            assert time.monotonic() - started < 3.0
+        finally:
+            sd.resume()
+        # and once it answers again, the same table walks
+        entries, notes = asyncio.run(keytable_entries(config.key_table))
+        assert sorted(e.name for e in entries) == ["k-com", "k-org"] and notes == []
