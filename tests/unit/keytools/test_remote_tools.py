@@ -331,3 +331,21 @@ def test_walk_of_a_hung_server_ends_within_the_lookup_timeout(tmp_path: Path) ->
         # and once it answers again, the same table walks
         entries, notes = asyncio.run(keytable_entries(config.key_table))
         assert sorted(e.name for e in entries) == ["k-com", "k-org"] and notes == []
+
+
+def test_genzone_and_testkey_with_memcached(
+    tmp_path: Path, site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from support.kvservers import Memcached
+
+    with Memcached(tmp_path / "mc") as mc:
+        for name, (domain, selector, data) in ROWS.items():
+            mc.set(f"dkim-keys:{name}", f"{domain}:{selector}:{data}")
+        mc.set("other:k-x", "example.net:s9:/nowhere")  # another prefix: not this table's
+        tables = f"KeyTable memcache:127.0.0.1:{mc.port}/dkim-keys\nSigningTable csl:a=k-com\n"
+        conf = write_conf(site, tables)
+        assert genzone.main(["-x", str(conf), "-F"]) == 0
+        names = zone_names(capsys.readouterr().out)
+        assert names == ["s1._domainkey.example.com.", "s2._domainkey.example.org."]
+        assert testkey.main(["-x", str(conf), "--dns-file", str(site / "dns"), "-v"]) == 0
+        assert "2 keys checked; 2 pass, 0 fail" in capsys.readouterr().out
