@@ -9,9 +9,12 @@ coalescing and outage handling in front of every back end are `dkimd.stores.cach
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dkimd.stores.base import RemoteStore, StoreSpecError
+
+if TYPE_CHECKING:
+    from dkimd.stores.ldap import LdapSettings
 
 __all__ = ["SCHEMES", "open_store", "scheme_of"]
 
@@ -34,7 +37,7 @@ def scheme_of(text: str) -> str:
     return text[:colon].lower() if colon > 0 else ""
 
 
-def open_store(text: str, *, ldap: Any = None) -> RemoteStore:
+def open_store(text: str, *, ldap: LdapSettings | None = None) -> RemoteStore:
     """The (not yet opened) store a data set value names; raises StoreSpecError.
 
     `ldap` is the configuration's `LdapSettings` (the LDAP* options), for `ldap:` sets;

@@ -30,6 +30,7 @@ from dkimd.config.problems import Problem, Severity
 from dkimd.config.softstart import failure_severity
 from dkimd.stores.base import MissingExtra, RemoteStore, Row, StoreError, StoreSpecError
 from dkimd.stores.cache import CacheSettings, StoreCache
+from dkimd.stores.ldap import LdapSettings
 
 __all__ = [
     "PINS",
@@ -204,7 +205,7 @@ def open_remote_dataset(
                 "KeyTable and SigningTable can be; keep this one in a file",
             )
         ]
-    ldap: Any = None
+    ldap: LdapSettings | None = None
     if options is not None:
         settings, ldap, problems = store_settings(text, options)
         if problems:

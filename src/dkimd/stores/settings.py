@@ -19,6 +19,7 @@ from typing import Any
 
 from dkimd.config.problems import Problem, Severity
 from dkimd.stores.cache import CacheSettings
+from dkimd.stores.ldap import SASL_MECHANISMS, LdapSettings  # ldap3 itself: only when used
 
 __all__ = ["LDAP_OPTIONS", "cache_settings", "ldap_settings", "store_settings"]
 
@@ -61,11 +62,9 @@ def cache_settings(get: Getter) -> CacheSettings:
     )
 
 
-def ldap_settings(get: Getter) -> tuple[Any, list[Problem]]:
+def ldap_settings(get: Getter) -> tuple[LdapSettings | None, list[Problem]]:
     """(`LdapSettings` or None, problems): the LDAP* options, each bad value an error at
     its own line. None when one is bad (the data set is then not opened)."""
-    from dkimd.stores.ldap import SASL_MECHANISMS, LdapSettings
-
     problems: list[Problem] = []
     values: dict[str, object] = {}
 
@@ -109,7 +108,9 @@ def ldap_settings(get: Getter) -> tuple[Any, list[Problem]]:
     return LdapSettings.from_options(values), problems
 
 
-def store_settings(text: str, get: Getter | None) -> tuple[CacheSettings, Any, list[Problem]]:
+def store_settings(
+    text: str, get: Getter | None
+) -> tuple[CacheSettings, LdapSettings | None, list[Problem]]:
     """(cache settings, LdapSettings or None, problems) for the remote data set `text`."""
     from dkimd.stores import scheme_of
 
