@@ -347,3 +347,14 @@ def test_keepalive_options_reach_the_connections(sd: Slapd) -> None:
             await dataset.cache.close()
 
     assert asyncio.run(run()) == [1, 31, 4, 7]
+
+
+def test_sasl_external_over_ldapi_from_the_config(sd: Slapd) -> None:
+    # The fixture maps this process's uid on ldapi to the reader: no password at all.
+    text = (
+        "Mode sv\nSocket inet:8891@127.0.0.1\n"
+        f"KeyTable {sd.ldapi_url}{KEYS}\nSigningTable {sd.ldapi_url}{SIGNING}\n"
+        "LDAPAuthMechanism EXTERNAL\n"
+    )
+    config = parse_config_text(text)
+    assert get(key_table(config), "k1") == [[("example.com", "sel", "/keys/example.com.pem")]]
