@@ -29,6 +29,7 @@ from dkimd.config import parse_config_text
 from dkimd.dns.testdata import TestDnsFile
 from dkimd.milter.handler import ConnectionInfo
 from dkimd.session import Runtime, RuntimeHolder, SessionStats, handler_factory
+from dkimd.stores.dataset import close_stores
 from support.handler import settle
 from support.milterwire import macro, pkt
 from support.opendkim import OpenDKIM, genkey, milter_transaction
@@ -98,45 +99,46 @@ def _dkimd_sign(config_text: str, records: dict[str, str], sender: str) -> str |
     holder = RuntimeHolder(
         Runtime.build(parse_config_text(config_text), TestDnsFile.from_records(records))
     )
+    return asyncio.run(_sign(holder, sender))
 
-    async def go() -> str | None:
-        conn = milter.Connection(
-            milter.FilterOptions(
-                actions=milter.ActionFlag(0x1FF),
-                protocol=milter.ProtocolFlag.HDR_LEADSPC | milter.ProtocolFlag.NR_HDR,
-            )
+
+async def _sign(holder: RuntimeHolder, sender: str) -> str | None:
+    """One message from `sender` through a milter session; its DKIM-Signature or None."""
+    conn = milter.Connection(
+        milter.FilterOptions(
+            actions=milter.ActionFlag(0x1FF),
+            protocol=milter.ProtocolFlag.HDR_LEADSPC | milter.ProtocolFlag.NR_HDR,
         )
-        handler = handler_factory(holder, SessionStats())(ConnectionInfo(conn, "t"))
-        stream = pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
-        stream += macro(b"C", {"j": "mx.test"})
-        stream += pkt(b"C", b"localhost\x004" + struct.pack(">H", 25) + b"127.0.0.1\0")
-        stream += pkt(b"M", f"<{sender}>\0".encode()) + pkt(b"R", b"<r@example.net>\0")
-        stream += pkt(b"L", b"From\0 " + sender.encode() + b"\0")
-        stream += pkt(b"L", b"To\0 r@example.net\0")
-        stream += pkt(b"N") + pkt(b"B", b"Hello.\r\n") + pkt(b"E")
-        conn.receive_data(stream)
-        found: str | None = None
-        while True:
-            event = conn.next_event()
-            if event is milter.NEED_DATA:
-                break
-            if isinstance(event, milter.OptionNegotiation):
-                conn.send(milter.Continue())
-                continue
-            result = await settle(handler, handler.handle(event))
-            if result is None:
-                conn.send(milter.Continue())
-                continue
-            actions = [result] if isinstance(result, milter.Action) else list(result)
-            for a in actions:
-                is_header = isinstance(a, milter.InsertHeader | milter.AddHeader)
-                if is_header and a.name == b"DKIM-Signature":
-                    found = a.value.decode()
-            conn.send_many(actions)
-        handler.close()
-        return found
-
-    return asyncio.run(go())
+    )
+    handler = handler_factory(holder, SessionStats())(ConnectionInfo(conn, "t"))
+    stream = pkt(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
+    stream += macro(b"C", {"j": "mx.test"})
+    stream += pkt(b"C", b"localhost\x004" + struct.pack(">H", 25) + b"127.0.0.1\0")
+    stream += pkt(b"M", f"<{sender}>\0".encode()) + pkt(b"R", b"<r@example.net>\0")
+    stream += pkt(b"L", b"From\0 " + sender.encode() + b"\0")
+    stream += pkt(b"L", b"To\0 r@example.net\0")
+    stream += pkt(b"N") + pkt(b"B", b"Hello.\r\n") + pkt(b"E")
+    conn.receive_data(stream)
+    found: str | None = None
+    while True:
+        event = conn.next_event()
+        if event is milter.NEED_DATA:
+            break
+        if isinstance(event, milter.OptionNegotiation):
+            conn.send(milter.Continue())
+            continue
+        result = await settle(handler, handler.handle(event))
+        if result is None:
+            conn.send(milter.Continue())
+            continue
+        actions = [result] if isinstance(result, milter.Action) else list(result)
+        for a in actions:
+            is_header = isinstance(a, milter.InsertHeader | milter.AddHeader)
+            if is_header and a.name == b"DKIM-Signature":
+                found = a.value.decode()
+        conn.send_many(actions)
+    handler.close()
+    return found
 
 
 def test_same_signing_decisions_as_opendkim(
@@ -228,10 +230,18 @@ def test_same_signing_decisions_as_opendkim_on_postgres(
         "Mode sv\nSocket inet:8891@127.0.0.1\nRequireSafeKeys no\n"
         f"KeyTable {kt}\nSigningTable {st}\n"
     )
-    ours = {}
-    for sender in SENDERS:
-        sig = _dkimd_sign(config, records, sender)
-        ours[sender] = (_tags(sig)["d"], _tags(sig)["s"]) if sig else None
+    parsed = parse_config_text(config)
+    holder = RuntimeHolder(Runtime.build(parsed, TestDnsFile.from_records(records)))
+
+    async def sign_all() -> dict[str, tuple[str, str] | None]:
+        # One loop for every message: the psycopg pool lives on it, and is closed on it.
+        try:
+            signed = {sender: await _sign(holder, sender) for sender in SENDERS}
+        finally:
+            await close_stores(parsed)
+        return {s: (_tags(v)["d"], _tags(v)["s"]) if v else None for s, v in signed.items()}
+
+    ours = asyncio.run(sign_all())
     # OpenDKIM works through OpenDBX's pgsql back end: the rows decide its signatures.
     assert theirs["a@example.com"] == ("example.com", "one")
     assert theirs["user@example.net"] == ("example.net", "two")
