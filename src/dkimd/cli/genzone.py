@@ -186,12 +186,18 @@ def _wanted(entry: KeyTableEntry, domain: str | None, subdomains: bool) -> bool:
     return have == want or (subdomains and have.endswith("." + want))
 
 
-def _load(entry: KeyTableEntry) -> PrivateKey:
+def _load(entry: KeyTableEntry, loaded: dict[str | bytes, PrivateKey]) -> PrivateKey:
+    """The entry's key; `loaded` remembers keys by file or data for this run. Loading an
+    RSA key checks it (tens of ms for 2048 bits), and a fleet's KeyTable often names one
+    key file for thousands of domains: each is loaded once."""
     spec = spec_for_entry(entry)
-    if spec.key_path is not None:
-        return load_private_key_file(spec.key_path)
-    assert spec.key_data is not None
-    return load_private_key(spec.key_data)
+    source: str | bytes | None = spec.key_path if spec.key_path is not None else spec.key_data
+    assert source is not None
+    key = loaded.get(source)
+    if key is None:
+        key = load_private_key_file(source) if isinstance(source, str) else load_private_key(source)
+        loaded[source] = key
+    return key
 
 
 def main(argv: list[str]) -> int:
@@ -212,6 +218,7 @@ def main(argv: list[str]) -> int:
         _err("database opened")
 
     keys: list[ZoneKey] = []
+    loaded: dict[str | bytes, PrivateKey] = {}
     for index, entry in enumerate(table):
         if not _wanted(entry, args.domain, args.subdomains):
             # opendkim-genzone says this on every run with -d, verbose or not.
@@ -226,7 +233,7 @@ def main(argv: list[str]) -> int:
         if args.verbose > 1:
             _err(f"record {index} for '{entry.name}' retrieved")
         try:
-            key = _load(entry)
+            key = _load(entry, loaded)
         except KeyLoadError as exc:
             _err(f"key for '{entry.name}' load failed: {exc}")
             return 1

@@ -349,3 +349,27 @@ def test_genzone_and_testkey_with_memcached(
         assert names == ["s1._domainkey.example.com.", "s2._domainkey.example.org."]
         assert testkey.main(["-x", str(conf), "--dns-file", str(site / "dns"), "-v"]) == 0
         assert "2 keys checked; 2 pass, 0 fail" in capsys.readouterr().out
+
+
+def test_genzone_loads_a_key_file_shared_by_many_rows_once(
+    site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One key file for 50 domains (a hosting fleet's usual KeyTable): loading an RSA key
+    # checks it (tens of ms), so genzone loads it once, and every record carries its p=.
+    shared = site / "shared.pem"
+    shared.write_bytes(key("rsa1").private_pem)
+    rows = {f"k{i}": (f"d{i}.example", "s1", str(shared)) for i in range(50)}
+    conf = write_conf(site, sqlite_tables(site, rows))
+    loads: list[str] = []
+    real = genzone.load_private_key_file
+
+    def counting(path: str) -> object:
+        loads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(genzone, "load_private_key_file", counting)
+    assert genzone.main(["-x", str(conf), "-F"]) == 0
+    out = capsys.readouterr().out
+    assert len(zone_names(out)) == 52  # the two inline keys and the 50 rows
+    assert loads == [str(shared)]
+    assert out.replace('"\n\t"', "").count(key("rsa1").public_key_b64) == 51  # k-com too
