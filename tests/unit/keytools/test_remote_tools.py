@@ -373,3 +373,31 @@ def test_genzone_loads_a_key_file_shared_by_many_rows_once(
     assert len(zone_names(out)) == 52  # the two inline keys and the 50 rows
     assert loads == [str(shared)]
     assert out.replace('"\n\t"', "").count(key("rsa1").public_key_b64) == 51  # k-com too
+
+
+def test_testkey_loads_a_key_file_shared_by_many_rows_once(
+    site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dkimd.keytools import testkey as checks
+
+    shared = site / "shared.pem"
+    shared.write_bytes(key("rsa1").private_pem)
+    shared.chmod(0o600)
+    rows = {f"k{i}": (f"d{i}.example", "s1", str(shared)) for i in range(30)}
+    with (site / "dns").open("a") as fh:
+        for i in range(30):
+            fh.write(f"s1._domainkey.d{i}.example {record(key('rsa1'))}\n")
+    conf = write_conf(site, sqlite_tables(site, rows), "RequireSafeKeys no\n")
+    loads: list[bytes] = []
+    real = checks.load_private_key
+
+    def counting(data: bytes) -> object:
+        loads.append(data)
+        return real(data)
+
+    checks._parsed_key.cache_clear()  # other tests loaded the same key bytes
+    monkeypatch.setattr(checks, "load_private_key", counting)
+    assert testkey.main(["-x", str(conf), "--dns-file", str(site / "dns"), "-v"]) == 0
+    assert "32 keys checked; 32 pass, 0 fail" in capsys.readouterr().out
+    # 32 rows, 3 distinct keys: k-com's DER, k-org's Ed25519, and the shared PEM file.
+    assert len(loads) == 3
