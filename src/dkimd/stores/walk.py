@@ -207,18 +207,20 @@ async def probe_queries(config: Any) -> tuple[list[Problem], list[str]]:
             async with asyncio.timeout(timeout):
                 await dataset.cache.store.get(PROBE_KEY)
         except (StoreError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                exc = StoreError(f"no answer within {timeout:g}s")
+            timed_out = isinstance(exc, TimeoutError)
+            reason = f"no answer within {timeout:g}s" if timed_out else str(exc)
             if dataset.load_problem is not None:
                 # The login failed at load (SoftStart let it start): the daemon would
                 # tempfail the messages that need this set until it answers.
                 hint = "SoftStart starts the daemon anyway, but it tempfails that mail"
+            elif timed_out:
+                hint = "a lookup must answer within DataSetTimeout, or its mail is tempfailed"
             else:
                 hint = (
                     "the server accepts the login but not the query: check the table or "
                     "base DN, the columns or attributes, and the account's read rights"
                 )
-            message = f"{option}: a lookup in {dataset.cache.describe()} fails: {exc}"
+            message = f"{option}: a lookup in {dataset.cache.describe()} fails: {reason}"
             problems.append(Problem(where[0], where[1], Severity.ERROR, message, hint, option))
             continue
         finally:
