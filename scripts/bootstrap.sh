@@ -31,9 +31,9 @@ if [ "$profile" = "test" ]; then
     # dsn: data sets (dkimd.stores.dsn): private PostgreSQL and MariaDB servers started by
     # the test fixtures (tests/support/sqlservers.py).
     apt_packages+=(postgresql mariadb-server)
-    # OpenDBX's sqlite3 back end, through which the real OpenDKIM reads a dsn: data set in
-    # the differential test (tests/interop/test_dsn_differential.py).
-    apt_packages+=(libopendbx1-sqlite3)
+    # OpenDBX's sqlite3 and pgsql back ends, through which the real OpenDKIM reads a dsn:
+    # data set in the differential test (tests/interop/test_dsn_differential.py).
+    apt_packages+=(libopendbx1-sqlite3 libopendbx1-pgsql)
 fi
 
 missing=()

@@ -7,7 +7,7 @@ signature must verify with the key file the store's KeyTable row names.
 A sender with no SigningTable entry cannot be compared on the result: Debian's OpenDKIM
 2.11.0 runs its six searches for it (user@domain, domain, user@.parent, .parent, user@*, *;
 slapd's log shows each answered, 0 entries) and then never replies to the MTA's end of
-message (docs/datasets-kv.md, "OpenDKIM and LDAP"). What can be compared is the filter: for
+message (docs/datasets.md, "Differences from OpenDKIM"). What can be compared is the filter: for
 `star*.test` both must send `*` as data (RFC 4515 `\2a`), never as a wildcard that would
 match `starfish.test`. Debian's OpenDKIM has no memcached support (USE_LIBMEMCACHED is not
 among its `opendkim -V` options), so `memcache:` cannot be compared.

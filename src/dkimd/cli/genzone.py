@@ -6,13 +6,17 @@
 The output is byte for byte what Debian's opendkim-genzone 2.11 writes (semicolons
 escaped as \\;, 75-column pieces, the same header, SOA and nsupdate layouts), except that
 Ed25519 keys get k=ed25519 records (opendkim-genzone cannot read them) and a refile:
-KeyTable is accepted. Exit status: 0, 1 when a key cannot be loaded or the output
-cannot be written, 64 (EX_USAGE) for a bad command line, 78 for a bad configuration.
+KeyTable is accepted. A KeyTable in a database (`dsn:`, `ldap:`, `memcache:`, `redis:`) is
+walked whole, each step within the data set's lookup timeout. Exit status: 0, 1 when a
+key cannot be loaded or the output cannot be written (or the DATASET given cannot be
+read), 64 (EX_USAGE) for a bad command line, 78 for a bad configuration (its KeyTable
+cannot be read).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import os
 import pwd
@@ -26,7 +30,13 @@ from dkimd.config import KeyTable, open_dataset
 from dkimd.config.keytable import KeyTableEntry
 from dkimd.dkim.errors import KeyLoadError
 from dkimd.dkim.keys import PrivateKey, load_private_key, load_private_key_file
-from dkimd.keytools.context import default_config_path, load_tool_config, spec_for_entry
+from dkimd.keytools.context import (
+    default_config_path,
+    every_keytable_entry,
+    keytable_place,
+    load_tool_config,
+    spec_for_entry,
+)
 from dkimd.keytools.generate import KeyType
 from dkimd.keytools.record import SoaOptions, ZoneKey, ZoneOptions, genzone_text
 
@@ -130,7 +140,22 @@ def _err(text: str) -> None:
     sys.stderr.write(f"{PROG}: {text}\n")
 
 
-def _key_table(args: argparse.Namespace) -> KeyTable | int:
+def _key_entries(args: argparse.Namespace) -> list[KeyTableEntry] | int:
+    """Every KeyTable entry (one in a database is walked), or the exit status: a table
+    that cannot be read is 1 when given as DATASET, 78 when named by the configuration
+    (a configuration whose KeyTable file cannot be read is one that does not load)."""
+    found = _key_table(args)
+    if isinstance(found, int):
+        return found
+    table, where = found
+    entries = asyncio.run(every_keytable_entry(table, where, _err))
+    if entries is None:
+        return 1 if args.dataset is not None else EX_CONFIG
+    return entries
+
+
+def _key_table(args: argparse.Namespace) -> tuple[KeyTable, str] | int:
+    """The KeyTable, and where it is named (for messages about it)."""
     if args.dataset is not None:
         dataset, problems = open_dataset(args.dataset, case_insensitive=False, option="KeyTable")
         for problem in problems:
@@ -140,7 +165,7 @@ def _key_table(args: argparse.Namespace) -> KeyTable | int:
         table, problems = KeyTable.build(dataset)
         for problem in problems:
             _err(str(problem))
-        return table
+        return table, args.dataset
     path = args.config or default_config_path()
     if path is None:
         _err("no KeyTable: give a data set or -x CONF")
@@ -151,7 +176,7 @@ def _key_table(args: argparse.Namespace) -> KeyTable | int:
     if config.key_table is None:
         _err(f"{path}: no KeyTable is set")
         return EX_USAGE
-    return config.key_table
+    return config.key_table, keytable_place(config)
 
 
 def _wanted(entry: KeyTableEntry, domain: str | None, subdomains: bool) -> bool:
@@ -161,12 +186,18 @@ def _wanted(entry: KeyTableEntry, domain: str | None, subdomains: bool) -> bool:
     return have == want or (subdomains and have.endswith("." + want))
 
 
-def _load(entry: KeyTableEntry) -> PrivateKey:
+def _load(entry: KeyTableEntry, loaded: dict[str | bytes, PrivateKey]) -> PrivateKey:
+    """The entry's key; `loaded` remembers keys by file or data for this run. Loading an
+    RSA key checks it (tens of ms for 2048 bits), and a fleet's KeyTable often names one
+    key file for thousands of domains: each is loaded once."""
     spec = spec_for_entry(entry)
-    if spec.key_path is not None:
-        return load_private_key_file(spec.key_path)
-    assert spec.key_data is not None
-    return load_private_key(spec.key_data)
+    source: str | bytes | None = spec.key_path if spec.key_path is not None else spec.key_data
+    assert source is not None
+    key = loaded.get(source)
+    if key is None:
+        key = load_private_key_file(source) if isinstance(source, str) else load_private_key(source)
+        loaded[source] = key
+    return key
 
 
 def main(argv: list[str]) -> int:
@@ -180,13 +211,14 @@ def main(argv: list[str]) -> int:
     if args.subdomains and args.domain is None:
         _err("subdomain matching requires a domain")
         return EX_USAGE
-    table = _key_table(args)
+    table = _key_entries(args)
     if isinstance(table, int):
         return table
     if args.verbose > 0:
         _err("database opened")
 
     keys: list[ZoneKey] = []
+    loaded: dict[str | bytes, PrivateKey] = {}
     for index, entry in enumerate(table):
         if not _wanted(entry, args.domain, args.subdomains):
             # opendkim-genzone says this on every run with -d, verbose or not.
@@ -201,7 +233,7 @@ def main(argv: list[str]) -> int:
         if args.verbose > 1:
             _err(f"record {index} for '{entry.name}' retrieved")
         try:
-            key = _load(entry)
+            key = _load(entry, loaded)
         except KeyLoadError as exc:
             _err(f"key for '{entry.name}' load failed: {exc}")
             return 1

@@ -2,7 +2,8 @@
 
     dkimd testkey [-x CONF] [-d DOMAIN -s SELECTOR [-k KEYFILE]] [-v...]
 
-Without -d/-s/-k and with a KeyTable in the configuration, every KeyTable key is tested.
+Without -d/-s/-k and with a KeyTable in the configuration, every KeyTable key is tested
+(a KeyTable in a database, `dsn:`, `ldap:`, ..., is read whole for it).
 Output and exit codes follow opendkim-testkey: silent on success unless -v (-vvv prints
 "key OK"); 65 (EX_DATAERR) when a key does not match its record, 69 (EX_UNAVAILABLE)
 when the record cannot be fetched or used, 71 (EX_OSERR) when the key file cannot be
@@ -25,9 +26,11 @@ from dkimd.dns.base import DnssecStatus, TxtLookup
 from dkimd.dns.testdata import RecordsFileError
 from dkimd.keytools.context import (
     default_config_path,
-    keytable_specs,
+    every_keytable_entry,
+    keytable_place,
     load_tool_config,
     policy_for,
+    spec_for_entry,
     txt_lookup,
 )
 from dkimd.keytools.published_report import unpublished_note
@@ -124,9 +127,7 @@ def main(argv: list[str]) -> int:
 
     explicit = args.domain is not None or args.selector is not None or args.keyfile is not None
     if config is not None and config.key_table is not None and not explicit:
-        return asyncio.run(
-            _walk_keytable(list(keytable_specs(config)), lookup, policy, args.verbose, config)
-        )
+        return asyncio.run(_test_keytable(config, lookup, policy, args.verbose))
 
     domain, selector, keyfile = args.domain, args.selector, args.keyfile
     if config is not None and config.single_key is not None:
@@ -168,6 +169,17 @@ def _report_dnssec(what: str, result: KeyResult, verbose: int) -> None:
         _err(f"{what} secure")
     elif result.dnssec is DnssecStatus.INSECURE and verbose > 0:
         _err(f"{what} not secure")
+
+
+async def _test_keytable(config: Config, lookup: TxtLookup, policy: KeyPolicy, verbose: int) -> int:
+    """Every KeyTable key; a KeyTable in a database is walked first (EX_CONFIG, as for a
+    configuration whose table cannot be read, when it cannot be)."""
+    assert config.key_table is not None
+    entries = await every_keytable_entry(config.key_table, keytable_place(config), _err)
+    if entries is None:
+        return EX_CONFIG
+    specs = [spec_for_entry(entry) for entry in entries]
+    return await _walk_keytable(specs, lookup, policy, verbose, config)
 
 
 async def _walk_keytable(

@@ -400,7 +400,7 @@ def open_dataset(
 
     `soft_start` is the SoftStart option: whether a failed open stops the start is
     `dkimd.config.softstart`'s rule. `remote` looks up options by name (a loader's `get`),
-    for the cache settings of a data set behind a server.
+    for the settings of a data set behind a server (cache, LDAP*).
 
     Returns the data set (None if it cannot be opened at all) and the problems found.
     Problems about the value itself are placed at `origin` (the config file:line); problems
@@ -430,7 +430,6 @@ def open_dataset(
     if spec.kind is DatasetKind.REMOTE:
         # Imported only when a configuration names one: the drivers are optional extras.
         from dkimd.stores.dataset import open_remote_dataset
-        from dkimd.stores.settings import cache_settings
 
         return open_remote_dataset(
             text,
@@ -438,7 +437,7 @@ def open_dataset(
             origin=origin,
             option=option,
             soft_start=soft_start,
-            settings=None if remote is None else cache_settings(remote),
+            options=remote,  # DataSet* and LDAP* options (dkimd.stores.settings)
         )
     if spec.kind is DatasetKind.CSL:
         entries, problems = parse_dataset_lines(

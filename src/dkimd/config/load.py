@@ -196,9 +196,10 @@ class _Builder:
             origin=(setting.file, setting.line),
             option=setting.name,
             soft_start=bool(soft_start and soft_start.parsed),
-            remote=self.get,  # dkimd.stores.settings reads the DataSet* options through it
+            remote=self.get,  # dkimd.stores.settings reads DataSet* and LDAP* through it
         )
-        self.problems.extend(problems)
+        # A bad LDAP* option is reported by each ldap: set that reads it: once is enough.
+        self.problems.extend(p for p in problems if p not in self.problems)
         return None if ds is None else (setting, ds)
 
     # -- stages ----------------------------------------------------------------------------

@@ -8,11 +8,14 @@ walk, which takes hours on database tables of 100k+ domains. Debian's 2.11 never
 default is "no": start, and tempfail the messages such an entry matches, as 2.11 does.
 
 dkimd walks every table it can read whole, `refile:` included; the development branch skips
-`refile:` tables because its database layer cannot enumerate them.
+`refile:` tables because its database layer cannot enumerate them. Tables on a server
+(`dsn:`, `ldap:`, ...) are never walked at start (issue 16: a start must not cost a walk of
+a million rows): `dkimd check --walk` checks them on request, and `dkimd check` says so.
 """
 
 from __future__ import annotations
 
+from dkimd.config.datasets import DatasetKind
 from dkimd.config.keytable import KeyTable, SigningTable
 from dkimd.config.problems import Problem, Severity
 
@@ -25,6 +28,8 @@ def walk_signing_table(signing: SigningTable, keys: KeyTable) -> list[Problem]:
     A key name of `%` (the sender's domain) is only known per message and is not checked.
     """
     problems: list[Problem] = []
+    if keys.dataset.kind is DatasetKind.REMOTE:
+        return problems  # each name would be a lookup on the server: check --walk does it
     for entry in signing.dataset.entries:
         key_name = (entry.value or "").partition(":")[0].strip()
         if key_name == "%":

@@ -6,7 +6,7 @@ import os
 import pwd
 from collections.abc import Callable, Iterator, Sequence
 
-from dkimd.config import Config, KeyTableEntry, analyze_config
+from dkimd.config import Config, KeyTable, KeyTableEntry, analyze_config
 from dkimd.dns.base import TxtLookup
 from dkimd.dns.resolver import DnsResolver
 from dkimd.dns.testdata import TestDnsFile
@@ -92,6 +92,33 @@ def spec_for_entry(entry: KeyTableEntry) -> KeySpec:
 
 
 def keytable_specs(config: Config) -> Iterator[KeySpec]:
+    """The keys of a file KeyTable (a remote one: `every_keytable_entry`)."""
     if config.key_table is not None:
         for entry in config.key_table:
             yield spec_for_entry(entry)
+
+
+async def every_keytable_entry(
+    table: KeyTable, where: str, err: Callable[[str], None]
+) -> list[KeyTableEntry] | None:
+    """Every usable entry of `table`; a KeyTable kept in a database (dsn:, ldap:, ...) is
+    walked (the daemon never does). None once `err` has been told that the table cannot be
+    read, naming `where` (the KeyTable option's FILE:LINE, or the data set given); rows
+    that cannot be used are told as warnings and skipped, as a file KeyTable's lines are."""
+    from dkimd.stores.base import StoreError
+    from dkimd.stores.walk import keytable_entries
+
+    try:
+        entries, notes = await keytable_entries(table)
+    except StoreError as exc:
+        err(f"{where}: KeyTable: cannot read the table: {exc}")
+        return None
+    for note in notes:
+        err(f"{where}: warning: {note}")
+    return entries
+
+
+def keytable_place(config: Config) -> str:
+    """Where the KeyTable option is set, as FILE:LINE, for messages about the table."""
+    setting = config.raw.get("KeyTable") if config.raw is not None else None
+    return setting.location if setting is not None else "KeyTable"

@@ -527,6 +527,15 @@ class _Linter:
                 config.weak_syntax_checks and config.signs,
                 "it only matters in Mode v: with s, an unparseable From stops the message first",
             ),
+            (
+                "CheckSigningTable",
+                config.check_signing_table
+                and any(
+                    table is not None and table.dataset.kind is DatasetKind.REMOTE
+                    for table in (config.key_table, config.signing_table)
+                ),
+                "tables on a server are never walked at start; dkimd check --walk checks them",
+            ),
         ]
         for option, set_, why in inert:
             if set_:
@@ -633,6 +642,8 @@ class _Linter:
                 )
             if table.kind is DatasetKind.LUA:
                 lines.append("  (as the Lua script answers for each sender)")
+            elif table.kind is DatasetKind.REMOTE:
+                lines.append("  (a database table, read per message; --walk lists every row)")
             elif not table.entries:
                 lines.append("  (none: the SigningTable is empty)")
         elif config.single_key is not None:
@@ -651,6 +662,10 @@ class _Linter:
         if key_name == "%":
             return "the KeyTable key named after the sender's domain"
         info = self.keys.get(key_name)
+        key_table = config.key_table
+        if info is None and key_table is not None and key_table.dataset.kind is DatasetKind.REMOTE:
+            # Only a lookup would tell (check --walk does): say where it is looked up.
+            return f'key "{key_name}" (looked up in {key_table.dataset.describe()})'
         if info is None:
             if config.key_table is not None and config.key_table.broken(key_name):
                 return f'key "{key_name}" (BROKEN KEYTABLE ENTRY: mail tempfailed)'

@@ -101,10 +101,13 @@ class FlatFileTables:
         kt = config.key_table.dataset
         st = config.signing_table.dataset
         if kt.kind is not DatasetKind.FILE or kt.path is None:
-            raise TableWriteError(f"KeyTable {kt.spec} is not a file: data set; rotate it by hand")
+            raise TableWriteError(
+                f"KeyTable {kt.describe()} is not a file: data set; rotate it by hand"
+            )
         if st.kind not in (DatasetKind.FILE, DatasetKind.REFILE) or st.path is None:
             raise TableWriteError(
-                f"SigningTable {st.spec} is not a file: or refile: data set; rotate it by hand"
+                f"SigningTable {st.describe()} is not a file: or refile: data set; "
+                "rotate it by hand"
             )
         return cls(kt.path, st.path)
 

@@ -15,6 +15,7 @@ things that make verifiers fail a signature opendkim-testkey would have called f
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import stat
 from collections.abc import Sequence
@@ -101,6 +102,14 @@ class KeyResult:
         return self.errors[0].exit_code if self.errors else EX_OK
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_key(data: bytes) -> PrivateKey:
+    """`load_private_key`, once per distinct key in a run: loading an RSA key checks it
+    (~40 ms for 2048 bits), and a fleet's KeyTable often names one key file for thousands
+    of domains. Keyed by the key's bytes, so a file that changes is loaded again."""
+    return load_private_key(data)
+
+
 def _load_private(spec: KeySpec, policy: KeyPolicy, result: KeyResult) -> None:
     if spec.key_path is None and spec.key_data is None:
         return  # record-only check (opendkim-testkey without -k)
@@ -142,7 +151,7 @@ def _load_private(spec: KeySpec, policy: KeyPolicy, result: KeyResult) -> None:
         assert spec.key_data is not None
         data = spec.key_data
     try:
-        key = load_private_key(data)
+        key = _parsed_key(data)
     except KeyLoadError as exc:
         # KeyLoadError never quotes key bytes, so its text is safe to show.
         result.error(f"private key: {exc}")

@@ -9,8 +9,12 @@ coalescing and outage handling in front of every back end are `dkimd.stores.cach
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from dkimd.stores.base import RemoteStore, StoreSpecError
+
+if TYPE_CHECKING:
+    from dkimd.stores.ldap import LdapSettings
 
 __all__ = ["SCHEMES", "open_store", "scheme_of"]
 
@@ -33,10 +37,12 @@ def scheme_of(text: str) -> str:
     return text[:colon].lower() if colon > 0 else ""
 
 
-def open_store(text: str) -> RemoteStore:
+def open_store(text: str, *, ldap: LdapSettings | None = None) -> RemoteStore:
     """The (not yet opened) store a data set value names; raises StoreSpecError.
 
-    A missing driver raises `MissingExtra`, which names the `dkimd[...]` extra to install.
+    `ldap` is the configuration's `LdapSettings` (the LDAP* options), for `ldap:` sets;
+    None: anonymous bind and the defaults. A missing driver raises `MissingExtra`, which
+    names the `dkimd[...]` extra to install.
     """
     scheme = scheme_of(text)
     module_name = SCHEMES.get(scheme)
@@ -50,5 +56,7 @@ def open_store(text: str) -> RemoteStore:
                 f'data set type "{scheme}:" is not available in this build of dkimd'
             ) from None
         raise
-    store: RemoteStore = module.from_spec(text)
+    store: RemoteStore = (
+        module.from_spec(text, ldap) if ldap is not None else module.from_spec(text)
+    )
     return store

@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, ascii_lower
 from dkimd.config.problems import Problem, Severity
 from dkimd.config.softstart import failure_severity
-from dkimd.stores.base import MissingExtra, Row, StoreError, StoreSpecError
+from dkimd.stores.base import MissingExtra, RemoteStore, Row, StoreError, StoreSpecError
 from dkimd.stores.cache import CacheSettings, StoreCache
+from dkimd.stores.ldap import LdapSettings
 
 __all__ = [
     "PINS",
@@ -76,11 +77,14 @@ class RowsMissing(Exception):
 class RemoteDataset(Dataset):
     """A data set answered by a remote store through its cache."""
 
-    __slots__ = ("cache",)
+    __slots__ = ("cache", "load_problem")
 
     def __init__(self, spec: str, cache: StoreCache, *, case_insensitive: bool = True) -> None:
         super().__init__(spec, DatasetKind.REMOTE, (), case_insensitive=case_insensitive)
         self.cache = cache
+        #: The warning a failed login at load left (SoftStart), which `dkimd check`
+        #: replaces with what a lookup says now.
+        self.load_problem: Problem | None = None
 
     def describe(self) -> str:
         return self.cache.describe()  # never the password the URL may hold
@@ -141,18 +145,16 @@ class RemoteDataset(Dataset):
         return (self.spec, self.kind, id(self))
 
 
-def _probe(text: str) -> None:
+def _probe(make_store: Callable[[], RemoteStore], timeout: float = OPEN_TIMEOUT) -> None:
     """Log in once with a throw-away store, on a loop of its own (config load is sync and
     may run where a loop is already running); the daemon's own store connects lazily, in
     the worker process that uses it."""
-    from dkimd.stores import open_store
-
     errors: list[BaseException] = []
 
     async def attempt() -> None:
-        store = open_store(text)
+        store = make_store()
         try:
-            await asyncio.wait_for(store.open(), OPEN_TIMEOUT)
+            await asyncio.wait_for(store.open(), timeout)
         finally:
             await store.close()
 
@@ -164,13 +166,13 @@ def _probe(text: str) -> None:
 
     worker = threading.Thread(target=run, name="dkimd-store-probe", daemon=True)
     worker.start()
-    worker.join(OPEN_TIMEOUT + 1.0)
+    worker.join(timeout + 1.0)
     if worker.is_alive():
-        raise StoreError(f"no answer within {OPEN_TIMEOUT:g}s")
+        raise StoreError(f"no answer within {timeout:g}s")
     if errors:
         exc = errors[0]
         if isinstance(exc, TimeoutError):
-            raise StoreError(f"no answer within {OPEN_TIMEOUT:g}s")
+            raise StoreError(f"no answer within {timeout:g}s")
         raise exc
 
 
@@ -183,14 +185,18 @@ def open_remote_dataset(
     soft_start: bool,
     settings: CacheSettings | None = None,
     check: bool = True,
+    options: Callable[[str], Any] | None = None,
 ) -> tuple[Dataset | None, list[Problem]]:
     """Open a remote data set for `option`; never raises.
 
-    With `check`, log in once now: a store that refuses (wrong password, no such table,
-    unreachable) stops the start (exit 78), or with SoftStart is a warning and every
-    lookup tries again.
+    `options` looks up the configuration's options by name (a loader's `get`): the
+    DataSet* options and, for `ldap:` sets, the LDAP* ones (dkimd.stores.settings); they
+    replace `settings`. With `check`, log in once now: a store that refuses (wrong
+    password, no such table, unreachable) stops the start (exit 78), or with SoftStart is
+    a warning and every lookup tries again.
     """
     from dkimd.stores import open_store
+    from dkimd.stores.settings import store_settings
 
     where_file, where_line = origin if origin is not None else (None, None)
 
@@ -207,6 +213,7 @@ def open_remote_dataset(
             origin=origin,
             option=option,
             soft_start=soft_start,
+            options=options,
         )
     if option is not None and option.lower() not in REMOTE_OPTIONS:
         return None, [
@@ -216,25 +223,36 @@ def open_remote_dataset(
                 "keep this one in a file (docs/datasets.md lists the options that can be)",
             )
         ]
+    ldap: LdapSettings | None = None
+    if options is not None:
+        settings, ldap, problems = store_settings(text, options)
+        if problems:
+            return None, problems
     try:
-        store = open_store(text)
+        store = open_store(text, ldap=ldap)
     except MissingExtra as exc:
         return None, [problem(Severity.ERROR, exc.message, exc.hint)]
     except StoreSpecError as exc:
         return None, [problem(Severity.ERROR, exc.message, exc.hint)]
-    problems: list[Problem] = []
+    problems = []
+    load_problem: Problem | None = None
     if check:
+        # An LDAP login is connect + StartTLS + bind, each bounded by LDAPTimeout.
+        budget = OPEN_TIMEOUT if ldap is None else max(OPEN_TIMEOUT, 3.0 * ldap.timeout + 1)
         try:
-            _probe(text)
+            _probe(lambda: open_store(text, ldap=ldap), budget)
         except (StoreError, StoreSpecError, OSError) as exc:
             severity = failure_severity(DatasetKind.REMOTE.value, soft_start)
-            message = f"cannot use data set {store.describe()}: {exc}"
-            hint = None if severity is Severity.WARNING else "SoftStart yes starts anyway"
-            problems.append(problem(severity, message, hint))
+            message = f"cannot use data set {store.describe()}: {exc or type(exc).__name__}"
             if severity is Severity.ERROR:
+                problems.append(problem(severity, message, "SoftStart yes starts anyway"))
                 return None, problems
+            load_problem = problem(severity, message)
+            problems.append(load_problem)
     cache = StoreCache(store, settings)
-    return RemoteDataset(text, cache, case_insensitive=case_insensitive), problems
+    dataset = RemoteDataset(text, cache, case_insensitive=case_insensitive)
+    dataset.load_problem = load_problem
+    return dataset, problems
 
 
 _closing: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)

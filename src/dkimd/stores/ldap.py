@@ -16,7 +16,8 @@ escapes only the filter set there, so a key with "," could change its base; no d
 has one). A `$` followed by anything but `d` or `D` is refused when the URL is read
 (OpenDKIM silently drops the pair).
 
-How the `LDAP*` options of opendkim.conf(5) act is in `LdapSettings`. The client is ldap3,
+How the `LDAP*` options of opendkim.conf(5) act is in `LdapSettings`; a configuration's
+values reach it through `dkimd.stores.settings.ldap_settings`. The client is ldap3,
 blocking, so lookups run in a bounded pool of threads, each with its own connection, opened
 on first use and opened again after a failure (one retry per lookup, as OpenDKIM's
 reconnect). A name error from the server (no such object, bad DN syntax) is "not found", as
@@ -39,7 +40,7 @@ from urllib.parse import unquote
 
 from dkimd.stores.base import MissingExtra, Row, StoreError, StoreSpecError
 
-__all__ = ["LdapSettings", "LdapStore", "LdapUrl", "from_spec", "parse_urls"]
+__all__ = ["SASL_MECHANISMS", "LdapSettings", "LdapStore", "LdapUrl", "from_spec", "parse_urls"]
 
 _T = TypeVar("_T")
 
@@ -48,7 +49,7 @@ DEFAULT_TIMEOUT = 5
 DEFAULT_LDAPI_PATH = "/var/run/slapd/ldapi"
 _SCOPES = ("base", "one", "sub")
 #: SASL mechanisms ldap3 implements without extra packages.
-_SASL = ("EXTERNAL", "DIGEST-MD5", "PLAIN")
+SASL_MECHANISMS = ("EXTERNAL", "DIGEST-MD5", "PLAIN")
 #: Entries fetched per page while walking.
 _PAGE = 500
 
@@ -74,7 +75,7 @@ class LdapSettings:
     keepalive_probes: int | None = None  # LDAPKeepaliveProbes: TCP_KEEPCNT
     keepalive_interval: int | None = None  # LDAPKeepaliveInterval: TCP_KEEPINTVL
     disable_cache: bool = False  # LDAPDisableCache (data set layer)
-    soft_start: bool = False  # SoftStart / LDAPSoftStart (data set layer)
+    soft_start: bool = False  # SoftStart (data set layer)
     #: dkimd only: the CA certificates to trust for TLS. Unset: $LDAPTLS_CACERT, then
     #: TLS_CACERT of ldap.conf ($LDAPCONF or /etc/ldap/ldap.conf), as libldap (and so
     #: OpenDKIM) finds them, then the system's store.
@@ -111,7 +112,8 @@ class LdapSettings:
             keepalive_probes=number("LDAPKeepaliveProbes"),
             keepalive_interval=number("LDAPKeepaliveInterval"),
             disable_cache=flag("LDAPDisableCache"),
-            soft_start=flag("LDAPSoftStart") or flag("SoftStart"),
+            # OpenDKIM 2.11 has no LDAPSoftStart (it rejects the name); SoftStart covers LDAP.
+            soft_start=flag("SoftStart"),
         )
 
 
@@ -621,7 +623,7 @@ def from_spec(text: str, settings: LdapSettings | None = None) -> LdapStore:
     if settings.timeout <= 0 or settings.max_connections <= 0:
         raise StoreSpecError("ldap: data set: the timeout and the pool size must be positive")
     mech = settings.auth_mechanism.strip()
-    if mech.lower() not in ("", "none", "simple") and mech.upper() not in _SASL:
+    if mech.lower() not in ("", "none", "simple") and mech.upper() not in SASL_MECHANISMS:
         raise StoreSpecError(
             f'LDAPAuthMechanism "{mech}" is not supported',
             "use simple (the default), EXTERNAL, PLAIN or DIGEST-MD5",

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, ascii_lower
 from dkimd.config.problems import Problem, Severity
 from dkimd.config.softstart import failure_severity
 from dkimd.stores.base import MissingExtra, StoreError, StoreSpecError
+
+if TYPE_CHECKING:
+    from dkimd.stores.ldap import LdapSettings
 
 __all__ = ["MAX_ROWS", "SNAPSHOT_OPTIONS", "WALK_TIMEOUT", "open_snapshot_dataset"]
 
@@ -59,11 +64,11 @@ class _TooLong(Exception):
     pass
 
 
-def _walk(text: str) -> tuple[str, list[tuple[str, tuple[str, ...]]]]:
+def _walk(text: str, ldap: LdapSettings | None) -> tuple[str, list[tuple[str, tuple[str, ...]]]]:
     """(the store's description, its rows) read on a throw-away loop and thread."""
     from dkimd.stores import open_store
 
-    store = open_store(text)
+    store = open_store(text, ldap=ldap)
     description = store.describe()
     rows: list[tuple[str, tuple[str, ...]]] = []
     errors: list[BaseException] = []
@@ -105,16 +110,23 @@ def open_snapshot_dataset(
     origin: tuple[str, int] | None,
     option: str | None,
     soft_start: bool,
+    options: Callable[[str], Any] | None = None,
 ) -> tuple[Dataset | None, list[Problem]]:
-    """Read a list option's remote data set whole now; never raises."""
+    """Read a list option's remote data set whole now; never raises. `options` looks up
+    the configuration's options by name: an `ldap:` set binds as the LDAP* ones say."""
+    from dkimd.stores.settings import store_settings
+
     where_file, where_line = origin if origin is not None else (None, None)
 
     def problem(severity: Severity, message: str, hint: str | None = None) -> Problem:
         said = f"{option}: {message}" if option else message
         return Problem(where_file, where_line, severity, said, hint, option)
 
+    _, ldap, problems = store_settings(text, options)
+    if problems:
+        return None, problems
     try:
-        description, rows = _walk(text)
+        description, rows = _walk(text, ldap)
     except (MissingExtra, StoreSpecError) as exc:
         return None, [problem(Severity.ERROR, exc.message, exc.hint)]
     except _TooLong:

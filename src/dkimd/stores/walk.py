@@ -1,4 +1,14 @@
-"""`dkimd check --walk`: read remote KeyTable/SigningTable rows whole, on request only.
+"""The tools' view of remote KeyTable/SigningTable: walks and test queries, on request only.
+
+* `walk_problems`: `dkimd check --walk`, below.
+* `keytable_entries`: every entry of a KeyTable, walked when it is remote, for `dkimd testkey`
+  and `dkimd genzone` (which need every key). Each step of the walk is bounded by the data
+  set's lookup timeout (DataSetTimeout, or LDAPTimeout for ldap:).
+* `probe_queries`: `dkimd check` without --walk: one lookup of each remote set (a key no
+  table holds), as a message would make, so that a login that works but a query that does
+  not (no SELECT right, an LDAP ACL) is reported at the option's line before mail fails.
+
+`dkimd check --walk`:
 
 The daemon never walks a table (a million-row SigningTable would take minutes); this is
 the on-demand equivalent of OpenDKIM's start-up check (`CheckSigningTable`): every
@@ -9,15 +19,27 @@ names are read first (it is the small one), then the SigningTable streams past t
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dkimd.config.datasets import Dataset
-from dkimd.config.keytable import KeyTableAlgorithmError, parse_keytable_value
+from dkimd.config.keytable import (
+    KeyTable,
+    KeyTableAlgorithmError,
+    KeyTableEntry,
+    parse_keytable_value,
+)
 from dkimd.config.problems import Problem, Severity
-from dkimd.stores.base import StoreError
+from dkimd.stores.base import Row, StoreError
+from dkimd.stores.cache import StoreCache
 from dkimd.stores.dataset import RemoteDataset
 
-__all__ = ["walk_problems"]
+__all__ = ["PROBE_KEY", "keytable_entries", "probe_queries", "walk_problems"]
+
+#: The key `probe_queries` looks up: a reserved name (RFC 2606) no table should hold.
+PROBE_KEY = "dkimd-check.invalid"
 
 #: Problems reported per table at most: past that, a count.
 MAX_REPORTED = 200
@@ -84,10 +106,127 @@ async def walk_problems(config: Any) -> tuple[list[Problem], list[str]]:
                     )
                 )
             summary.append(f"SigningTable: {count} rows walked, {missing} name a missing key")
+        elif signing is not None and isinstance(keys, RemoteDataset):
+            # A file SigningTable naming keys in a database: the loader could not check it.
+            for entry in signing.entries:
+                key_name = (entry.value or "").partition(":")[0]
+                if key_name and key_name != "%" and key_name not in names:
+                    problems.append(
+                        Problem(
+                            entry.file,
+                            entry.line,
+                            Severity.ERROR,
+                            f'SigningTable entry "{entry.key}" names key "{key_name}", which '
+                            "is not in the KeyTable; messages it matches are tempfailed",
+                            option="SigningTable",
+                            fails_messages=True,
+                        )
+                    )
     except StoreError as exc:
         problems.append(Problem(None, None, Severity.ERROR, f"--walk: {exc}"))
     finally:
         for dataset in (signing, keys):
             if isinstance(dataset, RemoteDataset):
                 await dataset.cache.close()
+    return problems, summary
+
+
+async def _bounded_walk(cache: StoreCache) -> AsyncIterator[tuple[str, Row]]:
+    """`cache.walk()`, each row within the set's lookup timeout: a server that stops
+    answering mid-walk is a StoreError, not a tool that hangs."""
+    timeout = cache.settings.timeout
+    rows = cache.walk()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await anext(rows)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StoreError(f"{cache.describe()}: no answer within {timeout:g}s") from None
+            yield item
+    finally:
+        close = getattr(rows, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def keytable_entries(table: KeyTable) -> tuple[list[KeyTableEntry], list[str]]:
+    """(every usable entry of `table`, notes on rows that are not) in the table's order.
+
+    A file KeyTable is already read (its problems were the loader's); a remote one is
+    walked now, and its connections closed after. The first row of a key name wins, as a
+    lookup's does. Raises StoreError when the store cannot be read.
+    """
+    dataset = table.dataset
+    if not isinstance(dataset, RemoteDataset):
+        return list(table), []
+    cache = dataset.cache
+    where = cache.describe()
+    entries: list[KeyTableEntry] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    try:
+        async for key, row in _bounded_walk(cache):
+            if key in seen:
+                notes.append(f'KeyTable row "{key}": a later row for the same name, not used')
+                continue
+            seen.add(key)
+            try:
+                parsed = parse_keytable_value(key, ":".join(row), where, None)
+            except KeyTableAlgorithmError as exc:
+                parsed = f'KeyTable entry "{key}": {exc}'
+            if isinstance(parsed, str):
+                notes.append(f"{parsed}; skipped")
+                continue
+            entries.append(parsed)
+    finally:
+        await cache.close()
+    return entries, notes
+
+
+async def probe_queries(config: Any) -> tuple[list[Problem], list[str]]:
+    """(problems, summary lines): one lookup of each remote KeyTable/SigningTable, located
+    at the option's file:line. Never raises. What it finds supersedes the warning a login
+    that failed at load left (`RemoteDataset.load_problem`): the caller drops those."""
+    problems: list[Problem] = []
+    summary: list[str] = []
+    raw = getattr(config, "raw", None)
+    for option, table in (("KeyTable", config.key_table), ("SigningTable", config.signing_table)):
+        dataset = getattr(table, "dataset", None)
+        if not isinstance(dataset, RemoteDataset):
+            continue
+        setting = raw.get(option) if raw is not None else None
+        where = (setting.file, setting.line) if setting is not None else (None, None)
+        started = time.monotonic()
+        timeout = dataset.cache.settings.timeout
+        try:
+            # The store itself, not the cache: the tool reports a failure here, the
+            # daemon's outage log line would only repeat it.
+            async with asyncio.timeout(timeout):
+                await dataset.cache.store.get(PROBE_KEY)
+        except (StoreError, TimeoutError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            reason = f"no answer within {timeout:g}s" if timed_out else str(exc)
+            if dataset.load_problem is not None:
+                # The login failed at load (SoftStart let it start): the daemon would
+                # tempfail the messages that need this set until it answers.
+                hint = "SoftStart starts the daemon anyway, but it tempfails that mail"
+            elif timed_out:
+                hint = "a lookup must answer within DataSetTimeout, or its mail is tempfailed"
+            else:
+                hint = (
+                    "the server accepts the login but not the query: check the table or "
+                    "base DN, the columns or attributes, and the account's read rights"
+                )
+            message = f"{option}: a lookup in {dataset.cache.describe()} fails: {reason}"
+            problems.append(Problem(where[0], where[1], Severity.ERROR, message, hint, option))
+            continue
+        finally:
+            await dataset.cache.close()
+        took = (time.monotonic() - started) * 1000
+        summary.append(
+            f"{option} answers a test lookup in {took:.0f} ms ({dataset.cache.describe()})."
+        )
     return problems, summary

@@ -283,7 +283,7 @@ def test_rsa_sha1_allowed_with_the_legacy_switch() -> None:
 
 def test_every_error_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config_text("Sigingtable x\nMode q\nSyslog perhaps\nLDAPTimeout 3\n")
+        parse_config_text("Sigingtable x\nMode q\nSyslog perhaps\nDiagnostics yes\n")
     assert [p.line for p in info.value.errors] == [1, 3, 2]
     assert any(p.severity is Severity.WARNING for p in info.value.problems)
     assert str(info.value).splitlines()[0] == (

@@ -123,11 +123,11 @@ def test_bad_boolean_and_integer_are_errors_and_dropped() -> None:
 
 
 def test_unimplemented_opendkim_option_warns_once() -> None:
-    raw = read_config_text("LDAPTimeout 3\nVBR-Type x\nLDAPTimeout 4\n")
+    raw = read_config_text("Diagnostics yes\nVBR-Type x\nDiagnostics no\nLDAPTimeout 4\n")
     messages = [str(p) for p in raw.problems]
-    assert len(messages) == 2
+    assert len(messages) == 2  # LDAPTimeout is implemented (dkimd.stores.settings)
     assert all(p.severity is Severity.WARNING for p in raw.problems)
-    assert '"LDAPTimeout" is an OpenDKIM option dkimd does not implement' in messages[0]
+    assert '"Diagnostics" is an OpenDKIM option dkimd does not implement' in messages[0]
 
 
 def test_deprecated_alias_is_mapped_with_a_warning() -> None:
