@@ -799,10 +799,24 @@ def _supervise(
         counting.config_loaded(ok, reload=True)
         counting.publish()
 
+    def wedged(slot: int) -> None:
+        # SIGKILL: a stuck event loop never runs the handlers SIGTERM would need. The
+        # restart below replaces it (its in-flight messages get the MTA's milter default).
+        for pid, child_slot in list(children.items()):
+            if child_slot == slot:
+                log.error(
+                    "worker %d has not ticked for %gs (WatchdogSec); killing it",
+                    pid,
+                    service.watchdog or 0.0,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     for sig in ALL_SIGNALS:
         signal.signal(sig, relay)
     service.supervise(config.workers)
     service.on_reload = reload_counted
+    service.on_wedged = wedged
     # Before a relayed reload can arm the timer: SIGALRM's default action is to terminate.
     service.start_timer()  # watchdog pings and STATUS from the supervisor
     for slot in range(config.workers):

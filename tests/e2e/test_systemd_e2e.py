@@ -514,3 +514,56 @@ def test_socket_activation_with_workers_shares_systemds_socket(
     assert "from systemd, 2 workers" in service.log()
     assert service.stop() == 0
     assert path.is_socket()
+
+
+def test_workers_a_wedged_worker_is_killed_and_replaced(tmp_path: Path, service: Service) -> None:
+    """systemd's watchdog sees the supervisor only; the supervisor holds each worker to the
+    same interval. A worker whose event loop stops (SIGSTOP here: it never ticks again) is
+    killed after WatchdogSec and replaced, while the supervisor goes on pinging."""
+    port = free_port()
+    conf = write_conf(tmp_path, f"inet:{port}@127.0.0.1", Workers="2")
+    proc = service.start(conf, watchdog_usec=2_000_000, watchdog_pid="self")
+    service.notify.wait_for("READY", "1")
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = [int(p) for p in children.read_text().split()]
+    assert len(workers) == 2
+    time.sleep(1.5)  # a healthy worker is never taken for a wedged one
+    assert sorted(int(p) for p in children.read_text().split()) == sorted(workers)
+    os.kill(workers[0], signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = children.read_text().split()
+        if len(now) == 2 and str(workers[0]) not in now:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the wedged worker was not replaced")
+    assert (
+        not Path(f"/proc/{workers[0]}").exists()
+        or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+    )
+    log = service.log()
+    assert f"worker {workers[0]} has not ticked for 2s (WatchdogSec); killing it" in log
+    assert str(workers[1]) in children.read_text().split()  # the healthy one stays
+    for _ in range(4):
+        assert_served(tcp_session(port))
+    pings = [n for n in service.notify.drain(1.5) if n.fields.get("WATCHDOG") == "1"]
+    assert pings and {n.pid for n in pings} == {proc.pid}
+    assert service.stop() == 0
+
+
+def test_workers_without_a_watchdog_a_stopped_worker_is_left_alone(
+    tmp_path: Path, service: Service
+) -> None:
+    port = free_port()
+    conf = write_conf(tmp_path, f"inet:{port}@127.0.0.1", Workers="2")
+    proc = service.start(conf)
+    service.notify.wait_for("READY", "1")
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = [int(p) for p in children.read_text().split()]
+    os.kill(workers[0], signal.SIGSTOP)
+    time.sleep(3)
+    assert sorted(int(p) for p in children.read_text().split()) == sorted(workers)
+    assert "has not ticked" not in service.log()
+    os.kill(workers[0], signal.SIGCONT)
+    assert service.stop() == 0

@@ -94,6 +94,7 @@ class Counters:
 
 
 _SLOT = struct.Struct("<7q")
+_BEAT = struct.Struct("<d")  # time.monotonic() of a worker's last tick (one clock system-wide)
 
 
 class WorkerCounters:
@@ -106,6 +107,18 @@ class WorkerCounters:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._map = mmap.mmap(-1, max(1, workers) * _SLOT.size)  # MAP_SHARED|MAP_ANONYMOUS
+        self._beats = mmap.mmap(-1, max(1, workers) * _BEAT.size)
+        for slot in range(workers):
+            self.beat(slot)
+
+    def beat(self, slot: int) -> None:
+        """The worker in `slot` is alive and its event loop turns (or it has just started)."""
+        _BEAT.pack_into(self._beats, slot * _BEAT.size, time.monotonic())
+
+    def silent_for(self, slot: int) -> float:
+        """Seconds since the worker in `slot` last ticked."""
+        (last,) = _BEAT.unpack_from(self._beats, slot * _BEAT.size)
+        return float(time.monotonic() - last)
 
     def store(self, slot: int, counters: Counters) -> None:
         _SLOT.pack_into(
@@ -134,6 +147,7 @@ class WorkerCounters:
         counters = self.load(slot)
         counters.connections_open = 0
         self.store(slot, counters)
+        self.beat(slot)  # its successor gets a whole interval to start ticking
 
 
 class Service:
@@ -163,6 +177,10 @@ class Service:
         self._pending: tuple[dict[int, Counters], float] | None = None
         #: In the supervisor: told once per relayed reload whether every worker took it.
         self.on_reload: Callable[[bool], None] | None = None
+        #: In the supervisor under a watchdog: told the slot of a worker whose event loop
+        #: has not ticked for a whole WatchdogSec (the daemon kills it; it is restarted).
+        self.on_wedged: Callable[[int], None] | None = None
+        self._stopping = False
 
     @classmethod
     def from_environment(
@@ -246,6 +264,7 @@ class Service:
             self.on_reload(not waiting and not failed)
 
     def stopping(self) -> None:
+        self._stopping = True
         if self.notifier is not None:
             self.notifier.stopping("stopping: finishing in-flight messages")
 
@@ -253,8 +272,11 @@ class Service:
         """WATCHDOG=1 if asked for, STATUS= if it changed; in a worker, store its counters."""
         if self._slot is not None and self.workers is not None and self._counters is not None:
             self.workers.store(self._slot, self._counters())
+            self.workers.beat(self._slot)
         if self._pending is not None:
             self._check_reload()
+        if self._slot is None:
+            self._check_workers()
         notifier = self.notifier
         if notifier is None:
             return
@@ -265,6 +287,19 @@ class Service:
             self._last_status = status
         if lines:
             notifier.send(*lines)
+
+    def _check_workers(self) -> None:
+        """systemd's watchdog sees only the supervisor, whose pings go on while a worker's
+        event loop is stuck (a wedged worker would hold its connections until the MTA's
+        milter timeouts, forever for new ones it accepts): the same interval applies to
+        each worker's own tick."""
+        workers, watchdog, wedged = self.workers, self.watchdog, self.on_wedged
+        if workers is None or watchdog is None or wedged is None or self._stopping:
+            return
+        for slot in range(workers.workers):
+            if workers.silent_for(slot) > watchdog:
+                workers.beat(slot)  # one report per interval, until its successor ticks
+                wedged(slot)
 
     # -- where the counters come from -----------------------------------------------------
 
@@ -295,12 +330,14 @@ class Service:
     def for_worker(self, slot: int) -> Service:
         """The worker's Service (in the child, after fork): no notifications, counters
         go to ``slot``, starting from what the slot's previous worker left there."""
-        worker = Service(socket_from_systemd=self.socket_from_systemd)
+        # The supervisor's watchdog interval sets the worker's tick: it must beat within it.
+        worker = Service(watchdog=self.watchdog, socket_from_systemd=self.socket_from_systemd)
         worker.workers = self.workers
         worker._slot = slot
         if self.workers is not None:
             worker._base = self.workers.load(slot)
             worker._base.connections_open = 0
+            self.workers.beat(slot)
         return worker
 
     def worker_died(self, slot: int) -> None:
