@@ -81,8 +81,13 @@ def parse_spec(text: str) -> RedisSpec:
     try:
         url = urlsplit(text.strip())
         port = url.port
-    except ValueError as exc:
-        raise StoreSpecError(f"redis: data set: {exc}") from None
+    except ValueError:
+        # Not urlsplit's message: it quotes the text it took for a port, which is the
+        # password's start when the password holds an unencoded "/", "?" or "#".
+        raise StoreSpecError(
+            "redis: data set: the host or port cannot be read",
+            'a "/", "?", "#" or "@" in the password is written %2F, %3F, %23, %40',
+        ) from None
     scheme = url.scheme.lower()
     if scheme not in ("redis", "rediss"):
         raise StoreSpecError(f'redis: data set: unknown scheme "{url.scheme}"')

@@ -71,6 +71,17 @@ def test_unusable_urls_are_configuration_errors(value: str) -> None:
         parse_spec(value)
 
 
+@pytest.mark.parametrize(
+    "value", ["redis://u:pa#ss@h/0", "redis://u:pa/ss@h/0", "redis://:pa?ss@h/0"]
+)
+def test_a_password_read_as_a_port_is_not_quoted(value: str) -> None:
+    # urlsplit takes "u:pa" for host and port and says "... as 'pa'": the password's start.
+    with pytest.raises(StoreSpecError) as err:
+        parse_spec(value)
+    assert "pa" not in err.value.message
+    assert err.value.hint is not None and "%23" in err.value.hint
+
+
 def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
