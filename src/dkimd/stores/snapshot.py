@@ -31,7 +31,13 @@ from dkimd.stores.base import MissingExtra, StoreError, StoreSpecError
 if TYPE_CHECKING:
     from dkimd.stores.ldap import LdapSettings
 
-__all__ = ["MAX_ROWS", "SNAPSHOT_OPTIONS", "WALK_TIMEOUT", "open_snapshot_dataset"]
+__all__ = [
+    "MAX_ROWS",
+    "SNAPSHOT_OPTIONS",
+    "WALK_TIMEOUT",
+    "SnapshotDataset",
+    "open_snapshot_dataset",
+]
 
 #: Options (lower case) whose remote data set is read whole at load.
 SNAPSHOT_OPTIONS = frozenset(
@@ -154,8 +160,22 @@ def open_snapshot_dataset(
         seen.add(folded)
         value = ":".join(row)
         entries.append(DatasetEntry(key, value or None, description, None))
-    dataset = Dataset(text, DatasetKind.FILE, entries, case_insensitive=case_insensitive)
+    dataset = SnapshotDataset(text, DatasetKind.FILE, entries, case_insensitive=case_insensitive)
+    dataset.description = description
     return dataset, []
+
+
+class SnapshotDataset(Dataset):
+    """The rows read at load; `spec` keeps the value as written (it may hold a password),
+    so what output shows is the store's own description."""
+
+    __slots__ = ("description",)
+
+    def describe(self) -> str:
+        return self.description
+
+    def __repr__(self) -> str:
+        return f"SnapshotDataset({self.description!r}, {len(self.entries)} entries)"
 
 
 def _safe(text: str) -> str:

@@ -264,6 +264,18 @@ def test_macro_list_read_at_load(site: tuple[Path, str]) -> None:
     assert any("MacroList" in p.message for p in soft.warnings)
 
 
+def test_a_list_read_at_load_shows_its_store_without_the_password(tmp_path: Path) -> None:
+    db = tmp_path / "macros.db"
+    sqlite_table(db, "macros", [("{daemon_name}", "")])
+    # sqlite3 ignores a login, but the URL may carry one as any dsn: does.
+    text = sqlite_url(db, "macros").replace("sqlite3://", "sqlite3://dkim:S3cret-Pw@")
+    dataset, problems = open_dataset(text, option="MacroList")
+    assert problems == [] and dataset is not None
+    assert [e.key for e in dataset.entries] == ["{daemon_name}"]
+    assert "S3cret" not in dataset.describe() and "S3cret" not in repr(dataset)
+    assert dataset.describe().startswith("dsn:sqlite3://dkim:***@")
+
+
 def test_dont_sign_mail_to(site: tuple[Path, str]) -> None:
     db, config = site
     sqlite_table(db, "nosign", [("carol@example.net", "")])
