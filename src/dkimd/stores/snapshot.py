@@ -171,6 +171,8 @@ class SnapshotDataset(Dataset):
 
     __slots__ = ("description",)
 
+    description: str
+
     def describe(self) -> str:
         return self.description
 
