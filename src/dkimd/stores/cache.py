@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from dkimd.stores.base import RemoteStore, Row, StoreError
 
@@ -238,12 +239,18 @@ class StoreCache:
         if ttl <= 0:
             return
         entries = self._entries
-        if len(entries) >= self.settings.max_entries:
+        limit = self.settings.max_entries
+        if len(entries) >= limit:
+            # Full: the expired go, then the oldest eighth, so that the next limit/8 new
+            # keys go in without a scan. Making room for one key at a time scanned the
+            # whole cache for every new key (milliseconds on the event loop, for each of
+            # the keys hostile mail brings by the hundred).
             now = self._clock()
             for old in [k for k, (exp, _) in entries.items() if exp <= now]:
                 del entries[old]
-            while len(entries) >= self.settings.max_entries:
-                del entries[next(iter(entries))]  # the oldest insertion
+            if len(entries) >= limit:
+                for old in list(islice(entries, max(1, limit // 8))):
+                    del entries[old]  # the oldest insertions
         entries[key] = (self._clock() + ttl, rows)
 
     def _outage(self, reason: str) -> None:

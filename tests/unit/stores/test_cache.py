@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -187,3 +188,31 @@ def test_bounded_size() -> None:
     asyncio.run(go())
     assert len(cache._entries) <= 10
     assert cache.cached("k99") == []
+
+
+def test_new_keys_into_a_full_cache_cost_no_scan_each() -> None:
+    # Every new key a message brings (a host list asks hundreds) goes through here on the
+    # event loop: making room must not cost a pass over the whole cache per key.
+    store, clock = ScriptedStore(), Clock()
+    size = 100_000
+    cache = _cache(store, clock, max_entries=size)
+
+    async def fill(prefix: str, count: int) -> float:
+        started = time.perf_counter()
+        for i in range(count):
+            await cache.get(f"{prefix}{i}")
+        return time.perf_counter() - started
+
+    async def go() -> tuple[float, float]:
+        room = await fill("a", 2000)  # the cache has room: nothing to drop
+        for i in range(size - 2000):
+            cache._remember(f"k{i}", [])  # as a get would, without the loop's cost
+        # Now full of fresh answers: nothing expired to drop either.
+        return room, await fill("x", 2000)
+
+    room, full = asyncio.run(go())
+    assert len(cache._entries) <= size
+    assert cache.cached("x1999") == []
+    assert cache.cached("a0") is None  # the oldest went first
+    # 2000 keys cost ~0.05 s whether or not the cache is full (a scan a key took ~5 s).
+    assert full < 10 * room + 0.5
