@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -53,7 +53,7 @@ class RedisSpec:
     port: int
     db: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never in a repr (logs, tracebacks)
     kind: str
     prefix: str
     fields: tuple[str, ...]

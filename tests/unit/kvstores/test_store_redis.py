@@ -49,6 +49,7 @@ def test_parse_defaults_and_describe_hides_the_password() -> None:
     )
     assert spec.fields == ("a", "b") and spec.timeout == 2
     assert "pw" not in spec.describe()
+    assert "pw" not in repr(spec)  # a traceback's locals, a debug line
     assert spec.describe() == "rediss://dkim:***@[::1]:6380/3?key=hash&prefix=k:&fields=a,b"
 
 
