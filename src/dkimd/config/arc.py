@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from dkimd.arc import DEFAULT_AMS_HEADERS, MAX_INSTANCES
 from dkimd.arc.header_checks import HeaderCheck, parse_header_checks
-from dkimd.config.datasets import Dataset
+from dkimd.config.datasets import Dataset, DatasetKind
 from dkimd.config.hosts import HostList, check_host_entries
 
 if TYPE_CHECKING:
@@ -132,7 +132,10 @@ def read_arc_options(builder: _Builder) -> None:
         elif key is not None:
             table = builder.values.get("key_table")
             name = key.value.strip()
-            if table is not None and table.get(name) is None:
+            # A table behind a server is asked per message (the entry may come later);
+            # a lookup here, outside any message, has no rows to answer with.
+            remote = table is not None and table.dataset.kind is DatasetKind.REMOTE
+            if table is not None and not remote and table.get(name) is None:
                 broken = table.broken(name)
                 why = f": {broken}" if broken else ""
                 builder.error(key, f"ArcKey: no usable KeyTable entry {name!r}{why}")

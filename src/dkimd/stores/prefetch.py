@@ -135,6 +135,10 @@ def message_keys(
     remote = _remote(getattr(arc, "seal_mail_to", None))
     if remote is not None:
         wanted.append((remote, [k for r in recipients for k in (r, r.rpartition("@")[2])]))
+    remote = _remote(config.key_table)
+    if remote is not None and arc is not None and arc.seals and arc.key_name:
+        # ArcKey's entry is read at end-of-message, where no rows can be fetched any more.
+        wanted.append((remote, [arc.key_name]))
     return wanted
 
 

@@ -455,6 +455,29 @@ def test_arc_seal_hosts_and_mail_to(tmp_path: Path) -> None:
     assert mta.run("192.0.2.9", "relay.example").tempfailed
 
 
+def test_arc_key_in_a_remote_key_table(tmp_path: Path) -> None:
+    # ArcKey's entry is read at end-of-message: it must have been fetched with the
+    # message's other rows (a load-time check or an end-of-message lookup has none).
+    db = tmp_path / "keys.db"
+    key = key_file(tmp_path)
+    sqlite_table(
+        db, "keys", [("arc", f"example.com:arc:{key}"), ("dkim", f"example.com:sel:{key}")]
+    )
+    (tmp_path / "signing").write_text("*@example.com dkim\n")
+    config = (
+        "Mode sv\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\n"
+        f"KeyTable {sqlite_url(db, 'keys')}\nSigningTable refile:{tmp_path / 'signing'}\n"
+        "ArcMode s\nArcKey arc\nDataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)  # the load does not look the entry up
+    outcome = mta.run()
+    seals = [a.value for a in outcome.actions if getattr(a, "name", None) == b"ARC-Seal"]
+    assert outcome.signed and len(seals) == 1, outcome
+    assert b"s=arc" in seals[0]  # ArcKey's selector, not the DKIM key's "sel"
+    sqlite_exec(db, "ALTER TABLE keys RENAME TO gone")
+    assert mta.run().tempfailed  # On-InternalError, not an internal error's traceback
+
+
 def test_atps_domains(site: tuple[Path, str]) -> None:
     db, config = site
     sqlite_table(db, "atps", [("example.com", "")])
