@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING
 
 from dkimd.arc import DEFAULT_AMS_HEADERS, MAX_INSTANCES
 from dkimd.arc.header_checks import HeaderCheck, parse_header_checks
+from dkimd.arc.sealer import NEVER_SIGNED
 from dkimd.config.datasets import Dataset, DatasetKind
 from dkimd.config.hosts import HostList, check_host_entries
+from dkimd.dkim.headers import name_key
 
 if TYPE_CHECKING:
     from dkimd.config.load import _Builder
@@ -81,17 +83,6 @@ _OPENARC_OPTIONS = (
     "FinalReceiver",
     "AuthResIP",
 )
-#: RFC 8617 4.1.2: A-R fields (deleted downstream, RFC 8601 5) and the ARC fields themselves
-#: must not be in the AMS h= list.
-_NEVER_SIGNED = {
-    n.lower(): n
-    for n in (
-        "ARC-Seal",
-        "ARC-Message-Signature",
-        "ARC-Authentication-Results",
-        "Authentication-Results",
-    )
-}
 _SEAL_CHECKS_LIMIT = 1 << 20  # bytes of a SealHeaderChecks file: a list of checks, not a log
 
 
@@ -142,7 +133,8 @@ def read_arc_options(builder: _Builder) -> None:
     found = builder.header_names("ArcSignHeaders")
     if found is not None:
         names = tuple(dict.fromkeys(h.lower() for h in found[1]))
-        banned = [_NEVER_SIGNED[n] for n in names if n in _NEVER_SIGNED]
+        # RFC 8617 4.1.2: A-R fields (deleted downstream) and the ARC fields themselves.
+        banned = [NEVER_SIGNED[name_key(n)] for n in names if name_key(n) in NEVER_SIGNED]
         if banned:
             builder.error(
                 found[0],
