@@ -106,7 +106,7 @@ class StoreCache:
             self._inflight[key] = pending
             pending.add_done_callback(self._settled(key))
         # shield: one waiter giving up (its message's timeout) must not cancel the others'.
-        return await asyncio.shield(pending)
+        return await self._wait(pending)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, list[Row] | StoreError]:
         """The rows of each key, or the error that stopped its lookup; never raises
@@ -149,10 +149,22 @@ class StoreCache:
         for key, pending in waiting.items():
             try:
                 # shield: one waiter giving up must not cancel the others' answer.
-                out[key] = await asyncio.shield(pending)
+                out[key] = await self._wait(pending)
             except StoreError as exc:
                 out[key] = exc
         return out
+
+    async def _wait(self, pending: asyncio.Future[list[Row]]) -> list[Row]:
+        """The answer of a lookup in flight. One that `close()` cancelled (the stores of a
+        configuration replaced by a reload) fails this lookup: a CancelledError out of here
+        would cancel the waiter's task and drop its milter connection."""
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pending.cancelled() and (task is None or not task.cancelling()):
+                raise StoreError(f"{self.describe()}: closed") from None
+            raise
 
     async def _fetch_many(
         self,

@@ -216,3 +216,32 @@ def test_new_keys_into_a_full_cache_cost_no_scan_each() -> None:
     assert cache.cached("a0") is None  # the oldest went first
     # 2000 keys cost ~0.05 s whether or not the cache is full (a scan a key took ~5 s).
     assert full < 10 * room + 0.5
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_lookups_in_flight_when_the_store_closes_fail_not_cancel(many: bool) -> None:
+    # After a reload the replaced stores are closed: a message still waiting on one gets a
+    # StoreError (On-InternalError), not a CancelledError that would drop its connection.
+    store, clock = ScriptedStore(), Clock()
+    store.delay = 5.0
+    cache = _cache(store, clock)
+
+    async def go() -> object:
+        async def ask() -> object:
+            if many:
+                return (await cache.get_many(["a", "b"]))["a"]
+            return await cache.get("a")
+
+        waiter = asyncio.ensure_future(ask())
+        await asyncio.sleep(0.05)
+        await cache.close()
+        try:
+            return await asyncio.wait_for(waiter, 2)
+        except asyncio.CancelledError:
+            return "cancelled"
+        except StoreError as exc:
+            return exc
+
+    outcome = asyncio.run(go())
+    assert isinstance(outcome, StoreError), outcome
+    assert "closed" in str(outcome)
