@@ -478,6 +478,29 @@ def test_arc_key_in_a_remote_key_table(tmp_path: Path) -> None:
     assert mta.run().tempfailed  # On-InternalError, not an internal error's traceback
 
 
+def test_arc_key_store_down_at_end_of_message_is_no_internal_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only ArcKey's entry is in the store (verify mode): its failure shows at end-of-message,
+    # where it is the On-InternalError action with the outage logged once, no traceback.
+    db = tmp_path / "keys.db"
+    sqlite_table(db, "keys", [("arc", f"example.com:arc:{key_file(tmp_path)}")])
+    config = (
+        "Mode v\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\n"
+        f"KeyTable {sqlite_url(db, 'keys')}\nArcMode s\nArcKey arc\n"
+        "DataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)
+    outside = ("198.51.100.1", "relay.example")
+    assert any(getattr(a, "name", None) == b"ARC-Seal" for a in mta.run(*outside).actions)
+    sqlite_exec(db, "ALTER TABLE keys RENAME TO gone")
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        down = [mta.run(*outside) for _ in range(2)]
+    assert all(outcome.tempfailed for outcome in down), down
+    assert not [r for r in caplog.records if r.exc_info or "while processing" in r.getMessage()]
+    assert len([r for r in caplog.records if "is unavailable" in r.getMessage()]) == 1
+
+
 def test_atps_domains(site: tuple[Path, str]) -> None:
     db, config = site
     sqlite_table(db, "atps", [("example.com", "")])
