@@ -471,6 +471,21 @@ class _Reloader:
         # QueryCache is read in opendkim's main, so not on reload (opendkim(8))
         self.query_cache = query_cache
 
+    @classmethod
+    def keeping_start(
+        cls, options: DaemonOptions, holder: RuntimeHolder, run_as: RunAs | None, runtime: Runtime
+    ) -> _Reloader:
+        """The reloader of a daemon started with `runtime`: what is read only at start
+        (TestPublicKeys, QueryCache, the DNS servers of a new root) stays as it was."""
+        return cls(
+            options,
+            holder,
+            run_as,
+            test_public_keys=runtime.config.test_public_keys,
+            start_nameservers=_start_nameservers(runtime),
+            query_cache=runtime.config.resolver.query_cache,
+        )
+
     def read(self) -> tuple[Config, Runtime]:
         """The configuration and Runtime of the files as they are now; raises ConfigError
         or anything else that stops them being built (the caller keeps what it has)."""
@@ -560,14 +575,7 @@ async def _serve(
     service.count_from(stats, server)  # before a reload signal can arrive
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    reload = _Reloader(
-        options,
-        holder,
-        run_as,
-        test_public_keys=runtime.config.test_public_keys,
-        start_nameservers=_start_nameservers(runtime),
-        query_cache=runtime.config.resolver.query_cache,
-    )
+    reload = _Reloader.keeping_start(options, holder, run_as, runtime)
 
     def stop(signum: int) -> None:
         # From here on further signals stay blocked: a second SIGTERM while in-flight
@@ -740,14 +748,7 @@ def _supervise(
     stopping = False
     give_up = False
     current = RuntimeHolder(runtime)  # what a new worker starts with
-    reread = _Reloader(
-        options,
-        current,
-        run_as,
-        test_public_keys=runtime.config.test_public_keys,
-        start_nameservers=_start_nameservers(runtime),
-        query_cache=runtime.config.resolver.query_cache,
-    )
+    reread = _Reloader.keeping_start(options, current, run_as, runtime)
 
     def spawn(slot: int) -> None:
         metrics.recorder.publish()  # what this process counted, before a child copies it

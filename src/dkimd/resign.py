@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from dkimd.config import Config
 
-__all__ = ["ResignHit", "resign_hit", "should_sign"]
+__all__ = ["ResignHit", "recipient_keys", "resign_hit", "should_sign"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,9 @@ class ResignHit:
     key_name: str
 
 
-def _candidates(address: str) -> list[str]:
-    """Full address, host, then each parent domain with a leading dot (mlfi_eoh)."""
+def recipient_keys(address: str) -> list[str]:
+    """Full address, host, then each parent domain with a leading dot (mlfi_eoh); what
+    dkimd.stores.prefetch fetches for a ResignMailTo behind a server."""
     out = [address]
     at = address.find("@")
     if at < 0:
@@ -59,7 +60,7 @@ def resign_hit(config: Config, recipients: Sequence[str]) -> ResignHit | None:
     if table is None:
         return None
     for recipient in reversed(recipients):
-        for key in _candidates(recipient):
+        for key in recipient_keys(recipient):
             value = table.lookup(key)
             if value is not None:
                 return ResignHit(recipient, value if config.key_table is not None else "")

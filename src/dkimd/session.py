@@ -26,6 +26,7 @@ message on and never changes one half-way.
 from __future__ import annotations
 
 import socket as socket_module
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ from dkimd.required_headers import header_count_error
 from dkimd.required_headers import rejection as required_headers_rejection
 from dkimd.sender_macro import macro_author
 from dkimd.signing_keys import KeyProblem
+from dkimd.stores.base import StoreError  # the exception class only: no driver
 
 if TYPE_CHECKING:
     from dkimd.lua.message import LuaMessage
@@ -707,7 +709,8 @@ class MilterSession:
     def _internal_error(self, msg: _Message) -> HandlerResult:
         self._stats.errors += 1
         metrics.recorder.message_failed()
-        self._log.exception("internal error while processing message")
+        if not isinstance(sys.exc_info()[1], StoreError):  # a store's outage is logged once
+            self._log.exception("internal error while processing message")
         captured = capture.captured_internal_error(msg.runtime.config, self._allowed_actions())
         if captured is not None:
             return captured

@@ -8,7 +8,8 @@
 
 `require(tool)` skips the test with a message naming the apt package to install, except when the
 environment variable CI is set (to anything but "" / "0" / "false"): then a missing peer is a
-test failure, never a silent skip. `unavailable(why)` does the same for any other missing
+test failure, never a silent skip. `require_module(name)` does it for a Python module,
+`unavailable(why)` for any other missing
 precondition (root, a system user, IPv6 loopback); tests call it instead of `pytest.skip`.
 Programs are looked up on PATH plus /usr/sbin, /usr/bin, /usr/lib/postfix/sbin (Debian keeps
 postfix/opendkim in sbin, often absent from a user's PATH).
@@ -20,10 +21,12 @@ owes no reply for most steps), or closed every connection it accepted.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
 import time
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -35,6 +38,7 @@ __all__ = [
     "in_ci",
     "is_listening",
     "require",
+    "require_module",
     "unavailable",
     "unread_bytes",
     "wait_for_accepted",
@@ -103,6 +107,15 @@ def require(tool: str) -> str:
         return found
     package = APT_PACKAGES.get(tool, tool)
     unavailable(f"{tool} not found; install it with: apt-get install {package}")
+
+
+def require_module(name: str, extra: str = "test") -> ModuleType:
+    """Import the Python module `name`; without it skip the test, or fail it under CI
+    (`pytest.importorskip` skips under CI too)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"Python module {name} not installed; pip install -e '.[{extra}]'")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

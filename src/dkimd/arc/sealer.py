@@ -65,7 +65,7 @@ DEFAULT_AMS_HEADERS: Final = (
     "list-unsubscribe",
 )
 #: RFC 8617 4.1.2: the ARC fields and Authentication-Results never go in an AMS h= list.
-_NEVER_SIGNED: Final = {
+NEVER_SIGNED: Final = {
     name_key(n): n
     for n in (
         "ARC-Seal",
@@ -98,10 +98,10 @@ class SealRequest:
     _dkim: SigningRequest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        banned = [n for n in self.signed_headers if name_key(n) in _NEVER_SIGNED]
+        banned = [n for n in self.signed_headers if name_key(n) in NEVER_SIGNED]
         if banned:
             raise SigningError(
-                f"the ARC-Message-Signature must not sign {_NEVER_SIGNED[name_key(banned[0])]}"
+                f"the ARC-Message-Signature must not sign {NEVER_SIGNED[name_key(banned[0])]}"
                 " (RFC 8617 4.1.2)"
             )
         if (
@@ -226,4 +226,4 @@ class ArcSealer:
         return [seal, ams, aar]
 
 
-__all__ = ["DEFAULT_AMS_HEADERS", "ArcSealer", "SealRequest"]
+__all__ = ["DEFAULT_AMS_HEADERS", "NEVER_SIGNED", "ArcSealer", "SealRequest"]

@@ -165,7 +165,7 @@ def _key_table(args: argparse.Namespace) -> tuple[KeyTable, str] | int:
         table, problems = KeyTable.build(dataset)
         for problem in problems:
             _err(str(problem))
-        return table, args.dataset
+        return table, dataset.describe()  # the value may hold a password
     path = args.config or default_config_path()
     if path is None:
         _err("no KeyTable: give a data set or -x CONF")

@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING
 
 from dkimd.arc import DEFAULT_AMS_HEADERS, MAX_INSTANCES
 from dkimd.arc.header_checks import HeaderCheck, parse_header_checks
-from dkimd.config.datasets import Dataset
+from dkimd.arc.sealer import NEVER_SIGNED
+from dkimd.config.datasets import Dataset, DatasetKind
 from dkimd.config.hosts import HostList, check_host_entries
+from dkimd.dkim.headers import name_key
 
 if TYPE_CHECKING:
     from dkimd.config.load import _Builder
@@ -81,17 +83,6 @@ _OPENARC_OPTIONS = (
     "FinalReceiver",
     "AuthResIP",
 )
-#: RFC 8617 4.1.2: A-R fields (deleted downstream, RFC 8601 5) and the ARC fields themselves
-#: must not be in the AMS h= list.
-_NEVER_SIGNED = {
-    n.lower(): n
-    for n in (
-        "ARC-Seal",
-        "ARC-Message-Signature",
-        "ARC-Authentication-Results",
-        "Authentication-Results",
-    )
-}
 _SEAL_CHECKS_LIMIT = 1 << 20  # bytes of a SealHeaderChecks file: a list of checks, not a log
 
 
@@ -132,14 +123,18 @@ def read_arc_options(builder: _Builder) -> None:
         elif key is not None:
             table = builder.values.get("key_table")
             name = key.value.strip()
-            if table is not None and table.get(name) is None:
+            # A table behind a server is asked per message (the entry may come later);
+            # a lookup here, outside any message, has no rows to answer with.
+            remote = table is not None and table.dataset.kind is DatasetKind.REMOTE
+            if table is not None and not remote and table.get(name) is None:
                 broken = table.broken(name)
                 why = f": {broken}" if broken else ""
                 builder.error(key, f"ArcKey: no usable KeyTable entry {name!r}{why}")
     found = builder.header_names("ArcSignHeaders")
     if found is not None:
         names = tuple(dict.fromkeys(h.lower() for h in found[1]))
-        banned = [_NEVER_SIGNED[n] for n in names if n in _NEVER_SIGNED]
+        # RFC 8617 4.1.2: A-R fields (deleted downstream) and the ARC fields themselves.
+        banned = [NEVER_SIGNED[name_key(n)] for n in names if name_key(n) in NEVER_SIGNED]
         if banned:
             builder.error(
                 found[0],

@@ -137,9 +137,13 @@ def parse_dataset_spec(text: str) -> DatasetSpec:
             f'data set type "{type_name}:" is not supported by dkimd',
             "use file:, refile: or csl:",
         )
+    # A value with "@" may be a server URL missing its "dsn:" (pgsql://user:password@...):
+    # the message, logged and shown by `dkimd check`, then names the type alone.
+    shown = f' in "{text}"' if "@" not in text else ""
     raise DatasetSpecError(
-        f'unknown data set type "{text[:colon]}:" in "{text}"',
-        "use file:, refile: or csl: (a list starting with an IPv6 address needs csl:)",
+        f'unknown data set type "{text[:colon]}:"{shown}',
+        "use file:, refile: or csl: (a list starting with an IPv6 address needs csl:;"
+        " an SQL server, dsn:backend://...)",
     )
 
 

@@ -22,6 +22,7 @@ from dkimd.config import Config
 from dkimd.config.datasets import Dataset, open_dataset
 from dkimd.dkim import HeaderField, field_key
 from dkimd.policy import parse_address
+from dkimd.stores import SCHEMES, scheme_of
 
 __all__ = [
     "DB_CONSTANTS",
@@ -284,6 +285,14 @@ def _functions(slot: CallSlot) -> dict[str, Callable[..., object]]:
     def db_open(*a: object) -> object:
         _check("db_open", a, (1, 2), bool(a) and _is_string(a[0]))
         icase = len(a) == 2 and a[1] is True
+        scheme = scheme_of(_to_str(a[0]))
+        if scheme in SCHEMES:
+            # Opening one logs in (seconds, on the event loop) and leaves a connection pool
+            # per call; nor may the value (it may hold a password) go into the error.
+            raise LuaCallError(
+                f"odkim.db_open(): can't open a {scheme}: data set from a script;"
+                " name it in the configuration (odkim.get_dbhandle)"
+            )
         dataset, problems = open_dataset(_to_str(a[0]), case_insensitive=icase)
         if dataset is None:
             why = problems[0].message if problems else "cannot open"

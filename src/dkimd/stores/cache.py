@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from dkimd.stores.base import RemoteStore, Row, StoreError
 
@@ -105,7 +106,7 @@ class StoreCache:
             self._inflight[key] = pending
             pending.add_done_callback(self._settled(key))
         # shield: one waiter giving up (its message's timeout) must not cancel the others'.
-        return await asyncio.shield(pending)
+        return await self._wait(pending)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, list[Row] | StoreError]:
         """The rows of each key, or the error that stopped its lookup; never raises
@@ -148,10 +149,22 @@ class StoreCache:
         for key, pending in waiting.items():
             try:
                 # shield: one waiter giving up must not cancel the others' answer.
-                out[key] = await asyncio.shield(pending)
+                out[key] = await self._wait(pending)
             except StoreError as exc:
                 out[key] = exc
         return out
+
+    async def _wait(self, pending: asyncio.Future[list[Row]]) -> list[Row]:
+        """The answer of a lookup in flight. One that `close()` cancelled (the stores of a
+        configuration replaced by a reload) fails this lookup: a CancelledError out of here
+        would cancel the waiter's task and drop its milter connection."""
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pending.cancelled() and (task is None or not task.cancelling()):
+                raise StoreError(f"{self.describe()}: closed") from None
+            raise
 
     async def _fetch_many(
         self,
@@ -238,12 +251,18 @@ class StoreCache:
         if ttl <= 0:
             return
         entries = self._entries
-        if len(entries) >= self.settings.max_entries:
+        limit = self.settings.max_entries
+        if len(entries) >= limit:
+            # Full: the expired go, then the oldest eighth, so that the next limit/8 new
+            # keys go in without a scan. Making room for one key at a time scanned the
+            # whole cache for every new key (milliseconds on the event loop, for each of
+            # the keys hostile mail brings by the hundred).
             now = self._clock()
             for old in [k for k, (exp, _) in entries.items() if exp <= now]:
                 del entries[old]
-            while len(entries) >= self.settings.max_entries:
-                del entries[next(iter(entries))]  # the oldest insertion
+            if len(entries) >= limit:
+                for old in list(islice(entries, max(1, limit // 8))):
+                    del entries[old]  # the oldest insertions
         entries[key] = (self._clock() + ttl, rows)
 
     def _outage(self, reason: str) -> None:

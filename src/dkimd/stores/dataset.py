@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, ascii_lower
 from dkimd.config.problems import Problem, Severity
@@ -42,7 +42,10 @@ __all__ = [
     "open_remote_dataset",
     "pin_key",
     "remote_datasets",
+    "run_apart",
 ]
+
+_T = TypeVar("_T")
 
 #: Rows fetched for the current message: (id of the StoreCache, key) -> rows or the error.
 Pins = dict[tuple[int, str], "list[Row] | StoreError"]
@@ -145,35 +148,48 @@ class RemoteDataset(Dataset):
         return (self.spec, self.kind, id(self))
 
 
-def _probe(make_store: Callable[[], RemoteStore], timeout: float = OPEN_TIMEOUT) -> None:
-    """Log in once with a throw-away store, on a loop of its own (config load is sync and
-    may run where a loop is already running); the daemon's own store connects lazily, in
-    the worker process that uses it."""
+def run_apart(work: Callable[[], Awaitable[_T]], timeout: float, *, what: str, name: str) -> _T:
+    """`work()` on a loop and thread of its own, within `timeout` seconds; for the
+    configuration load, which is synchronous and may run where a loop is already running.
+
+    Past the timeout: StoreError "`what` within N s". Whatever else `work` raises is raised
+    here, in the caller's thread.
+    """
+    results: list[_T] = []
     errors: list[BaseException] = []
+
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout):
+            results.append(await work())
+
+    def run() -> None:
+        try:
+            asyncio.run(bounded())
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    worker.join(timeout + 2.0)
+    if worker.is_alive() or (errors and isinstance(errors[0], TimeoutError)):
+        raise StoreError(f"{what} within {timeout:g}s")
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def _probe(make_store: Callable[[], RemoteStore], timeout: float = OPEN_TIMEOUT) -> None:
+    """Log in once with a throw-away store; the daemon's own store connects lazily, in the
+    worker process that uses it."""
 
     async def attempt() -> None:
         store = make_store()
         try:
-            await asyncio.wait_for(store.open(), timeout)
+            await store.open()
         finally:
             await store.close()
 
-    def run() -> None:
-        try:
-            asyncio.run(attempt())
-        except BaseException as exc:  # handed to the caller's thread
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, name="dkimd-store-probe", daemon=True)
-    worker.start()
-    worker.join(timeout + 1.0)
-    if worker.is_alive():
-        raise StoreError(f"no answer within {timeout:g}s")
-    if errors:
-        exc = errors[0]
-        if isinstance(exc, TimeoutError):
-            raise StoreError(f"no answer within {timeout:g}s")
-        raise exc
+    run_apart(attempt, timeout, what="no answer", name="dkimd-store-probe")
 
 
 def open_remote_dataset(

@@ -42,6 +42,10 @@ BACKENDS = ("sqlite3", "pgsql", "mysql")
 
 #: Seconds to connect and log in; the per-lookup timeout of the cache layer bounds the rest.
 CONNECT_TIMEOUT = 5.0
+#: Seconds a thread waits for one read or write of a MySQL connection: a server that stops
+#: answering (stopped, partitioned) must not hold the pool's threads after the lookup's own
+#: timeout has failed it, or the store stays unusable long after the server is back.
+IO_TIMEOUT = 30.0
 #: Connections (or threads holding one) per store.
 POOL_SIZE = 4
 #: Rows fetched per round trip when walking a table.
@@ -451,6 +455,8 @@ class MysqlStore(_ThreadedStore):
             password=spec.password,
             database=spec.dbase,
             connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=IO_TIMEOUT,
+            write_timeout=IO_TIMEOUT,
             charset="utf8mb4",
             autocommit=True,
             **where,

@@ -151,13 +151,18 @@ def _parse_url(item: str) -> LdapUrl:
     scheme = scheme.lower()
     if not sep or scheme not in ("ldap", "ldaps", "ldapi"):
         raise StoreSpecError(
-            f'ldap: data set: "{item[:60]}" is not an LDAP URL',
+            f'ldap: data set: "{_shown(item)}" is not an LDAP URL',
             "write ldap://host/base?attributes?scope?filter (RFC 4516)",
         )
     hostport, _, rest = rest.partition("/")
+    if "@" in hostport:
+        raise StoreSpecError(
+            f'ldap: data set: "{_shown(item)}": an LDAP URL holds no user or password',
+            "bind with LDAPBindUser and LDAPBindPassword",
+        )
     parts = rest.split("?")
     if len(parts) > 5:
-        raise StoreSpecError(f'ldap: data set: too many "?" parts in "{item[:60]}"')
+        raise StoreSpecError(f'ldap: data set: too many "?" parts in "{_shown(item)}"')
     parts += [""] * (5 - len(parts))
     dn, attrs, scope, filt, exts = (unquote(p) for p in parts)
     for ext in filter(None, exts.split(",")):
@@ -171,6 +176,15 @@ def _parse_url(item: str) -> LdapUrl:
     return LdapUrl(scheme, host, port, dn, attributes, scope, filt or "(objectClass=*)")
 
 
+def _shown(item: str) -> str:
+    """`item` for an error message: its start, or only its scheme when a "user:password@"
+    stands before the base DN (written by mistake: RFC 4516 has no place for one)."""
+    scheme, sep, rest = item.partition("://")
+    if "@" in (rest if sep else item).partition("/")[0]:
+        return f"{scheme}://..." if sep else "..."
+    return item[:60]
+
+
 def _host_port(scheme: str, hostport: str, item: str) -> tuple[str, int | None]:
     if scheme == "ldapi":
         return (unquote(hostport) or DEFAULT_LDAPI_PATH), None
@@ -182,11 +196,11 @@ def _host_port(scheme: str, hostport: str, item: str) -> tuple[str, int | None]:
     else:
         host, _, port_text = hostport.partition(":")
     if not host:
-        raise StoreSpecError(f'ldap: data set: no host in "{item[:60]}"')
+        raise StoreSpecError(f'ldap: data set: no host in "{_shown(item)}"')
     if not port_text:
         return host, default
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise StoreSpecError(f'ldap: data set: bad port in "{item[:60]}"')
+        raise StoreSpecError(f'ldap: data set: bad port in "{_shown(item)}"')
     return host, int(port_text)
 
 

@@ -77,20 +77,6 @@ def _missing(dataset: Dataset, keys: Iterable[str]) -> list[tuple[StoreCache, st
     return []
 
 
-def _domain_keys(address: str) -> list[str]:
-    """ResignMailTo's order: the address, its domain, then each `.parent` of the domain."""
-    out = [address]
-    at = address.find("@")
-    if at < 0:
-        return out
-    out.append(address[at + 1 :])
-    dot = address.find(".", at)
-    while dot >= 0:
-        out.append(address[dot:])
-        dot = address.find(".", dot + 1)
-    return out
-
-
 def message_keys(
     config: Any,
     address: str | None,
@@ -101,6 +87,7 @@ def message_keys(
     """(data set, keys) for every remote data set the envelope and client determine."""
     from dkimd.body_length import lookup_keys
     from dkimd.policy import parse_address
+    from dkimd.resign import recipient_keys
 
     wanted: list[tuple[RemoteDataset, list[str]]] = []
     client_keys: list[str] | None = None
@@ -131,10 +118,14 @@ def message_keys(
         wanted.append((remote, keys))
     remote = _remote(config.resign_mail_to)
     if remote is not None:
-        wanted.append((remote, [k for r in recipients for k in _domain_keys(r)]))
+        wanted.append((remote, [k for r in recipients for k in recipient_keys(r)]))
     remote = _remote(getattr(arc, "seal_mail_to", None))
     if remote is not None:
         wanted.append((remote, [k for r in recipients for k in (r, r.rpartition("@")[2])]))
+    remote = _remote(config.key_table)
+    if remote is not None and arc is not None and arc.seals and arc.key_name:
+        # ArcKey's entry is read at end-of-message, where no rows can be fetched any more.
+        wanted.append((remote, [arc.key_name]))
     return wanted
 
 

@@ -23,9 +23,10 @@ on the next lookup after the server comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -53,7 +54,7 @@ class RedisSpec:
     port: int
     db: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never in a repr (logs, tracebacks)
     kind: str
     prefix: str
     fields: tuple[str, ...]
@@ -81,8 +82,13 @@ def parse_spec(text: str) -> RedisSpec:
     try:
         url = urlsplit(text.strip())
         port = url.port
-    except ValueError as exc:
-        raise StoreSpecError(f"redis: data set: {exc}") from None
+    except ValueError:
+        # Not urlsplit's message: it quotes the text it took for a port, which is the
+        # password's start when the password holds an unencoded "/", "?" or "#".
+        raise StoreSpecError(
+            "redis: data set: the host or port cannot be read",
+            'a "/", "?", "#" or "@" in the password is written %2F, %3F, %23, %40',
+        ) from None
     scheme = url.scheme.lower()
     if scheme not in ("redis", "rediss"):
         raise StoreSpecError(f'redis: data set: unknown scheme "{url.scheme}"')
@@ -195,13 +201,19 @@ class RedisStore:
             self._client = self._make_client()
         return self._client
 
-    async def open(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _asking(self, *, slot: bool = True) -> AsyncIterator[None]:
+        """One exchange with the server: within the timeout (and a connection slot), its
+        failures told as StoreError."""
         import redis.exceptions
 
-        client = self._client_or_new()
         try:
             async with asyncio.timeout(self.spec.timeout):
-                await client.ping()
+                if not slot:
+                    yield
+                    return
+                async with self._slots:
+                    yield
         except TimeoutError:
             raise StoreError(
                 f"{self.describe()}: no answer within {self.spec.timeout:g} s"
@@ -209,30 +221,25 @@ class RedisStore:
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._error(exc) from None
 
-    async def get(self, key: str) -> list[Row]:
-        import redis.exceptions
+    async def open(self) -> None:
+        client = self._client_or_new()
+        async with self._asking(slot=False):
+            await client.ping()
 
+    async def get(self, key: str) -> list[Row]:
         try:
             # surrogateescape: bytes that came in undecodable go out as they came.
             name = (self.spec.prefix + key).encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
             return []  # a lone surrogate: no byte string, so no Redis key, has it
         client = self._client_or_new()
-        try:
-            async with asyncio.timeout(self.spec.timeout), self._slots:
-                return await self._read(client, name)
-        except TimeoutError:
-            raise StoreError(
-                f"{self.describe()}: no answer within {self.spec.timeout:g} s"
-            ) from None
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise self._error(exc) from None
+        async with self._asking():
+            return await self._read(client, name)
+        raise AssertionError("unreachable")  # mypy: a context manager may swallow
 
     async def get_many(self, keys: list[str]) -> dict[str, list[Row]]:
         """Many keys in one round trip: the same reads as `get`, in one pipeline (no
         transaction: each read stands alone, as separate `get`s would)."""
-        import redis.exceptions
-
         names: dict[str, bytes] = {}
         for key in keys:
             try:
@@ -242,24 +249,11 @@ class RedisStore:
         if not names:
             return {}
         client = self._client_or_new()
-        spec = self.spec
-        try:
-            async with asyncio.timeout(spec.timeout), self._slots:
-                pipe = client.pipeline(transaction=False)
-                for name in names.values():
-                    if spec.kind == "string":
-                        pipe.get(name)
-                    elif spec.kind == "list":
-                        pipe.lrange(name, 0, -1)
-                    elif spec.fields:
-                        pipe.hmget(name, list(spec.fields))
-                    else:
-                        pipe.hgetall(name)
-                replies = await pipe.execute()
-        except TimeoutError:
-            raise StoreError(f"{self.describe()}: no answer within {spec.timeout:g} s") from None
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise self._error(exc) from None
+        async with self._asking():
+            pipe = client.pipeline(transaction=False)
+            for name in names.values():
+                self._command(pipe, name)
+            replies = await pipe.execute()
         found: dict[str, list[Row]] = {}
         for (key, name), reply in zip(names.items(), replies, strict=True):
             rows = self._rows(reply, f"{self.describe()}: the value of {name[:80]!r}")
@@ -268,7 +262,7 @@ class RedisStore:
         return found
 
     def _rows(self, reply: Any, what: str) -> list[Row]:
-        """A pipelined reply as `_read` reads the same command's."""
+        """The rows of a reply to `_command`."""
         spec = self.spec
         if spec.kind == "string":
             return [] if reply is None else [(_text(reply, what),)]
@@ -282,24 +276,21 @@ class RedisStore:
             return []
         return [tuple(_text(reply[f], what) for f in sorted(reply))]
 
-    async def _read(self, client: Any, name: bytes) -> list[Row]:
+    def _command(self, client: Any, name: bytes) -> Any:
+        """Ask for the value of `name` as the kind says, on a client (an awaitable reply)
+        or a pipeline (queued); `_rows` reads the reply."""
         spec = self.spec
-        what = f"{self.describe()}: the value of {name[:80]!r}"
         if spec.kind == "string":
-            value = await client.get(name)
-            return [] if value is None else [(_text(value, what),)]
+            return client.get(name)
         if spec.kind == "list":
-            items = await client.lrange(name, 0, -1)
-            return [(_text(item, what),) for item in items]
+            return client.lrange(name, 0, -1)
         if spec.fields:
-            values = await client.hmget(name, list(spec.fields))
-            if all(v is None for v in values):
-                return []
-            return [tuple("" if v is None else _text(v, what) for v in values)]
-        mapping = await client.hgetall(name)
-        if not mapping:
-            return []
-        return [tuple(_text(mapping[f], what) for f in sorted(mapping))]
+            return client.hmget(name, list(spec.fields))
+        return client.hgetall(name)
+
+    async def _read(self, client: Any, name: bytes) -> list[Row]:
+        reply = await self._command(client, name)
+        return self._rows(reply, f"{self.describe()}: the value of {name[:80]!r}")
 
     async def walk(self) -> AsyncIterator[tuple[str, Row]]:
         import redis.exceptions

@@ -18,8 +18,6 @@ until a reload.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +25,18 @@ from dkimd.config.datasets import Dataset, DatasetEntry, DatasetKind, ascii_lowe
 from dkimd.config.problems import Problem, Severity
 from dkimd.config.softstart import failure_severity
 from dkimd.stores.base import MissingExtra, StoreError, StoreSpecError
+from dkimd.stores.dataset import run_apart
 
 if TYPE_CHECKING:
     from dkimd.stores.ldap import LdapSettings
 
-__all__ = ["MAX_ROWS", "SNAPSHOT_OPTIONS", "WALK_TIMEOUT", "open_snapshot_dataset"]
+__all__ = [
+    "MAX_ROWS",
+    "SNAPSHOT_OPTIONS",
+    "WALK_TIMEOUT",
+    "SnapshotDataset",
+    "open_snapshot_dataset",
+]
 
 #: Options (lower case) whose remote data set is read whole at load.
 SNAPSHOT_OPTIONS = frozenset(
@@ -71,35 +76,18 @@ def _walk(text: str, ldap: LdapSettings | None) -> tuple[str, list[tuple[str, tu
     store = open_store(text, ldap=ldap)
     description = store.describe()
     rows: list[tuple[str, tuple[str, ...]]] = []
-    errors: list[BaseException] = []
 
     async def read() -> None:
         try:
-            async with asyncio.timeout(WALK_TIMEOUT):
-                await store.open()
-                async for key, row in store.walk():
-                    if len(rows) >= MAX_ROWS:
-                        raise _TooLong
-                    rows.append((key, row))
+            await store.open()
+            async for key, row in store.walk():
+                if len(rows) >= MAX_ROWS:
+                    raise _TooLong
+                rows.append((key, row))
         finally:
             await store.close()
 
-    def run() -> None:
-        try:
-            asyncio.run(read())
-        except BaseException as exc:  # handed to the loading thread
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, name="dkimd-store-snapshot", daemon=True)
-    worker.start()
-    worker.join(WALK_TIMEOUT + 2.0)
-    if worker.is_alive():
-        raise StoreError(f"no answer within {WALK_TIMEOUT:g}s")
-    if errors:
-        exc = errors[0]
-        if isinstance(exc, TimeoutError):
-            raise StoreError(f"not read within {WALK_TIMEOUT:g}s")
-        raise exc
+    run_apart(read, WALK_TIMEOUT, what="not read", name="dkimd-store-snapshot")
     return description, rows
 
 
@@ -154,8 +142,24 @@ def open_snapshot_dataset(
         seen.add(folded)
         value = ":".join(row)
         entries.append(DatasetEntry(key, value or None, description, None))
-    dataset = Dataset(text, DatasetKind.FILE, entries, case_insensitive=case_insensitive)
+    dataset = SnapshotDataset(text, DatasetKind.FILE, entries, case_insensitive=case_insensitive)
+    dataset.description = description
     return dataset, []
+
+
+class SnapshotDataset(Dataset):
+    """The rows read at load; `spec` keeps the value as written (it may hold a password),
+    so what output shows is the store's own description."""
+
+    __slots__ = ("description",)
+
+    description: str
+
+    def describe(self) -> str:
+        return self.description
+
+    def __repr__(self) -> str:
+        return f"SnapshotDataset({self.description!r}, {len(self.entries)} entries)"
 
 
 def _safe(text: str) -> str:

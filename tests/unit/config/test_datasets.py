@@ -55,6 +55,14 @@ def test_bare_db_file_and_unknown_type() -> None:
         parse_dataset_spec("::1")  # OpenDKIM reads "" as the type too
 
 
+def test_unknown_type_does_not_echo_a_url_with_a_password() -> None:
+    # "dsn:" forgotten: the value is a server URL with its password.
+    with pytest.raises(DatasetSpecError) as info:
+        parse_dataset_spec("pgsql://dkim:S3cret-Pw@db.example/dkim/table=k?keycol=d?datacol=v")
+    assert info.value.message == 'unknown data set type "pgsql:"'
+    assert "S3cret" not in str(info.value)
+
+
 def test_glob_to_regex_matches_mkregexp() -> None:
     assert glob_to_regex("*@*.example.com") == r"^.*@.*\.example\.com$"
     assert glob_to_regex("a+b") == r"^a\+b$"

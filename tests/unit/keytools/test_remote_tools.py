@@ -135,6 +135,18 @@ def test_genzone_walks_a_sqlite_keytable(site: Path, capsys: pytest.CaptureFixtu
     assert zone_names(capsys.readouterr().out) == ["s2._domainkey.example.org."]
 
 
+def test_genzone_names_a_dataset_argument_without_its_password(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tables = sqlite_tables(site, {"bad": ("example.net", "", "")})
+    dataset = tables.splitlines()[0].split(" ", 1)[1]
+    dataset = dataset.replace("sqlite3://", "sqlite3://dkim:S3cret-Pw@")  # sqlite ignores it
+    assert genzone.main(["-F", dataset]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "dsn:sqlite3://dkim:***@" in err  # the bad row, told
+    assert "S3cret" not in err
+
+
 def test_unreadable_sqlite_keytable(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tables = sqlite_tables(site)
     # Without SoftStart the configuration does not load: the tools' EX_CONFIG.

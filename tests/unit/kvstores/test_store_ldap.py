@@ -139,6 +139,20 @@ def test_unusable_urls_are_configuration_errors(value: str) -> None:
         parse_urls(value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ldap://cn=admin:S3cret-Pw@h/dc=x",  # a login where RFC 4516 has none
+        "ldap://cn=admin:S3cret-Pw@h:389/dc=x",
+        "ldap:cn=admin:S3cret-Pw@h/dc=x",  # and not a URL at all
+    ],
+)
+def test_a_password_in_the_url_is_refused_without_repeating_it(value: str) -> None:
+    with pytest.raises(StoreSpecError) as err:
+        parse_urls(value)
+    assert "S3cret" not in err.value.message
+
+
 def test_an_unsupported_sasl_mechanism_is_a_configuration_error() -> None:
     with pytest.raises(StoreSpecError, match="GSSAPI"):
         from_spec("ldap://h/dc=x", LdapSettings(auth_mechanism="GSSAPI"))

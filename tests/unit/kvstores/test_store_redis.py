@@ -49,6 +49,7 @@ def test_parse_defaults_and_describe_hides_the_password() -> None:
     )
     assert spec.fields == ("a", "b") and spec.timeout == 2
     assert "pw" not in spec.describe()
+    assert "pw" not in repr(spec)  # a traceback's locals, a debug line
     assert spec.describe() == "rediss://dkim:***@[::1]:6380/3?key=hash&prefix=k:&fields=a,b"
 
 
@@ -69,6 +70,17 @@ def test_parse_defaults_and_describe_hides_the_password() -> None:
 def test_unusable_urls_are_configuration_errors(value: str) -> None:
     with pytest.raises(StoreSpecError):
         parse_spec(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["redis://u:pa#ss@h/0", "redis://u:pa/ss@h/0", "redis://:pa?ss@h/0"]
+)
+def test_a_password_read_as_a_port_is_not_quoted(value: str) -> None:
+    # urlsplit takes "u:pa" for host and port and says "... as 'pa'": the password's start.
+    with pytest.raises(StoreSpecError) as err:
+        parse_spec(value)
+    assert "pa" not in err.value.message
+    assert err.value.hint is not None and "%23" in err.value.hint
 
 
 def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

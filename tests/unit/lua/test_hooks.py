@@ -357,6 +357,21 @@ def test_db_open_failure_raises(site: Site) -> None:
     assert actions == [milter.ReplyCode(451, "4.7.0", "internal DKIM error")]
 
 
+def test_db_open_refuses_a_data_set_behind_a_server(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Opening one per call would log in on the event loop and leave a pool behind; the
+    # value holds a password, which the error must not repeat.
+    url = "dsn:pgsql://dkim:S3cret-Pw@1+127.0.0.1/mail/table=t?keycol=k?datacol=v"
+    script = site.script("setup.lua", f'odkim.db_open("{url}")\n')
+    with caplog.at_level(logging.DEBUG, logger="dkimd"):
+        actions = run(Mta(site.config(f"SetupPolicyScript {script}\n"), site.records))
+    assert actions == [milter.ReplyCode(451, "4.7.0", "internal DKIM error")]
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "can't open a dsn: data set from a script" in text
+    assert "S3cret" not in text
+
+
 # -- failures and limits --
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -187,3 +188,60 @@ def test_bounded_size() -> None:
     asyncio.run(go())
     assert len(cache._entries) <= 10
     assert cache.cached("k99") == []
+
+
+def test_new_keys_into_a_full_cache_cost_no_scan_each() -> None:
+    # Every new key a message brings (a host list asks hundreds) goes through here on the
+    # event loop: making room must not cost a pass over the whole cache per key.
+    store, clock = ScriptedStore(), Clock()
+    size = 100_000
+    cache = _cache(store, clock, max_entries=size)
+
+    async def fill(prefix: str, count: int) -> float:
+        started = time.perf_counter()
+        for i in range(count):
+            await cache.get(f"{prefix}{i}")
+        return time.perf_counter() - started
+
+    async def go() -> tuple[float, float]:
+        room = await fill("a", 2000)  # the cache has room: nothing to drop
+        for i in range(size - 2000):
+            cache._remember(f"k{i}", [])  # as a get would, without the loop's cost
+        # Now full of fresh answers: nothing expired to drop either.
+        return room, await fill("x", 2000)
+
+    room, full = asyncio.run(go())
+    assert len(cache._entries) <= size
+    assert cache.cached("x1999") == []
+    assert cache.cached("a0") is None  # the oldest went first
+    # 2000 keys cost ~0.05 s whether or not the cache is full (a scan a key took ~5 s).
+    assert full < 10 * room + 0.5
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_lookups_in_flight_when_the_store_closes_fail_not_cancel(many: bool) -> None:
+    # After a reload the replaced stores are closed: a message still waiting on one gets a
+    # StoreError (On-InternalError), not a CancelledError that would drop its connection.
+    store, clock = ScriptedStore(), Clock()
+    store.delay = 5.0
+    cache = _cache(store, clock)
+
+    async def go() -> object:
+        async def ask() -> object:
+            if many:
+                return (await cache.get_many(["a", "b"]))["a"]
+            return await cache.get("a")
+
+        waiter = asyncio.ensure_future(ask())
+        await asyncio.sleep(0.05)
+        await cache.close()
+        try:
+            return await asyncio.wait_for(waiter, 2)
+        except asyncio.CancelledError:
+            return "cancelled"
+        except StoreError as exc:
+            return exc
+
+    outcome = asyncio.run(go())
+    assert isinstance(outcome, StoreError), outcome
+    assert "closed" in str(outcome)

@@ -9,22 +9,25 @@ against a MySQL 8 server, which is not packaged for Debian.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pymysql")
-
+from dkimd.stores import dsn
 from dkimd.stores.base import StoreError
 from dkimd.stores.cache import CacheSettings, StoreCache
 from dkimd.stores.dsn import from_spec
 from support.sqlservers import MariaServer, start_mariadb
+from support.tools import require_module
 
 
 @pytest.fixture(scope="module")
 def maria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaServer]:
+    require_module("pymysql")  # in the test extra: missing under CI is a failure, not a skip
     server = start_mariadb(tmp_path_factory.mktemp("maria"))
     server.execute(
         "CREATE TABLE dkim.dkimkeys (id VARCHAR(255) PRIMARY KEY, data TEXT)",
@@ -87,6 +90,37 @@ def test_server_stopped_then_recovery(maria: MariaServer) -> None:
 
     outcomes = asyncio.run(go())
     assert outcomes[0] == "fail" and outcomes[-1] == "ok"
+
+
+def test_a_server_that_stops_answering_frees_the_thread(
+    maria: MariaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGSTOP: the kernel keeps the connection, nothing answers. Without a read timeout
+    # the pool's thread would wait for ever, after the cache's timeout failed the lookup.
+    monkeypatch.setattr(dsn, "IO_TIMEOUT", 1.0, raising=False)
+    assert maria.proc is not None
+    pid = maria.proc.pid
+
+    async def go() -> tuple[str, float]:
+        store = from_spec(maria.dsn(), pool_size=1)
+        assert await store.get("example.com")  # the thread's connection, made now
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(store.get("example.com"), 20)
+            outcome = "answered"
+        except StoreError:
+            outcome = "StoreError"
+        except TimeoutError:
+            outcome = "still waiting"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        took = time.monotonic() - started
+        await store.close()
+        return outcome, took
+
+    outcome, took = asyncio.run(go())
+    assert outcome == "StoreError" and took < 10
 
 
 def test_unix_socket_host(maria: MariaServer, tmp_path: Path) -> None:

@@ -13,16 +13,16 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest.importorskip("psycopg")
-
 from dkimd.stores.base import StoreError
 from dkimd.stores.cache import CacheSettings, StoreCache
 from dkimd.stores.dsn import from_spec
 from support.sqlservers import PgServer, start_postgres
+from support.tools import require_module
 
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    require_module("psycopg")  # in the test extra: missing under CI is a failure, not a skip
     server = start_postgres(tmp_path_factory.mktemp("pg"))
     server.execute(
         "CREATE TABLE keys (id TEXT PRIMARY KEY, data TEXT)",

@@ -264,6 +264,18 @@ def test_macro_list_read_at_load(site: tuple[Path, str]) -> None:
     assert any("MacroList" in p.message for p in soft.warnings)
 
 
+def test_a_list_read_at_load_shows_its_store_without_the_password(tmp_path: Path) -> None:
+    db = tmp_path / "macros.db"
+    sqlite_table(db, "macros", [("{daemon_name}", "")])
+    # sqlite3 ignores a login, but the URL may carry one as any dsn: does.
+    text = sqlite_url(db, "macros").replace("sqlite3://", "sqlite3://dkim:S3cret-Pw@")
+    dataset, problems = open_dataset(text, option="MacroList")
+    assert problems == [] and dataset is not None
+    assert [e.key for e in dataset.entries] == ["{daemon_name}"]
+    assert "S3cret" not in dataset.describe() and "S3cret" not in repr(dataset)
+    assert dataset.describe().startswith("dsn:sqlite3://dkim:***@")
+
+
 def test_dont_sign_mail_to(site: tuple[Path, str]) -> None:
     db, config = site
     sqlite_table(db, "nosign", [("carol@example.net", "")])
@@ -441,6 +453,52 @@ def test_arc_seal_hosts_and_mail_to(tmp_path: Path) -> None:
     assert sealed(mta.run("198.51.100.1", "relay.example", recipients=["x@lists.example"]))
     sqlite_exec(db, "ALTER TABLE seal RENAME TO gone")
     assert mta.run("192.0.2.9", "relay.example").tempfailed
+
+
+def test_arc_key_in_a_remote_key_table(tmp_path: Path) -> None:
+    # ArcKey's entry is read at end-of-message: it must have been fetched with the
+    # message's other rows (a load-time check or an end-of-message lookup has none).
+    db = tmp_path / "keys.db"
+    key = key_file(tmp_path)
+    sqlite_table(
+        db, "keys", [("arc", f"example.com:arc:{key}"), ("dkim", f"example.com:sel:{key}")]
+    )
+    (tmp_path / "signing").write_text("*@example.com dkim\n")
+    config = (
+        "Mode sv\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\n"
+        f"KeyTable {sqlite_url(db, 'keys')}\nSigningTable refile:{tmp_path / 'signing'}\n"
+        "ArcMode s\nArcKey arc\nDataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)  # the load does not look the entry up
+    outcome = mta.run()
+    seals = [a.value for a in outcome.actions if getattr(a, "name", None) == b"ARC-Seal"]
+    assert outcome.signed and len(seals) == 1, outcome
+    assert b"s=arc" in seals[0]  # ArcKey's selector, not the DKIM key's "sel"
+    sqlite_exec(db, "ALTER TABLE keys RENAME TO gone")
+    assert mta.run().tempfailed  # On-InternalError, not an internal error's traceback
+
+
+def test_arc_key_store_down_at_end_of_message_is_no_internal_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only ArcKey's entry is in the store (verify mode): its failure shows at end-of-message,
+    # where it is the On-InternalError action with the outage logged once, no traceback.
+    db = tmp_path / "keys.db"
+    sqlite_table(db, "keys", [("arc", f"example.com:arc:{key_file(tmp_path)}")])
+    config = (
+        "Mode v\nAuthservID mx.test\nSocket inet:21000@127.0.0.1\n"
+        f"KeyTable {sqlite_url(db, 'keys')}\nArcMode s\nArcKey arc\n"
+        "DataSetCacheTTL 0\nDataSetNegativeCacheTTL 0\n"
+    )
+    mta = Mta(config)
+    outside = ("198.51.100.1", "relay.example")
+    assert any(getattr(a, "name", None) == b"ARC-Seal" for a in mta.run(*outside).actions)
+    sqlite_exec(db, "ALTER TABLE keys RENAME TO gone")
+    with caplog.at_level(logging.INFO, logger="dkimd"):
+        down = [mta.run(*outside) for _ in range(2)]
+    assert all(outcome.tempfailed for outcome in down), down
+    assert not [r for r in caplog.records if r.exc_info or "while processing" in r.getMessage()]
+    assert len([r for r in caplog.records if "is unavailable" in r.getMessage()]) == 1
 
 
 def test_atps_domains(site: tuple[Path, str]) -> None:

@@ -22,6 +22,7 @@ from dkimd.systemd.activation import (
     milter_socket,
 )
 from support.systemd_manager import listening_tcp, listening_unix, spawn_activated
+from support.tools import unavailable
 
 
 def test_matches_unix_path(tmp_path: Path) -> None:
@@ -51,7 +52,7 @@ def test_matches_inet6() -> None:
     try:
         sock = listening_tcp("::1")
     except OSError:
-        pytest.skip("no IPv6 loopback here")
+        unavailable("no IPv6 loopback here")
     with sock:
         port = sock.getsockname()[1]
         assert matches(sock, parse_socket_spec(f"inet6:{port}@[::1]"))
