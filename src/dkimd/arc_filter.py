@@ -38,7 +38,7 @@ from dkimd.arc import (
     arc_ar_item,
 )
 from dkimd.arc.header_checks import first_match
-from dkimd.authres import authserv_id_of
+from dkimd.authres import authserv_id_of, plain_marks
 from dkimd.config import Config
 from dkimd.config.arc import ArcSettings
 from dkimd.dkim import (
@@ -390,26 +390,12 @@ def _resinfos(value: bytes) -> list[str]:
     text = "".join(c if " " <= c <= "~" else " " for c in value.decode("latin-1"))
     parts: list[str] = []
     current: list[str] = []
-    depth = 0
-    quoted = escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and (quoted or depth):
-            escaped = True
-        elif quoted:
-            quoted = ch != '"'
-        elif ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif ch == '"' and not depth:
-            quoted = True
-        elif ch == ";" and not depth:
+    for ch, plain in plain_marks(text):
+        if ch == ";" and plain:
             parts.append(" ".join("".join(current).split()))
             current = []
-            continue
-        current.append(ch)
+        else:
+            current.append(ch)
     parts.append(" ".join("".join(current).split()))
     return [p for p in parts if p]
 

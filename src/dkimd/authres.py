@@ -9,11 +9,17 @@ session turns the indexes into milter header changes.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 
 from dkimd.dkim import AR_FIELD_NAME, HeaderField
 
-__all__ = ["authserv_id_of", "carries_dkim_result", "forged_result_indexes", "listed_host"]
+__all__ = [
+    "authserv_id_of",
+    "carries_dkim_result",
+    "forged_result_indexes",
+    "listed_host",
+    "plain_marks",
+]
 
 _AR_KEY = AR_FIELD_NAME.lower()
 
@@ -57,6 +63,38 @@ def listed_host(host: str, hosts: Container[str]) -> bool:
     return any("." + ".".join(labels[i:]) in hosts for i in range(1, len(labels)))
 
 
+def plain_marks(text: str) -> Iterator[tuple[str, bool]]:
+    """Each character of an Authentication-Results value with whether it is plain: outside
+    comments and quoted strings, and not one of their delimiters or escapes (RFC 8601 2.2,
+    RFC 5322 3.2.2-3.2.4). Only plain characters are the field's syntax: a ";" or "dkim="
+    inside a comment or a quoted string is text."""
+    depth = 0
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+            yield ch, False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+            yield ch, False
+        elif quoted:
+            quoted = ch != '"'
+            yield ch, False
+        elif ch == "(":
+            depth += 1
+            yield ch, False
+        elif ch == ")" and depth:
+            depth -= 1
+            yield ch, False
+        elif depth:
+            yield ch, False
+        elif ch == '"':
+            quoted = True
+            yield ch, False
+        else:
+            yield ch, True
+
+
 def carries_dkim_result(value: bytes) -> bool:
     """Whether an Authentication-Results value has a "dkim=" resinfo (RFC 8601 2.2).
 
@@ -64,29 +102,9 @@ def carries_dkim_result(value: bytes) -> bool:
     not count; any CR or LF is folding whitespace.
     """
     text = value.decode("utf-8", "replace")
-    plain: list[str] = []
-    depth = 0
-    quoted = False
-    escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and (quoted or depth):
-            escaped = True
-        elif quoted:
-            quoted = ch != '"'
-        elif ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif depth:
-            continue
-        elif ch == '"':
-            quoted = True
-        else:
-            plain.append(ch)
+    plain = "".join(ch for ch, is_plain in plain_marks(text) if is_plain)
     # The first element is the authserv-id (and version); each later one starts a resinfo.
-    for resinfo in "".join(plain).split(";")[1:]:
+    for resinfo in plain.split(";")[1:]:
         method = resinfo.split("=", 1)[0].strip().split("/", 1)[0].strip()
         if method.lower() == "dkim" and "=" in resinfo:
             return True
