@@ -506,19 +506,11 @@ class _Reloader:
                 config = replace(config, nameservers=self.start_nameservers)
             return config, build_runtime(config, self.run_as)
 
-    def __call__(self) -> bool:
-        """Reload here and now; True when the new configuration is in force."""
-        log.info("reloading configuration from %s", self.options.config_path)
-        try:
-            built = self.read()
-        except Exception as exc:
-            return self._refused(exc)
-        return self._apply(*built)
-
     async def off_loop(self) -> bool:
-        """As calling it, with the files read and the Runtime built in a thread: reading
-        tables behind a server (a log-in check, whole lists) may take seconds, during which
-        the event loop goes on serving messages under the old configuration."""
+        """Reload: the files read and the Runtime built in a thread (reading tables behind
+        a server, a log-in check or whole lists, may take seconds, during which the event
+        loop goes on serving messages under the old configuration), then put in force on
+        the loop. True when the new configuration is in force."""
         log.info("reloading configuration from %s", self.options.config_path)
         try:
             built = await asyncio.to_thread(self.read)

@@ -3,6 +3,7 @@ restart limits, and reload keeping the run-as user for key safety."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import stat
@@ -91,7 +92,7 @@ def test_reload_judges_keys_for_the_run_as_user(
         config = parse_config_text(BASE)
 
     holder = RuntimeHolder(Current())  # type: ignore[arg-type]
-    _Reloader(DaemonOptions(str(conf)), holder, run_as)()
+    asyncio.run(_Reloader(DaemonOptions(str(conf)), holder, run_as).off_loop())
     assert seen == [run_as]
     assert holder.current is built
 
@@ -112,9 +113,9 @@ def test_reload_keeps_the_old_runtime_on_any_error(
     monkeypatch.setattr(logger, "propagate", True)
     monkeypatch.setattr(logger.parent, "propagate", True)
     with caplog.at_level("INFO", logger="dkimd"):
-        _Reloader(DaemonOptions(str(conf)), holder, None)()
+        asyncio.run(_Reloader(DaemonOptions(str(conf)), holder, None).off_loop())
         conf.unlink()
-        _Reloader(DaemonOptions(str(conf)), holder, None)()
+        asyncio.run(_Reloader(DaemonOptions(str(conf)), holder, None).off_loop())
     assert holder.current is old
     messages = [r.getMessage() for r in caplog.records]
     assert "reload failed (resolver exploded); keeping the previous configuration" in messages
@@ -141,7 +142,8 @@ def test_reload_keeps_the_test_public_keys_of_the_start(
         config = parse_config_text(BASE)
 
     holder = RuntimeHolder(Current())  # type: ignore[arg-type]
-    _Reloader(DaemonOptions(str(conf)), holder, None, test_public_keys="/start/pubkeys")()
+    reloader = _Reloader(DaemonOptions(str(conf)), holder, None, test_public_keys="/start/pubkeys")
+    asyncio.run(reloader.off_loop())
     assert seen == ["/start/pubkeys"]
 
 

@@ -4,6 +4,7 @@ failed reload goes back to the directory the running configuration uses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -77,5 +78,5 @@ def test_reloader_keeps_the_old_directory_on_failure(base: Path, tmp_path: Path)
 
     holder = RuntimeHolder(Current())  # type: ignore[arg-type]
     os.chdir(tmp_path)
-    _Reloader(DaemonOptions(str(conf)), holder, None)()
+    asyncio.run(_Reloader(DaemonOptions(str(conf)), holder, None).off_loop())
     assert Path.cwd() == tmp_path and holder.current is not None

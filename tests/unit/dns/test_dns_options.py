@@ -171,5 +171,5 @@ def test_query_cache_is_not_reloaded(tmp_path: Path, monkeypatch: pytest.MonkeyP
         config = parse_config_text("Mode v\n")
 
     holder = RuntimeHolder(Current())  # type: ignore[arg-type]
-    _Reloader(DaemonOptions(str(conf)), holder, None, query_cache=None)()
+    asyncio.run(_Reloader(DaemonOptions(str(conf)), holder, None, query_cache=None).off_loop())
     assert seen == [None]
